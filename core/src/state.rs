@@ -1,0 +1,288 @@
+//! A user's life in one drop, and an event's life, as explicit state machines.
+//!
+//! Every writer (queue-api, admitter, goods-worker, result-relay) asks [`UserState::step`]
+//! before it changes a user, so an illegal move (a lost user "winning" on a late
+//! redelivery, an expired user being admitted) is an error at the place it happens,
+//! never a silent overwrite.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a user stands in one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// In the queue, holding a ticket.
+    Waiting,
+    /// Taken from the head of the queue and sent to the draw; no outcome yet.
+    Admitted,
+    /// Drew a winning value while stock was left: holds one unit.
+    Won,
+    /// Drew a losing value.
+    Lost,
+    /// Stock ran out before this user could win (in the draw, or still waiting).
+    SoldOut,
+    /// Left the queue: not seen for longer than the event's abandon timeout.
+    Expired,
+}
+
+/// A move the state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} user cannot become {to}")]
+pub struct IllegalTransition {
+    /// The state the user is in.
+    pub from: UserState,
+    /// The state that was asked for.
+    pub to: UserState,
+}
+
+/// What a legal [`UserState::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The user moved to a new state: write it.
+    Moved(UserState),
+    /// The user already was in the requested final state (a redelivered result):
+    /// nothing to write, nothing to announce twice.
+    Repeated(UserState),
+}
+
+impl UserState {
+    /// All states, for exhaustive tests and metrics labels.
+    pub const ALL: [UserState; 6] = [
+        UserState::Waiting,
+        UserState::Admitted,
+        UserState::Won,
+        UserState::Lost,
+        UserState::SoldOut,
+        UserState::Expired,
+    ];
+
+    /// A final state never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            UserState::Won | UserState::Lost | UserState::SoldOut | UserState::Expired
+        )
+    }
+
+    /// The one rule for moving a user: waiting → admitted → won | lost | sold_out,
+    /// and waiting → sold_out (stock gone) | expired (abandoned). Asking a final state
+    /// for itself again is [`Step::Repeated`] (results are delivered at least once);
+    /// anything else is an [`IllegalTransition`].
+    pub fn step(self, to: UserState) -> Result<Step, IllegalTransition> {
+        use UserState::*;
+        match (self, to) {
+            (Waiting, Admitted | SoldOut | Expired) => Ok(Step::Moved(to)),
+            (Admitted, Won | Lost | SoldOut) => Ok(Step::Moved(to)),
+            (from, to) if from == to && from.is_final() => Ok(Step::Repeated(to)),
+            (from, to) => Err(IllegalTransition { from, to }),
+        }
+    }
+
+    /// The snake_case name used in Redis, JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserState::Waiting => "waiting",
+            UserState::Admitted => "admitted",
+            UserState::Won => "won",
+            UserState::Lost => "lost",
+            UserState::SoldOut => "sold_out",
+            UserState::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for UserState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of [`UserState::ALL`] (or [`EventState`]'s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for UserState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        UserState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// Where an event stands. Operators move it with `dropgate event open|pause|close`;
+/// the draw moves it to sold out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// Created, seed committed; users may pre-queue but nobody is admitted.
+    Scheduled,
+    /// Admitting users.
+    Open,
+    /// Admission stopped by an operator; entering still works, queue keeps its order.
+    Paused,
+    /// Every unit is won; remaining users are told so.
+    SoldOut,
+    /// Over; the seed is revealed so anyone can verify the draw.
+    Closed,
+}
+
+impl EventState {
+    /// All states.
+    pub const ALL: [EventState; 5] = [
+        EventState::Scheduled,
+        EventState::Open,
+        EventState::Paused,
+        EventState::SoldOut,
+        EventState::Closed,
+    ];
+
+    /// The legal operator and system moves. Closing is allowed from anywhere but
+    /// closed; reopening a closed event is not, because its seed is public by then.
+    pub fn step(self, to: EventState) -> Result<EventState, IllegalEventTransition> {
+        use EventState::*;
+        match (self, to) {
+            (Scheduled | Paused, Open)
+            | (Open, Paused)
+            | (Open | Paused, SoldOut)
+            | (Scheduled | Open | Paused | SoldOut, Closed) => Ok(to),
+            (from, to) => Err(IllegalEventTransition { from, to }),
+        }
+    }
+
+    /// Whether new users may join the queue.
+    pub fn accepts_entries(self) -> bool {
+        matches!(
+            self,
+            EventState::Scheduled | EventState::Open | EventState::Paused
+        )
+    }
+
+    /// The snake_case name used in PostgreSQL, Redis and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Scheduled => "scheduled",
+            EventState::Open => "open",
+            EventState::Paused => "paused",
+            EventState::SoldOut => "sold_out",
+            EventState::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for EventState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        EventState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// An event move that is not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} event cannot become {to}")]
+pub struct IllegalEventTransition {
+    /// The event's state.
+    pub from: EventState,
+    /// The state that was asked for.
+    pub to: EventState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use UserState::*;
+
+    #[test]
+    fn the_whole_user_transition_table() {
+        let legal = [
+            (Waiting, Admitted),
+            (Waiting, SoldOut),
+            (Waiting, Expired),
+            (Admitted, Won),
+            (Admitted, Lost),
+            (Admitted, SoldOut),
+        ];
+        for from in UserState::ALL {
+            for to in UserState::ALL {
+                let got = from.step(to);
+                if legal.contains(&(from, to)) {
+                    assert_eq!(got, Ok(Step::Moved(to)), "{from} -> {to}");
+                } else if from == to && from.is_final() {
+                    assert_eq!(got, Ok(Step::Repeated(to)), "{from} -> {to}");
+                } else {
+                    assert_eq!(got, Err(IllegalTransition { from, to }), "{from} -> {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_final_state_never_moves_to_another() {
+        for from in UserState::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in UserState::ALL.into_iter().filter(|to| *to != from) {
+                assert!(from.step(to).is_err(), "{from} -> {to} must be illegal");
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in UserState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+            assert_eq!(
+                serde_json::to_string(&state).expect("serializes"),
+                format!("\"{state}\"")
+            );
+        }
+        for state in EventState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+        }
+        assert!("winning".parse::<UserState>().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn once_decided_a_user_is_never_decided_again(
+            requests in proptest::collection::vec(proptest::sample::select(UserState::ALL.to_vec()), 1..40)
+        ) {
+            let mut state = Waiting;
+            let mut decided: Option<UserState> = None;
+            for to in requests {
+                if let Ok(Step::Moved(next)) = state.step(to) {
+                    proptest::prop_assert!(decided.is_none(), "{state} moved to {next} after being decided");
+                    state = next;
+                    if next.is_final() {
+                        decided = Some(next);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn closed_events_stay_closed() {
+        for to in EventState::ALL {
+            assert!(EventState::Closed.step(to).is_err());
+        }
+        assert_eq!(
+            EventState::Paused.step(EventState::Open),
+            Ok(EventState::Open)
+        );
+        assert!(EventState::SoldOut.step(EventState::Open).is_err());
+        assert!(!EventState::SoldOut.accepts_entries());
+    }
+}

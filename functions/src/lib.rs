@@ -1,0 +1,12 @@
+//! dropgate's adapters: everything that touches the outside world (configuration,
+//! logs, and, as the functions grow, Redis, Kafka, PostgreSQL and HTTP), kept apart
+//! from the rules in `dropgate-core`.
+//!
+//! Each binary in `src/bin/` is thin: it parses one config struct, wires adapters from
+//! here and calls core for every decision. A business rule found in a binary belongs
+//! in core.
+
+pub mod config;
+pub mod event_settings;
+pub mod skeleton;
+pub mod telemetry;

@@ -1,0 +1,102 @@
+//! The binaries as an operator meets them: clear messages and exit codes, no panics.
+
+use std::process::{Command, Output};
+
+fn run(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("running {binary}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn event_check_prints_valid_settings_as_json() {
+    let out = run(
+        env!("CARGO_BIN_EXE_dropgate"),
+        &["event", "check", "--stock", "100"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(config["stock"], 100);
+    assert_eq!(config["win_probability"], 0.05);
+    assert_eq!(config["queue_mode"], "fifo");
+}
+
+#[test]
+fn event_check_lists_every_problem_and_exits_2() {
+    let out = run(
+        env!("CARGO_BIN_EXE_dropgate"),
+        &[
+            "event",
+            "check",
+            "--stock",
+            "0",
+            "--win-probability",
+            "0",
+            "--rate",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "stock must be at least 1",
+        "win probability",
+        "admission rate",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn functions_name_the_missing_setting() {
+    let out = run(env!("CARGO_BIN_EXE_queue-api"), &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--redis-url"), "{stderr}");
+}
+
+#[test]
+fn configured_skeletons_say_so_and_exit_non_zero() {
+    let redis = ("DROPGATE_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0");
+    let kafka = ("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1");
+    let database = ("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/d");
+    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+        (env!("CARGO_BIN_EXE_queue-api"), vec![redis]),
+        (env!("CARGO_BIN_EXE_admitter"), vec![redis, kafka]),
+        (env!("CARGO_BIN_EXE_goods-worker"), vec![database, kafka]),
+        (env!("CARGO_BIN_EXE_result-relay"), vec![redis, kafka]),
+    ];
+    for (binary, env) in cases {
+        let out = run(binary, &[], &env);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{binary}: {}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("configuration is valid"), "{stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "{binary} printed a secret: {stderr}"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what dropgate's build, tests and local stack need, and only what is
+# missing. Idempotent: a second run prints "ok" lines and changes nothing.
+#
+#   scripts/setup.sh            everything `make test` and `make local` need
+#
+# OS packages come from apt-get (as root, or through sudo when available); tools from
+# `cargo install`. Each step says what it installs before it does it.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root for: $*  (run as root or install sudo)"; return 1
+  fi
+}
+
+APT_UPDATED=0
+# need_apt PACKAGE [CHECK_PATH]: installs PACKAGE unless dpkg (or CHECK_PATH) shows it.
+need_apt() {
+  local package=$1 check=${2:-}
+  if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
+     || { [ -n "$check" ] && [ -e "$check" ]; }; then
+    say "ok      apt $package"
+    return
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    say "running apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "install apt $package"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+}
+
+need_rustup_component() {
+  local component=$1 probe=$2
+  if $probe --version >/dev/null 2>&1; then
+    say "ok      rustup component $component"
+  else
+    say "install rustup component $component"
+    rustup component add "$component"
+  fi
+}
+
+command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
+need_rustup_component rustfmt "cargo fmt"
+need_rustup_component clippy "cargo clippy"
+
+say "done"
