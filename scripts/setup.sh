@@ -45,8 +45,40 @@ need_rustup_component() {
   fi
 }
 
+# need_cargo_tool BINARY CRATE VERSION FEATURES NOTE: `cargo install`s CRATE unless
+# BINARY of that version is already on PATH or in ~/.cargo/bin.
+need_cargo_tool() {
+  local binary=$1 crate=$2 version=$3 features=$4 note=$5
+  local found
+  found=$(command -v "$binary" 2>/dev/null || true)
+  [ -z "$found" ] && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/$binary" ] && found="${CARGO_HOME:-$HOME/.cargo}/bin/$binary"
+  if [ -n "$found" ] && { cargo install --list 2>/dev/null | grep -q "^$crate v$version:" \
+       || "$found" --version 2>/dev/null | grep -q "$version"; }; then
+    say "ok      cargo $crate $version"
+    return
+  fi
+  say "install cargo $crate $version ($note)"
+  cargo install "$crate" --locked --version "$version" ${features:+--features "$features"}
+}
+
 command -v cargo >/dev/null || { say "cargo is missing: install Rust with rustup first"; exit 1; }
 need_rustup_component rustfmt "cargo fmt"
 need_rustup_component clippy "cargo clippy"
+
+# The local stack: Redis and PostgreSQL from the OS; `useradd` to run PostgreSQL as
+# an unprivileged user when we are root.
+need_apt redis-server /usr/bin/redis-server
+need_apt redis-tools /usr/bin/redis-benchmark
+need_apt postgresql
+need_apt postgresql-client /usr/bin/psql
+need_apt passwd /usr/sbin/useradd
+# librdkafka is built from source by the rdkafka crate.
+need_apt build-essential /usr/bin/make
+need_apt pkg-config /usr/bin/pkg-config
+need_apt zlib1g-dev /usr/include/zlib.h
+
+# tansu: the Kafka-protocol broker (sqlite:// storage needs libsql, memory:// dynostore).
+need_cargo_tool tansu tansu 0.6.0 dynostore,libsql \
+  "the Kafka-protocol broker; compiling it takes about 8 to 13 minutes on 2 cores, once"
 
 say "done"

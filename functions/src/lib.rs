@@ -6,7 +6,10 @@
 //! here and calls core for every decision. A business rule found in a binary belongs
 //! in core.
 
+pub mod cli_stack;
 pub mod config;
 pub mod event_settings;
+pub mod postgres;
 pub mod skeleton;
+pub mod stack;
 pub mod telemetry;

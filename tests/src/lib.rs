@@ -1,27 +1,197 @@
-//! Workspace-level test support for dropgate: helpers shared by the integration and
-//! end-to-end tests in `tests/tests/`, which run the real binaries.
+//! The test harness: a real local stack (Redis, PostgreSQL, tansu) per test binary, on
+//! free loopback ports, with a fresh database and fresh topics per test so tests run
+//! in parallel without seeing each other.
+//!
+//! [`TestStack::shared`] starts one stack per test binary; a watchdog process tears it
+//! down when the binary exits, even if a test panicked or the binary was killed.
+//! [`TestStack::dedicated`] gives a test its own stack, stopped when it is dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The repository root (the workspace directory).
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
+use anyhow::{Context, Result};
+use dropgate_functions::stack::{self, StackEnv, StackOptions};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
+use tokio::sync::OnceCell;
+
+/// The migrated database new test databases are copied from. Nothing stays connected
+/// to it, which `CREATE DATABASE ... TEMPLATE` requires.
+const TEMPLATE_DATABASE: &str = "dropgate_template";
+
+/// A running local stack for tests.
+#[derive(Debug)]
+pub struct TestStack {
+    /// Addresses of the servers.
+    pub env: StackEnv,
+    /// Options it was started with (for restarts).
+    pub options: StackOptions,
+    /// Tears the stack down when this process is gone.
+    watchdog: Option<Child>,
+    /// Dedicated stacks stop on drop; the shared one is left to its watchdog.
+    stop_on_drop: bool,
 }
 
-/// The path of a workspace binary built for this test run. Cargo builds every
-/// binary of the workspace before running integration tests of a member that
-/// depends on them, so `target/<profile>/<name>` exists here.
-pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    target.join(profile).join(name)
+static SHARED: OnceCell<TestStack> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestStack {
+    /// The stack shared by every test in this binary, started on first use.
+    pub async fn shared() -> &'static TestStack {
+        SHARED
+            .get_or_init(|| async {
+                Self::start(false)
+                    .await
+                    .unwrap_or_else(|e| panic!("starting the test stack: {e:#}"))
+            })
+            .await
+    }
+
+    /// A stack of this test's own, stopped (and deleted) when dropped.
+    pub async fn dedicated() -> Result<TestStack> {
+        Self::start(true).await
+    }
+
+    async fn start(stop_on_drop: bool) -> Result<TestStack> {
+        // Kept rather than deleted on drop: `down --purge` removes it together with
+        // any PostgreSQL data placed outside it.
+        let dir = tempfile::Builder::new()
+            .prefix("dropgate-test-")
+            .tempdir()
+            .context("Failed to create a state dir")?
+            .keep();
+        let options = StackOptions {
+            partitions: 3,
+            ..StackOptions::new(&dir)
+        };
+        // The watchdog starts first, so even a failed start-up is cleaned up.
+        let watchdog = spawn_watchdog(&dir)?;
+        let mut quiet = |_: &str| {};
+        let env = stack::up(&options, &mut quiet).await?;
+        let mut admin = sqlx::PgConnection::connect(&env.database_url).await?;
+        stack::create_database_if_missing(&mut admin, TEMPLATE_DATABASE, Some(stack::DATABASE))
+            .await?;
+        admin.close().await?;
+        Ok(TestStack {
+            options: StackOptions {
+                state_dir: env.state_dir.clone(),
+                ..options
+            },
+            env,
+            watchdog: Some(watchdog),
+            stop_on_drop,
+        })
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.env.state_dir
+    }
+
+    /// A unique name for this test run: `<prefix>-<pid>-<n>`.
+    pub fn unique(prefix: &str) -> String {
+        format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A fresh, migrated database of this test's own, and its URL.
+    pub async fn fresh_database(&self) -> Result<(PgPool, String)> {
+        let name = Self::unique("t").replace('-', "_");
+        let mut admin = sqlx::PgConnection::connect(&self.env.database_url).await?;
+        stack::create_database_if_missing(&mut admin, &name, Some(TEMPLATE_DATABASE)).await?;
+        admin.close().await?;
+        let url = replace_database(&self.env.database_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&url)
+            .await
+            .with_context(|| format!("Failed to connect to {name}"))?;
+        Ok((pool, url))
+    }
+
+    /// Fresh topics for this test: returns (waiting-queue, result-notification) names.
+    pub fn fresh_topics(&self, partitions: u32) -> Result<(String, String)> {
+        let prefix = Self::unique("t");
+        let waiting = format!("{prefix}-waiting-queue");
+        let results = format!("{prefix}-result-notification");
+        for topic in [&waiting, &results] {
+            stack::create_topic(self.state_dir(), topic, partitions)?;
+        }
+        Ok((waiting, results))
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if self.stop_on_drop {
+            let _ = stack::down(&self.env.state_dir, true);
+            if let Some(mut watchdog) = self.watchdog.take() {
+                let _ = watchdog.kill();
+                let _ = watchdog.wait();
+            }
+        }
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{database}"),
+        None => url.to_owned(),
+    }
+}
+
+/// The `stack-watchdog` binary next to this test binary's directory
+/// (`target/<profile>/deps/..`), built by cargo for this package's tests.
+fn watchdog_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target directory")?;
+    let binary = profile_dir.join("stack-watchdog");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: run the tests through cargo test -p dropgate-tests",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+fn spawn_watchdog(state_dir: &Path) -> Result<Child> {
+    Command::new(watchdog_binary()?)
+        .arg(state_dir)
+        .arg(std::process::id().to_string())
+        .spawn()
+        .context("Failed to start the stack watchdog")
+}
+
+/// The `dropgate` binary of this build (`target/<profile>/dropgate`).
+pub fn dropgate_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target directory")?
+        .join("dropgate");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// Whether `pid` is a live process (not a zombie awaiting its parent).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z") | Some("X")
+        )
+    })
 }

@@ -1,11 +1,11 @@
-//! dropgate: the operator CLI. Today it checks event settings with the same rules the
-//! services use; the local stack, dev tokens and the event lifecycle join it as they
-//! are built.
+//! dropgate: the operator CLI: the local stack, and event settings checked with the
+//! same rules the services use.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
+use dropgate_functions::cli_stack::{self, StackCommand};
 use dropgate_functions::event_settings::EventSettingsArgs;
 
 /// dropgate operator CLI.
@@ -18,6 +18,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The local stack: Redis, PostgreSQL and a Kafka-protocol broker on loopback.
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
     /// Work with events.
     Event {
         #[command(subcommand)]
@@ -37,6 +42,25 @@ enum EventCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Stack { command } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: could not start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cli_stack::run(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Event {
             command: EventCommand::Check { settings },
         } => match settings.to_config(SystemTime::now()) {

@@ -1,0 +1,152 @@
+//! `dropgate stack up|down|status|env|restart`: the local stack from the command line.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::stack::{self, AppendFsync, BrokerStorage, Component, StackOptions, StopMode};
+
+/// Where the stack lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateDirArg {
+    /// State directory (data, logs, pids, env file).
+    #[arg(long, env = "DROPGATE_STATE_DIR", default_value = ".dropgate")]
+    pub state_dir: PathBuf,
+}
+
+/// The `stack` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum StackCommand {
+    /// Start Redis, PostgreSQL and the broker on free loopback ports (what already
+    /// runs is kept), create topics, migrate, write the env file.
+    Up {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=256))]
+        partitions: u32,
+        /// Redis AOF fsync policy.
+        #[arg(long, value_enum, default_value_t = AppendFsync::Everysec)]
+        redis_fsync: AppendFsync,
+        /// Broker log storage (sqlite survives restarts; memory does not).
+        #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
+        broker_storage: BrokerStorage,
+    },
+    /// Stop exactly the processes `up` started (by recorded pid).
+    Down {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+        /// Also delete all data, logs and the state directory.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show what runs, where.
+    Status {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+    },
+    /// Print `export NAME=value` lines for a shell: `eval "$(dropgate stack env)"`.
+    Env {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+    },
+    /// Restart one server on the same port (`--crash` kills it with SIGKILL first).
+    Restart {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+        /// Which server.
+        #[arg(value_enum)]
+        component: Component,
+        /// Kill -9 instead of a clean shutdown.
+        #[arg(long)]
+        crash: bool,
+    },
+}
+
+/// Runs one `stack` subcommand.
+pub async fn run(command: StackCommand) -> Result<()> {
+    let mut progress = |line: &str| eprintln!("stack: {line}");
+    match command {
+        StackCommand::Up {
+            dir,
+            partitions,
+            redis_fsync,
+            broker_storage,
+        } => {
+            let options = StackOptions {
+                partitions,
+                redis_fsync,
+                broker_storage,
+                ..StackOptions::new(dir.state_dir)
+            };
+            let env = stack::up(&options, &mut progress).await?;
+            println!(
+                "dropgate local stack is up (state dir {})",
+                env.state_dir.display()
+            );
+            for (name, value) in env.vars() {
+                println!("  {name}={value}");
+            }
+            println!("logs: {}", env.state_dir.join("logs").display());
+            println!(
+                "stop it with: dropgate stack down --state-dir {}",
+                env.state_dir.display()
+            );
+        }
+        StackCommand::Down { dir, purge } => {
+            let stopped = stack::down(&dir.state_dir, purge)?;
+            if stopped.is_empty() {
+                println!("nothing was running in {}", dir.state_dir.display());
+            } else {
+                println!("stopped {}", stopped.join(", "));
+            }
+        }
+        StackCommand::Status { dir } => {
+            for line in stack::status(&dir.state_dir)? {
+                match (&line.server, line.running) {
+                    (Some(server), true) => println!(
+                        "{:<9} running  pid {:<8} 127.0.0.1:{}",
+                        line.component.name(),
+                        server.pid,
+                        server.port
+                    ),
+                    (Some(server), false) => println!(
+                        "{:<9} stopped  (was pid {}, port {})",
+                        line.component.name(),
+                        server.pid,
+                        server.port
+                    ),
+                    (None, _) => println!("{:<9} not started", line.component.name()),
+                }
+            }
+        }
+        StackCommand::Env { dir } => {
+            for (name, value) in stack::env(&dir.state_dir)?.vars() {
+                println!("export {name}='{}'", value.replace('\'', r"'\''"));
+            }
+        }
+        StackCommand::Restart {
+            dir,
+            component,
+            crash,
+        } => {
+            let mode = if crash {
+                StopMode::Crash
+            } else {
+                StopMode::Graceful
+            };
+            let state = stack::StackState::load(&dir.state_dir)?;
+            let options = StackOptions {
+                partitions: state.partitions.max(1),
+                ..StackOptions::new(dir.state_dir)
+            };
+            stack::restart_component(&options, component, mode, &mut progress).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! tansu, the Kafka-protocol broker of the local stack. With `sqlite://` storage the
+//! log and committed offsets live in a file in `<state>/broker` and survive a restart.
+//! tansu creates no topic by itself (producing to a missing topic hangs), so `up`
+//! creates both topics before anything produces.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::process::{is_running, spawn_detached};
+use super::{BrokerStorage, StackOptions};
+
+/// The topics every stack has.
+pub const TOPICS: [&str; 2] = ["waiting-queue", "result-notification"];
+
+/// Starts tansu on `port`.
+pub(crate) fn start(options: &StackOptions, port: u16) -> Result<u32> {
+    let dir = options.state_dir.join("broker");
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let storage = match options.broker_storage {
+        // Relative to the working directory, which is the broker's own dir.
+        BrokerStorage::Sqlite => "sqlite://tansu.db".to_owned(),
+        BrokerStorage::Memory => "memory://tansu/".to_owned(),
+    };
+    let mut command = Command::new(&options.tansu);
+    command
+        .current_dir(&dir)
+        .args(["broker", "--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", &storage])
+        .env("RUST_LOG", "warn");
+    spawn_detached(command, &options.log_file("broker"))
+}
+
+/// Creates `topic` with `partitions` partitions, retrying until the broker answers
+/// (this doubles as the readiness check). An existing topic is fine.
+pub(crate) fn create_topic(
+    options: &StackOptions,
+    pid: u32,
+    port: u16,
+    topic: &str,
+    partitions: u32,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let broker = format!("tcp://127.0.0.1:{port}");
+    loop {
+        let output = Command::new(&options.tansu)
+            .args(["topic", "create", topic, "--broker", &broker])
+            .args(["--partitions", &partitions.to_string()])
+            .env("RUST_LOG", "error")
+            .output()
+            .with_context(|| format!("Failed to run {}", options.tansu.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success()
+            || text.contains("already exists")
+            || text.contains("TopicAlreadyExists")
+        {
+            return Ok(());
+        }
+        if !is_running(pid, "tansu") {
+            bail!(
+                "the broker exited during start-up; see {}",
+                options.log_file("broker").display()
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "could not create topic {topic} on {broker}: {}",
+                text.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,434 @@
+//! The local stack: Redis, PostgreSQL and a Kafka-protocol broker started natively
+//! (no Docker) on free loopback ports, in a state directory.
+//!
+//! One implementation serves `dropgate stack up|down|status|env|restart` and the test
+//! harness. Every pid is recorded in `<state dir>/stack.json` right after spawning,
+//! so `down` stops exactly what `up` started, even after the launcher was killed; `up`
+//! on a running stack keeps what runs and starts only what is missing.
+
+mod broker;
+mod postgres;
+mod process;
+mod redis;
+mod state;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+
+pub use broker::TOPICS;
+pub use postgres::{DATABASE, connect_options, create_database_if_missing};
+pub use state::{Component, Server, StackState, state_file};
+
+/// Redis AOF fsync policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AppendFsync {
+    /// fsync once a second (Redis' default for AOF): at most a second lost on a
+    /// machine crash, nothing on a process crash.
+    #[default]
+    Everysec,
+    /// fsync every write.
+    Always,
+}
+
+/// Where the broker keeps its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BrokerStorage {
+    /// A SQLite file: messages and committed offsets survive a broker restart.
+    #[default]
+    Sqlite,
+    /// In memory: gone at restart; for throwaway runs.
+    Memory,
+}
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Where data, logs, the state file and the env file go.
+    pub state_dir: PathBuf,
+    /// Partitions per topic.
+    pub partitions: u32,
+    /// Redis AOF fsync policy.
+    pub redis_fsync: AppendFsync,
+    /// Broker storage.
+    pub broker_storage: BrokerStorage,
+    /// The redis-server binary.
+    pub redis_server: PathBuf,
+    /// The tansu binary.
+    pub tansu: PathBuf,
+}
+
+impl StackOptions {
+    /// Defaults for `state_dir`: 6 partitions, AOF fsync every second, SQLite broker
+    /// log, binaries found on PATH (tansu also in `~/.cargo/bin`).
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            partitions: 6,
+            redis_fsync: AppendFsync::Everysec,
+            broker_storage: BrokerStorage::Sqlite,
+            redis_server: find_program("redis-server"),
+            tansu: find_program("tansu"),
+        }
+    }
+
+    /// `<state dir>/logs/<name>.log`.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{name}.log"))
+    }
+}
+
+/// `program` on PATH, else in `~/.cargo/bin` (where `cargo install` puts tansu), else
+/// the bare name (the spawn error then names it).
+fn find_program(program: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// Addresses of a running stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackEnv {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// `redis://127.0.0.1:<port>/0`.
+    pub redis_url: String,
+    /// `postgres://dropgate:<password>@127.0.0.1:<port>/dropgate`.
+    pub database_url: String,
+    /// `127.0.0.1:<port>`.
+    pub kafka_brokers: String,
+}
+
+impl StackEnv {
+    fn from_state(state_dir: &Path, state: &StackState) -> Result<Self> {
+        let port = |component: Component| {
+            state
+                .server(component)
+                .map(|server| server.port)
+                .with_context(|| format!("the stack has no {}", component.name()))
+        };
+        Ok(Self {
+            state_dir: state_dir.to_path_buf(),
+            redis_url: format!("redis://127.0.0.1:{}/0", port(Component::Redis)?),
+            database_url: format!(
+                "postgres://{DATABASE}:{}@127.0.0.1:{}/{DATABASE}",
+                state.postgres_password,
+                port(Component::Postgres)?
+            ),
+            kafka_brokers: format!("127.0.0.1:{}", port(Component::Broker)?),
+        })
+    }
+
+    /// The variables every function reads, as `(name, value)` pairs.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DROPGATE_STATE_DIR", self.state_dir.display().to_string()),
+            ("DROPGATE_REDIS_URL", self.redis_url.clone()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("DROPGATE_KAFKA_BROKERS", self.kafka_brokers.clone()),
+            ("DROPGATE_TOPIC_WAITING_QUEUE", TOPICS[0].to_owned()),
+            ("DROPGATE_TOPIC_RESULT_NOTIFICATION", TOPICS[1].to_owned()),
+        ]
+    }
+
+    /// Shell-sourceable `NAME='value'` lines (what `<state dir>/env` holds).
+    pub fn to_env_file(&self) -> String {
+        let mut text = String::from(
+            "# written by `dropgate stack up`; source it or use `dropgate stack env`\n",
+        );
+        for (name, value) in self.vars() {
+            let _ = writeln!(text, "{name}='{}'", value.replace('\'', r"'\''"));
+        }
+        text
+    }
+}
+
+/// `<state dir>/env`.
+pub fn env_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("env")
+}
+
+/// Starts whatever of the stack is not running, waits until all three answer, creates
+/// the topics and the database, applies migrations and writes the env file.
+/// `progress` hears one line per step.
+pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Result<StackEnv> {
+    let dir = &options.state_dir;
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("Failed to create {}", dir.display()))?;
+    let dir = &std::fs::canonicalize(dir)?;
+    let options = &StackOptions {
+        state_dir: dir.clone(),
+        ..options.clone()
+    };
+    let mut state = StackState::load(dir)?;
+    if state.postgres_password.is_empty() {
+        state.postgres_password = random_hex(16)?;
+    }
+    state.partitions = options.partitions;
+    state.save(dir)?;
+
+    for component in Component::ALL {
+        start_component(options, &mut state, component, progress).await?;
+    }
+    let env = StackEnv::from_state(dir, &state)?;
+    std::fs::write(env_file(dir), env.to_env_file())?;
+    progress(&format!("env file: {}", env_file(dir).display()));
+    Ok(env)
+}
+
+/// Starts `component` unless it runs, on its recorded port if it has one.
+async fn start_component(
+    options: &StackOptions,
+    state: &mut StackState,
+    component: Component,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dir = &options.state_dir;
+    if let Some(server) = state.server(component)
+        && process::is_running(server.pid, component.program())
+    {
+        progress(&format!(
+            "{} already running (pid {}, port {})",
+            component.name(),
+            server.pid,
+            server.port
+        ));
+        return Ok(());
+    }
+    let recorded_port = state.server(component).map(|server| server.port);
+    // A recorded port is reused so clients reconnect to the same address; a fresh
+    // stack picks free ports and retries if another process grabbed one meanwhile.
+    let attempts = if recorded_port.is_some() { 1 } else { 3 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let port = match recorded_port {
+            Some(port) => port,
+            None => process::free_port()?,
+        };
+        match start_once(options, state, component, port).await {
+            Ok(pid) => {
+                progress(&format!(
+                    "{} ready on 127.0.0.1:{port} (pid {pid})",
+                    component.name()
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                if let Some(server) = state.server(component) {
+                    process::stop(
+                        server.pid,
+                        component.program(),
+                        Signal::SIGKILL,
+                        Duration::from_secs(5),
+                    );
+                }
+                state.set_server(component, None);
+                state.save(dir)?;
+                last_error = Some(e);
+            }
+        }
+    }
+    let error = last_error.unwrap_or_else(|| anyhow::anyhow!("no attempt was made"));
+    Err(error.context(format!(
+        "{} did not start; its log is {}",
+        component.name(),
+        options.log_file(component.name()).display()
+    )))
+}
+
+async fn start_once(
+    options: &StackOptions,
+    state: &mut StackState,
+    component: Component,
+    port: u16,
+) -> Result<u32> {
+    let dir = &options.state_dir;
+    let record = |state: &mut StackState, pid| -> Result<()> {
+        state.set_server(component, Some(Server { pid, port }));
+        state.save(dir)
+    };
+    match component {
+        Component::Redis => {
+            let pid = redis::start(options, port)?;
+            record(state, pid)?;
+            redis::wait_ready(pid, port)?;
+            Ok(pid)
+        }
+        Component::Postgres => {
+            let pg_dir = postgres::prepare_dir(options, state.postgres_dir.as_deref())?;
+            state.postgres_dir = Some(pg_dir.clone());
+            state.save(dir)?;
+            postgres::init(options, &pg_dir, &state.postgres_password)?;
+            let pid = postgres::start(options, &pg_dir, port)?;
+            record(state, pid)?;
+            let pool = postgres::prepare_database(pid, port, &state.postgres_password).await?;
+            pool.close().await;
+            Ok(pid)
+        }
+        Component::Broker => {
+            let pid = broker::start(options, port)?;
+            record(state, pid)?;
+            for topic in TOPICS {
+                broker::create_topic(options, pid, port, topic, state.partitions.max(1))?;
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// How `stop` ends a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// The server's own clean shutdown (SIGTERM; SIGINT "fast" for PostgreSQL),
+    /// SIGKILL after 20 s.
+    Graceful,
+    /// SIGKILL at once: a crash.
+    Crash,
+}
+
+/// Stops one component by its recorded pid; returns whether it was running.
+pub fn stop_component(state_dir: &Path, component: Component, mode: StopMode) -> Result<bool> {
+    let state = StackState::load(state_dir)?;
+    let Some(server) = state.server(component) else {
+        return Ok(false);
+    };
+    let program = component.program();
+    Ok(match mode {
+        StopMode::Crash => process::kill_hard(server.pid, program),
+        StopMode::Graceful => {
+            let signal = match component {
+                Component::Postgres => Signal::SIGINT,
+                Component::Redis | Component::Broker => Signal::SIGTERM,
+            };
+            process::stop(server.pid, program, signal, Duration::from_secs(20))
+        }
+    })
+}
+
+/// Stops then starts `component` on the same port (a broker or database restart
+/// mid-drop, as the fault tests do it).
+pub async fn restart_component(
+    options: &StackOptions,
+    component: Component,
+    mode: StopMode,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dir = std::fs::canonicalize(&options.state_dir)?;
+    let options = &StackOptions {
+        state_dir: dir.clone(),
+        ..options.clone()
+    };
+    stop_component(&dir, component, mode)?;
+    let mut state = StackState::load(&dir)?;
+    start_component(options, &mut state, component, progress).await
+}
+
+/// Stops every recorded server (each by its own clean shutdown) and forgets their
+/// pids; data stays unless `purge`. Returns the names of the servers it stopped.
+pub fn down(state_dir: &Path, purge: bool) -> Result<Vec<&'static str>> {
+    if !state_file(state_dir).exists() {
+        return Ok(Vec::new());
+    }
+    let mut stopped = Vec::new();
+    // Reverse start order: the broker and database before Redis.
+    for component in Component::ALL.into_iter().rev() {
+        if stop_component(state_dir, component, StopMode::Graceful)? {
+            stopped.push(component.name());
+        }
+    }
+    let mut state = StackState::load(state_dir)?;
+    for component in Component::ALL {
+        state.set_server(component, None);
+    }
+    state.save(state_dir)?;
+    let _ = std::fs::remove_file(env_file(state_dir));
+    if purge {
+        if let Some(pg_dir) = &state.postgres_dir
+            && !pg_dir.starts_with(state_dir)
+        {
+            std::fs::remove_dir_all(pg_dir).ok();
+        }
+        std::fs::remove_dir_all(state_dir)
+            .with_context(|| format!("Failed to remove {}", state_dir.display()))?;
+    }
+    Ok(stopped)
+}
+
+/// One component's status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentStatus {
+    /// Which.
+    pub component: Component,
+    /// Recorded server, if any.
+    pub server: Option<Server>,
+    /// Whether the recorded pid is alive and is that server.
+    pub running: bool,
+}
+
+/// What runs in the stack at `state_dir`.
+pub fn status(state_dir: &Path) -> Result<Vec<ComponentStatus>> {
+    let state = StackState::load(state_dir)?;
+    Ok(Component::ALL
+        .into_iter()
+        .map(|component| {
+            let server = state.server(component).cloned();
+            let running = server
+                .as_ref()
+                .is_some_and(|server| process::is_running(server.pid, component.program()));
+            ComponentStatus {
+                component,
+                server,
+                running,
+            }
+        })
+        .collect())
+}
+
+/// The env of a running stack (fails if a component was never started).
+pub fn env(state_dir: &Path) -> Result<StackEnv> {
+    let dir = std::fs::canonicalize(state_dir).with_context(|| {
+        format!(
+            "no stack at {}; run `dropgate stack up`",
+            state_dir.display()
+        )
+    })?;
+    StackEnv::from_state(&dir, &StackState::load(&dir)?)
+}
+
+/// Creates `topic` on the stack's broker (tests make their own topics so they can run
+/// in parallel on one broker).
+pub fn create_topic(state_dir: &Path, topic: &str, partitions: u32) -> Result<()> {
+    let state = StackState::load(state_dir)?;
+    let broker = state
+        .server(Component::Broker)
+        .context("the stack has no broker")?;
+    let options = StackOptions::new(state_dir);
+    broker::create_topic(&options, broker.pid, broker.port, topic, partitions)
+}
+
+/// Whether Redis keeps an AOF in this stack (for `status`).
+pub fn redis_has_aof(state_dir: &Path) -> bool {
+    redis::has_aof(state_dir)
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buffer = vec![0u8; bytes];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut buffer))
+        .context("Failed to read /dev/urandom")?;
+    Ok(dropgate_core::hex::encode(&buffer))
+}
