@@ -3,7 +3,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help setup build lint test local bench clean
+.PHONY: help setup build lint test local local-down bench clean
+
+STATE_DIR ?= .dropgate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,12 +26,17 @@ test: lint ## setup + lint + the whole test suite
 
 local: setup ## the main job: run a whole drop on this machine
 	$(CARGO) build --workspace --release --locked
+	target/release/dropgate stack up --state-dir $(STATE_DIR)
 	@echo
-	@echo "make local: the release binaries are built (target/release/)."
-	@echo "  The local stack (Redis, PostgreSQL, Kafka-protocol broker) and the simulated"
-	@echo "  drop are not part of this build yet; today you can check event settings:"
-	@echo "    target/release/dropgate event check --stock 100 --win-probability 0.05"
-	@target/release/dropgate event check --stock 100 --win-probability 0.05
+	@echo "make local: the local stack runs (Redis, PostgreSQL, tansu); load its variables with"
+	@echo "    eval \"\$$(target/release/dropgate stack env --state-dir $(STATE_DIR))\""
+	@echo "  The functions and the simulated drop are not part of this build yet."
+	@echo "  Stop the stack with: make local-down"
+
+local-down: ## stop everything make local started
+	@if [ -x target/release/dropgate ]; then target/release/dropgate stack down --state-dir $(STATE_DIR); \
+	elif [ -x target/debug/dropgate ]; then target/debug/dropgate stack down --state-dir $(STATE_DIR); \
+	else echo "no dropgate binary built; nothing to stop"; fi
 
 bench: setup ## the headline performance figures (see README, Performance)
 	@echo "make bench: the benchmarks arrive with the end-to-end drop; nothing to measure yet." >&2

@@ -1,11 +1,13 @@
-//! dropgate: the operator CLI: the local stack, and event settings checked with the
-//! same rules the services use.
+//! dropgate: the operator CLI: the local stack, the database schema, and event
+//! settings checked with the same rules the services use.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dropgate_functions::cli_stack::{self, StackCommand};
+use dropgate_functions::config::DatabaseArgs;
 use dropgate_functions::event_settings::EventSettingsArgs;
 
 /// dropgate operator CLI.
@@ -23,10 +25,24 @@ enum Command {
         #[command(subcommand)]
         command: StackCommand,
     },
+    /// The database schema.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Work with events.
     Event {
         #[command(subcommand)]
         command: EventCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply every pending migration to DATABASE_URL (applying twice is a no-op).
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -40,47 +56,66 @@ enum EventCommand {
     },
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Stack { command } => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("error: could not start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(cli_stack::run(command)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+/// Runs async work to completion; an error becomes a message and exit code 1.
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        Command::Event {
-            command: EventCommand::Check { settings },
-        } => match settings.to_config(SystemTime::now()) {
-            Ok(config) => {
-                match serde_json::to_string_pretty(&config) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("error: could not print the settings: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(database: DatabaseArgs) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(database.url.expose())
+        .await
+        .context("Failed to connect to DATABASE_URL")?;
+    dropgate_functions::postgres::migrate(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn check_event(settings: EventSettingsArgs) -> ExitCode {
+    match settings.to_config(SystemTime::now()) {
+        Ok(config) => match serde_json::to_string_pretty(&config) {
+            Ok(json) => {
+                println!("{json}");
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                eprintln!("error: the event settings are not valid:");
-                for error in errors.0 {
-                    eprintln!("  - {error}");
-                }
-                ExitCode::from(2)
+            Err(e) => {
+                eprintln!("error: could not print the settings: {e}");
+                ExitCode::FAILURE
             }
         },
+        Err(errors) => {
+            eprintln!("error: the event settings are not valid:");
+            for error in errors.0 {
+                eprintln!("  - {error}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Stack { command } => block_on(cli_stack::run(command)),
+        Command::Db {
+            command: DbCommand::Migrate { database },
+        } => block_on(migrate(database)),
+        Command::Event {
+            command: EventCommand::Check { settings },
+        } => check_event(settings),
     }
 }
