@@ -77,6 +77,10 @@ need_apt build-essential /usr/bin/make
 need_apt pkg-config /usr/bin/pkg-config
 need_apt zlib1g-dev /usr/include/zlib.h
 
+# jwt-simple verifies tokens with BoringSSL, built from source: cmake and libclang.
+need_apt cmake /usr/bin/cmake
+need_apt libclang-dev
+
 # tansu: the Kafka-protocol broker (sqlite:// storage needs libsql, memory:// dynostore).
 need_cargo_tool tansu tansu 0.6.0 dynostore,libsql \
   "the Kafka-protocol broker; compiling it takes about 8 to 13 minutes on 2 cores, once"

@@ -22,6 +22,7 @@ pub mod hex;
 pub mod identity;
 pub mod messages;
 pub mod position;
+pub mod record;
 pub mod shuffle;
 pub mod state;
 pub mod verify;
@@ -34,6 +35,7 @@ pub use draw::{
 pub use identity::{EventId, IdError, PlatformId, UserId, UserKey};
 pub use messages::{Admitted, DrawResult, MESSAGE_VERSION, Message, MessageError};
 pub use position::{Standing, standing};
+pub use record::{Decided, MalformedRecord, UserRecord};
 pub use shuffle::shuffle_pre_queue;
 pub use state::{EventState, IllegalTransition, Step, UserState};
 pub use verify::{Finding, RecordedDecision, VerifyReport, verify};

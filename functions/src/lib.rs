@@ -6,10 +6,14 @@
 //! here and calls core for every decision. A business rule found in a binary belongs
 //! in core.
 
+pub mod auth;
 pub mod cli_stack;
 pub mod config;
 pub mod event_settings;
+pub mod http;
+pub mod lifecycle;
 pub mod postgres;
+pub mod queue;
 pub mod skeleton;
 pub mod stack;
 pub mod telemetry;

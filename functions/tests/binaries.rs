@@ -78,8 +78,7 @@ fn configured_skeletons_say_so_and_exit_non_zero() {
     let redis = ("DROPGATE_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0");
     let kafka = ("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1");
     let database = ("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/d");
-    let cases: [(&str, Vec<(&str, &str)>); 4] = [
-        (env!("CARGO_BIN_EXE_queue-api"), vec![redis]),
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
         (env!("CARGO_BIN_EXE_admitter"), vec![redis, kafka]),
         (env!("CARGO_BIN_EXE_goods-worker"), vec![database, kafka]),
         (env!("CARGO_BIN_EXE_result-relay"), vec![redis, kafka]),
@@ -99,4 +98,26 @@ fn configured_skeletons_say_so_and_exit_non_zero() {
             "{binary} printed a secret: {stderr}"
         );
     }
+}
+
+#[test]
+fn queue_api_says_what_it_cannot_reach_without_leaking_the_password() {
+    let jwks = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(jwks.path(), r#"{"keys":[]}"#).expect("write");
+    let jwks_path = jwks.path().to_str().expect("utf-8 path");
+    let out = run(
+        env!("CARGO_BIN_EXE_queue-api"),
+        &[],
+        &[
+            ("DROPGATE_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0"),
+            ("DROPGATE_JWKS_FILE", jwks_path),
+            ("DROPGATE_JWT_ISSUER", "https://issuer.example"),
+            ("DROPGATE_JWT_AUDIENCE", "dropgate"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Redis"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "printed a secret: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

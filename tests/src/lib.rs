@@ -6,6 +6,8 @@
 //! down when the binary exits, even if a test panicked or the binary was killed.
 //! [`TestStack::dedicated`] gives a test its own stack, stopped when it is dropped.
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -171,12 +173,17 @@ fn spawn_watchdog(state_dir: &Path) -> Result<Child> {
 
 /// The `dropgate` binary of this build (`target/<profile>/dropgate`).
 pub fn dropgate_binary() -> Result<PathBuf> {
+    workspace_binary("dropgate")
+}
+
+/// A binary of this workspace's build (`target/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let binary = exe
         .parent()
         .and_then(Path::parent)
         .context("test binary has no target directory")?
-        .join("dropgate");
+        .join(name);
     anyhow::ensure!(
         binary.exists(),
         "{} is missing: build the workspace first (cargo build --workspace)",

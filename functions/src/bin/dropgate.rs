@@ -2,11 +2,12 @@
 //! settings checked with the same rules the services use.
 
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dropgate_functions::cli_stack::{self, StackCommand};
+use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::cli_stack::{self, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
 use dropgate_functions::event_settings::EventSettingsArgs;
 
@@ -29,6 +30,23 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Sign a local development token for a user with the local stack's key (the
+    /// key is created by `dropgate stack up`; queue-api started from the stack's env
+    /// file trusts it). Prints the token.
+    Token {
+        /// The `userId` claim.
+        #[arg(long)]
+        user: String,
+        /// The `platformId` claim.
+        #[arg(long)]
+        platform: String,
+        /// How long the token is valid (`30m`, `1h`, `2d`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
     },
     /// Work with events.
     Event {
@@ -108,12 +126,36 @@ fn check_event(settings: EventSettingsArgs) -> ExitCode {
     }
 }
 
+fn sign_token(user: &str, platform: &str, ttl: Duration, dir: &StateDirArg) -> ExitCode {
+    let identity = dropgate_core::UserKey::parse(platform, user);
+    if let Err(error) = identity {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
+    match DevKeys::in_state_dir(&dir.state_dir).sign(platform, user, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Stack { command } => block_on(cli_stack::run(command)),
         Command::Db {
             command: DbCommand::Migrate { database },
         } => block_on(migrate(database)),
+        Command::Token {
+            user,
+            platform,
+            ttl,
+            dir,
+        } => sign_token(&user, &platform, ttl, &dir),
         Command::Event {
             command: EventCommand::Check { settings },
         } => check_event(settings),

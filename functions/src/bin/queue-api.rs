@@ -1,11 +1,10 @@
 //! queue-api: the public HTTP edge (steps ① ② ⑧): enter, status, result stream.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropgate_functions::config::RedisArgs;
-use dropgate_functions::{skeleton, telemetry};
+use dropgate_functions::http::{ApiArgs, Application};
+use dropgate_functions::{lifecycle, telemetry};
 
 /// queue-api configuration.
 #[derive(Debug, Parser)]
@@ -14,16 +13,37 @@ use dropgate_functions::{skeleton, telemetry};
     about = "dropgate queue-api: enter the queue, read your place and result"
 )]
 struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "DROPGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
     #[command(flatten)]
-    redis: RedisArgs,
+    api: ApiArgs,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init();
-    tracing::info!(?config, "queue-api configured");
-    skeleton::not_built_yet("queue-api", "HTTP enter/status/stream on Redis")
+    let application = match Application::build(&config.api).await {
+        Ok(application) => application,
+        Err(error) => {
+            eprintln!("queue-api: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        port = application.port(),
+        listen = %config.api.listen,
+        "queue-api listening"
+    );
+    match application
+        .run_until_stopped(lifecycle::shutdown_signal())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!("queue-api stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("queue-api: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

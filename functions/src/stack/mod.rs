@@ -19,6 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
+use crate::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
+
 pub use broker::TOPICS;
 pub use postgres::{DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
@@ -141,6 +143,15 @@ impl StackEnv {
             ("DROPGATE_KAFKA_BROKERS", self.kafka_brokers.clone()),
             ("DROPGATE_TOPIC_WAITING_QUEUE", TOPICS[0].to_owned()),
             ("DROPGATE_TOPIC_RESULT_NOTIFICATION", TOPICS[1].to_owned()),
+            (
+                "DROPGATE_JWKS_FILE",
+                DevKeys::in_state_dir(&self.state_dir)
+                    .jwks
+                    .display()
+                    .to_string(),
+            ),
+            ("DROPGATE_JWT_ISSUER", LOCAL_ISSUER.to_owned()),
+            ("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE.to_owned()),
         ]
     }
 
@@ -183,6 +194,9 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
     for component in Component::ALL {
         start_component(options, &mut state, component, progress).await?;
     }
+    DevKeys::in_state_dir(dir)
+        .ensure()
+        .context("Failed to create the local token signing key")?;
     let env = StackEnv::from_state(dir, &state)?;
     std::fs::write(env_file(dir), env.to_env_file())?;
     progress(&format!("env file: {}", env_file(dir).display()));

@@ -1,0 +1,238 @@
+//! queue-api's HTTP service: routes, shared state, middleware, and the
+//! `Application` that binds a port (0 in tests) before it serves.
+
+mod error;
+mod extract;
+pub mod limits;
+mod ops;
+mod queue;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use error::ApiError;
+pub use queue::{QueueView, ResultView};
+pub use stream::StreamHub;
+
+use crate::auth::{Algorithm, AuthPolicy, Authenticator, KeySource, KeySourceArgs};
+use crate::config::RedisArgs;
+use crate::queue::QueueStore;
+use limits::Limiter;
+
+/// Largest request body accepted (enter takes an optional small JSON object).
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// queue-api settings, from flags or `DROPGATE_*` variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DROPGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Where token keys come from.
+    #[command(flatten)]
+    pub keys: KeySourceArgs,
+    /// Accepted token algorithms (comma-separated): RS256, ES256, EdDSA.
+    #[arg(
+        long,
+        env = "DROPGATE_JWT_ALGORITHMS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "RS256"
+    )]
+    pub jwt_algorithms: Vec<Algorithm>,
+    /// Required `iss` claim.
+    #[arg(long, env = "DROPGATE_JWT_ISSUER")]
+    pub jwt_issuer: String,
+    /// Required `aud` claim.
+    #[arg(long, env = "DROPGATE_JWT_AUDIENCE")]
+    pub jwt_audience: String,
+    /// Browser origins allowed to call the API (comma-separated); none means no CORS.
+    #[arg(long, env = "DROPGATE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Most open result streams on this instance; beyond it clients are told to poll.
+    #[arg(long, env = "DROPGATE_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+    /// Requests per second per user (0 disables).
+    #[arg(long, env = "DROPGATE_USER_RATE", default_value_t = 5)]
+    pub user_rate_per_s: u32,
+    /// Burst per user.
+    #[arg(long, env = "DROPGATE_USER_BURST", default_value_t = 20)]
+    pub user_burst: u32,
+    /// Requests per second per client address (0 disables). Venues and mobile
+    /// carriers put many users behind one address, so this is generous.
+    #[arg(long, env = "DROPGATE_IP_RATE", default_value_t = 500)]
+    pub ip_rate_per_s: u32,
+    /// Burst per client address.
+    #[arg(long, env = "DROPGATE_IP_BURST", default_value_t = 1_000)]
+    pub ip_burst: u32,
+    /// Take the client address from the first `X-Forwarded-For` entry (only behind a
+    /// load balancer that sets it).
+    #[arg(long, env = "DROPGATE_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// Verified tokens kept in memory.
+    #[arg(long, env = "DROPGATE_TOKEN_CACHE", default_value_t = 200_000)]
+    pub token_cache: usize,
+}
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Redis side of the queue.
+    pub store: QueueStore,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+    /// Per-user limits.
+    pub user_limits: Arc<Limiter>,
+    /// Per-address limits.
+    pub ip_limits: Arc<Limiter>,
+    /// Result streams.
+    pub streams: StreamHub,
+    /// Whether `X-Forwarded-For` is trusted.
+    pub trust_forwarded_for: bool,
+}
+
+/// The router, without a socket (tests call it with `oneshot`).
+pub fn app(state: AppState, cors_origins: &[String]) -> Router {
+    let api = Router::new()
+        .route("/v1/events/{event_id}/queue", post(queue::enter))
+        .route("/v1/events/{event_id}/queue/me", get(queue::status))
+        .route("/v1/events/{event_id}/queue/me/stream", get(stream::stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::limit_by_address,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(ops::record_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors(cors_origins))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
+                "handler panicked"
+            )))
+        }))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A bound, ready-to-serve queue-api.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    shutdown: watch::Sender<bool>,
+    streams: StreamHub,
+}
+
+impl Application {
+    /// Connects to Redis, loads token keys and binds the listener. Fails fast with a
+    /// clear message when any of them is wrong.
+    pub async fn build(args: &ApiArgs) -> Result<Self> {
+        let store = QueueStore::connect(args.redis.url.expose()).await?;
+        let keys = KeySource::load(&args.keys).await?;
+        let policy = AuthPolicy {
+            algorithms: args.jwt_algorithms.clone(),
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let streams = StreamHub::new(
+            store.clone(),
+            args.redis.url.expose(),
+            args.max_streams,
+            shutdown_rx,
+        )?;
+        let state = AppState {
+            store,
+            auth: Arc::new(Authenticator::new(policy, keys, args.token_cache)),
+            user_limits: Arc::new(Limiter::new(args.user_rate_per_s, args.user_burst)),
+            ip_limits: Arc::new(Limiter::new(args.ip_rate_per_s, args.ip_burst)),
+            streams: streams.clone(),
+            trust_forwarded_for: args.trust_forwarded_for,
+        };
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", args.listen))?;
+        Ok(Self {
+            listener,
+            router: app(state, &args.cors_origins),
+            shutdown,
+            streams,
+        })
+    }
+
+    /// The bound port (the real one when configured with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or(0)
+    }
+
+    /// Serves until `stop` resolves, then stops accepting, tells open streams to
+    /// reconnect elsewhere, and drains in-flight requests (bounded by 10 s).
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let shutdown = self.shutdown.clone();
+        let streams = self.streams.clone();
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let drain = async move {
+            stop.await;
+            tracing::info!(
+                open_streams = streams.open(),
+                "shutting down: closing streams, draining requests"
+            );
+            let _ = shutdown.send(true);
+        };
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(drain);
+        let mut shutdown_seen = self.shutdown.subscribe();
+        tokio::select! {
+            result = server => result.context("HTTP server failed"),
+            _ = async {
+                let _ = shutdown_seen.wait_for(|stopping| *stopping).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            } => {
+                tracing::warn!("drain took longer than 10 s; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+}

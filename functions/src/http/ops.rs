@@ -1,0 +1,95 @@
+//! Health, readiness and Prometheus metrics, and the middleware that records request
+//! counts and latencies by route and status.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use super::AppState;
+
+/// The process-wide Prometheus recorder (installed once; every app in the process,
+/// tests included, renders from it).
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (a test harness): render from a private
+            // one so /metrics still answers.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: Redis answers.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.ping().await {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "unavailable", "message": "Redis does not answer"}})),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text, with queue gauges read fresh for the events this
+/// instance has served.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    for event in state.streams.known_events() {
+        if let Ok((length, serving)) = state.store.queue_gauges(&event).await {
+            let label = event.to_string();
+            metrics::gauge!("dropgate_queue_length", "event" => label.clone()).set(length as f64);
+            metrics::gauge!("dropgate_queue_serving", "event" => label).set(serving as f64);
+        }
+    }
+    metrics::gauge!("dropgate_sse_open_streams").set(state.streams.open() as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        prometheus().render(),
+    )
+        .into_response()
+}
+
+/// Counts every request and times it, labelled by matched route and status.
+pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {
+    prometheus();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("dropgate_http_requests_total", &labels).increment(1);
+    metrics::histogram!("dropgate_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

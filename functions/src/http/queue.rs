@@ -1,0 +1,140 @@
+//! `POST /v1/events/{event_id}/queue` (enter) and `GET .../queue/me` (status).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use dropgate_core::{EventId, EventState, Outcome, UserState};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Caller, EmptyOrJsonObject, EventPath};
+use super::{ApiError, AppState};
+use crate::queue::{Lookup, Standing};
+
+/// What a client is told about its place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// The event.
+    pub event_id: String,
+    /// The caller's ticket (re-entering returns the same one).
+    pub ticket: u64,
+    /// waiting | admitted | won | lost | sold_out | expired.
+    pub state: UserState,
+    /// 1 is next; 0 once admitted or decided.
+    pub position: u64,
+    /// Seconds until admission at the event's rate.
+    pub eta_s: u64,
+    /// When to poll again, in ms; 0 means the outcome is final: stop polling.
+    pub poll_after_ms: u64,
+    /// The outcome, once decided.
+    pub result: Option<ResultView>,
+}
+
+/// A decided outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultView {
+    /// won | lost | sold_out.
+    pub outcome: Outcome,
+    /// Place in the event's decision order (for verification).
+    pub decision_order: Option<u64>,
+    /// When it was decided (Unix ms).
+    pub decided_at_ms: Option<u64>,
+}
+
+/// Admitted users hear back within seconds: poll briskly.
+const ADMITTED_POLL_MS: u64 = 1_000;
+
+pub(crate) fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or_default()
+}
+
+impl QueueView {
+    /// The view of `standing`, with a jitter drawn for this response.
+    pub(crate) fn of(event: &EventId, standing: &Standing) -> Self {
+        let mut record = standing.record;
+        // Once the stock is gone, nobody still in line can win: tell them at once
+        // instead of letting them wait for an admission that cannot help.
+        if record.state == UserState::Waiting && standing.event_state == EventState::SoldOut {
+            record.state = UserState::SoldOut;
+        }
+        let result = match record.state {
+            UserState::Won => Some(Outcome::Won),
+            UserState::Lost => Some(Outcome::Lost),
+            UserState::SoldOut => Some(Outcome::SoldOut),
+            _ => None,
+        }
+        .map(|outcome| ResultView {
+            outcome,
+            decision_order: record.decided.map(|d| d.decision_order),
+            decided_at_ms: record.decided.map(|d| d.decided_at_ms),
+        });
+        let (position, eta_s, poll_after_ms) = match record.state {
+            UserState::Waiting => {
+                let standing = dropgate_core::standing(
+                    record.ticket,
+                    standing.serving,
+                    standing.rate_per_s,
+                    rand::random::<f64>(),
+                );
+                (
+                    standing.position.max(1),
+                    standing.eta_s,
+                    standing.poll_after_ms,
+                )
+            }
+            UserState::Admitted => (0, 0, ADMITTED_POLL_MS),
+            _ => (0, 0, 0),
+        };
+        Self {
+            event_id: event.to_string(),
+            ticket: record.ticket,
+            state: record.state,
+            position,
+            eta_s,
+            poll_after_ms,
+            result,
+        }
+    }
+}
+
+/// Maps the script outcomes that are not a standing to errors.
+pub(crate) fn found(lookup: Lookup) -> Result<Standing, ApiError> {
+    match lookup {
+        Lookup::Found(standing) => Ok(standing),
+        Lookup::UnknownEvent => Err(ApiError::UnknownEvent),
+        Lookup::Closed => Err(ApiError::EventClosed),
+        Lookup::SoldOut => Err(ApiError::EventSoldOut),
+        Lookup::NotEntered => Err(ApiError::NotInQueue),
+    }
+}
+
+/// Enter the queue: 201 with a new ticket, 200 with the existing one.
+pub(crate) async fn enter(
+    State(state): State<AppState>,
+    EventPath(event): EventPath,
+    Caller(user): Caller,
+    _body: EmptyOrJsonObject,
+) -> Result<(StatusCode, Json<QueueView>), ApiError> {
+    let standing = found(state.store.enter(&event, &user, now_s()).await?)?;
+    state.streams.remember(&event);
+    let status = if standing.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(QueueView::of(&event, &standing))))
+}
+
+/// The caller's standing; refreshes their last-seen time.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    EventPath(event): EventPath,
+    Caller(user): Caller,
+) -> Result<Json<QueueView>, ApiError> {
+    let standing = found(state.store.status(&event, &user, now_s()).await?)?;
+    Ok(Json(QueueView::of(&event, &standing)))
+}

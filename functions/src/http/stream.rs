@@ -1,0 +1,553 @@
+//! `GET /v1/events/{event_id}/queue/me/stream`: Server-Sent Events.
+//!
+//! Tens of thousands of streams share two Redis consumers per instance instead of one
+//! poll each:
+//! - one pattern subscription to every event's `{ev:<id>}:notify` channel, on which
+//!   result-relay publishes `r|<member>` when a user's outcome is written and
+//!   `sold_out` when the stock is gone. A message wakes exactly the streams of that
+//!   member (or every stream of the event for `sold_out`);
+//! - one ticker that reads each watched event's serving counter and state once a
+//!   second into a watch channel, from which every waiting stream computes its own
+//!   position without touching Redis.
+//!
+//! Each stream still re-reads its own record through the status script every few
+//! seconds: that refreshes the user's last-seen time (an open stream keeps a user from
+//! being expired as abandoned) and catches any notification lost while the
+//! subscription reconnected after a Redis restart.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use dropgate_core::{EventId, EventState, UserKey, UserState};
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::extract::{Caller, EventPath};
+use super::queue::{QueueView, found, now_s};
+use super::{ApiError, AppState};
+use crate::queue::{EventKeys, QueueStore, Standing};
+
+/// Comment heartbeat interval: below the 30–60 s idle timeouts of common proxies.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often the shared ticker reads serving counters.
+const PULSE: Duration = Duration::from_secs(1);
+/// Upper bound between two status refreshes of one stream.
+const MAX_REFRESH: Duration = Duration::from_secs(20);
+/// Lower bound between two status refreshes of one stream.
+const MIN_REFRESH: Duration = Duration::from_secs(2);
+/// How long a client waits before reconnecting after the stream ends or breaks.
+const RETRY_MS: u64 = 3_000;
+/// Pattern matching every event's notify channel.
+const NOTIFY_PATTERN: &str = "{ev:*}:notify";
+
+/// What the ticker knows of an event, refreshed every second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pulse {
+    serving: u64,
+    rate_per_s: u32,
+    state: EventState,
+    abandon_timeout_ms: u64,
+}
+
+type Waiters = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
+struct EventWatch {
+    pulse: watch::Sender<Option<Pulse>>,
+    /// Streams of this event by member.
+    waiters: Waiters,
+}
+
+struct Inner {
+    store: QueueStore,
+    client: redis::Client,
+    max_streams: usize,
+    open: AtomicUsize,
+    next_stream_id: AtomicU64,
+    events: Mutex<HashMap<EventId, EventWatch>>,
+    shutdown: watch::Receiver<bool>,
+    /// Wakes the ticker early (an event sold out).
+    tick_now: Notify,
+}
+
+/// Shared state of every open stream of this instance.
+#[derive(Clone)]
+pub struct StreamHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StreamHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHub")
+            .field("open", &self.open())
+            .finish()
+    }
+}
+
+/// Counts a stream as open until dropped.
+struct OpenSlot(Arc<Inner>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stream's registration for its member's notifications; removed when dropped.
+struct Registration {
+    inner: Arc<Inner>,
+    event: EventId,
+    member: String,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut events = self.inner.lock_events();
+        if let Some(watch) = events.get_mut(&self.event)
+            && let Some(list) = watch.waiters.get_mut(&self.member)
+        {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                watch.waiters.remove(&self.member);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock_events(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, EventWatch>> {
+        // A panic while holding the lock cannot leave the map inconsistent in a way
+        // that matters (worst case a stale waiter), so keep serving.
+        self.events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify_member(&self, event: &EventId, member: &str) {
+        if let Some(watch) = self.lock_events().get(event)
+            && let Some(list) = watch.waiters.get(member)
+        {
+            for (_, notify) in list {
+                notify.notify_one();
+            }
+        }
+    }
+
+    fn notify_event(&self, event: &EventId) {
+        if let Some(watch) = self.lock_events().get(event) {
+            for list in watch.waiters.values() {
+                for (_, notify) in list {
+                    notify.notify_one();
+                }
+            }
+        }
+        self.tick_now.notify_one();
+    }
+}
+
+impl StreamHub {
+    /// Starts the subscription and the ticker (they run until `shutdown` turns true).
+    pub fn new(
+        store: QueueStore,
+        redis_url: &str,
+        max_streams: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let client = redis::Client::open(redis_url).context("Invalid Redis URL")?;
+        let hub = Self {
+            inner: Arc::new(Inner {
+                store,
+                client,
+                max_streams,
+                open: AtomicUsize::new(0),
+                next_stream_id: AtomicU64::new(0),
+                events: Mutex::new(HashMap::new()),
+                shutdown,
+                tick_now: Notify::new(),
+            }),
+        };
+        tokio::spawn(subscribe(Arc::clone(&hub.inner)));
+        tokio::spawn(tick(Arc::clone(&hub.inner)));
+        Ok(hub)
+    }
+
+    /// Streams open on this instance.
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Starts watching `event` (its serving counter feeds positions and metrics).
+    pub fn remember(&self, event: &EventId) {
+        self.inner
+            .lock_events()
+            .entry(event.clone())
+            .or_insert_with(|| EventWatch {
+                pulse: watch::channel(None).0,
+                waiters: HashMap::new(),
+            });
+    }
+
+    /// Events this instance has served.
+    pub fn known_events(&self) -> Vec<EventId> {
+        self.inner.lock_events().keys().cloned().collect()
+    }
+
+    fn reserve(&self) -> Option<OpenSlot> {
+        let previous = self.inner.open.fetch_add(1, Ordering::AcqRel);
+        let slot = OpenSlot(Arc::clone(&self.inner));
+        (previous < self.inner.max_streams).then_some(slot)
+    }
+
+    fn register(
+        &self,
+        event: &EventId,
+        user: &UserKey,
+    ) -> (Registration, Arc<Notify>, watch::Receiver<Option<Pulse>>) {
+        self.remember(event);
+        let member = user.member();
+        let id = self.inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let mut events = self.inner.lock_events();
+        let watch = events.get_mut(event).expect("remembered above");
+        watch
+            .waiters
+            .entry(member.clone())
+            .or_default()
+            .push((id, Arc::clone(&notify)));
+        let pulse = watch.pulse.subscribe();
+        drop(events);
+        let registration = Registration {
+            inner: Arc::clone(&self.inner),
+            event: event.clone(),
+            member,
+            id,
+        };
+        (registration, notify, pulse)
+    }
+}
+
+/// Parses a notify channel name back into its event.
+fn event_of_channel(channel: &str) -> Option<EventId> {
+    let id = channel.strip_prefix("{ev:")?.strip_suffix("}:notify")?;
+    EventId::parse(id).ok()
+}
+
+/// Keeps one pattern subscription alive, reconnecting with backoff.
+async fn subscribe(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.clone();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let session = async {
+            let mut pubsub = inner.client.get_async_pubsub().await?;
+            pubsub.psubscribe(NOTIFY_PATTERN).await?;
+            tracing::debug!("result notifications subscribed");
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Some(event) = event_of_channel(message.get_channel_name()) else {
+                    continue;
+                };
+                let payload: String = message.get_payload().unwrap_or_default();
+                match payload.split_once('|') {
+                    Some(("r", member)) => inner.notify_member(&event, member),
+                    _ if payload == "sold_out" => inner.notify_event(&event),
+                    _ => tracing::debug!(%payload, "unknown notification ignored"),
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(error) = result {
+                    tracing::warn!(error = %format!("{error:#}"), "result subscription lost; reconnecting");
+                }
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reads serving counters and states of watched events once a second.
+async fn tick(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.clone();
+    let mut redis = inner.store.connection();
+    loop {
+        let events: Vec<EventId> = inner.lock_events().keys().cloned().collect();
+        if !events.is_empty() {
+            let mut pipe = redis::pipe();
+            for event in &events {
+                let keys = EventKeys::new(event);
+                pipe.get(keys.serving())
+                    .hget(keys.meta(), &["state", "rate", "abandon_ms"]);
+            }
+            type Reply = Vec<(Option<u64>, (Option<String>, Option<u32>, Option<u64>))>;
+            match pipe.query_async::<Reply>(&mut redis).await {
+                Ok(replies) => {
+                    let events_map = inner.lock_events();
+                    for (event, (serving, (state, rate, abandon))) in events.iter().zip(replies) {
+                        let pulse = state
+                            .and_then(|state| state.parse().ok())
+                            .map(|state| Pulse {
+                                serving: serving.unwrap_or(0),
+                                rate_per_s: rate.unwrap_or(1).max(1),
+                                state,
+                                abandon_timeout_ms: abandon.unwrap_or(120_000),
+                            });
+                        if let Some(watch) = events_map.get(event) {
+                            watch.pulse.send_if_modified(|current| {
+                                let changed = *current != pulse;
+                                *current = pulse;
+                                changed
+                            });
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "could not read serving counters"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PULSE) => {}
+            _ = inner.tick_now.notified() => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+    }
+}
+
+/// What a stream tells its client.
+enum Told {
+    /// A place in line (or admitted, waiting for the draw).
+    Position(QueueView),
+    /// The user's final outcome.
+    Result(QueueView),
+    /// The stock is gone before the user was admitted.
+    SoldOut(QueueView),
+}
+
+impl Told {
+    fn of(view: QueueView) -> Self {
+        match view.state {
+            UserState::Waiting | UserState::Admitted => Told::Position(view),
+            // Never drawn: the stock ran out while the user was still in line.
+            UserState::SoldOut
+                if view
+                    .result
+                    .as_ref()
+                    .is_none_or(|r| r.decision_order.is_none()) =>
+            {
+                Told::SoldOut(view)
+            }
+            _ => Told::Result(view),
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        !matches!(self, Told::Position(_))
+    }
+
+    fn event(&self) -> Event {
+        let (name, id, view) = match self {
+            Told::Position(view) => (
+                "position",
+                format!("position-{}-{}", view.state.as_str(), view.position),
+                view,
+            ),
+            Told::Result(view) => ("result", "result".to_owned(), view),
+            Told::SoldOut(view) => ("sold_out", "sold_out".to_owned(), view),
+        };
+        let data = serde_json::to_string(view).unwrap_or_else(|_| "{}".to_owned());
+        Event::default().event(name).id(id).data(data)
+    }
+}
+
+/// Opens a stream. The first event is the caller's current standing; a decided user
+/// gets `result` at once (also on a reconnect with `Last-Event-ID`), so a result is
+/// never lost to a dropped connection.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    EventPath(event): EventPath,
+    Caller(user): Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let slot = state.streams.reserve().ok_or(ApiError::TooManyStreams)?;
+    let (registration, notify, pulse) = state.streams.register(&event, &user);
+    // Registered before the first read: a result written in between still wakes us.
+    let standing = found(state.store.status(&event, &user, now_s()).await?)?;
+    let resumed_from = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    tracing::debug!(%event, resumed_from = ?resumed_from, "stream opened");
+
+    let (sender, receiver) = mpsc::channel::<Event>(4);
+    let session = Session {
+        store: state.store.clone(),
+        event,
+        user,
+        standing,
+        notify,
+        pulse,
+        shutdown: state.streams.inner.shutdown.clone(),
+        sender,
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _registration = registration;
+        session.run().await;
+    });
+    let events = ReceiverStream::new(receiver).map(Ok::<_, Infallible>);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response();
+    // Tells nginx-style proxies not to buffer the stream.
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+/// Why a stream woke up.
+enum Wake {
+    /// Its member's result was published.
+    Notified,
+    /// The event's serving counter or state moved.
+    Pulse,
+    /// Time to refresh last-seen and re-read the record.
+    Refresh,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// One open stream.
+struct Session {
+    store: QueueStore,
+    event: EventId,
+    user: UserKey,
+    standing: Standing,
+    notify: Arc<Notify>,
+    pulse: watch::Receiver<Option<Pulse>>,
+    shutdown: watch::Receiver<bool>,
+    sender: mpsc::Sender<Event>,
+}
+
+impl Session {
+    async fn run(mut self) {
+        let retry = Event::default().retry(Duration::from_millis(RETRY_MS));
+        if self.sender.send(retry).await.is_err() {
+            return;
+        }
+        let mut last_sent: Option<String> = None;
+        let mut last_position_at = tokio::time::Instant::now() - Duration::from_secs(1);
+        let mut next_refresh = tokio::time::Instant::now() + self.refresh_interval();
+        loop {
+            let told = Told::of(QueueView::of(&self.event, &self.standing));
+            let final_answer = told.is_final();
+            let event = told.event();
+            let key = format!("{:?}", told_key(&told));
+            if last_sent.as_deref() != Some(key.as_str()) {
+                // Positions at most once a second; outcomes at once.
+                if !final_answer {
+                    tokio::time::sleep_until(last_position_at + Duration::from_secs(1)).await;
+                    last_position_at = tokio::time::Instant::now();
+                }
+                if self.sender.send(event).await.is_err() {
+                    return;
+                }
+                last_sent = Some(key);
+            }
+            if final_answer {
+                return;
+            }
+            let wake = tokio::select! {
+                _ = self.notify.notified() => Wake::Notified,
+                changed = self.pulse.changed() => match changed {
+                    Ok(()) => Wake::Pulse,
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep_until(next_refresh) => Wake::Refresh,
+                _ = self.shutdown.wait_for(|stopping| *stopping) => Wake::Shutdown,
+                _ = self.sender.closed() => return,
+            };
+            match wake {
+                Wake::Notified => self.refresh().await,
+                Wake::Pulse => self.apply_pulse(),
+                Wake::Refresh => {
+                    self.refresh().await;
+                    next_refresh = tokio::time::Instant::now() + self.refresh_interval();
+                }
+                Wake::Shutdown => {
+                    let goodbye = Event::default()
+                        .event("reconnect")
+                        .data(r#"{"reason":"server shutting down; reconnect"}"#);
+                    let _ = self.sender.send(goodbye).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Status refreshes come often enough that an open stream never looks abandoned.
+    fn refresh_interval(&self) -> Duration {
+        let abandon = self
+            .pulse
+            .borrow()
+            .map(|pulse| pulse.abandon_timeout_ms)
+            .unwrap_or(120_000);
+        Duration::from_millis(abandon / 4).clamp(MIN_REFRESH, MAX_REFRESH)
+    }
+
+    fn apply_pulse(&mut self) {
+        if let Some(pulse) = *self.pulse.borrow_and_update() {
+            self.standing.serving = pulse.serving.max(self.standing.serving);
+            self.standing.rate_per_s = pulse.rate_per_s;
+            self.standing.event_state = pulse.state;
+        }
+    }
+
+    async fn refresh(&mut self) {
+        match self.store.status(&self.event, &self.user, now_s()).await {
+            Ok(lookup) => match found(lookup) {
+                Ok(standing) => self.standing = standing,
+                Err(error) => {
+                    tracing::debug!(code = error.code(), "stream refresh found no standing")
+                }
+            },
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "stream refresh failed"),
+        }
+    }
+}
+
+/// What distinguishes two messages worth sending (jittered fields excluded).
+fn told_key(told: &Told) -> (&'static str, u64, UserState) {
+    match told {
+        Told::Position(view) => ("position", view.position, view.state),
+        Told::Result(view) => ("result", 0, view.state),
+        Told::SoldOut(view) => ("sold_out", 0, view.state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_map_back_to_events() {
+        let event = EventId::parse("drop-7").expect("valid");
+        assert_eq!(
+            event_of_channel(&EventKeys::new(&event).channel()),
+            Some(event)
+        );
+        assert_eq!(event_of_channel("{ev:bad id}:notify"), None);
+        assert_eq!(event_of_channel("other"), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! The queue's Redis side as used by queue-api: entering, reading a user's standing,
+//! and the event metadata the queue needs. Each multi-key step is one Lua script
+//! (loaded once, run by EVALSHA, reloaded on NOSCRIPT by redis-rs).
+
+pub mod keys;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dropgate_core::{EventId, EventState, UserKey, UserRecord};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+pub use keys::EventKeys;
+
+/// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
+/// and the draw).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    /// Lifecycle state.
+    pub state: EventState,
+    /// Admissions per second (for ETAs).
+    pub rate_per_s: u32,
+    /// Waiting users not seen for this long are skipped.
+    pub abandon_timeout_ms: u64,
+    /// Opening time (Unix ms).
+    pub opens_at_ms: u64,
+}
+
+/// The answer of the enter and status scripts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The event is not known to the queue.
+    UnknownEvent,
+    /// The event no longer takes new users.
+    Closed,
+    /// The event's stock is gone.
+    SoldOut,
+    /// The user never entered this event.
+    NotEntered,
+    /// The user's standing.
+    Found(Standing),
+}
+
+/// A user's record and what is needed to compute their position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// True when this call created the entry.
+    pub created: bool,
+    /// The user's record.
+    pub record: UserRecord,
+    /// Highest ticket served.
+    pub serving: u64,
+    /// Event admission rate.
+    pub rate_per_s: u32,
+    /// Event state.
+    pub event_state: EventState,
+}
+
+/// queue-api's Redis access.
+#[derive(Clone)]
+pub struct QueueStore {
+    redis: ConnectionManager,
+    enter: Script,
+    status: Script,
+}
+
+impl std::fmt::Debug for QueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueStore")
+    }
+}
+
+impl QueueStore {
+    /// Connects (the manager reconnects by itself after Redis restarts). Gives up
+    /// after about ten seconds, so a wrong address fails a start-up instead of hanging
+    /// it; a command that gets no answer within two seconds fails rather than holding
+    /// a client's request open.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).context("Invalid Redis URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(3)
+            .set_max_delay(1_000);
+        let redis = tokio::time::timeout(
+            Duration::from_secs(10),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+        .and_then(|connected| Ok(connected?))
+        .context("Failed to connect to Redis")?;
+        Ok(Self::new(redis))
+    }
+
+    /// Wraps an existing connection manager.
+    pub fn new(redis: ConnectionManager) -> Self {
+        Self {
+            redis,
+            enter: Script::new(include_str!("scripts/enter.lua")),
+            status: Script::new(include_str!("scripts/status.lua")),
+        }
+    }
+
+    /// The connection, for callers that need plain commands.
+    pub fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// Enters `user` into `event` (or returns the existing entry).
+    pub async fn enter(&self, event: &EventId, user: &UserKey, now_s: u64) -> Result<Lookup> {
+        let keys = EventKeys::new(event);
+        let reply: Vec<String> = self
+            .enter
+            .key(keys.meta())
+            .key(keys.seq())
+            .key(keys.queue())
+            .key(keys.users())
+            .key(keys.serving())
+            .key(keys.stats())
+            .arg(user.member())
+            .arg(now_s)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        parse_reply(reply)
+    }
+
+    /// Reads `user`'s standing in `event` and refreshes their last-seen time.
+    pub async fn status(&self, event: &EventId, user: &UserKey, now_s: u64) -> Result<Lookup> {
+        let keys = EventKeys::new(event);
+        let reply: Vec<String> = self
+            .status
+            .key(keys.meta())
+            .key(keys.users())
+            .key(keys.serving())
+            .arg(user.member())
+            .arg(now_s)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        parse_reply(reply)
+    }
+
+    /// Writes the event's metadata (event admin, tests).
+    pub async fn put_event_meta(&self, event: &EventId, meta: &EventMeta) -> Result<()> {
+        let fields = [
+            ("state", meta.state.as_str().to_owned()),
+            ("rate", meta.rate_per_s.to_string()),
+            ("abandon_ms", meta.abandon_timeout_ms.to_string()),
+            ("opens_at_ms", meta.opens_at_ms.to_string()),
+        ];
+        let _: () = self
+            .redis
+            .clone()
+            .hset_multiple(EventKeys::new(event).meta(), &fields)
+            .await?;
+        Ok(())
+    }
+
+    /// Queue length and serving counter (for metrics).
+    pub async fn queue_gauges(&self, event: &EventId) -> Result<(u64, u64)> {
+        let keys = EventKeys::new(event);
+        let (length, serving): (u64, Option<u64>) = redis::pipe()
+            .zcard(keys.queue())
+            .get(keys.serving())
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok((length, serving.unwrap_or(0)))
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> bool {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.redis.clone())
+            .await
+            .is_ok()
+    }
+
+    /// The event's counters (entered, admitted, won, ...).
+    pub async fn stats(&self, event: &EventId) -> Result<HashMap<String, u64>> {
+        Ok(self
+            .redis
+            .clone()
+            .hgetall(EventKeys::new(event).stats())
+            .await?)
+    }
+}
+
+fn parse_reply(reply: Vec<String>) -> Result<Lookup> {
+    let [outcome, record, serving, rate, state] = <[String; 5]>::try_from(reply)
+        .map_err(|reply| anyhow::anyhow!("unexpected script reply {reply:?}"))?;
+    let standing = |created| -> Result<Lookup> {
+        Ok(Lookup::Found(Standing {
+            created,
+            record: UserRecord::decode(&record)?,
+            serving: serving.parse().unwrap_or(0),
+            rate_per_s: rate.parse().unwrap_or(1),
+            event_state: state.parse().unwrap_or(EventState::Open),
+        }))
+    };
+    match outcome.as_str() {
+        "unknown_event" => Ok(Lookup::UnknownEvent),
+        "closed" => Ok(Lookup::Closed),
+        "sold_out" => Ok(Lookup::SoldOut),
+        "not_entered" => Ok(Lookup::NotEntered),
+        "new" => standing(true),
+        "existing" | "found" => standing(false),
+        other => anyhow::bail!("unexpected script outcome {other:?}"),
+    }
+}

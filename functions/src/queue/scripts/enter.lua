@@ -1,0 +1,27 @@
+-- enter: put a user in an event's queue, or return the place they already have.
+-- KEYS: 1 meta, 2 seq, 3 queue, 4 users, 5 serving, 6 stats
+-- ARGV: 1 member (<platform>:<user>), 2 now (Unix s)
+-- Returns {outcome, record, serving, rate, event state}; outcome is one of
+-- new | existing | unknown_event | closed | sold_out.
+local meta = redis.call('HMGET', KEYS[1], 'state', 'rate')
+local state, rate = meta[1], meta[2]
+if not state then
+  return {'unknown_event', '', '0', '0', ''}
+end
+local serving = redis.call('GET', KEYS[5]) or '0'
+local record = redis.call('HGET', KEYS[4], ARGV[1])
+if record then
+  return {'existing', record, serving, rate, state}
+end
+if state == 'closed' then
+  return {'closed', '', serving, rate, state}
+end
+if state == 'sold_out' then
+  return {'sold_out', '', serving, rate, state}
+end
+local ticket = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], ticket, ARGV[1])
+record = 'w|' .. ticket .. '|' .. ARGV[2]
+redis.call('HSET', KEYS[4], ARGV[1], record)
+redis.call('HINCRBY', KEYS[6], 'entered', 1)
+return {'new', record, serving, rate, state}
