@@ -21,8 +21,9 @@ lint: setup ## rustfmt check, clippy with warnings as errors, docs with warnings
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps --locked --quiet
 
-test: lint ## setup + lint + the whole test suite
+test: lint ## setup + lint + the whole test suite + the infrastructure checks
 	$(CARGO) test --workspace --locked
+	DROPGATE_VENV=$(STATE_DIR)/venv DROPGATE_INFRA_OUT=$(STATE_DIR)/infra-tests infra-tests/run.sh
 
 local: setup ## the main job: run a whole drop on this machine
 	$(CARGO) build --workspace --release --locked

@@ -81,6 +81,11 @@ need_apt zlib1g-dev /usr/include/zlib.h
 need_apt cmake /usr/bin/cmake
 need_apt libclang-dev
 
+# The infrastructure checks (infra-tests/run.sh) run pytest, python-hcl2, checkov and
+# kubernetes-validate from venvs under the state dir.
+need_apt python3 /usr/bin/python3
+need_apt python3-venv
+
 # tansu: the Kafka-protocol broker (sqlite:// storage needs libsql, memory:// dynostore).
 need_cargo_tool tansu tansu 0.6.0 dynostore,libsql \
   "the Kafka-protocol broker; compiling it takes about 8 to 13 minutes on 2 cores, once"

@@ -32,9 +32,6 @@ resource "google_compute_subnetwork" "private" {
 }
 
 resource "google_compute_subnetwork" "proxy_only" {
-  # checkov:skip=CKV_GCP_26: a proxy-only subnet hosts Google's Envoy proxies, not VMs; VPC flow logs are not supported on it.
-  # checkov:skip=CKV_GCP_74: Private Google Access does not apply to a proxy-only subnet (purpose REGIONAL_MANAGED_PROXY).
-  # checkov:skip=CKV_GCP_76: no IPv6 in this network; the proxy-only subnet carries no workloads.
   project       = var.project_id
   name          = "${var.prefix}-proxy-only"
   region        = var.region

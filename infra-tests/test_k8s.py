@@ -1,0 +1,317 @@
+"""The rendered Kubernetes manifests of every overlay: autoscaling, Redis, security
+context, probes, configuration, traffic rules, and a schema check with
+kubernetes-validate."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import K8S, OVERLAYS, REPO, kustomize
+
+FUNCTIONS = ("queue-api", "admitter", "goods-worker", "result-relay")
+AUTOSCALED = ("queue-api", "goods-worker")
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet"}
+# Oldest and newest minor versions the GKE release channels offer while this was written.
+K8S_VERSIONS = ("1.33.0", "1.35.0")
+# GKE's own resource kinds: kubernetes-validate has no schema for them.
+GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "PodMonitoring"}
+# What each function needs in its environment (see functions/src and DESIGN.md).
+REQUIRED_ENV = {
+    "queue-api": {
+        "DROPGATE_HTTP_ADDR",
+        "DROPGATE_REDIS_URL",
+        "DROPGATE_JWKS_URL",
+        "DROPGATE_JWT_ISSUER",
+        "DROPGATE_JWT_AUDIENCE",
+        "DROPGATE_CORS_ORIGINS",
+        "DROPGATE_TRUST_FORWARDED_FOR",
+        "DROPGATE_LOG_FORMAT",
+    },
+    "admitter": {"DROPGATE_HEALTH_ADDR", "DROPGATE_REDIS_URL", "DROPGATE_KAFKA_BROKERS", "DROPGATE_TOPIC_WAITING_QUEUE"},
+    "goods-worker": {
+        "DROPGATE_HEALTH_ADDR",
+        "DATABASE_URL",
+        "DROPGATE_KAFKA_BROKERS",
+        "DROPGATE_TOPIC_WAITING_QUEUE",
+        "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+    },
+    "result-relay": {
+        "DROPGATE_HEALTH_ADDR",
+        "DROPGATE_REDIS_URL",
+        "DROPGATE_KAFKA_BROKERS",
+        "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+    },
+}
+# Secrets are made at deploy time from Secret Manager (docs/deploy.md), never in git.
+EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis"}
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    hits = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(hits) == 1, f"expected one {kind}/{name}, found {len(hits)}"
+    return hits[0]
+
+
+def pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def container_env(docs: list[dict], container: dict) -> dict[str, str | None]:
+    """Variable name => value (None where it comes from a Secret)."""
+    env: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        assert ref, f"{container['name']}: only ConfigMaps are loaded whole"
+        env.update(find(docs, "ConfigMap", ref["name"]).get("data", {}))
+    for var in container.get("env", []):
+        env[var["name"]] = var.get("value")
+    return env
+
+
+overlay = pytest.mark.parametrize("name", OVERLAYS)
+
+
+def test_there_are_dev_and_prod_overlays():
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+@overlay
+def test_hpa_targets_60_percent_cpu(rendered, name):
+    docs = rendered[name]
+    for fn in AUTOSCALED:
+        hpa = find(docs, "HorizontalPodAutoscaler", fn)
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": fn}
+        cpu = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+        assert len(cpu) == 1
+        assert cpu[0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        assert "replicas" not in find(docs, "Deployment", fn)["spec"], f"{fn}: the HPA owns the replica count"
+
+
+def test_redis_statefulset_has_headless_service_and_volumes():
+    docs = kustomize.render(K8S / "redis")
+    service = find(docs, "Service", "redis")
+    assert service["spec"]["clusterIP"] == "None"
+    sts = find(docs, "StatefulSet", "redis")
+    assert sts["spec"]["serviceName"] == "redis"
+    assert service["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    claims = sts["spec"]["volumeClaimTemplates"]
+    assert claims and claims[0]["spec"]["resources"]["requests"]["storage"]
+    mounts = {m["name"]: m["mountPath"] for m in pod_spec(sts)["containers"][0]["volumeMounts"]}
+    assert mounts[claims[0]["metadata"]["name"]] == "/data"
+    conf = find(docs, "ConfigMap", "redis-config")["data"]["redis.conf"]
+    assert re.search(r"^appendonly yes$", conf, re.M), "in-cluster Redis persists with AOF"
+    assert re.search(r"^maxmemory-policy noeviction$", conf, re.M)
+
+
+def test_dev_runs_redis_in_cluster_and_prod_uses_memorystore(rendered):
+    assert find(rendered["dev"], "Service", "redis")["spec"]["clusterIP"] == "None"
+    assert not [d for d in rendered["prod"] if d["kind"] == "StatefulSet"]
+
+
+@overlay
+def test_containers_run_as_non_root_with_read_only_root(rendered, name):
+    checked = 0
+    for doc in workloads(rendered[name]):
+        spec = pod_spec(doc)
+        pod_ctx = spec.get("securityContext", {})
+        assert spec.get("automountServiceAccountToken") is False, doc["metadata"]["name"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            ctx = c.get("securityContext", {})
+            where = f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}"
+            assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, where
+            assert ctx.get("runAsUser", pod_ctx.get("runAsUser", 0)) != 0, where
+            assert ctx.get("readOnlyRootFilesystem") is True, where
+            assert ctx.get("allowPrivilegeEscalation") is False, where
+            assert ctx.get("capabilities", {}).get("drop") == ["ALL"], where
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: {kind}"
+            checked += 1
+    assert checked >= len(FUNCTIONS)
+
+
+@overlay
+def test_functions_probe_their_health_routes(rendered, name):
+    docs = rendered[name]
+    for fn in FUNCTIONS:
+        deployment = find(docs, "Deployment", fn)
+        spec = pod_spec(deployment)
+        (c,) = spec["containers"]
+        assert c["command"] == [f"/usr/local/bin/{fn}"]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        env = container_env(docs, c)
+        if fn == "queue-api":
+            assert env["DROPGATE_HTTP_ADDR"] == "0.0.0.0:8080" and ports["http"] == 8080
+            assert spec["terminationGracePeriodSeconds"] >= 30, "SSE streams need time to drain"
+        else:
+            assert env["DROPGATE_HEALTH_ADDR"] == "0.0.0.0:9090" and ports["health"] == 9090
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path, f"{fn} {probe}"
+            port = ports.get(get["port"], get["port"])
+            assert port == (8080 if fn == "queue-api" else 9090), f"{fn} {probe} port"
+
+
+@overlay
+def test_functions_get_the_environment_they_read(rendered, name):
+    docs = rendered[name]
+    for fn, needed in REQUIRED_ENV.items():
+        (c,) = pod_spec(find(docs, "Deployment", fn))["containers"]
+        env = container_env(docs, c)
+        assert needed <= set(env), f"{fn} lacks {needed - set(env)}"
+        assert env["DROPGATE_LOG_FORMAT"] == "json"
+        if "DROPGATE_KAFKA_BROKERS" in needed:
+            assert not env["DROPGATE_KAFKA_BROKERS"].endswith(".invalid:9092"), f"{name} must set the Kafka address"
+    config = find(docs, "ConfigMap", "dropgate-config")["data"]
+    assert config["DROPGATE_TOPIC_WAITING_QUEUE"] == "waiting-queue"
+    assert config["DROPGATE_TOPIC_RESULT_NOTIFICATION"] == "result-notification"
+    api = find(docs, "ConfigMap", "queue-api-config")["data"]
+    assert api["DROPGATE_JWKS_URL"].startswith("https://") and ".invalid" not in api["DROPGATE_JWKS_URL"]
+
+
+@overlay
+def test_config_and_secret_references_resolve(rendered, name):
+    docs = rendered[name]
+    config_maps = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
+    secrets_used: set[str] = set()
+    for doc in workloads(docs):
+        spec = pod_spec(doc)
+        for c in spec["containers"]:
+            for source in c.get("envFrom", []):
+                assert source["configMapRef"]["name"] in config_maps
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {})
+                if "configMapKeyRef" in ref:
+                    assert ref["configMapKeyRef"]["name"] in config_maps
+                if "secretKeyRef" in ref:
+                    secrets_used.add(ref["secretKeyRef"]["name"])
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps
+            if "secret" in volume:
+                secrets_used.add(volume["secret"]["secretName"])
+        assert spec["serviceAccountName"] in {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    assert secrets_used <= EXTERNAL_SECRETS, secrets_used - EXTERNAL_SECRETS
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    for secret in secrets_used:
+        assert secret in guide, f"docs/deploy.md must say how to create Secret {secret}"
+    assert not [d for d in docs if d["kind"] == "Secret"], "secrets never live in git"
+
+
+@overlay
+def test_workload_identity_annotations(rendered, name):
+    for fn in FUNCTIONS:
+        sa = find(rendered[name], "ServiceAccount", fn)
+        email = sa["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account", "")
+        assert re.fullmatch(rf"[a-z0-9-]+-{fn}@[a-z0-9-]+\.iam\.gserviceaccount\.com", email), email
+
+
+@overlay
+def test_images_come_from_artifact_registry(rendered, name):
+    for doc in workloads(rendered[name]):
+        for c in pod_spec(doc)["containers"]:
+            if doc["metadata"]["name"] == "redis":
+                continue
+            assert re.fullmatch(r"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/dropgate(:[\w.-]+|@sha256:[0-9a-f]{64})", c["image"]), c["image"]
+
+
+@overlay
+def test_ingress_reaches_queue_api_with_sse_timeout(rendered, name):
+    docs = rendered[name]
+    ingress = find(docs, "Ingress", "queue-api")
+    assert ingress["metadata"]["annotations"]["kubernetes.io/ingress.class"] == "gce"
+    backends = {ingress["spec"]["defaultBackend"]["service"]["name"]}
+    for rule in ingress["spec"]["rules"]:
+        assert "." in rule["host"], "every rule names its public host"
+        backends |= {p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert backends == {"queue-api"}
+    service = find(docs, "Service", "queue-api")
+    annotations = service["metadata"]["annotations"]
+    assert yaml.safe_load(annotations["cloud.google.com/backend-config"]) == {"default": "queue-api"}
+    assert yaml.safe_load(annotations["cloud.google.com/neg"]) == {"ingress": True}
+    backend = find(docs, "BackendConfig", "queue-api")["spec"]
+    assert backend["timeoutSec"] >= 3600, "an SSE stream must outlive the load balancer's response timeout"
+    assert backend["healthCheck"]["requestPath"] == "/readyz" and backend["healthCheck"]["port"] == 8080
+    cert = find(docs, "ManagedCertificate", "queue-api")["spec"]["domains"]
+    assert cert == [r["host"] for r in ingress["spec"]["rules"]]
+
+
+@overlay
+def test_every_deployment_has_a_disruption_budget(rendered, name):
+    docs = rendered[name]
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for doc in docs:
+        if doc["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        covering = [b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert covering, f"{doc['kind']}/{doc['metadata']['name']} has no PodDisruptionBudget"
+
+
+@overlay
+def test_network_policies_admit_only_what_the_design_allows(rendered, name):
+    docs = rendered[name]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny
+    for pname, spec in policies.items():
+        for rule in spec.get("ingress", []):
+            for peer in rule.get("from", []):
+                if "ipBlock" in peer:
+                    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "queue-api"}}, (
+                        f"{pname}: only queue-api accepts traffic from outside the cluster"
+                    )
+                    assert peer["ipBlock"]["cidr"] != "0.0.0.0/0"
+    if "redis-from-functions" in policies:
+        (rule,) = policies["redis-from-functions"]["ingress"]
+        assert rule["from"] == [{"podSelector": {"matchLabels": {"dropgate/uses-redis": "true"}}}]
+    # Each function's backend labels match what it talks to.
+    uses = {
+        fn: {k.split("/uses-")[1] for k in find(docs, "Deployment", fn)["spec"]["template"]["metadata"]["labels"] if "/uses-" in k}
+        for fn in FUNCTIONS
+    }
+    assert uses == {
+        "queue-api": {"redis"},
+        "admitter": {"redis", "kafka"},
+        "goods-worker": {"kafka", "postgres"},
+        "result-relay": {"redis", "kafka"},
+    }
+
+
+@overlay
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_against_the_kubernetes_schema(rendered, name, version):
+    for doc in rendered[name]:
+        if doc["kind"] in GKE_KINDS:
+            assert doc["metadata"]["name"] and isinstance(doc["spec"], dict)
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+@overlay
+def test_python_renderer_matches_kubectl_kustomize(rendered, name):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the Python renderer is checked against it where it is")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / name)], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    theirs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+    ours = {(d["kind"], d["metadata"]["name"]): d for d in rendered[name]}
+    assert set(ours) == set(theirs)
+    for key in ours:
+        assert ours[key] == theirs[key], f"{key} renders differently"

@@ -1,0 +1,125 @@
+# Inputs of the cloudrun module, alphabetical.
+
+variable "deletion_protection" {
+  description = "Whether Terraform refuses to delete the services and jobs."
+  type        = bool
+  nullable    = false
+  default     = true
+}
+
+variable "image" {
+  description = "The dropgate image (one image holds every function binary), as <repository url>/<name>:<tag> or @sha256:<digest>. Later deploys may change it outside Terraform (see ignore_changes)."
+  type        = string
+  nullable    = false
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/.+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.image))
+    error_message = "image must be a full reference with a tag or digest, for example europe-west1-docker.pkg.dev/my-project/dropgate/dropgate:0.1.0."
+  }
+}
+
+variable "jobs" {
+  description = "One-off jobs on the same image, keyed by role (for example `db-migrate`): the `command`, the `service_account` email, plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version), `timeout` and `max_retries`."
+  type = map(object({
+    command         = list(string)
+    service_account = string
+    env             = optional(map(string), {})
+    secret_env      = optional(map(string), {})
+    timeout         = optional(string, "600s")
+    max_retries     = optional(number, 1)
+  }))
+  nullable = false
+  default  = {}
+}
+
+variable "labels" {
+  description = "Labels put on every labelled resource."
+  type        = map(string)
+  nullable    = false
+  default     = {}
+}
+
+variable "load_balancer" {
+  description = "The external HTTPS load balancer in front of the one public service: `service` (a key of var.services), `domains` (for the Google-managed certificate) and an optional Cloud Armor `security_policy` id. Null: no load balancer."
+  type = object({
+    service         = string
+    domains         = list(string)
+    security_policy = optional(string)
+  })
+  default = null
+  validation {
+    condition     = var.load_balancer == null || try(length(var.load_balancer.domains) > 0, false)
+    error_message = "The load balancer needs at least one domain for its managed certificate."
+  }
+  validation {
+    condition = var.load_balancer == null || try(
+      var.services[var.load_balancer.service].ingress == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER", false
+    )
+    error_message = "load_balancer.service must be a key of var.services whose ingress is INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "network" {
+  description = "Direct VPC egress target: `network` and `subnet` ids. Only private ranges leave through the VPC (Memorystore, Cloud SQL, Kafka); Google APIs stay direct."
+  type = object({
+    network = string
+    subnet  = string
+  })
+  nullable = false
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name."
+  type        = string
+  nullable    = false
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,10}[a-z0-9]$", var.prefix))
+    error_message = "prefix must be 3 to 12 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "project_id" {
+  description = "ID of the project that holds the services."
+  type        = string
+  nullable    = false
+}
+
+variable "region" {
+  description = "Region of the services."
+  type        = string
+  nullable    = false
+}
+
+variable "services" {
+  description = "One Cloud Run service per function, keyed by function name: the `command` (binary), `service_account` email, `ingress` (internal only unless it sits behind the load balancer), the `port` its health routes listen on, `health_path`, instance bounds, `concurrency`, `cpu`/`memory`, `cpu_always_allocated` (background consumers need CPU outside requests), request `timeout` (SSE streams last long), plain `env` and `secret_env` (variable name => Secret Manager secret id, latest version)."
+  type = map(object({
+    command              = list(string)
+    service_account      = string
+    ingress              = optional(string, "INGRESS_TRAFFIC_INTERNAL_ONLY")
+    port                 = optional(number, 9090)
+    health_path          = optional(string, "/healthz")
+    min_instances        = optional(number, 1)
+    max_instances        = optional(number, 10)
+    concurrency          = optional(number, 80)
+    cpu                  = optional(string, "1")
+    memory               = optional(string, "512Mi")
+    cpu_always_allocated = optional(bool, true)
+    timeout              = optional(string, "300s")
+    env                  = optional(map(string), {})
+    secret_env           = optional(map(string), {})
+  }))
+  nullable = false
+  validation {
+    condition = alltrue([
+      for k, s in var.services : contains(["INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], s.ingress)
+    ])
+    error_message = "ingress must be INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER: nothing is reachable from the internet except through the load balancer."
+  }
+  validation {
+    condition     = alltrue([for k, s in var.services : s.min_instances >= 0 && s.max_instances >= s.min_instances && s.max_instances >= 1])
+    error_message = "Every service needs 0 <= min_instances <= max_instances and max_instances >= 1."
+  }
+  validation {
+    condition     = alltrue([for k, s in var.services : s.concurrency >= 1 && s.concurrency <= 1000])
+    error_message = "concurrency must be between 1 and 1000."
+  }
+}

@@ -1,0 +1,14 @@
+# Outputs of the memorystore module.
+
+output "endpoint" {
+  description = "Private address of the instance: `host` and `port` (TLS port, 6378 with in-transit encryption)."
+  value = {
+    host = google_redis_instance.queue.host
+    port = google_redis_instance.queue.port
+  }
+}
+
+output "secret_ids" {
+  description = "Secret Manager secret ids, by role: `redis-url` (DROPGATE_REDIS_URL) and `redis-ca` (the server CA in PEM)."
+  value       = { for k, s in google_secret_manager_secret.redis : k => s.secret_id }
+}
