@@ -23,6 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
+pub use ops::prometheus;
 pub use queue::{QueueView, ResultView};
 pub use stream::StreamHub;
 

@@ -16,7 +16,7 @@ use super::AppState;
 
 /// The process-wide Prometheus recorder (installed once; every app in the process,
 /// tests included, renders from it).
-pub(crate) fn prometheus() -> &'static PrometheusHandle {
+pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()

@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::extract::{Caller, EventPath};
 use super::queue::{QueueView, found, now_s};
 use super::{ApiError, AppState};
-use crate::queue::{EventKeys, QueueStore, Standing};
+use crate::queue::{EventKeys, Notice, QueueStore, Standing};
 
 /// Comment heartbeat interval: below the 30–60 s idle timeouts of common proxies.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -256,10 +256,10 @@ async fn subscribe(inner: Arc<Inner>) {
                     continue;
                 };
                 let payload: String = message.get_payload().unwrap_or_default();
-                match payload.split_once('|') {
-                    Some(("r", member)) => inner.notify_member(&event, member),
-                    _ if payload == "sold_out" => inner.notify_event(&event),
-                    _ => tracing::debug!(%payload, "unknown notification ignored"),
+                match Notice::decode(&payload) {
+                    Some(Notice::Result(member)) => inner.notify_member(&event, &member),
+                    Some(Notice::SoldOut) => inner.notify_event(&event),
+                    None => tracing::debug!(%payload, "unknown notification ignored"),
                 }
             }
             anyhow::Ok(())

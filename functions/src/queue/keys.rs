@@ -56,6 +56,36 @@ impl EventKeys {
     }
 }
 
+/// What is published on an event's [`EventKeys::channel`]: one user's outcome was
+/// written to their record, or the event sold out. queue-api wakes the matching
+/// streams, which re-read the record itself, so a notice carries no outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The member's record now holds their outcome.
+    Result(String),
+    /// The event's stock is gone.
+    SoldOut,
+}
+
+impl Notice {
+    /// The published text: `r|<member>` or `sold_out`.
+    pub fn encode(&self) -> String {
+        match self {
+            Notice::Result(member) => format!("r|{member}"),
+            Notice::SoldOut => "sold_out".to_owned(),
+        }
+    }
+
+    /// Parses a published text; unknown notices are `None` (newer publishers).
+    pub fn decode(text: &str) -> Option<Self> {
+        match text.split_once('|') {
+            Some(("r", member)) if !member.is_empty() => Some(Notice::Result(member.to_owned())),
+            _ if text == "sold_out" => Some(Notice::SoldOut),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +105,14 @@ mod tests {
         ] {
             assert!(key.starts_with("{ev:drop-1}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn notices_round_trip() {
+        for notice in [Notice::Result("web:a|b".into()), Notice::SoldOut] {
+            assert_eq!(Notice::decode(&notice.encode()), Some(notice));
+        }
+        assert_eq!(Notice::decode("r|"), None);
+        assert_eq!(Notice::decode("something-new"), None);
     }
 }

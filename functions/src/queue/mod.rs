@@ -12,7 +12,7 @@ use dropgate_core::{EventId, EventState, UserKey, UserRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-pub use keys::EventKeys;
+pub use keys::{EventKeys, Notice};
 
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
 /// and the draw).
