@@ -45,7 +45,7 @@ impl FromStr for Secret<String> {
 pub struct RedisArgs {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS). May carry a
     /// password, so it is kept secret.
-    #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL")]
+    #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
     pub url: Secret<String>,
 }
 
@@ -53,7 +53,7 @@ pub struct RedisArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL, e.g. `postgres://dropgate:...@127.0.0.1:5432/dropgate`.
-    #[arg(long = "database-url", env = "DATABASE_URL")]
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: Secret<String>,
 }
 

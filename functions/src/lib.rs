@@ -7,15 +7,20 @@
 //! in core.
 
 pub mod auth;
+pub mod cli_event;
 pub mod cli_stack;
 pub mod config;
 pub mod event_settings;
+pub mod events;
+pub mod failpoint;
+pub mod goods;
 pub mod http;
 pub mod kafka;
 pub mod lifecycle;
 pub mod ops_server;
 pub mod postgres;
 pub mod queue;
+pub mod relay;
 pub mod skeleton;
 pub mod stack;
 pub mod telemetry;

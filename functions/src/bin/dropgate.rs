@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::cli_event::{self, EventAdminCommand};
 use dropgate_functions::cli_stack::{self, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
 use dropgate_functions::event_settings::EventSettingsArgs;
@@ -72,10 +73,17 @@ enum EventCommand {
         #[command(flatten)]
         settings: EventSettingsArgs,
     },
+    #[command(flatten)]
+    Admin(EventAdminCommand),
 }
 
 /// Runs async work to completion; an error becomes a message and exit code 1.
 fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    block_on_code(async { work.await.map(|()| ExitCode::SUCCESS) })
+}
+
+/// Like [`block_on`], for work that picks its own exit code.
+fn block_on_code(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +95,7 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
         }
     };
     match runtime.block_on(work) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -159,5 +167,8 @@ fn main() -> ExitCode {
         Command::Event {
             command: EventCommand::Check { settings },
         } => check_event(settings),
+        Command::Event {
+            command: EventCommand::Admin(command),
+        } => block_on_code(cli_event::run(command)),
     }
 }

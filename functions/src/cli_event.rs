@@ -1,0 +1,211 @@
+//! `dropgate event create|open|pause|close|show|verify|export`: running a drop from the
+//! command line. PostgreSQL holds the event; when `DROPGATE_REDIS_URL` is set, every
+//! change is mirrored into Redis so queue-api sees it at once.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use dropgate_core::{EventId, EventSeed, EventState};
+use sqlx::PgPool;
+
+use crate::config::{DatabaseArgs, Secret};
+use crate::event_settings::EventSettingsArgs;
+use crate::events::{self, EventRecord};
+use crate::queue::QueueStore;
+
+/// Which event, and where its stores are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventTarget {
+    /// The event id (letters, digits, `-_.`).
+    #[arg(long = "id")]
+    pub id: String,
+    /// PostgreSQL.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Redis, to mirror the event for queue-api (optional: without it only
+    /// PostgreSQL changes).
+    #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret<String>>,
+}
+
+/// Winners export formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// A JSON array.
+    Json,
+}
+
+/// The event admin subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum EventAdminCommand {
+    /// Create an event with a fresh secret seed; prints the seed's SHA-256
+    /// commitment, to publish before the drop.
+    Create {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+        /// Its settings.
+        #[command(flatten)]
+        settings: EventSettingsArgs,
+    },
+    /// Start admitting.
+    Open {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
+    /// Stop admitting for now; the queue keeps its order.
+    Pause {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
+    /// End the event and reveal its seed (irreversible).
+    Close {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
+    /// Settings, counters, commitment (and the seed once closed), as JSON.
+    Show {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
+    /// Recompute every draw of a closed event from its revealed seed; exits 2 on any
+    /// mismatch.
+    Verify {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
+    /// Print the winners in decision order.
+    Export {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+async fn connect(target: &EventTarget) -> Result<(EventId, PgPool)> {
+    let event = EventId::parse(target.id.as_str()).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(target.database.url.expose())
+        .await
+        .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
+    Ok((event, pool))
+}
+
+async fn mirror(target: &EventTarget, record: &EventRecord) -> Result<()> {
+    match &target.redis_url {
+        Some(url) => {
+            let store = QueueStore::connect(url.expose()).await?;
+            events::mirror(&store, record).await?;
+            eprintln!("queue side updated (Redis)");
+        }
+        None => {
+            eprintln!("note: DROPGATE_REDIS_URL is not set; queue-api does not see this change yet")
+        }
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs one subcommand; the exit code says how it went.
+pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
+    match command {
+        EventAdminCommand::Create { target, settings } => {
+            let config = settings
+                .to_config(SystemTime::now())
+                .map_err(|errors| anyhow::anyhow!("the event settings are not valid: {errors}"))?;
+            let (event, pool) = connect(&target).await?;
+            let mut bytes = [0u8; 32];
+            rand::fill(&mut bytes);
+            let commitment =
+                events::create(&pool, &event, &config, &EventSeed::from_bytes(bytes)).await?;
+            let record = events::load(&pool, &event).await?;
+            mirror(&target, &record).await?;
+            println!("created event {event} (scheduled)");
+            println!("seed commitment (SHA-256, publish it now): {commitment}");
+            Ok(ExitCode::SUCCESS)
+        }
+        EventAdminCommand::Open { target } => change_state(target, EventState::Open).await,
+        EventAdminCommand::Pause { target } => change_state(target, EventState::Paused).await,
+        EventAdminCommand::Close { target } => change_state(target, EventState::Closed).await,
+        EventAdminCommand::Show { target } => {
+            let (event, pool) = connect(&target).await?;
+            let record = events::load(&pool, &event).await?;
+            let counts: serde_json::Map<String, serde_json::Value> =
+                events::outcome_counts(&pool, &event)
+                    .await?
+                    .into_iter()
+                    .map(|(outcome, count)| (outcome, count.into()))
+                    .collect();
+            print_json(&serde_json::json!({"event": record, "outcomes": counts}))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        EventAdminCommand::Verify { target } => {
+            let (event, pool) = connect(&target).await?;
+            let report = events::verify_event(&pool, &event).await?;
+            println!(
+                "{event}: {} decisions replayed, {} winners, stock left {}",
+                report.decisions, report.winners, report.stock_left
+            );
+            if report.passed() {
+                println!("verified: every draw matches the revealed seed and the rule");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{} problems found:", report.findings.len());
+                for finding in &report.findings {
+                    println!("  {}", serde_json::to_string(finding)?);
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+        EventAdminCommand::Export { target, format } => {
+            let (event, pool) = connect(&target).await?;
+            let winners = events::winners(&pool, &event).await?;
+            match format {
+                ExportFormat::Json => print_json(&winners)?,
+                ExportFormat::Csv => {
+                    println!("decision_order,platform_id,user_id,ticket,decided_at");
+                    // Ids are restricted to letters, digits and `-_.@|+=`: no quoting needed.
+                    for winner in winners {
+                        println!(
+                            "{},{},{},{},{}",
+                            winner.decision_order,
+                            winner.platform_id,
+                            winner.user_id,
+                            winner.ticket,
+                            winner.decided_at
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn change_state(target: EventTarget, to: EventState) -> Result<ExitCode> {
+    let (event, pool) = connect(&target).await?;
+    let record = events::transition(&pool, &event, to).await?;
+    mirror(&target, &record).await?;
+    println!("event {event} is {}", record.state.as_str());
+    if let (EventState::Closed, Some(seed)) = (record.state, &record.seed) {
+        println!("seed (revealed; anyone can now verify the draw): {seed}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

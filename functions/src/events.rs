@@ -1,0 +1,267 @@
+//! Event administration: the `events` row in PostgreSQL (the source of truth) and its
+//! mirror in Redis that the queue side reads. Used by `dropgate event ...`.
+
+use anyhow::{Context, Result, bail};
+use dropgate_core::{
+    EventConfig, EventId, EventSeed, EventState, Outcome, QueueMode, RecordedDecision,
+    SeedCommitment, UserKey, VerifyReport, WinProbability, verify,
+};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::goods::store::from_stored;
+use crate::queue::{EventMeta, QueueStore};
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// The id.
+    pub event_id: String,
+    /// Lifecycle state.
+    pub state: EventState,
+    /// Units for sale.
+    pub stock_total: u32,
+    /// Units not yet won.
+    pub stock_left: u32,
+    /// Chance of winning while stock is left.
+    pub win_probability: f64,
+    /// Admissions per second.
+    pub admission_rate_per_s: u32,
+    /// Admitted-but-undecided cap.
+    pub max_in_flight: u32,
+    /// Opening time (Unix ms).
+    pub opens_at_ms: u64,
+    /// Closing time (Unix ms), if any.
+    pub closes_at_ms: Option<u64>,
+    /// Queue mode.
+    pub queue_mode: QueueMode,
+    /// Abandon timeout (ms).
+    pub abandon_timeout_ms: u64,
+    /// SHA-256 of the seed, public from creation.
+    pub seed_commitment: String,
+    /// The seed, only once the event is closed.
+    pub seed: Option<String>,
+    /// Users decided so far.
+    pub decisions_made: u64,
+}
+
+const SELECT_EVENT: &str = "select event_id, state, stock_total, stock_left, win_probability, admission_rate_per_s,
+        max_in_flight, (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms,
+        (extract(epoch from closes_at) * 1000)::bigint as closes_at_ms, queue_mode, abandon_timeout_ms,
+        seed_commitment, case when seed_revealed_at is not null then seed end as seed, decisions_made
+   from events where event_id = $1";
+
+fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
+    Ok(EventRecord {
+        event_id: row.get("event_id"),
+        state: row
+            .get::<&str, _>("state")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("stored event state: {e}"))?,
+        stock_total: row.get::<i32, _>("stock_total") as u32,
+        stock_left: row.get::<i32, _>("stock_left") as u32,
+        win_probability: row.get("win_probability"),
+        admission_rate_per_s: row.get::<i32, _>("admission_rate_per_s") as u32,
+        max_in_flight: row.get::<i32, _>("max_in_flight") as u32,
+        opens_at_ms: row.get::<i64, _>("opens_at_ms") as u64,
+        closes_at_ms: row
+            .get::<Option<i64>, _>("closes_at_ms")
+            .map(|ms| ms as u64),
+        queue_mode: row
+            .get::<&str, _>("queue_mode")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("stored queue mode: {e}"))?,
+        abandon_timeout_ms: row.get::<i64, _>("abandon_timeout_ms") as u64,
+        seed_commitment: row.get("seed_commitment"),
+        seed: row.get("seed"),
+        decisions_made: row.get::<i64, _>("decisions_made") as u64,
+    })
+}
+
+/// Reads an event; a clear error when it does not exist.
+pub async fn load(pool: &PgPool, event: &EventId) -> Result<EventRecord> {
+    let row = sqlx::query(SELECT_EVENT)
+        .bind(event.as_str())
+        .fetch_optional(pool)
+        .await
+        .context("Failed to read the event")?;
+    match row {
+        Some(row) => record_of(&row),
+        None => bail!("no event {event}"),
+    }
+}
+
+/// Creates an event with a fresh seed; returns the seed's public commitment. The
+/// seed itself stays in the database until the event closes.
+pub async fn create(
+    pool: &PgPool,
+    event: &EventId,
+    config: &EventConfig,
+    seed: &EventSeed,
+) -> Result<SeedCommitment> {
+    config
+        .validate()
+        .map_err(|problems| anyhow::anyhow!("invalid event settings: {problems}"))?;
+    let commitment = seed.commitment();
+    let inserted = sqlx::query(
+        "insert into events (event_id, stock_total, stock_left, win_probability, admission_rate_per_s, max_in_flight,
+                             opens_at, closes_at, queue_mode, abandon_timeout_ms, seed, seed_commitment)
+         values ($1, $2, $2, $3, $4, $5, to_timestamp($6::double precision / 1000),
+                 to_timestamp($7::double precision / 1000), $8, $9, $10, $11)
+         on conflict (event_id) do nothing",
+    )
+    .bind(event.as_str())
+    .bind(config.stock as i32)
+    .bind(config.win_probability)
+    .bind(config.admission_rate_per_s as i32)
+    .bind(config.max_in_flight as i32)
+    .bind(config.opens_at_ms as f64)
+    .bind(config.closes_at_ms.map(|ms| ms as f64))
+    .bind(config.queue_mode.as_str())
+    .bind(config.abandon_timeout_ms as i64)
+    .bind(seed.to_hex())
+    .bind(commitment.to_hex())
+    .execute(pool)
+    .await
+    .context("Failed to create the event")?
+    .rows_affected();
+    if inserted == 0 {
+        bail!("event {event} already exists; pick another id");
+    }
+    Ok(commitment)
+}
+
+/// Moves an event to `to` if the lifecycle allows it; closing reveals the seed.
+pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Result<EventRecord> {
+    let mut tx = pool.begin().await?;
+    let state: Option<String> =
+        sqlx::query_scalar("select state from events where event_id = $1 for update")
+            .bind(event.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = state else {
+        bail!("no event {event}");
+    };
+    let from: EventState = state
+        .parse()
+        .map_err(|e| anyhow::anyhow!("stored event state: {e}"))?;
+    from.step(to)
+        .map_err(|illegal| anyhow::anyhow!("{illegal}"))?;
+    sqlx::query(
+        "update events set state = $2, updated_at = now(),
+                seed_revealed_at = case when $2 = 'closed' then coalesce(seed_revealed_at, now()) else seed_revealed_at end
+          where event_id = $1",
+    )
+    .bind(event.as_str())
+    .bind(to.as_str())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    load(pool, event).await
+}
+
+/// Writes what the queue side needs to know of `record` into Redis.
+pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
+    let event = EventId::parse(record.event_id.as_str())?;
+    store
+        .put_event_meta(
+            &event,
+            &EventMeta {
+                state: record.state,
+                rate_per_s: record.admission_rate_per_s,
+                abandon_timeout_ms: record.abandon_timeout_ms,
+                opens_at_ms: record.opens_at_ms,
+            },
+        )
+        .await
+}
+
+/// Outcome counts of an event's draws.
+pub async fn outcome_counts(pool: &PgPool, event: &EventId) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "select outcome, count(*) from draws where event_id = $1 group by outcome order by outcome",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Replays every recorded draw of a closed event from its revealed seed.
+pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport> {
+    let record = load(pool, event).await?;
+    let Some(seed) = record.seed.as_deref() else {
+        bail!(
+            "event {event} is {}; its seed is revealed (and the draw verifiable) once it is closed",
+            record.state.as_str()
+        );
+    };
+    let seed = EventSeed::from_hex(seed).map_err(|e| anyhow::anyhow!("stored seed: {e}"))?;
+    let commitment = SeedCommitment::from_hex(&record.seed_commitment)
+        .map_err(|e| anyhow::anyhow!("stored commitment: {e}"))?;
+    let probability = WinProbability::new(record.win_probability)
+        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
+    let rows = sqlx::query(
+        "select platform_id, user_id, draw_value, outcome, decision_order from draws where event_id = $1 order by decision_order",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?;
+    let mut decisions = Vec::with_capacity(rows.len());
+    for row in rows {
+        decisions.push(RecordedDecision {
+            order: row.get::<i64, _>("decision_order") as u64,
+            user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
+            draw_value: from_stored(row.get("draw_value")),
+            outcome: row
+                .get::<&str, _>("outcome")
+                .parse::<Outcome>()
+                .map_err(|e| anyhow::anyhow!("stored outcome: {e}"))?,
+        });
+    }
+    Ok(verify(
+        &seed,
+        &commitment,
+        event,
+        probability,
+        record.stock_total,
+        &decisions,
+    ))
+}
+
+/// One winner, for export.
+#[derive(Debug, Clone, Serialize)]
+pub struct Winner {
+    /// Place in the decision order.
+    pub decision_order: u64,
+    /// Platform.
+    pub platform_id: String,
+    /// User.
+    pub user_id: String,
+    /// Queue ticket.
+    pub ticket: u64,
+    /// When (RFC 3339, UTC).
+    pub decided_at: String,
+}
+
+/// Winners in decision order.
+pub async fn winners(pool: &PgPool, event: &EventId) -> Result<Vec<Winner>> {
+    load(pool, event).await?;
+    let rows = sqlx::query(
+        "select decision_order, platform_id, user_id, ticket,
+                to_char(decided_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as decided_at
+           from draws where event_id = $1 and outcome = 'won' order by decision_order",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Winner {
+            decision_order: row.get::<i64, _>("decision_order") as u64,
+            platform_id: row.get("platform_id"),
+            user_id: row.get("user_id"),
+            ticket: row.get::<i64, _>("ticket") as u64,
+            decided_at: row.get("decided_at"),
+        })
+        .collect())
+}

@@ -1,0 +1,329 @@
+//! goods-worker (steps ⑤⑥⑦): consume admitted users in batches, decide each batch in
+//! one PostgreSQL transaction, publish the results from the outbox, and only then
+//! commit the consumed offsets.
+//!
+//! Every step is safe to repeat: a batch redelivered after a crash finds its users in
+//! `draws` and re-announces their outcomes; results committed but not yet published
+//! stay in the outbox until the re-send loop delivers them.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use dropgate_core::{Admitted, EventId, Message as _};
+use futures_util::future::join_all;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::watch;
+
+use crate::config::{DatabaseArgs, KafkaArgs};
+use crate::failpoint;
+use crate::kafka::{self, DELIVERY_TIMEOUT};
+use crate::ops_server::{OpsArgs, Readiness};
+pub use store::{BatchOutcome, OutboxRow, record_batch};
+
+/// goods-worker settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GoodsArgs {
+    /// Where PostgreSQL is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where Kafka is.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Health and metrics port.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    /// Consumer group on the waiting-queue topic.
+    #[arg(long, env = "DROPGATE_GOODS_GROUP", default_value = "goods-worker")]
+    pub group: String,
+    /// Most users decided per transaction.
+    #[arg(long, env = "DROPGATE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// How long a batch waits to fill after its first message (ms).
+    #[arg(long, env = "DROPGATE_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// Database connections.
+    #[arg(long, env = "DROPGATE_DB_POOL", default_value_t = 4)]
+    pub db_pool: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The worker's connections.
+pub struct GoodsWorker {
+    pool: PgPool,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    results_topic: String,
+    batch_size: usize,
+    batch_wait: Duration,
+    readiness: Readiness,
+}
+
+/// A batch's messages, decoded, and where each partition's consumption ends.
+struct Batch {
+    admissions: Vec<Admitted>,
+    /// (topic, partition) → next offset to consume.
+    positions: HashMap<(String, i32), i64>,
+    malformed: u64,
+}
+
+impl GoodsWorker {
+    /// Connects to PostgreSQL and Kafka; fails with a clear message when either is
+    /// unusable.
+    pub async fn connect(args: &GoodsArgs, readiness: Readiness) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(args.db_pool.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(args.database.url.expose())
+            .await
+            .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
+        let consumer = kafka::consumer(&args.kafka, &args.group, &args.kafka.waiting_queue_topic)?;
+        let producer = kafka::producer(&args.kafka)?;
+        Ok(Self {
+            pool,
+            consumer,
+            producer,
+            results_topic: args.kafka.result_notification_topic.clone(),
+            batch_size: args.batch_size as usize,
+            batch_wait: Duration::from_millis(args.batch_wait_ms),
+            readiness,
+        })
+    }
+
+    /// Runs until `shutdown` turns true; the batch in hand is finished and committed
+    /// first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let resend = tokio::spawn(resend_loop(
+            self.pool.clone(),
+            self.producer.clone(),
+            self.results_topic.clone(),
+            shutdown.clone(),
+        ));
+        self.readiness.set(true);
+        loop {
+            let first = tokio::select! {
+                message = self.consumer.recv() => message,
+                _ = shutdown.wait_for(|stopping| *stopping) => break,
+            };
+            let mut batch = Batch {
+                admissions: Vec::with_capacity(self.batch_size),
+                positions: HashMap::new(),
+                malformed: 0,
+            };
+            match first {
+                Ok(message) => batch.add(&message),
+                Err(error) => {
+                    tracing::warn!(%error, "consume failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.batch_wait;
+            while batch.len() < self.batch_size {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(message)) => batch.add(&message),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "consume failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.settle(batch, &shutdown).await?;
+        }
+        self.readiness.set(false);
+        resend.abort();
+        tracing::info!("goods-worker stopped");
+        Ok(())
+    }
+
+    /// Decides, publishes and commits one batch, retrying the database and the
+    /// delivery until they succeed: a message is never committed before its result is
+    /// durable.
+    async fn settle(&self, batch: Batch, shutdown: &watch::Receiver<bool>) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut by_event: HashMap<EventId, Vec<Admitted>> = HashMap::new();
+        for admitted in batch.admissions {
+            by_event
+                .entry(admitted.event_id.clone())
+                .or_default()
+                .push(admitted);
+        }
+        let mut backoff = Duration::from_millis(100);
+        for (event, admissions) in by_event {
+            let outcome = loop {
+                let attempt = record_batch(&self.pool, &event, &admissions, now_ms(), || {
+                    failpoint::hit("goods_before_commit");
+                })
+                .await;
+                match attempt {
+                    Ok(Ok(outcome)) => break Some(outcome),
+                    Ok(Err(refused)) => {
+                        tracing::error!(%refused, users = admissions.len(), "batch skipped");
+                        metrics::counter!("dropgate_goods_skipped_total", "reason" => "unknown_event")
+                            .increment(admissions.len() as u64);
+                        break None;
+                    }
+                    Err(error) => {
+                        self.readiness.set(false);
+                        if *shutdown.borrow() {
+                            // Nothing was committed: the next owner of these partitions
+                            // redoes the batch.
+                            return Err(error.context("stopping with an unrecorded batch"));
+                        }
+                        tracing::warn!(error = %format!("{error:#}"), "batch failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            self.readiness.set(true);
+            let Some(outcome) = outcome else { continue };
+            failpoint::hit("goods_after_commit_before_publish");
+            for (result, count) in &outcome.decided {
+                metrics::counter!("dropgate_goods_draws_total", "outcome" => result.as_str())
+                    .increment(*count);
+            }
+            metrics::counter!("dropgate_goods_reannounced_total").increment(outcome.reannounced);
+            metrics::gauge!("dropgate_goods_stock_left", "event" => event.to_string())
+                .set(outcome.stock_left as f64);
+            let sent = publish(&self.producer, &self.results_topic, &outcome.outbox).await;
+            if let Err(error) = store::mark_sent(&self.pool, &sent).await {
+                // The rows stay unsent and are delivered again later: consumers dedupe.
+                tracing::warn!(error = %format!("{error:#}"), "could not mark results sent");
+            }
+        }
+        if batch.malformed > 0 {
+            metrics::counter!("dropgate_goods_malformed_total").increment(batch.malformed);
+        }
+        self.commit(&batch.positions)?;
+        metrics::histogram!("dropgate_goods_batch_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn commit(&self, positions: &HashMap<(String, i32), i64>) -> Result<()> {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in positions {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .context("Failed to build the offsets to commit")?;
+        }
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            // After a rebalance the partitions belong to another worker, which redoes
+            // the batch; the draws are already recorded, so it only re-announces.
+            tracing::warn!(%error, "offset commit failed; the batch will be re-announced");
+        }
+        Ok(())
+    }
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.admissions.len() + self.malformed as usize
+    }
+
+    fn add(&mut self, message: &BorrowedMessage<'_>) {
+        let position = (message.topic().to_owned(), message.partition());
+        let next = message.offset() + 1;
+        self.positions
+            .entry(position)
+            .and_modify(|kept| *kept = (*kept).max(next))
+            .or_insert(next);
+        match Admitted::decode(message.payload().unwrap_or_default()) {
+            Ok(admitted) => self.admissions.push(admitted),
+            Err(error) => {
+                // Skipped (and committed): a message no build can read must not block
+                // its partition forever.
+                tracing::error!(
+                    %error,
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "malformed admission skipped"
+                );
+                self.malformed += 1;
+            }
+        }
+    }
+}
+
+/// Produces `rows` and returns the ids delivered.
+async fn publish(producer: &FutureProducer, topic: &str, rows: &[OutboxRow]) -> Vec<i64> {
+    let deliveries = rows.iter().map(|row| async move {
+        let record = FutureRecord::to(topic).key(&row.key).payload(&row.payload);
+        match producer.send(record, DELIVERY_TIMEOUT).await {
+            Ok(_) => Some(row.id),
+            Err((error, _)) => {
+                tracing::warn!(%error, key = %row.key, "result not delivered; the re-send loop retries");
+                None
+            }
+        }
+    });
+    join_all(deliveries).await.into_iter().flatten().collect()
+}
+
+/// How old an unsent outbox row must be before the re-send loop takes it: younger
+/// rows are still being published by the worker that wrote them.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// Delivers outbox rows a crashed or failing worker left unsent.
+async fn resend_loop(
+    pool: PgPool,
+    producer: FutureProducer,
+    topic: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match resend_once(&pool, &producer, &topic).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "re-sent results left in the outbox"),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "outbox re-send failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+    }
+}
+
+/// One pass of the re-send loop; rows locked by another worker's pass are skipped.
+pub async fn resend_once(pool: &PgPool, producer: &FutureProducer, topic: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+        "select outbox_id, message_key, payload from outbox
+          where sent_at is null and created_at < now() - make_interval(secs => $1)
+          order by outbox_id limit 1000
+          for update skip locked",
+    )
+    .bind(RESEND_AFTER.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let rows: Vec<OutboxRow> = rows
+        .into_iter()
+        .map(|(id, key, payload)| OutboxRow { id, key, payload })
+        .collect();
+    let sent = publish(producer, topic, &rows).await;
+    sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    metrics::counter!("dropgate_goods_resent_total").increment(sent.len() as u64);
+    Ok(sent.len())
+}

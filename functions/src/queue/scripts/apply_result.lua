@@ -1,0 +1,48 @@
+-- apply_result: write one draw result into the user's record, exactly once.
+-- KEYS: 1 users, 2 stats, 3 meta, 4 queue
+-- ARGV: 1 member, 2 state code (W | L | S), 3 ticket, 4 last seen (Unix s, used only
+--       when the record is missing), 5 decision order, 6 decided at (Unix ms),
+--       7 stats counter (won | lost | sold_out), 8 stock left, 9 channel, 10 notice
+-- Returns {outcome, previous record or '', stock reached 0 now (1 | 0)}; outcome is
+-- one of applied | duplicate | conflict.
+
+-- Stock only ever shrinks: results arrive from several partitions in any order, so
+-- an older, larger count must not undo a newer one.
+local stock_left = tonumber(ARGV[8])
+local sold_out_now = 0
+local known = tonumber(redis.call('HGET', KEYS[3], 'stock_left'))
+if known == nil or stock_left < known then
+  redis.call('HSET', KEYS[3], 'stock_left', ARGV[8])
+  if stock_left == 0 then
+    sold_out_now = 1
+  end
+end
+
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local ticket, seen, code = ARGV[3], ARGV[4], nil
+if previous then
+  local t, s
+  code, t, s = string.match(previous, '^(%a)|(%d+)|(%d+)')
+  if code == ARGV[2] then
+    -- A redelivery: the user already knows; nothing to count or announce again.
+    return {'duplicate', previous, sold_out_now}
+  end
+  if code == 'W' or code == 'L' or code == 'S' or code == 'X' then
+    -- A final state is never overwritten; the first outcome stands.
+    return {'conflict', previous, sold_out_now}
+  end
+  if code then
+    ticket, seen = t, s
+  end
+  -- An unreadable record is rebuilt from the result: the draw is the authority.
+end
+
+redis.call('HSET', KEYS[1], ARGV[1],
+  ARGV[2] .. '|' .. ticket .. '|' .. seen .. '|' .. ARGV[5] .. '|' .. ARGV[6])
+if code == 'w' then
+  -- Still queued in Redis although drawn: leaving it would have it admitted again.
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+redis.call('HINCRBY', KEYS[2], ARGV[7], 1)
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return {'applied', previous or '', sold_out_now}

@@ -1,0 +1,168 @@
+//! `dropgate event ...` as an operator runs it against the local stack: a drop's life
+//! from create to export, mirrored into Redis for queue-api, and clear errors.
+
+use std::process::{Command, Output};
+
+use dropgate_core::EventId;
+use dropgate_functions::queue::EventKeys;
+use dropgate_tests::{TestStack, dropgate_binary};
+
+fn dropgate(database_url: &str, redis_url: &str, args: &[&str]) -> Output {
+    Command::new(dropgate_binary().expect("built"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("DROPGATE_REDIS_URL", redis_url)
+        .output()
+        .expect("dropgate runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
+    let stack = TestStack::shared().await;
+    let (_pool, database_url) = stack.fresh_database().await.expect("database");
+    let redis_url = stack.env.redis_url.clone();
+    let id = TestStack::unique("admin");
+    let run = |args: &[&str]| dropgate(&database_url, &redis_url, args);
+
+    let created = run(&[
+        "event", "create", "--id", &id, "--stock", "10", "--rate", "50",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let stdout = text(&created.stdout);
+    let commitment = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("seed commitment (SHA-256, publish it now): "))
+        .expect("the commitment is printed")
+        .to_owned();
+    assert_eq!(commitment.len(), 64);
+
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys = EventKeys::new(&EventId::parse(id.as_str()).expect("valid"));
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(keys.meta())
+        .arg("state")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(state.as_deref(), Some("scheduled"));
+
+    let again = run(&["event", "create", "--id", &id, "--stock", "10"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    assert!(run(&["event", "open", "--id", &id]).status.success());
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(keys.meta())
+        .arg("state")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(state.as_deref(), Some("open"));
+    let rate: Option<String> = redis::cmd("HGET")
+        .arg(keys.meta())
+        .arg("rate")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(rate.as_deref(), Some("50"));
+    assert!(run(&["event", "pause", "--id", &id]).status.success());
+
+    let shown = run(&["event", "show", "--id", &id]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["event"]["state"], "paused");
+    assert_eq!(shown["event"]["stock_left"], 10);
+    assert_eq!(shown["event"]["seed_commitment"], commitment.as_str());
+    assert_eq!(
+        shown["event"]["seed"],
+        serde_json::Value::Null,
+        "the seed stays secret until close"
+    );
+
+    let closed = run(&["event", "close", "--id", &id]);
+    assert!(closed.status.success(), "{}", text(&closed.stderr));
+    assert!(
+        text(&closed.stdout).contains("seed (revealed"),
+        "{}",
+        text(&closed.stdout)
+    );
+    let reopened = run(&["event", "open", "--id", &id]);
+    assert_eq!(
+        reopened.status.code(),
+        Some(1),
+        "a closed event stays closed"
+    );
+
+    let verified = run(&["event", "verify", "--id", &id]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    let csv = run(&["event", "export", "--id", &id]);
+    assert!(csv.status.success());
+    assert_eq!(
+        text(&csv.stdout).trim(),
+        "decision_order,platform_id,user_id,ticket,decided_at"
+    );
+    let json = run(&["event", "export", "--id", &id, "--format", "json"]);
+    assert_eq!(text(&json.stdout).trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_get_clear_errors_not_panics() {
+    let stack = TestStack::shared().await;
+    let (_pool, database_url) = stack.fresh_database().await.expect("database");
+    let redis_url = stack.env.redis_url.clone();
+    let cases: [(&[&str], i32, &str); 5] = [
+        (
+            &["event", "create", "--id", "bad id", "--stock", "5"],
+            1,
+            "--id",
+        ),
+        (
+            &["event", "create", "--id", "ok-id", "--stock", "0"],
+            1,
+            "stock must be at least 1",
+        ),
+        (
+            &[
+                "event",
+                "create",
+                "--id",
+                "ok-id",
+                "--stock",
+                "5",
+                "--win-probability",
+                "1.5",
+            ],
+            1,
+            "win probability",
+        ),
+        (
+            &["event", "open", "--id", "never-created"],
+            1,
+            "no event never-created",
+        ),
+        (
+            &["event", "export", "--id", "x", "--format", "xml"],
+            2,
+            "invalid value",
+        ),
+    ];
+    for (args, code, expected) in cases {
+        let out = dropgate(&database_url, &redis_url, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

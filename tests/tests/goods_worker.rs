@@ -1,0 +1,308 @@
+//! goods-worker on real PostgreSQL and tansu: never oversell, never draw a user
+//! twice, never lose a result, through duplicates, crashes and a database restart.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dropgate_core::{DrawResult, EventState, Outcome};
+use dropgate_functions::events;
+use dropgate_functions::stack::{self, Component, StopMode};
+use dropgate_tests::goods::{DropFixture, Workers};
+use dropgate_tests::{TestStack, dropgate_binary, workspace_binary};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Every user has results that all say the same thing; returns one per user.
+fn one_outcome_per_user(results: &HashMap<String, Vec<DrawResult>>) -> HashMap<String, DrawResult> {
+    results
+        .iter()
+        .map(|(user, seen)| {
+            let first = &seen[0];
+            for other in seen {
+                assert_eq!(
+                    (other.outcome, other.decision_order),
+                    (first.outcome, first.decision_order),
+                    "{user} was announced two different outcomes"
+                );
+            }
+            (user.clone(), first.clone())
+        })
+        .collect()
+}
+
+async fn draws_per_user(drop: &DropFixture) -> (i64, i64) {
+    sqlx::query_as(
+        "select count(*), count(distinct (platform_id, user_id)) from draws where event_id = $1",
+    )
+    .bind(drop.event.as_str())
+    .fetch_one(&drop.pool)
+    .await
+    .expect("count draws")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_on_six_partitions_with_every_message_twice_never_oversell() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 6, 100, 0.05, [7; 32])
+        .await
+        .expect("drop");
+    let users = drop.users(20_000);
+    let workers = Workers::start(&drop, 3, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    drop.admit(&users, 2).await.expect("admit");
+
+    let results = drop.results(users.len(), PATIENCE).await.expect("results");
+    workers.stop().await.expect("workers stop cleanly");
+    let outcomes = one_outcome_per_user(&results);
+    assert_eq!(outcomes.len(), users.len(), "every user has a result");
+
+    let (rows, distinct) = draws_per_user(&drop).await;
+    assert_eq!(
+        (rows, distinct),
+        (20_000, 20_000),
+        "exactly one draw per user"
+    );
+    let counts = drop.outcome_counts().await.expect("counts");
+    let won = counts.get("won").copied().unwrap_or(0);
+    assert!(won <= 100, "oversold: {won} winners for 100 units");
+    // 20,000 users at 5 % exhaust 100 units long before the end.
+    assert_eq!(won, 100);
+    assert!(counts.get("sold_out").copied().unwrap_or(0) > 0);
+    let announced_won = outcomes
+        .values()
+        .filter(|r| r.outcome == Outcome::Won)
+        .count();
+    assert_eq!(announced_won, 100);
+
+    let record = events::load(&drop.pool, &drop.event).await.expect("event");
+    assert_eq!(record.stock_left, 0);
+    assert_eq!(record.state, EventState::SoldOut);
+    assert_eq!(record.decisions_made, 20_000);
+    // Decision orders are exactly 1..=20,000.
+    let mut orders: Vec<u64> = outcomes.values().map(|r| r.decision_order).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, (1..=20_000).collect::<Vec<u64>>());
+    let unsent: i64 = sqlx::query_scalar("select count(*) from outbox where sent_at is null")
+        .fetch_one(&drop.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(unsent, 0, "every result was published");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certain_wins_stop_exactly_at_the_stock() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 3, 50, 1.0, [1; 32])
+        .await
+        .expect("drop");
+    let users = drop.users(500);
+    let workers = Workers::start(&drop, 2, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    drop.admit(&users, 1).await.expect("admit");
+    let results = drop.results(users.len(), PATIENCE).await.expect("results");
+    workers.stop().await.expect("stop");
+    let outcomes = one_outcome_per_user(&results);
+    assert_eq!(outcomes.len(), 500);
+    let counts = drop.outcome_counts().await.expect("counts");
+    assert_eq!(counts.get("won"), Some(&50));
+    assert_eq!(counts.get("sold_out"), Some(&450));
+    assert_eq!(counts.get("lost"), None);
+    // The first 50 in decision order won; each result carries the stock after its batch.
+    for result in outcomes.values() {
+        assert_eq!(
+            result.outcome == Outcome::Won,
+            result.decision_order <= 50,
+            "{result:?}"
+        );
+    }
+    assert!(outcomes.values().any(|result| result.stock_left == 0));
+}
+
+/// A goods-worker process, killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(drop: &DropFixture, group: &str, failpoint: Option<&str>) -> Process {
+    let mut command = Command::new(workspace_binary("goods-worker").expect("built"));
+    for (name, value) in drop.env(group) {
+        command.env(name, value);
+    }
+    if let Some(failpoint) = failpoint {
+        command.env("DROPGATE_FAILPOINT", failpoint);
+    }
+    Process(
+        command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("goods-worker starts"),
+    )
+}
+
+fn wait_for_exit(process: &mut Process, patience: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = process.0.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not reach its failpoint"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn crash_then_recover(failpoint: &str) {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 2, 30, 0.2, [3; 32])
+        .await
+        .expect("drop");
+    let users = drop.users(400);
+    drop.admit(&users, 1).await.expect("admit");
+
+    // Both processes share one group: the second picks up the first one's offsets.
+    let group = TestStack::unique("goods");
+    let mut crashing = spawn_worker(&drop, &group, Some(failpoint));
+    let status = tokio::task::block_in_place(|| wait_for_exit(&mut crashing, PATIENCE));
+    assert!(
+        !status.success(),
+        "the failpoint aborted the worker: {status:?}"
+    );
+
+    let _recovered = spawn_worker(&drop, &group, None);
+    let results = drop.results(users.len(), PATIENCE).await.expect("results");
+    let outcomes = one_outcome_per_user(&results);
+    assert_eq!(
+        outcomes.len(),
+        users.len(),
+        "every user's result arrives after the crash"
+    );
+    let (rows, distinct) = draws_per_user(&drop).await;
+    assert_eq!((rows, distinct), (400, 400), "no user drawn twice");
+    let won = drop
+        .outcome_counts()
+        .await
+        .expect("counts")
+        .get("won")
+        .copied()
+        .unwrap_or(0);
+    assert!(won <= 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_commit_before_publish_still_delivers_every_result() {
+    crash_then_recover("goods_after_commit_before_publish").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_commit_redoes_the_batch_without_a_second_draw() {
+    crash_then_recover("goods_before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_passes_on_a_finished_event_and_fails_on_an_altered_draw() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 2, 20, 0.1, [9; 32])
+        .await
+        .expect("drop");
+    let users = drop.users(600);
+    let workers = Workers::start(&drop, 1, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    drop.admit(&users, 1).await.expect("admit");
+    drop.results(users.len(), PATIENCE).await.expect("results");
+    workers.stop().await.expect("stop");
+
+    let cli = |args: &[&str]| {
+        Command::new(dropgate_binary().expect("built"))
+            .args(args)
+            .env("DATABASE_URL", &drop.database_url)
+            .env_remove("DROPGATE_REDIS_URL")
+            .output()
+            .expect("dropgate runs")
+    };
+    let event = drop.event.to_string();
+    let early = cli(&["event", "verify", "--id", &event]);
+    assert_eq!(
+        early.status.code(),
+        Some(1),
+        "the seed is secret until close"
+    );
+    assert!(String::from_utf8_lossy(&early.stderr).contains("closed"));
+
+    let closed = cli(&["event", "close", "--id", &event]);
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let passed = cli(&["event", "verify", "--id", &event]);
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stdout)
+    );
+    let summary = String::from_utf8_lossy(&passed.stdout);
+    assert!(summary.contains("600 decisions"), "{summary}");
+
+    sqlx::query(
+        "update draws set outcome = 'won' where event_id = $1
+            and decision_order = (select min(decision_order) from draws where event_id = $1 and outcome = 'lost')",
+    )
+    .bind(drop.event.as_str())
+    .execute(&drop.pool)
+    .await
+    .expect("tamper");
+    let failed = cli(&["event", "verify", "--id", &event]);
+    assert_eq!(
+        failed.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&failed.stdout)
+    );
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("wrong_outcome"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_mid_run_loses_nothing() {
+    let stack = TestStack::dedicated().await.expect("stack");
+    let drop = DropFixture::open(&stack, 3, 100, 0.05, [5; 32])
+        .await
+        .expect("drop");
+    let users = drop.users(6_000);
+    let workers = Workers::start(&drop, 2, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    drop.admit(&users[..3_000], 1)
+        .await
+        .expect("admit first half");
+    let mut quiet = |_: &str| {};
+    // A clean restart (fast shutdown: every open connection is cut mid-batch).
+    stack::restart_component(
+        &stack.options,
+        Component::Postgres,
+        StopMode::Graceful,
+        &mut quiet,
+    )
+    .await
+    .expect("PostgreSQL restarts");
+    drop.admit(&users[3_000..], 1)
+        .await
+        .expect("admit second half");
+    let results = drop.results(users.len(), PATIENCE).await.expect("results");
+    workers.stop().await.expect("stop");
+    assert_eq!(one_outcome_per_user(&results).len(), users.len());
+    let (rows, distinct) = draws_per_user(&drop).await;
+    assert_eq!((rows, distinct), (6_000, 6_000));
+}
