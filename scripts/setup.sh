@@ -86,6 +86,11 @@ need_apt libclang-dev
 need_apt python3 /usr/bin/python3
 need_apt python3-venv
 
+# The waiting-room page is tested in a real browser: headless Chromium driven over
+# WebDriver (tests/tests/waiting_room.rs).
+need_apt chromium /usr/bin/chromium
+need_apt chromium-driver /usr/bin/chromedriver
+
 # tansu: the Kafka-protocol broker (sqlite:// storage needs libsql, memory:// dynostore).
 need_cargo_tool tansu tansu 0.6.0 dynostore,libsql \
   "the Kafka-protocol broker; compiling it takes about 8 to 13 minutes on 2 cores, once"

@@ -59,6 +59,7 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
         ip_burst: 0,
         trust_forwarded_for: false,
         token_cache: 100_000,
+        dev_token_key: None,
     }
 }
 

@@ -1,14 +1,17 @@
 //! queue-api's HTTP service: routes, shared state, middleware, and the
 //! `Application` that binds a port (0 in tests) before it serves.
 
+mod dev;
 mod error;
 mod extract;
 pub mod limits;
 mod ops;
+mod page;
 mod queue;
 mod stream;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use dev::DevSigner;
 pub use error::ApiError;
 pub use ops::prometheus;
 pub use queue::{QueueView, ResultView};
@@ -88,6 +92,10 @@ pub struct ApiArgs {
     /// Verified tokens kept in memory.
     #[arg(long, env = "DROPGATE_TOKEN_CACHE", default_value_t = 200_000)]
     pub token_cache: usize,
+    /// Local mode only: the local stack's private key PEM. Enables `POST /dev/token`,
+    /// the waiting room's local sign-in; without it that route does not exist.
+    #[arg(long, env = "DROPGATE_DEV_SIGNING_KEY")]
+    pub dev_token_key: Option<PathBuf>,
 }
 
 /// Everything a handler needs.
@@ -105,6 +113,8 @@ pub struct AppState {
     pub streams: StreamHub,
     /// Whether `X-Forwarded-For` is trusted.
     pub trust_forwarded_for: bool,
+    /// Local mode's token signer; `None` (the deployed case) means no `/dev/token`.
+    pub dev_tokens: Option<Arc<DevSigner>>,
 }
 
 /// The router, without a socket (tests call it with `oneshot`).
@@ -117,8 +127,15 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
             state.clone(),
             extract::limit_by_address,
         ));
+    let dev = state
+        .dev_tokens
+        .clone()
+        .map(dev::router)
+        .unwrap_or_default();
     Router::new()
         .merge(api)
+        .merge(page::router(cors_origins, state.dev_tokens.is_some()))
+        .merge(dev)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -170,6 +187,16 @@ impl Application {
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
         };
+        let dev_tokens = match &args.dev_token_key {
+            Some(path) => {
+                tracing::warn!(
+                    key = %path.display(),
+                    "POST /dev/token is enabled: anyone reaching this server can sign in as anyone; local use only"
+                );
+                Some(Arc::new(DevSigner::load(path)?))
+            }
+            None => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let streams = StreamHub::new(
             store.clone(),
@@ -184,6 +211,7 @@ impl Application {
             ip_limits: Arc::new(Limiter::new(args.ip_rate_per_s, args.ip_burst)),
             streams: streams.clone(),
             trust_forwarded_for: args.trust_forwarded_for,
+            dev_tokens,
         };
         let listener = TcpListener::bind(args.listen)
             .await

@@ -150,6 +150,14 @@ impl StackEnv {
                     .display()
                     .to_string(),
             ),
+            // Local mode only: lets the waiting-room page sign in a made-up user.
+            (
+                "DROPGATE_DEV_SIGNING_KEY",
+                DevKeys::in_state_dir(&self.state_dir)
+                    .private_key
+                    .display()
+                    .to_string(),
+            ),
             ("DROPGATE_JWT_ISSUER", LOCAL_ISSUER.to_owned()),
             ("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE.to_owned()),
         ]

@@ -1,0 +1,690 @@
+//! The waiting-room page: its HTTP surface (content type, security headers, the dev
+//! sign-in route that exists only in local mode), and the page itself in a real
+//! headless Chromium driven over WebDriver against a real queue-api on the test stack.
+//!
+//! Chromium and chromedriver are Debian's (`scripts/setup.sh` installs them). When
+//! either is missing the browser tests fail and say so: a skipped browser test would
+//! look like a passing one.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use dropgate_core::{EventId, UserKey};
+use dropgate_functions::auth::Claims;
+use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, LOCAL_KEY_ID};
+use dropgate_functions::queue::EventKeys;
+use dropgate_tests::TestStack;
+use dropgate_tests::api::{ApiServer, token};
+use jwt_simple::prelude::{Duration as JwtDuration, RS256KeyPair, RSAKeyPairLike};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use thirtyfour::prelude::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long the page may take to show something it should show.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- the browser
+
+/// chromedriver (and the Chromium it starts) in a process group of its own, killed
+/// as a group when dropped, so no browser outlives a failed or panicking test.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    /// Chromium's profile; removed after the group is dead.
+    profile: tempfile::TempDir,
+}
+
+impl ChromeDriver {
+    fn start() -> Result<Self> {
+        for (binary, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+            if !Path::new(binary).exists() {
+                bail!(
+                    "{binary} is missing: the waiting-room tests need a real browser. \
+                     Run scripts/setup.sh (or apt-get install {package})"
+                );
+            }
+        }
+        let profile = tempfile::Builder::new()
+            .prefix("dropgate-chromium-")
+            .tempdir()?;
+        // A free port, released just before chromedriver takes it.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Chromium's config and crash reports go to the test's profile, not ~.
+            .env("XDG_CONFIG_HOME", profile.path())
+            .env("XDG_CACHE_HOME", profile.path())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("Failed to start {CHROMEDRIVER}"))?;
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            profile,
+        })
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(response) = client.get(format!("{}/status", self.url)).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver did not answer on {} within 15 s", self.url);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // process_group(0) made the group id the child's pid. Chromium's crashpad
+        // handlers leave the group (setsid) but exit as soon as the browser is gone.
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless Chromium at phone size. Fields drop in order: the WebDriver session
+/// first, then the process group.
+struct Browser {
+    driver: WebDriver,
+    _chromedriver: ChromeDriver,
+}
+
+impl Browser {
+    async fn start() -> Result<Self> {
+        let chromedriver = ChromeDriver::start()?;
+        chromedriver.wait_ready().await?;
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(CHROMIUM)?;
+        for arg in [
+            "--headless=new",
+            // Tests run as root, where Chromium's sandbox cannot start.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ] {
+            caps.add_arg(arg)?;
+        }
+        // A phone-size screen: the page must fit it without sideways scrolling.
+        caps.add_experimental_option(
+            "mobileEmulation",
+            json!({"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2}}),
+        )?;
+        caps.add_arg(&format!(
+            "--user-data-dir={}",
+            chromedriver.profile.path().display()
+        ))?;
+        let driver = WebDriver::new(chromedriver.url.as_str(), caps)
+            .await
+            .context("Failed to open a Chromium session")?;
+        Ok(Self {
+            driver,
+            _chromedriver: chromedriver,
+        })
+    }
+
+    /// What the page shows, read in one round trip.
+    async fn snapshot(&self) -> Result<Value> {
+        let script = r#"
+            const text = (id) => { const e = document.getElementById(id); return e && !e.closest("[hidden]") ? e.textContent.trim() : null; };
+            const room = document.getElementById("room");
+            return {
+                state: room ? room.dataset.state : null,
+                transport: room ? room.dataset.transport : null,
+                position: text("position"),
+                ticket: text("ticket"),
+                eta: text("eta"),
+                result_title: text("result-title"),
+                result_ticket: text("result-ticket"),
+                error_title: text("error-title"),
+                error_text: text("error-text"),
+                error_code: text("error-code"),
+                focused: document.activeElement ? document.activeElement.id : null,
+                fits: document.documentElement.scrollWidth <= window.innerWidth,
+                width: window.innerWidth,
+                url: location.href,
+                body: document.body ? document.body.innerText : "",
+            };
+        "#;
+        Ok(self
+            .driver
+            .execute(script, Vec::new())
+            .await?
+            .json()
+            .clone())
+    }
+
+    /// Polls the page until `ready` holds; the failure names what was awaited and
+    /// shows what the page showed instead.
+    async fn wait_until(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let snapshot = self.snapshot().await?;
+            if ready(&snapshot) {
+                return Ok(snapshot);
+            }
+            if Instant::now() > deadline {
+                let picture = std::env::temp_dir().join(format!(
+                    "waiting-room-{}-{}.png",
+                    std::process::id(),
+                    now_ms()
+                ));
+                let saved = match self.driver.screenshot(&picture).await {
+                    Ok(()) => format!("screenshot: {}", picture.display()),
+                    Err(error) => format!("no screenshot: {error}"),
+                };
+                bail!("the page never showed {what} ({saved}); it showed: {snapshot:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn quit(self) -> Result<()> {
+        self.driver.quit().await?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn page_url(server: &ApiServer, event: &EventId) -> String {
+    format!("{}/e/{event}", server.base)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// Writes a decided record and tells streams, as result-relay does.
+async fn decide(server: &ApiServer, event: &EventId, user: &UserKey, code: char, ticket: u64) {
+    let keys = EventKeys::new(event);
+    let mut redis = server.store.connection();
+    let record = format!("{code}|{ticket}|{}|1|{}", now_ms() / 1000, now_ms());
+    let _: () = redis::pipe()
+        .hset(keys.users(), user.member(), record)
+        .publish(keys.channel(), format!("r|{}", user.member()))
+        .query_async(&mut redis)
+        .await
+        .expect("decide");
+}
+
+async fn enter(server: &ApiServer, event: &EventId, token: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(server.queue_url(event, ""))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("enter answers");
+    let status = response.status();
+    (status, response.json().await.expect("JSON body"))
+}
+
+/// A queue-api in local mode: it trusts the stack's own key and signs with it.
+async fn local_mode_server(stack: &TestStack) -> Result<ApiServer> {
+    let keys = DevKeys::in_state_dir(stack.state_dir());
+    ApiServer::start_with(stack, |args| {
+        args.keys.jwks_file = Some(keys.jwks.clone());
+        args.dev_token_key = Some(keys.private_key.clone());
+    })
+    .await
+}
+
+/// A token signed with the local stack's key that expired ten minutes ago.
+fn expired_local_token(stack: &TestStack, platform: &str, user: &str) -> String {
+    let pem = std::fs::read_to_string(DevKeys::in_state_dir(stack.state_dir()).private_key)
+        .expect("the stack's key");
+    let pair = RS256KeyPair::from_pem(&pem)
+        .expect("RSA key")
+        .with_key_id(LOCAL_KEY_ID);
+    let now = jwt_simple::prelude::Clock::now_since_epoch();
+    let mut claims = jwt_simple::prelude::Claims::with_custom_claims(
+        Claims {
+            user_id: Some(user.to_owned()),
+            platform_id: Some(platform.to_owned()),
+        },
+        JwtDuration::from_hours(1),
+    )
+    .with_issuer(LOCAL_ISSUER)
+    .with_audience(LOCAL_AUDIENCE);
+    claims.issued_at = Some(now - JwtDuration::from_hours(2));
+    claims.expires_at = Some(now - JwtDuration::from_mins(10));
+    pair.sign(claims).expect("sign")
+}
+
+fn text<'a>(snapshot: &'a Value, field: &str) -> &'a str {
+    snapshot[field].as_str().unwrap_or("")
+}
+
+// ---------------------------------------------------------------- HTTP surface
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_is_html_with_strict_security_headers_and_hashed_assets() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(format!("{}/e/summer-drop", server.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let csp = headers["content-security-policy"].to_str().expect("ascii");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        // Only the configured frontend (ApiServer's CORS origin) may frame the page.
+        "frame-ancestors 'self' https://shop.example",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = response.text().await.expect("html");
+    assert!(html.contains(r#"name="dropgate-dev-login" content="off""#));
+    assert!(!html.contains("<script>"), "no inline script");
+
+    // Both assets are linked by hashed name and served with the same headers.
+    let mut linked = 0;
+    for piece in html.split('"').filter(|piece| piece.starts_with("assets/")) {
+        linked += 1;
+        let response = client
+            .get(format!("{}/e/{piece}", server.base))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(response.status(), StatusCode::OK, "{piece}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert!(
+            response.headers()["cache-control"]
+                .to_str()
+                .expect("ascii")
+                .contains("immutable")
+        );
+        let content_type = response.headers()["content-type"].to_str().expect("ascii");
+        assert!(
+            content_type.starts_with("text/css") || content_type.starts_with("text/javascript"),
+            "{piece}: {content_type}"
+        );
+    }
+    assert_eq!(linked, 2, "one stylesheet and one script: {html}");
+
+    // Errors stay JSON, on the page's routes too.
+    for (path, status, code) in [
+        ("/e/assets/nope.js", StatusCode::NOT_FOUND, "not_found"),
+        ("/e/bad%20id", StatusCode::BAD_REQUEST, "invalid_event_id"),
+        ("/dev/token", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let response = client
+            .request(
+                if path == "/dev/token" {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::GET
+                },
+                format!("{}{path}", server.base),
+            )
+            .json(&json!({"platform": "shop", "user": "ana"}))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_mode_signs_tokens_queue_api_accepts() {
+    let stack = TestStack::shared().await;
+    let server = local_mode_server(stack).await.expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let client = reqwest::Client::new();
+    let dev_token = format!("{}/dev/token", server.base);
+
+    let page = client
+        .get(page_url(&server, &event))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains(r#"name="dropgate-dev-login" content="on""#));
+
+    let response = client
+        .post(&dev_token)
+        .json(&json!({"platform": "shop", "user": "dev-ana"}))
+        .send()
+        .await
+        .expect("dev token");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    let signed = body["token"].as_str().expect("token");
+    let (status, view) = enter(&server, &event, signed).await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+
+    for bad in [
+        json!({"platform": "shop", "user": "has space"}),
+        json!({"platform": "shop"}),
+        json!("not an object"),
+    ] {
+        let response = client
+            .post(&dev_token)
+            .json(&bad)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], "malformed_body", "{bad}: {body}");
+    }
+}
+
+// ---------------------------------------------------------------- in Chromium
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(1).await.expect("event");
+    // Someone is ahead, so the page has a real place to show.
+    let (status, _) = enter(&server, &event, &token("shop", "first")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ana = UserKey::parse("shop", "ana").expect("user");
+    let browser = Browser::start().await.expect("browser starts");
+
+    let url = format!(
+        "{}#token={}",
+        page_url(&server, &event),
+        token("shop", "ana")
+    );
+    browser.driver.goto(url).await.expect("goto");
+    let waiting = browser
+        .wait_until("a place in line over a stream", |s| {
+            s["state"] == "waiting" && s["transport"] == "stream" && s["position"] == "2"
+        })
+        .await
+        .expect("waiting");
+    assert_eq!(waiting["ticket"], "2");
+    assert!(!text(&waiting, "eta").is_empty());
+    assert_eq!(waiting["width"], 390);
+    assert_eq!(waiting["fits"], true, "no sideways scrolling on a phone");
+    assert!(
+        !text(&waiting, "url").contains("token"),
+        "the token is taken out of the address bar: {}",
+        waiting["url"]
+    );
+
+    browser.driver.refresh().await.expect("reload");
+    let again = browser
+        .wait_until("the same ticket after a reload", |s| {
+            s["state"] == "waiting" && s["transport"] == "stream" && s["ticket"] == "2"
+        })
+        .await
+        .expect("after reload");
+    assert_eq!(again["position"], "2");
+
+    let decided = Instant::now();
+    decide(&server, &event, &ana, 'W', 2).await;
+    let won = browser
+        .wait_until("the result", |s| s["state"] == "won")
+        .await
+        .expect("result");
+    eprintln!(
+        "result on the page {} ms after it was written",
+        decided.elapsed().as_millis()
+    );
+    assert_eq!(won["result_title"], "You won!");
+    assert_eq!(won["result_ticket"], "2");
+    assert_eq!(won["focused"], "result", "focus moves to the outcome");
+
+    browser.driver.refresh().await.expect("reload");
+    let after = browser
+        .wait_until("the result after a reload", |s| s["state"] == "won")
+        .await
+        .expect("result after reload");
+    assert_eq!(after["result_ticket"], "2");
+    let (status, view) = enter(&server, &event, &token("shop", "ana")).await;
+    assert_eq!(status, StatusCode::OK, "reloads never made a new entry");
+    assert_eq!(view["ticket"], 2);
+    browser.quit().await.expect("quit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_read_as_sentences_and_the_local_sign_in_works_by_keyboard() {
+    let stack = TestStack::shared().await;
+    let server = local_mode_server(stack).await.expect("queue-api starts");
+    let event = server.open_event(1).await.expect("event");
+    let browser = Browser::start().await.expect("browser starts");
+
+    let url = format!("{}#token=not-a-jwt", page_url(&server, &event));
+    browser.driver.goto(url).await.expect("goto");
+    let error = browser
+        .wait_until("an error", |s| s["state"] == "error")
+        .await
+        .expect("error");
+    assert_eq!(error["error_code"], "malformed_token");
+    assert_eq!(error["error_title"], "We couldn't confirm who you are");
+    assert!(
+        !text(&error, "body").contains('{'),
+        "no raw JSON on the page: {}",
+        error["body"]
+    );
+
+    browser.driver.goto("about:blank").await.expect("blank");
+    let url = format!(
+        "{}#token={}",
+        page_url(&server, &event),
+        expired_local_token(stack, "shop", "late")
+    );
+    browser.driver.goto(url).await.expect("goto");
+    let expired = browser
+        .wait_until("the expired-token message", |s| {
+            s["error_code"] == "token_expired"
+        })
+        .await
+        .expect("expired");
+    assert_eq!(expired["error_title"], "Your sign-in has expired");
+
+    // Local mode offers its sign-in; everything by keyboard.
+    let retry = browser
+        .driver
+        .find(By::Id("retry"))
+        .await
+        .expect("retry button");
+    retry.send_keys(Key::Enter).await.expect("press retry");
+    let form = browser
+        .wait_until("the local sign-in with focus on the user field", |s| {
+            s["state"] == "signed_out" && s["focused"] == "dev-user"
+        })
+        .await
+        .expect("sign-in form");
+    assert!(!text(&form, "body").is_empty());
+    let user = browser.driver.active_element().await.expect("focused");
+    user.send_keys(Key::Control + "a").await.expect("select");
+    user.send_keys("keyboard-kim" + Key::Enter)
+        .await
+        .expect("type and submit");
+    let waiting = browser
+        .wait_until("a place after the local sign-in", |s| {
+            s["state"] == "waiting" && s["position"] == "1"
+        })
+        .await
+        .expect("signed in and waiting");
+    assert_eq!(waiting["ticket"], "1");
+    browser.quit().await.expect("quit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_streams_the_page_polls_and_still_gets_the_result() {
+    let stack = TestStack::shared().await;
+    // No stream slots: every stream is refused with 503 too_many_streams.
+    let server = ApiServer::start_with(stack, |args| args.max_streams = 0)
+        .await
+        .expect("queue-api starts");
+    let event = server.open_event(100).await.expect("event");
+    let bo = UserKey::parse("shop", "bo").expect("user");
+    let browser = Browser::start().await.expect("browser starts");
+
+    let url = format!(
+        "{}#token={}",
+        page_url(&server, &event),
+        token("shop", "bo")
+    );
+    browser.driver.goto(url).await.expect("goto");
+    browser
+        .wait_until("a place by polling", |s| {
+            s["state"] == "waiting" && s["transport"] == "poll" && s["position"] == "1"
+        })
+        .await
+        .expect("polling");
+    decide(&server, &event, &bo, 'L', 1).await;
+    let lost = browser
+        .wait_until("the result by polling", |s| s["state"] == "lost")
+        .await
+        .expect("result");
+    assert_eq!(lost["result_title"], "Not this time");
+    browser.quit().await.expect("quit");
+}
+
+/// The "shop" that embeds the waiting room: one fixed HTML page on 127.0.0.1.
+struct ShopPage {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ShopPage {
+    fn serve(listener: tokio::net::TcpListener, html: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let html = html.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{html}",
+                        html.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for ShopPage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedding_shop_hands_the_token_over_by_post_message() {
+    let stack = TestStack::shared().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    // Another origin than queue-api's (localhost, not 127.0.0.1), as in production.
+    let shop_origin = format!(
+        "http://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let allowed = shop_origin.clone();
+    let server = ApiServer::start_with(stack, move |args| args.cors_origins = vec![allowed])
+        .await
+        .expect("queue-api starts");
+    let event = server.open_event(1).await.expect("event");
+    let fay = UserKey::parse("shop", "framed-fay").expect("user");
+    // The shop's script is the one docs/embedding.md shows.
+    let html = format!(
+        r#"<!doctype html><title>shop</title>
+<iframe id="dropgate" title="Waiting room" src="{api}/e/{event}" width="390" height="700"></iframe>
+<script>
+  const DROPGATE = "{api}";
+  const frame = document.getElementById("dropgate");
+  window.addEventListener("message", (event) => {{
+    if (event.origin !== DROPGATE || event.source !== frame.contentWindow) return;
+    const message = event.data || {{}};
+    if (message.type === "dropgate:ready" || message.type === "dropgate:token-expired") {{
+      frame.contentWindow.postMessage({{ type: "dropgate:token", token: "{token}" }}, DROPGATE);
+    }}
+    if (message.type === "dropgate:position") document.body.dataset.position = message.position;
+    if (message.type === "dropgate:result") document.body.dataset.outcome = message.outcome;
+  }});
+</script>"#,
+        api = server.base,
+        token = token("shop", "framed-fay"),
+    );
+    let _shop = ShopPage::serve(listener, html);
+    let browser = Browser::start().await.expect("browser starts");
+
+    browser
+        .driver
+        .goto(format!("{shop_origin}/"))
+        .await
+        .expect("goto shop");
+    let read_shop = r#"return {position: document.body.dataset.position || null, outcome: document.body.dataset.outcome || null};"#;
+    let deadline = Instant::now() + PATIENCE;
+    let mut decided = false;
+    loop {
+        let shop: Value = browser
+            .driver
+            .execute(read_shop, Vec::new())
+            .await
+            .expect("read the shop page")
+            .json()
+            .clone();
+        if !decided && shop["position"] == "1" {
+            // The frame entered the queue with the token the shop posted.
+            decide(&server, &event, &fay, 'W', 1).await;
+            decided = true;
+        }
+        if shop["outcome"] == "won" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the framed waiting room never reported {}: the shop saw {shop}",
+            if decided { "the result" } else { "a position" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.quit().await.expect("quit");
+}
