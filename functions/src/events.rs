@@ -173,6 +173,9 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
                 opens_at_ms: record.opens_at_ms,
             },
         )
+        .await?;
+    store
+        .put_draw_limits(&event, record.max_in_flight, record.stock_left)
         .await
 }
 

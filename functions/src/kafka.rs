@@ -27,6 +27,7 @@ fn base(args: &KafkaArgs) -> ClientConfig {
 /// duplicate nor reorder a partition's messages.
 pub fn producer(args: &KafkaArgs) -> Result<FutureProducer> {
     base(args)
+        .set("client.id", unique_client_id("dropgate-producer"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
@@ -44,6 +45,7 @@ pub fn producer(args: &KafkaArgs) -> Result<FutureProducer> {
 /// starts from the earliest message, so nothing produced before it joined is skipped.
 pub fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<StreamConsumer> {
     let consumer: StreamConsumer = base(args)
+        .set("client.id", unique_client_id(group))
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -56,4 +58,16 @@ pub fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<StreamCons
         .subscribe(&[topic])
         .with_context(|| format!("Failed to subscribe to {topic}"))?;
     Ok(consumer)
+}
+
+/// A client id of this process and client alone, so broker logs and quotas tell the
+/// replicas and their clients apart.
+fn unique_client_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }

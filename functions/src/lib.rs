@@ -6,6 +6,7 @@
 //! here and calls core for every decision. A business rule found in a binary belongs
 //! in core.
 
+pub mod admitter;
 pub mod auth;
 pub mod cli_event;
 pub mod cli_stack;
@@ -21,6 +22,5 @@ pub mod ops_server;
 pub mod postgres;
 pub mod queue;
 pub mod relay;
-pub mod skeleton;
 pub mod stack;
 pub mod telemetry;

@@ -84,6 +84,7 @@ impl DropFixture {
     pub async fn admit(&self, admissions: &[Admitted], times: usize) -> Result<()> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
+            .set("client.id", TestStack::unique("admit"))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "20")
@@ -159,6 +160,7 @@ impl DropFixture {
     ) -> Result<HashMap<String, Vec<DrawResult>>> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
+            .set("client.id", TestStack::unique("reader"))
             .set("group.id", TestStack::unique("reader"))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

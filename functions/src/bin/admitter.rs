@@ -1,31 +1,53 @@
-//! admitter: moves the head of each open event's queue into `waiting-queue` at the
-//! event's rate (steps ③ ④).
+//! admitter: moves the head of each open event's queue to the draw at a controlled
+//! rate (steps ③ ④).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropgate_functions::config::{KafkaArgs, RedisArgs};
-use dropgate_functions::{skeleton, telemetry};
+use dropgate_functions::admitter::{Admitter, AdmitterArgs};
+use dropgate_functions::ops_server::{self, Readiness};
+use dropgate_functions::{lifecycle, telemetry};
+use tokio::sync::watch;
 
 /// admitter configuration.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "dropgate admitter: admit the head of the queue at a controlled rate"
+    about = "dropgate admitter: queue head to waiting-queue at the event's rate"
 )]
 struct Config {
-    /// Milliseconds between admission ticks.
-    #[arg(long, env = "DROPGATE_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
-    tick_ms: u64,
     #[command(flatten)]
-    redis: RedisArgs,
-    #[command(flatten)]
-    kafka: KafkaArgs,
+    admitter: AdmitterArgs,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init();
-    tracing::info!(?config, "admitter configured");
-    skeleton::not_built_yet("admitter", "Redis queue head to Kafka waiting-queue")
+    let readiness = Readiness::default();
+    let started = async {
+        let address = ops_server::spawn(&config.admitter.ops, readiness.clone()).await?;
+        let admitter = Admitter::connect(&config.admitter, readiness.clone()).await?;
+        anyhow::Ok((address, admitter))
+    };
+    let (address, admitter) = match started.await {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("admitter: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(ops = %address, tick_ms = config.admitter.tick_ms, "admitter running");
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        lifecycle::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    match admitter.run(stopped).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("admitter: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -54,7 +54,23 @@ impl EventKeys {
     pub fn channel(&self) -> String {
         self.key("notify")
     }
+    /// STRING `<instance>|<fencing token>` with a TTL: the admitter holding the lease.
+    pub fn leader(&self) -> String {
+        self.key("leader")
+    }
+    /// STRING counter of fencing tokens, one per new lease holder.
+    pub fn fence(&self) -> String {
+        self.key("fence")
+    }
+    /// HASH of the admission token bucket (milli, at_ms), carried across failover.
+    pub fn bucket(&self) -> String {
+        self.key("bucket")
+    }
 }
+
+/// SET of every event id the queue side knows, so admitters find their work. Not
+/// hash-tagged: it is only ever read or written alone.
+pub const EVENTS_KEY: &str = "dropgate:events";
 
 /// What is published on an event's [`EventKeys::channel`]: one user's outcome was
 /// written to their record, or the event sold out. queue-api wakes the matching

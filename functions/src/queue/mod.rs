@@ -12,7 +12,7 @@ use dropgate_core::{EventId, EventState, UserKey, UserRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-pub use keys::{EventKeys, Notice};
+pub use keys::{EVENTS_KEY, EventKeys, Notice};
 
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
 /// and the draw).
@@ -150,10 +150,37 @@ impl QueueStore {
             ("abandon_ms", meta.abandon_timeout_ms.to_string()),
             ("opens_at_ms", meta.opens_at_ms.to_string()),
         ];
+        let _: () = redis::pipe()
+            .hset_multiple(EventKeys::new(event).meta(), &fields)
+            .sadd(EVENTS_KEY, event.as_str())
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes what the admitter needs from the draw side: the in-flight cap, and the
+    /// stock left (lowered only: result-relay may already know a smaller figure).
+    pub async fn put_draw_limits(
+        &self,
+        event: &EventId,
+        max_in_flight: u32,
+        stock_left: u32,
+    ) -> Result<()> {
+        let meta = EventKeys::new(event).meta();
+        let known: Option<u64> = self.redis.clone().hget(&meta, "stock_left").await?;
+        let stock_left = known.map_or(u64::from(stock_left), |known| {
+            known.min(u64::from(stock_left))
+        });
         let _: () = self
             .redis
             .clone()
-            .hset_multiple(EventKeys::new(event).meta(), &fields)
+            .hset_multiple(
+                &meta,
+                &[
+                    ("max_in_flight", u64::from(max_in_flight)),
+                    ("stock_left", stock_left),
+                ],
+            )
             .await?;
         Ok(())
     }

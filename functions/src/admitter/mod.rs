@@ -1,0 +1,424 @@
+//! admitter (steps ③④): every tick, for every open event whose lease this instance
+//! holds, admit the head of the queue at the rate core's admission allows, publish
+//! each admitted user to `waiting-queue`, and only then forget them.
+//!
+//! Nobody is lost between Redis and Kafka: the admit script moves users into the
+//! event's `admitting` set, and a user leaves that set only after the broker
+//! acknowledged their message. Whatever is in the set (after a crash, a failed
+//! delivery or a new leader taking over) is published again on the next tick;
+//! goods-worker ignores the duplicates.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use dropgate_core::{
+    AdmissionLimits, Admitted, Downstream, EventId, MESSAGE_VERSION, Message as _, TokenBucket,
+    UserKey, admit,
+};
+use futures_util::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::watch;
+
+use crate::config::{KafkaArgs, RedisArgs};
+use crate::failpoint;
+use crate::kafka::{self, DELIVERY_TIMEOUT};
+use crate::ops_server::{OpsArgs, Readiness};
+use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
+
+/// admitter settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdmitterArgs {
+    /// Where Redis is.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Where Kafka is.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Health and metrics port.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    /// Milliseconds between ticks.
+    #[arg(long, env = "DROPGATE_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub tick_ms: u64,
+    /// How long a lease lasts without renewal: the longest a dead leader's events go
+    /// without admissions before another admitter takes over.
+    #[arg(long, env = "DROPGATE_LEASE_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
+    pub lease_ms: u64,
+    /// Serve only these events (comma-separated ids); none means every event the
+    /// queue side knows. Lets a big drop have admitters of its own.
+    #[arg(long, env = "DROPGATE_ADMITTER_EVENTS", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// Most waiting users swept to sold_out per tick once the stock is gone.
+    #[arg(long, env = "DROPGATE_SWEEP_BATCH", default_value_t = 5_000)]
+    pub sweep_batch: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Most users one admit script looks at: keeps every script call short even when the
+/// head of the queue is full of abandoned users.
+const LOOK_BUDGET_EXTRA: u64 = 2_000;
+/// Most admitting users re-published per tick.
+const REPUBLISH_LIMIT: isize = 10_000;
+
+/// What the admitter reads of an event each tick.
+#[derive(Debug, Default)]
+struct EventView {
+    state: Option<String>,
+    rate_per_s: u32,
+    max_in_flight: u32,
+    abandon_ms: u64,
+    stock_left: Option<u64>,
+    waiting: u64,
+    admitted: u64,
+    decided: u64,
+    bucket: Option<(u64, u64)>,
+}
+
+/// One admitter instance.
+pub struct Admitter {
+    redis: ConnectionManager,
+    producer: FutureProducer,
+    topic: String,
+    instance: String,
+    tick: Duration,
+    lease_ms: u64,
+    sweep_batch: u32,
+    lease: Script,
+    admit: Script,
+    sweep: Script,
+    /// Fencing token per event this instance leads.
+    leading: HashMap<EventId, u64>,
+    /// The events to serve; empty serves all.
+    only: HashSet<String>,
+    /// Events whose sold-out notice this instance already published.
+    announced_sold_out: HashSet<EventId>,
+    readiness: Readiness,
+}
+
+impl Admitter {
+    /// Connects to Redis and creates the producer.
+    pub async fn connect(args: &AdmitterArgs, readiness: Readiness) -> Result<Self> {
+        let store = QueueStore::connect(args.redis.url.expose()).await?;
+        let producer = kafka::producer(&args.kafka)?;
+        let mut id = [0u8; 8];
+        rand::fill(&mut id);
+        Ok(Self {
+            redis: store.connection(),
+            producer,
+            topic: args.kafka.waiting_queue_topic.clone(),
+            instance: dropgate_core::hex::encode(&id),
+            tick: Duration::from_millis(args.tick_ms),
+            lease_ms: args.lease_ms,
+            sweep_batch: args.sweep_batch.max(1),
+            lease: Script::new(include_str!("../queue/scripts/lease.lua")),
+            admit: Script::new(include_str!("../queue/scripts/admit.lua")),
+            sweep: Script::new(include_str!("../queue/scripts/sweep_sold_out.lua")),
+            leading: HashMap::new(),
+            only: args
+                .events
+                .iter()
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty())
+                .collect(),
+            announced_sold_out: HashSet::new(),
+            readiness,
+        })
+    }
+
+    /// This instance's id (in lease values and logs).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Ticks until `shutdown` turns true; the tick in hand finishes first, then the
+    /// leases are released so another admitter takes over at once.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        tracing::info!(instance = %self.instance, "admitter running");
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait_for(|stopping| *stopping) => break,
+            }
+            match self.tick_once().await {
+                Ok(()) => self.readiness.set(true),
+                Err(error) => {
+                    self.readiness.set(false);
+                    tracing::warn!(error = %format!("{error:#}"), "tick failed");
+                }
+            }
+        }
+        self.release_leases().await;
+        tracing::info!(instance = %self.instance, "admitter stopped");
+        Ok(())
+    }
+
+    /// One pass over every event this instance serves.
+    pub async fn tick_once(&mut self) -> Result<()> {
+        let ids: Vec<String> = if self.only.is_empty() {
+            self.redis
+                .smembers(EVENTS_KEY)
+                .await
+                .context("Failed to list events")?
+        } else {
+            self.only.iter().cloned().collect()
+        };
+        for id in ids {
+            let Ok(event) = EventId::parse(id.as_str()) else {
+                tracing::warn!(%id, "ignoring an invalid event id in the events set");
+                continue;
+            };
+            if let Err(error) = self.tick_event(&event).await {
+                tracing::warn!(%event, error = %format!("{error:#}"), "event tick failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick_event(&mut self, event: &EventId) -> Result<()> {
+        let keys = EventKeys::new(event);
+        let token: u64 = self
+            .lease
+            .key(keys.leader())
+            .key(keys.fence())
+            .arg(&self.instance)
+            .arg(self.lease_ms)
+            .invoke_async(&mut self.redis)
+            .await
+            .context("Failed to take the lease")?;
+        if token == 0 {
+            self.leading.remove(event);
+            return Ok(());
+        }
+        if self.leading.insert(event.clone(), token) != Some(token) {
+            tracing::info!(%event, token, instance = %self.instance, "leading admissions");
+        }
+        let lease_value = format!("{}|{token}", self.instance);
+        let view = self.read(event).await?;
+        let state = view.state.as_deref().unwrap_or("");
+        let sold_out = view.stock_left == Some(0);
+
+        if sold_out && matches!(state, "open" | "paused" | "scheduled") {
+            let _: () = self.redis.hset(keys.meta(), "state", "sold_out").await?;
+            self.announce_sold_out(event).await?;
+        }
+        if sold_out || state == "sold_out" {
+            self.announce_sold_out(event).await?;
+            let swept: i64 = self
+                .sweep
+                .key(keys.leader())
+                .key(keys.queue())
+                .key(keys.users())
+                .key(keys.serving())
+                .key(keys.stats())
+                .arg(&lease_value)
+                .arg(self.sweep_batch)
+                .invoke_async(&mut self.redis)
+                .await?;
+            if swept > 0 {
+                tracing::info!(%event, swept, "waiting users told the event is sold out");
+            }
+        } else if state == "open" {
+            self.admit_event(event, &keys, &lease_value, &view).await?;
+        }
+        // Also for a paused or sold-out event: anyone admitted must reach the draw.
+        self.publish_admitting(event, &keys).await
+    }
+
+    async fn read(&mut self, event: &EventId) -> Result<EventView> {
+        let keys = EventKeys::new(event);
+        type Meta = (
+            Option<String>,
+            Option<u32>,
+            Option<u32>,
+            Option<u64>,
+            Option<u64>,
+        );
+        type Stats = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+        let (meta, waiting, stats, bucket): (Meta, u64, Stats, (Option<u64>, Option<u64>)) =
+            redis::pipe()
+                .hget(
+                    keys.meta(),
+                    &["state", "rate", "max_in_flight", "abandon_ms", "stock_left"],
+                )
+                .zcard(keys.queue())
+                .hget(keys.stats(), &["admitted", "won", "lost", "sold_out"])
+                .hget(keys.bucket(), &["milli", "at_ms"])
+                .query_async(&mut self.redis)
+                .await
+                .context("Failed to read the event")?;
+        let (state, rate, max_in_flight, abandon_ms, stock_left) = meta;
+        let (admitted, won, lost, sold_out) = stats;
+        Ok(EventView {
+            state,
+            rate_per_s: rate.unwrap_or(1).max(1),
+            max_in_flight: max_in_flight
+                .unwrap_or(dropgate_core::EventConfig::DEFAULT_MAX_IN_FLIGHT),
+            abandon_ms: abandon_ms
+                .unwrap_or(dropgate_core::EventConfig::DEFAULT_ABANDON_TIMEOUT_MS),
+            stock_left,
+            waiting,
+            admitted: admitted.unwrap_or(0),
+            decided: won.unwrap_or(0) + lost.unwrap_or(0) + sold_out.unwrap_or(0),
+            bucket: bucket.0.zip(bucket.1),
+        })
+    }
+
+    async fn admit_event(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        lease_value: &str,
+        view: &EventView,
+    ) -> Result<()> {
+        let now = now_ms();
+        let limits = AdmissionLimits::for_tick(
+            view.rate_per_s,
+            view.max_in_flight,
+            self.tick.as_millis() as u64,
+        );
+        let bucket = match view.bucket {
+            Some((milli, at_ms)) => TokenBucket::from_parts(milli, at_ms),
+            None => TokenBucket::full(&limits, now),
+        };
+        let downstream = Downstream {
+            waiting: view.waiting,
+            in_flight: view.admitted.saturating_sub(view.decided),
+            // The in-flight count already carries the draw's backlog (admitted and not
+            // yet decided), so the consumer-group lag is not read separately.
+            lag: 0,
+            stock_left: view.stock_left.unwrap_or(u64::MAX),
+        };
+        let admission = admit(bucket, &limits, downstream, now);
+        let mut admitted = 0u64;
+        if admission.admit > 0 {
+            let (status, count, expired): (String, u64, u64) = self
+                .admit
+                .key(keys.leader())
+                .key(keys.meta())
+                .key(keys.queue())
+                .key(keys.users())
+                .key(keys.serving())
+                .key(keys.admitting())
+                .key(keys.stats())
+                .arg(lease_value)
+                .arg(admission.admit)
+                .arg(now / 1_000)
+                .arg(view.abandon_ms / 1_000)
+                .arg(admission.admit + LOOK_BUDGET_EXTRA)
+                .invoke_async(&mut self.redis)
+                .await
+                .context("The admit script failed")?;
+            if status != "ok" {
+                tracing::debug!(%event, %status, "admission skipped");
+                return Ok(());
+            }
+            admitted = count;
+            metrics::counter!("dropgate_admitter_admitted_total", "event" => event.to_string())
+                .increment(count);
+            metrics::counter!("dropgate_admitter_expired_total", "event" => event.to_string())
+                .increment(expired);
+            failpoint::hit("admitter_after_script_before_delivery");
+        }
+        // Tokens not used (fewer waiting than allowed) go back into the bucket.
+        let (milli, at_ms) = admission.bucket.to_parts();
+        let refund = admission.admit.saturating_sub(admitted) * 1_000;
+        let _: () = self
+            .redis
+            .hset_multiple(
+                keys.bucket(),
+                &[("milli", milli + refund), ("at_ms", at_ms)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes every user in `admitting` and removes those the broker acknowledged.
+    async fn publish_admitting(&mut self, event: &EventId, keys: &EventKeys) -> Result<()> {
+        let pending: Vec<(String, u64)> = self
+            .redis
+            .zrange_withscores(keys.admitting(), 0, REPUBLISH_LIMIT - 1)
+            .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let admitted_at_ms = now_ms();
+        let deliveries = pending.iter().map(|(member, ticket)| {
+            let producer = &self.producer;
+            let topic = &self.topic;
+            async move {
+                let user = match UserKey::from_member(member) {
+                    Ok(user) => user,
+                    Err(error) => {
+                        tracing::error!(%member, %error, "dropping an unreadable admitting entry");
+                        return Some(member.clone());
+                    }
+                };
+                let message = Admitted {
+                    version: MESSAGE_VERSION,
+                    event_id: event.clone(),
+                    user,
+                    ticket: *ticket,
+                    admitted_at_ms,
+                };
+                let payload = message.encode();
+                match producer
+                    .send(FutureRecord::to(topic).key(member).payload(&payload), DELIVERY_TIMEOUT)
+                    .await
+                {
+                    Ok(_) => Some(member.clone()),
+                    Err((error, _)) => {
+                        tracing::warn!(%error, %member, "admission not delivered; retried next tick");
+                        None
+                    }
+                }
+            }
+        });
+        let delivered: Vec<String> = join_all(deliveries).await.into_iter().flatten().collect();
+        if !delivered.is_empty() {
+            let _: () = self.redis.zrem(keys.admitting(), &delivered).await?;
+            metrics::counter!("dropgate_admitter_published_total")
+                .increment(delivered.len() as u64);
+        }
+        Ok(())
+    }
+
+    async fn announce_sold_out(&mut self, event: &EventId) -> Result<()> {
+        if self.announced_sold_out.insert(event.clone()) {
+            let _: () = self
+                .redis
+                .publish(EventKeys::new(event).channel(), Notice::SoldOut.encode())
+                .await?;
+            tracing::info!(%event, "sold out: admissions stopped, waiting users told");
+        }
+        Ok(())
+    }
+
+    /// Gives up every lease this instance holds (only if still its own).
+    async fn release_leases(&mut self) {
+        let release = Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        for (event, token) in std::mem::take(&mut self.leading) {
+            let value = format!("{}|{token}", self.instance);
+            let result: redis::RedisResult<i64> = release
+                .key(EventKeys::new(&event).leader())
+                .arg(value)
+                .invoke_async(&mut self.redis)
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%event, %error, "could not release the lease; it expires by itself");
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+-- admit: move up to N users from the head of an event's queue into the admitting set.
+-- Waiting users not seen for the abandon timeout are skipped and marked expired, so
+-- no-shows cannot stall the line. The serving counter advances past everyone who left
+-- the queue, which is what positions are computed from.
+-- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats
+-- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
+--       5 most users to look at (admitted + expired)
+-- Returns {status, admitted count, expired count}; status is ok | not_leader | not_open.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {'not_leader', 0, 0}
+end
+if redis.call('HGET', KEYS[2], 'state') ~= 'open' then
+  return {'not_open', 0, 0}
+end
+local want = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local abandon = tonumber(ARGV[4])
+local budget = tonumber(ARGV[5])
+local admitted, expired, looked = 0, 0, 0
+local serving = tonumber(redis.call('GET', KEYS[5]) or '0')
+while admitted < want and looked < budget do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 99, 'WITHSCORES')
+  if #head == 0 then
+    break
+  end
+  for i = 1, #head, 2 do
+    if admitted >= want or looked >= budget then
+      break
+    end
+    local member, ticket = head[i], tonumber(head[i + 1])
+    looked = looked + 1
+    redis.call('ZREM', KEYS[3], member)
+    if ticket > serving then
+      serving = ticket
+    end
+    local record = redis.call('HGET', KEYS[4], member)
+    local code, seen = nil, nil
+    if record then
+      code, seen = string.match(record, '^(%a)|%d+|(%d+)')
+    end
+    if code == 'w' then
+      if now - tonumber(seen) > abandon then
+        redis.call('HSET', KEYS[4], member, 'X|' .. ticket .. '|' .. seen)
+        expired = expired + 1
+      else
+        redis.call('HSET', KEYS[4], member, 'a|' .. ticket .. '|' .. seen)
+        redis.call('ZADD', KEYS[6], ticket, member)
+        admitted = admitted + 1
+      end
+    end
+    -- Any other state (already decided, unreadable) just leaves the queue.
+  end
+end
+redis.call('SET', KEYS[5], serving)
+if admitted > 0 then
+  redis.call('HINCRBY', KEYS[7], 'admitted', admitted)
+end
+if expired > 0 then
+  redis.call('HINCRBY', KEYS[7], 'expired', expired)
+end
+return {'ok', admitted, expired}

@@ -1,0 +1,487 @@
+//! The admitter on real Redis and tansu: FIFO with abandoned users skipped, the rate
+//! bound, no one lost to a crash, one leader at a time with takeover, and sold out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dropgate_core::{Admitted, EventId, EventState, Message as _, UserKey, UserRecord, UserState};
+use dropgate_functions::admitter::{Admitter, AdmitterArgs};
+use dropgate_functions::config::{KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
+use dropgate_tests::api::{ApiServer, SseReader, token};
+use dropgate_tests::{TestStack, workspace_binary};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use redis::AsyncCommands;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+struct Fixture {
+    store: QueueStore,
+    event: EventId,
+    waiting_topic: String,
+    results_topic: String,
+    redis_url: String,
+    brokers: String,
+}
+
+impl Fixture {
+    async fn new(stack: &TestStack, rate_per_s: u32, stock_left: u32) -> Self {
+        let store = QueueStore::connect(&stack.env.redis_url)
+            .await
+            .expect("redis");
+        let (waiting_topic, results_topic) = stack.fresh_topics(3).expect("topics");
+        let event = EventId::parse(TestStack::unique("adm")).expect("valid");
+        let meta = EventMeta {
+            state: EventState::Open,
+            rate_per_s,
+            abandon_timeout_ms: 10_000,
+            opens_at_ms: 0,
+        };
+        store.put_event_meta(&event, &meta).await.expect("meta");
+        store
+            .put_draw_limits(&event, 100_000, stock_left)
+            .await
+            .expect("limits");
+        Self {
+            store,
+            event,
+            waiting_topic,
+            results_topic,
+            redis_url: stack.env.redis_url.clone(),
+            brokers: stack.env.kafka_brokers.clone(),
+        }
+    }
+
+    fn user(n: u64) -> UserKey {
+        UserKey::parse("shop", &format!("u{n}")).expect("valid")
+    }
+
+    /// Enters users 1..=count; those in `absent` were last seen long ago.
+    async fn enter(&self, count: u64, absent: &[u64]) {
+        for n in 1..=count {
+            let seen = if absent.contains(&n) {
+                now_s() - 3_600
+            } else {
+                now_s()
+            };
+            self.store
+                .enter(&self.event, &Self::user(n), seen)
+                .await
+                .expect("enter");
+        }
+    }
+
+    fn args(&self, lease_ms: u64) -> AdmitterArgs {
+        AdmitterArgs {
+            redis: RedisArgs {
+                url: Secret::new(self.redis_url.clone()),
+            },
+            kafka: KafkaArgs {
+                brokers: self.brokers.clone(),
+                waiting_queue_topic: self.waiting_topic.clone(),
+                result_notification_topic: self.results_topic.clone(),
+            },
+            ops: OpsArgs {
+                health_addr: "127.0.0.1:0".parse().expect("address"),
+            },
+            tick_ms: 100,
+            lease_ms,
+            // Tests share one Redis: each admitter serves its own test's event only.
+            events: vec![self.event.to_string()],
+            sweep_batch: 1_000,
+        }
+    }
+
+    async fn records(&self) -> HashMap<u64, UserRecord> {
+        let raw: HashMap<String, String> = self
+            .store
+            .connection()
+            .hgetall(EventKeys::new(&self.event).users())
+            .await
+            .expect("HGETALL");
+        raw.into_values()
+            .map(|text| {
+                let record = UserRecord::decode(&text).expect("record");
+                (record.ticket, record)
+            })
+            .collect()
+    }
+
+    /// Reads `waiting-queue` until `expected` distinct users arrived (or patience
+    /// runs out), then a little longer; returns messages per user.
+    async fn admitted_messages(
+        &self,
+        expected: usize,
+        patience: Duration,
+    ) -> HashMap<String, Vec<Admitted>> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", TestStack::unique("reader"))
+            .set("group.id", TestStack::unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer
+            .subscribe(&[&self.waiting_topic])
+            .expect("subscribe");
+        let mut seen: HashMap<String, Vec<Admitted>> = HashMap::new();
+        let deadline = Instant::now() + patience;
+        let mut quiet_until: Option<Instant> = None;
+        while Instant::now() < deadline && quiet_until.is_none_or(|until| Instant::now() < until) {
+            if let Ok(Ok(message)) =
+                tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await
+            {
+                let admitted =
+                    Admitted::decode(message.payload().unwrap_or_default()).expect("Admitted");
+                assert_eq!(
+                    admitted.event_id,
+                    self.event,
+                    "a message of another event in {}",
+                    message.topic()
+                );
+                seen.entry(admitted.user.member())
+                    .or_default()
+                    .push(admitted);
+                if seen.len() >= expected && quiet_until.is_none() {
+                    quiet_until = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// In-process admitters, stopped (without releasing leases) when dropped.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(args: &AdmitterArgs) -> (Self, String) {
+        let admitter = Admitter::connect(args, Readiness::default())
+            .await
+            .expect("admitter");
+        let instance = admitter.instance().to_owned();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(admitter.run(stopped));
+        (Self { stop, task }, instance)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admits_in_ticket_order_and_skips_the_abandoned() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 10, 100).await;
+    let absent = [3, 7, 8, 20];
+    fixture.enter(30, &absent).await;
+    let (_running, _) = Running::start(&fixture.args(2_000)).await;
+
+    // At any moment the admitted users are exactly the present users up to the
+    // serving counter: nobody overtakes anybody.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut checks = 0;
+    loop {
+        // One atomic read: records and counter from the same instant.
+        let keys = EventKeys::new(&fixture.event);
+        let (raw, served): (HashMap<String, String>, Option<u64>) = redis::pipe()
+            .atomic()
+            .hgetall(keys.users())
+            .get(keys.serving())
+            .query_async(&mut fixture.store.connection())
+            .await
+            .expect("read");
+        let records: HashMap<u64, UserRecord> = raw
+            .into_values()
+            .map(|text| UserRecord::decode(&text).expect("record"))
+            .map(|record| (record.ticket, record))
+            .collect();
+        let served = served.unwrap_or(0);
+        for (ticket, record) in &records {
+            let expected = if *ticket > served {
+                UserState::Waiting
+            } else if absent.contains(ticket) {
+                UserState::Expired
+            } else {
+                UserState::Admitted
+            };
+            assert_eq!(
+                record.state, expected,
+                "ticket {ticket} with serving at {served}"
+            );
+        }
+        checks += 1;
+        if served >= 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "admission stalled at {served}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(checks > 3, "the order was observed mid-run");
+
+    let messages = fixture.admitted_messages(26, Duration::from_secs(30)).await;
+    let tickets: BTreeSet<u64> = messages.values().map(|seen| seen[0].ticket).collect();
+    let expected: BTreeSet<u64> = (1..=30).filter(|n| !absent.contains(n)).collect();
+    assert_eq!(
+        tickets, expected,
+        "every present user reached waiting-queue, no absent one did"
+    );
+    let stats = fixture.store.stats(&fixture.event).await.expect("stats");
+    assert_eq!(stats.get("admitted"), Some(&26));
+    assert_eq!(stats.get("expired"), Some(&4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_admits_faster_than_the_rate_allows() {
+    let stack = TestStack::shared().await;
+    let rate = 20;
+    let fixture = Fixture::new(stack, rate, 100).await;
+    fixture.enter(500, &[]).await;
+    let started = Instant::now();
+    let (running, _) = Running::start(&fixture.args(2_000)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(running);
+    // Counted after the admitter stopped, bounded by time measured around its run.
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = *fixture
+        .store
+        .stats(&fixture.event)
+        .await
+        .expect("stats")
+        .get("admitted")
+        .unwrap_or(&0);
+    let burst = u64::from(rate) * 2 * 100 / 1_000;
+    let bound = (f64::from(rate) * elapsed).ceil() as u64 + burst;
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted in {elapsed:.2} s at {rate}/s (bound {bound})"
+    );
+    assert!(admitted > 0, "the admitter admitted somebody");
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_script_and_delivery_loses_nobody() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 1_000, 100).await;
+    fixture.enter(200, &[]).await;
+    let spawn = |failpoint: Option<&str>| {
+        let mut command = Command::new(workspace_binary("admitter").expect("built"));
+        command
+            .env("DROPGATE_REDIS_URL", &fixture.redis_url)
+            .env("DROPGATE_KAFKA_BROKERS", &fixture.brokers)
+            .env("DROPGATE_TOPIC_WAITING_QUEUE", &fixture.waiting_topic)
+            .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
+            .env("DROPGATE_LEASE_MS", "500")
+            .env("DROPGATE_ADMITTER_EVENTS", fixture.event.as_str())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(failpoint) = failpoint {
+            command.env("DROPGATE_FAILPOINT", failpoint);
+        }
+        Process(command.spawn().expect("admitter starts"))
+    };
+    let mut crashing = spawn(Some("admitter_after_script_before_delivery"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = crashing.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the failpoint was not reached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let stranded: u64 = fixture
+        .store
+        .connection()
+        .zcard(EventKeys::new(&fixture.event).admitting())
+        .await
+        .expect("ZCARD");
+    assert!(stranded > 0, "the crash left admitted users undelivered");
+
+    let _recovered = spawn(None);
+    let messages = fixture
+        .admitted_messages(200, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        messages.len(),
+        200,
+        "every admitted user reached waiting-queue"
+    );
+    let records = fixture.records().await;
+    assert!(
+        records
+            .values()
+            .all(|record| record.state == UserState::Admitted)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_admitters_admit_each_user_once_and_the_survivor_takes_over() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 100, 100).await;
+    fixture.enter(300, &[]).await;
+    let lease_ms = 1_000;
+    let leader_key = EventKeys::new(&fixture.event).leader();
+    let holder = || async {
+        let holder: Option<String> = fixture
+            .store
+            .connection()
+            .get(&leader_key)
+            .await
+            .expect("GET leader");
+        holder.unwrap_or_default()
+    };
+    let (first, first_id) = Running::start(&fixture.args(lease_ms)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holder().await.starts_with(&format!("{first_id}|")) {
+        assert!(Instant::now() < deadline, "the first admitter never led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_second, second_id) = Running::start(&fixture.args(lease_ms)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        holder().await.starts_with(&format!("{first_id}|")),
+        "one leader while it lives"
+    );
+
+    // A crash: the task dies mid-whatever without releasing its lease.
+    first.task.abort();
+    let crashed_at = Instant::now();
+    drop(first);
+    let deadline = crashed_at + Duration::from_millis(lease_ms * 3);
+    while !holder().await.starts_with(&format!("{second_id}|")) {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover within three lease periods"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let messages = fixture
+        .admitted_messages(300, Duration::from_secs(60))
+        .await;
+    assert_eq!(messages.len(), 300, "everyone reached waiting-queue");
+    let stats = fixture.store.stats(&fixture.event).await.expect("stats");
+    assert_eq!(
+        stats.get("admitted"),
+        Some(&300),
+        "each user admitted exactly once"
+    );
+    let records = fixture.records().await;
+    assert!(
+        records
+            .values()
+            .all(|record| record.state == UserState::Admitted)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sold_out_stops_admission_and_tells_every_waiting_user() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api");
+    let fixture = Fixture::new(stack, 1, 100).await;
+    fixture.enter(50, &[]).await;
+    let client = reqwest::Client::new();
+    let waiting_token = token("shop", "u50");
+    let response = client
+        .get(server.queue_url(&fixture.event, "/me/stream"))
+        .bearer_auth(&waiting_token)
+        .send()
+        .await
+        .expect("stream");
+    let mut stream = SseReader::new(response);
+    assert_eq!(
+        stream
+            .next(Duration::from_secs(10))
+            .await
+            .expect("event")
+            .expect("open")
+            .name,
+        "position"
+    );
+
+    let (_running, _) = Running::start(&fixture.args(2_000)).await;
+    // The draw reports the last unit gone (what result-relay writes).
+    let _: () = fixture
+        .store
+        .connection()
+        .hset(EventKeys::new(&fixture.event).meta(), "stock_left", 0)
+        .await
+        .expect("HSET");
+    let told = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("event")
+        .expect("sold_out");
+    assert_eq!(told.name, "sold_out");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = fixture.records().await;
+        let waiting = records
+            .values()
+            .filter(|record| record.state == UserState::Waiting)
+            .count();
+        if waiting == 0 {
+            let sold_out = records
+                .values()
+                .filter(|record| record.state == UserState::SoldOut)
+                .count();
+            let admitted = records
+                .values()
+                .filter(|record| record.state == UserState::Admitted)
+                .count();
+            assert_eq!(sold_out + admitted, 50);
+            assert!(sold_out >= 45, "admission stopped at the sold-out report");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{waiting} users still waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state: String = fixture
+        .store
+        .connection()
+        .hget(EventKeys::new(&fixture.event).meta(), "state")
+        .await
+        .expect("HGET");
+    assert_eq!(state, "sold_out");
+    let polled: serde_json::Value = client
+        .get(server.queue_url(&fixture.event, "/me"))
+        .bearer_auth(&waiting_token)
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(polled["state"], "sold_out");
+}
