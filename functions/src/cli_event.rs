@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use dropgate_core::{EventId, EventSeed, EventState};
+use dropgate_core::{EventId, EventSeed, EventState, QueueMode};
 use sqlx::PgPool;
 
 use crate::config::{DatabaseArgs, Secret};
@@ -201,6 +201,21 @@ pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
 
 async fn change_state(target: EventTarget, to: EventState) -> Result<ExitCode> {
     let (event, pool) = connect(&target).await?;
+    let before = events::load(&pool, &event).await?;
+    if to == EventState::Open
+        && before.state == EventState::Scheduled
+        && before.queue_mode == QueueMode::RandomizedPreQueue
+    {
+        // Shuffled while still scheduled, so nobody is admitted in the old order.
+        let Some(url) = &target.redis_url else {
+            anyhow::bail!(
+                "opening a randomized pre-queue needs DROPGATE_REDIS_URL: the queue is shuffled in Redis"
+            );
+        };
+        let store = QueueStore::connect(url.expose()).await?;
+        let moved = events::shuffle_pre_queue(&pool, &store, &event).await?;
+        println!("pre-queue of {moved} users shuffled with the event's seed");
+    }
     let record = events::transition(&pool, &event, to).await?;
     mirror(&target, &record).await?;
     println!("event {event} is {}", record.state.as_str());

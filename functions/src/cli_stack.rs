@@ -1,9 +1,10 @@
 //! `dropgate stack up|down|status|env|restart`: the local stack from the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::stack::functions::{self, FunctionsOptions};
 use crate::stack::{self, AppendFsync, BrokerStorage, Component, StackOptions, StopMode};
 
 /// Where the stack lives.
@@ -66,6 +67,102 @@ pub enum StackCommand {
         #[arg(long)]
         crash: bool,
     },
+}
+
+/// The `local` subcommands: the functions as processes next to the stack.
+#[derive(Debug, clap::Subcommand)]
+pub enum LocalCommand {
+    /// Start the stack if needed, then queue-api, admitter, goods-workers and
+    /// result-relay as background processes (logs in <state dir>/logs/).
+    Up {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+        /// goods-worker instances.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        goods_workers: u32,
+    },
+    /// Stop the functions (the stack keeps running; `stack down` stops everything).
+    Down {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+    },
+    /// Stop one function instance (`--crash`: SIGKILL) and start it again.
+    Restart {
+        /// The stack's state directory.
+        #[command(flatten)]
+        dir: StateDirArg,
+        /// Instance name: queue-api, admitter, goods-worker-N, result-relay.
+        name: String,
+        /// Kill -9 instead of SIGTERM.
+        #[arg(long)]
+        crash: bool,
+    },
+}
+
+fn functions_options(state_dir: PathBuf, goods_workers: u32) -> Result<FunctionsOptions> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(FunctionsOptions {
+        state_dir,
+        bin_dir,
+        goods_workers,
+    })
+}
+
+/// Runs one `local` subcommand.
+pub async fn run_local(command: LocalCommand) -> Result<()> {
+    let mut progress = |line: &str| eprintln!("local: {line}");
+    match command {
+        LocalCommand::Up { dir, goods_workers } => {
+            let env = stack::up(&StackOptions::new(&dir.state_dir), &mut progress).await?;
+            let options = functions_options(env.state_dir.clone(), goods_workers)?;
+            functions::up(&options, &env, &mut progress).await?;
+            let env = stack::env(&env.state_dir)?;
+            std::fs::write(stack::env_file(&env.state_dir), env.to_env_file())?;
+            let api = env.api_url.clone().unwrap_or_default();
+            println!(
+                "dropgate runs locally (state dir {})",
+                env.state_dir.display()
+            );
+            println!("  queue-api   {api}   (API: docs/api.md)");
+            println!("  logs        {}", env.state_dir.join("logs").display());
+            println!(
+                "  variables   eval \"$(dropgate stack env --state-dir {})\"",
+                env.state_dir.display()
+            );
+            println!(
+                "  stop        dropgate stack down --state-dir {}",
+                env.state_dir.display()
+            );
+        }
+        LocalCommand::Down { dir } => {
+            let stopped = functions::down(&dir.state_dir)?;
+            println!(
+                "stopped {}",
+                if stopped.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+        }
+        LocalCommand::Restart { dir, name, crash } => {
+            functions::stop(&dir.state_dir, &name, crash)?;
+            let env = stack::env(&dir.state_dir)?;
+            let goods_workers = functions::load(&dir.state_dir)?
+                .iter()
+                .filter(|instance| instance.binary == "goods-worker")
+                .count() as u32;
+            let options = functions_options(env.state_dir.clone(), goods_workers)?;
+            functions::up(&options, &env, &mut progress).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs one `stack` subcommand.

@@ -160,6 +160,26 @@ pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Resul
     load(pool, event).await
 }
 
+/// The randomized pre-queue: everyone who entered before the event opened is put in
+/// an order drawn from the event's seed (core's shuffle), so arriving early in the
+/// pre-queue window buys nothing and the order can be re-derived once the seed is
+/// revealed. The tickets themselves stay the same set; only who holds which changes.
+/// Returns how many users were reordered.
+pub async fn shuffle_pre_queue(pool: &PgPool, store: &QueueStore, event: &EventId) -> Result<u64> {
+    let seed: String = sqlx::query_scalar("select seed from events where event_id = $1")
+        .bind(event.as_str())
+        .fetch_optional(pool)
+        .await?
+        .with_context(|| format!("no event {event}"))?;
+    let seed = EventSeed::from_hex(&seed).map_err(|e| anyhow::anyhow!("stored seed: {e}"))?;
+    let queued = store.queued(event).await?;
+    let tickets: Vec<u64> = queued.iter().map(|(_, ticket)| *ticket).collect();
+    let mut members: Vec<String> = queued.into_iter().map(|(member, _)| member).collect();
+    dropgate_core::shuffle_pre_queue(&seed, event, &mut members);
+    let assignments: Vec<(String, u64)> = members.into_iter().zip(tickets).collect();
+    store.retick(event, &assignments).await
+}
+
 /// Writes what the queue side needs to know of `record` into Redis.
 pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
     let event = EventId::parse(record.event_id.as_str())?;

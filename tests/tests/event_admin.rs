@@ -166,3 +166,88 @@ async fn bad_arguments_get_clear_errors_not_panics() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_randomized_pre_queue_is_shuffled_at_open_with_the_event_seed() {
+    let stack = TestStack::shared().await;
+    let (_pool, database_url) = stack.fresh_database().await.expect("database");
+    let redis_url = stack.env.redis_url.clone();
+    let id = TestStack::unique("shuffle");
+    let run = |args: &[&str]| dropgate(&database_url, &redis_url, args);
+    let created = run(&[
+        "event",
+        "create",
+        "--id",
+        &id,
+        "--stock",
+        "5",
+        "--mode",
+        "randomized_pre_queue",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let event = EventId::parse(id.as_str()).expect("valid");
+    let store = dropgate_functions::queue::QueueStore::connect(&redis_url)
+        .await
+        .expect("redis");
+    let users: Vec<dropgate_core::UserKey> = (1..=50)
+        .map(|n| dropgate_core::UserKey::parse("shop", &format!("early{n}")).expect("valid"))
+        .collect();
+    for user in &users {
+        store
+            .enter(&event, user, 0)
+            .await
+            .expect("enter while scheduled");
+    }
+    let opened = run(&["event", "open", "--id", &id]);
+    assert!(opened.status.success(), "{}", text(&opened.stderr));
+    assert!(
+        text(&opened.stdout).contains("pre-queue of 50 users shuffled"),
+        "{}",
+        text(&opened.stdout)
+    );
+
+    let queued = store.queued(&event).await.expect("queue");
+    let tickets: Vec<u64> = queued.iter().map(|(_, ticket)| *ticket).collect();
+    assert_eq!(
+        tickets,
+        (1..=50).collect::<Vec<u64>>(),
+        "the same tickets, all still there"
+    );
+    let order: Vec<String> = queued.into_iter().map(|(member, _)| member).collect();
+    let arrival: Vec<String> = users.iter().map(|user| user.member()).collect();
+    assert_ne!(
+        order, arrival,
+        "arriving first in the pre-queue buys nothing"
+    );
+    let status = store.status(&event, &users[0], 0).await.expect("status");
+    let dropgate_functions::queue::Lookup::Found(standing) = status else {
+        panic!("early1 is in the queue");
+    };
+    let position_in_order = order
+        .iter()
+        .position(|member| *member == users[0].member())
+        .expect("queued");
+    assert_eq!(
+        standing.record.ticket,
+        position_in_order as u64 + 1,
+        "the record holds the new ticket"
+    );
+
+    // Anyone can re-derive the order once the seed is revealed.
+    let closed = run(&["event", "close", "--id", &id]);
+    let seed = text(&closed.stdout)
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("seed (revealed; anyone can now verify the draw): ")
+                .map(str::to_owned)
+        })
+        .expect("seed printed");
+    let mut replayed = arrival.clone();
+    dropgate_core::shuffle_pre_queue(
+        &dropgate_core::EventSeed::from_hex(&seed).expect("hex"),
+        &event,
+        &mut replayed,
+    );
+    assert_eq!(replayed, order);
+}

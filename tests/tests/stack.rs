@@ -329,3 +329,78 @@ async fn down_stops_everything_after_the_launcher_was_killed() {
         assert!(!pid_alive(pid), "pid {pid} survived down");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_up_runs_the_four_functions_and_stack_down_stops_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("dropgate-local-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let dropgate = dropgate_binary().expect("built");
+    // Stops everything even if an assertion below fails.
+    struct Down(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0)
+                .args(["stack", "down", "--purge", "--state-dir"])
+                .arg(&self.1)
+                .output();
+        }
+    }
+    let _down = Down(dropgate.clone(), dir.clone());
+    let up = Command::new(&dropgate)
+        .args(["local", "up", "--goods-workers", "2", "--state-dir"])
+        .arg(&dir)
+        .output()
+        .expect("local up runs");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let instances = stack::functions::load(&dir).expect("functions.json");
+    let names: BTreeSet<&str> = instances
+        .iter()
+        .map(|instance| instance.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "queue-api",
+            "admitter",
+            "goods-worker-1",
+            "goods-worker-2",
+            "result-relay"
+        ])
+    );
+    assert!(instances.iter().all(stack::functions::is_running));
+    let env = stack::env(&dir).expect("env");
+    let api = env.api_url.expect("the env names queue-api");
+    let health = reqwest::get(format!("{api}/readyz"))
+        .await
+        .expect("queue-api answers");
+    assert!(health.status().is_success());
+
+    let again = Command::new(&dropgate)
+        .args(["local", "up", "--state-dir"])
+        .arg(&dir)
+        .output()
+        .expect("local up runs");
+    assert!(again.status.success());
+    assert_eq!(
+        stack::functions::load(&dir).expect("functions.json"),
+        instances,
+        "up twice starts nothing new"
+    );
+
+    let down = Command::new(&dropgate)
+        .args(["stack", "down", "--state-dir"])
+        .arg(&dir)
+        .output()
+        .expect("down runs");
+    assert!(down.status.success());
+    for instance in &instances {
+        assert!(!pid_alive(instance.pid), "{} still runs", instance.name);
+    }
+}

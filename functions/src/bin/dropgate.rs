@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::cli_event::{self, EventAdminCommand};
-use dropgate_functions::cli_stack::{self, StackCommand, StateDirArg};
+use dropgate_functions::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
 use dropgate_functions::event_settings::EventSettingsArgs;
 
@@ -26,6 +26,11 @@ enum Command {
     Stack {
         #[command(subcommand)]
         command: StackCommand,
+    },
+    /// The four functions as local processes next to the stack.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
     },
     /// The database schema.
     Db {
@@ -155,6 +160,7 @@ fn sign_token(user: &str, platform: &str, ttl: Duration, dir: &StateDirArg) -> E
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Stack { command } => block_on(cli_stack::run(command)),
+        Command::Local { command } => block_on(cli_stack::run_local(command)),
         Command::Db {
             command: DbCommand::Migrate { database },
         } => block_on(migrate(database)),

@@ -142,6 +142,33 @@ impl QueueStore {
         parse_reply(reply)
     }
 
+    /// The queue in ticket order: (member, ticket).
+    pub async fn queued(&self, event: &EventId) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .redis
+            .clone()
+            .zrange_withscores(EventKeys::new(event).queue(), 0, -1)
+            .await?)
+    }
+
+    /// Gives each listed waiting member its new ticket, in chunks so Redis never
+    /// blocks for long. Returns how many moved.
+    pub async fn retick(&self, event: &EventId, assignments: &[(String, u64)]) -> Result<u64> {
+        let keys = EventKeys::new(event);
+        let script = Script::new(include_str!("scripts/retick.lua"));
+        let mut moved = 0;
+        for chunk in assignments.chunks(5_000) {
+            let mut call = script.key(keys.queue());
+            call.key(keys.users());
+            for (member, ticket) in chunk {
+                call.arg(member).arg(*ticket);
+            }
+            let count: u64 = call.invoke_async(&mut self.redis.clone()).await?;
+            moved += count;
+        }
+        Ok(moved)
+    }
+
     /// Writes the event's metadata (event admin, tests).
     pub async fn put_event_meta(&self, event: &EventId, meta: &EventMeta) -> Result<()> {
         let fields = [

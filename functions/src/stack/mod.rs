@@ -7,6 +7,7 @@
 //! on a running stack keeps what runs and starts only what is missing.
 
 mod broker;
+pub mod functions;
 mod postgres;
 mod process;
 mod redis;
@@ -112,6 +113,8 @@ pub struct StackEnv {
     pub database_url: String,
     /// `127.0.0.1:<port>`.
     pub kafka_brokers: String,
+    /// queue-api's base URL, while `dropgate local up` runs it.
+    pub api_url: Option<String>,
 }
 
 impl StackEnv {
@@ -131,12 +134,13 @@ impl StackEnv {
                 port(Component::Postgres)?
             ),
             kafka_brokers: format!("127.0.0.1:{}", port(Component::Broker)?),
+            api_url: functions::api_url(state_dir),
         })
     }
 
     /// The variables every function reads, as `(name, value)` pairs.
     pub fn vars(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut vars = vec![
             ("DROPGATE_STATE_DIR", self.state_dir.display().to_string()),
             ("DROPGATE_REDIS_URL", self.redis_url.clone()),
             ("DATABASE_URL", self.database_url.clone()),
@@ -160,7 +164,11 @@ impl StackEnv {
             ),
             ("DROPGATE_JWT_ISSUER", LOCAL_ISSUER.to_owned()),
             ("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE.to_owned()),
-        ]
+        ];
+        if let Some(url) = &self.api_url {
+            vars.push(("DROPGATE_API_URL", url.clone()));
+        }
+        vars
     }
 
     /// Shell-sourceable `NAME='value'` lines (what `<state dir>/env` holds).
@@ -364,7 +372,11 @@ pub fn down(state_dir: &Path, purge: bool) -> Result<Vec<&'static str>> {
     if !state_file(state_dir).exists() {
         return Ok(Vec::new());
     }
+    // The functions first: they would only log errors about the servers going away.
     let mut stopped = Vec::new();
+    if !functions::down(state_dir)?.is_empty() {
+        stopped.push("functions");
+    }
     // Reverse start order: the broker and database before Redis.
     for component in Component::ALL.into_iter().rev() {
         if stop_component(state_dir, component, StopMode::Graceful)? {
