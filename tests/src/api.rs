@@ -57,7 +57,7 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
         user_burst: 0,
         ip_rate_per_s: 0,
         ip_burst: 0,
-        trust_forwarded_for: false,
+        trusted_proxy_hops: 0,
         token_cache: 100_000,
         dev_token_key: None,
     }

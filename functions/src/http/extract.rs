@@ -81,18 +81,18 @@ impl<S: Send + Sync> FromRequest<S> for EmptyOrJsonObject {
     }
 }
 
-/// The client's address: the socket peer, or the first `X-Forwarded-For` entry when
-/// configured to trust the load balancer in front.
-fn client_address(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for
-        && let Some(first) = request
+/// The client's address: the socket peer, or, behind `hops` trusted proxies, the
+/// `X-Forwarded-For` entry the outermost of them appended (`hops` from the right).
+/// Anything left of it was sent by the client and proves nothing.
+fn client_address(request: &Request, hops: u8) -> Option<IpAddr> {
+    if hops > 0
+        && let Some(forwarded) = request
             .headers()
             .get("x-forwarded-for")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
+            .and_then(|value| forwarded_client(value, hops))
     {
-        return Some(first);
+        return Some(forwarded);
     }
     request
         .extensions()
@@ -106,10 +106,36 @@ pub(crate) async fn limit_by_address(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(address) = client_address(&request, state.trust_forwarded_for)
+    if let Some(address) = client_address(&request, state.trusted_proxy_hops)
         && let Err(wait) = state.ip_limits.check(&address.to_string(), Instant::now())
     {
         return ApiError::RateLimited(wait).into_response();
     }
     next.run(request).await
+}
+
+/// The entry `hops` places from the right of an `X-Forwarded-For` value, if there.
+fn forwarded_client(header: &str, hops: u8) -> Option<IpAddr> {
+    let entries: Vec<&str> = header.split(',').map(str::trim).collect();
+    let index = entries.len().checked_sub(usize::from(hops))?;
+    entries.get(index)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_entry_the_trusted_proxies_appended_counts() {
+        // A client forging an address, then Google's LB appending client + itself.
+        let header = "6.6.6.6, 203.0.113.7, 130.211.0.1";
+        assert_eq!(forwarded_client(header, 2), "203.0.113.7".parse().ok());
+        assert_eq!(forwarded_client(header, 1), "130.211.0.1".parse().ok());
+        assert_eq!(
+            forwarded_client("203.0.113.7", 2),
+            None,
+            "fewer entries than hops"
+        );
+        assert_eq!(forwarded_client("garbage, 130.211.0.1", 2), None);
+    }
 }

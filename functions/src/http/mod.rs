@@ -85,10 +85,12 @@ pub struct ApiArgs {
     /// Burst per client address.
     #[arg(long, env = "DROPGATE_IP_BURST", default_value_t = 1_000)]
     pub ip_burst: u32,
-    /// Take the client address from the first `X-Forwarded-For` entry (only behind a
-    /// load balancer that sets it).
-    #[arg(long, env = "DROPGATE_TRUST_FORWARDED_FOR")]
-    pub trust_forwarded_for: bool,
+    /// Entries the trusted proxies in front append to `X-Forwarded-For` (0: ignore
+    /// the header). The client address is the entry this many places from the right:
+    /// Google's load balancers append `<client>, <load balancer>`, so 2 there. Entries
+    /// further left come from the client and can be forged.
+    #[arg(long, env = "DROPGATE_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: u8,
     /// Verified tokens kept in memory.
     #[arg(long, env = "DROPGATE_TOKEN_CACHE", default_value_t = 200_000)]
     pub token_cache: usize,
@@ -111,8 +113,8 @@ pub struct AppState {
     pub ip_limits: Arc<Limiter>,
     /// Result streams.
     pub streams: StreamHub,
-    /// Whether `X-Forwarded-For` is trusted.
-    pub trust_forwarded_for: bool,
+    /// How many `X-Forwarded-For` entries the trusted proxies append.
+    pub trusted_proxy_hops: u8,
     /// Local mode's token signer; `None` (the deployed case) means no `/dev/token`.
     pub dev_tokens: Option<Arc<DevSigner>>,
 }
@@ -210,7 +212,7 @@ impl Application {
             user_limits: Arc::new(Limiter::new(args.user_rate_per_s, args.user_burst)),
             ip_limits: Arc::new(Limiter::new(args.ip_rate_per_s, args.ip_burst)),
             streams: streams.clone(),
-            trust_forwarded_for: args.trust_forwarded_for,
+            trusted_proxy_hops: args.trusted_proxy_hops,
             dev_tokens,
         };
         let listener = TcpListener::bind(args.listen)

@@ -44,8 +44,8 @@ locals {
         DROPGATE_JWT_ALGORITHMS = var.auth.algorithms
         DROPGATE_CORS_ORIGINS   = join(",", var.auth.cors_origins)
         # Only the load balancer reaches this service (its ingress setting), and it
-        # appends the client address to X-Forwarded-For.
-        DROPGATE_TRUST_FORWARDED_FOR = "true"
+        # appends "<client>, <load balancer>" to X-Forwarded-For.
+        DROPGATE_TRUSTED_PROXY_HOPS = "2"
       }
     }
     admitter = {
