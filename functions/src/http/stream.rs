@@ -480,7 +480,23 @@ impl Session {
             };
             match wake {
                 Wake::Notified => self.refresh().await,
-                Wake::Pulse => self.apply_pulse(),
+                Wake::Pulse => {
+                    self.apply_pulse();
+                    // The pulse carries the event, not this user's record: once the
+                    // line reaches the user or the event sells out, the cached
+                    // "waiting" may be stale (admitted, even decided), and telling
+                    // "sold_out" from it would misinform a winner. Re-read first.
+                    let record = &self.standing.record;
+                    if record.state == UserState::Waiting
+                        && (self.standing.serving >= record.ticket
+                            || matches!(
+                                self.standing.event_state,
+                                EventState::SoldOut | EventState::Closed
+                            ))
+                    {
+                        self.refresh().await;
+                    }
+                }
                 Wake::Refresh => {
                     self.refresh().await;
                     next_refresh = tokio::time::Instant::now() + self.refresh_interval();
