@@ -25,14 +25,30 @@ test: lint ## setup + lint + the whole test suite + the infrastructure checks
 	$(CARGO) test --workspace --locked
 	DROPGATE_VENV=$(STATE_DIR)/venv DROPGATE_INFRA_OUT=$(STATE_DIR)/infra-tests infra-tests/run.sh
 
-local: setup ## the main job: run a whole drop on this machine
+# Demo drop settings: `make local USERS=50000 STOCK=500 WIN_PROBABILITY=0.1 RATE=5000`.
+USERS ?= 20000
+STOCK ?= 100
+WIN_PROBABILITY ?= 0.05
+RATE ?= 2000
+DROPGATE := target/release/dropgate
+
+local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WIN_PROBABILITY, RATE)
+	@echo "==> building release binaries"
 	$(CARGO) build --workspace --release --locked
-	target/release/dropgate stack up --state-dir $(STATE_DIR)
-	@echo
-	@echo "make local: the local stack runs (Redis, PostgreSQL, tansu); load its variables with"
-	@echo "    eval \"\$$(target/release/dropgate stack env --state-dir $(STATE_DIR))\""
-	@echo "  The functions and the simulated drop are not part of this build yet."
-	@echo "  Stop the stack with: make local-down"
+	@echo "==> starting the local stack and the four functions"
+	@trap '$(DROPGATE) stack down --state-dir $(STATE_DIR); exit 130' INT TERM; \
+	$(DROPGATE) local up --state-dir $(STATE_DIR); \
+	eval "$$($(DROPGATE) stack env --state-dir $(STATE_DIR))"; \
+	echo "==> a simulated crowd of $(USERS) users through the real HTTP API (Ctrl-C stops everything)"; \
+	$(DROPGATE) demo --state-dir $(STATE_DIR) --users $(USERS) --stock $(STOCK) \
+	  --win-probability $(WIN_PROBABILITY) --rate $(RATE); \
+	echo; \
+	echo "make local: the stack and the functions keep running:"; \
+	echo "  queue-api          $$DROPGATE_API_URL  (docs/api.md)"; \
+	echo "  waiting-room page  $$DROPGATE_API_URL/e/<event id>  (local sign-in; try a new event: dropgate event create/open)"; \
+	echo "  logs               $(STATE_DIR)/logs/"; \
+	echo "  variables          eval \"\$$($(DROPGATE) stack env --state-dir $(STATE_DIR))\""; \
+	echo "  stop everything    make local-down"
 
 local-down: ## stop everything make local started
 	@if [ -x target/release/dropgate ]; then target/release/dropgate stack down --state-dir $(STATE_DIR); \

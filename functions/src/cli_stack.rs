@@ -73,7 +73,7 @@ pub enum StackCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum LocalCommand {
     /// Start the stack if needed, then queue-api, admitter, goods-workers and
-    /// result-relay as background processes (logs in <state dir>/logs/).
+    /// result-relay as background processes (logs in `<state dir>/logs/`).
     Up {
         /// The stack's state directory.
         #[command(flatten)]

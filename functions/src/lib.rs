@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli_event;
 pub mod cli_stack;
 pub mod config;
+pub mod crowd;
 pub mod event_settings;
 pub mod events;
 pub mod failpoint;

@@ -10,6 +10,7 @@ use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::cli_event::{self, EventAdminCommand};
 use dropgate_functions::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
+use dropgate_functions::crowd::{self, DemoArgs};
 use dropgate_functions::event_settings::EventSettingsArgs;
 
 /// dropgate operator CLI.
@@ -59,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         command: EventCommand,
     },
+    /// Run a whole drop against running functions: create and open an event, drive a
+    /// simulated crowd through the HTTP API, close, verify and report (JSON + SVG).
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,5 +180,6 @@ fn main() -> ExitCode {
         Command::Event {
             command: EventCommand::Admin(command),
         } => block_on_code(cli_event::run(command)),
+        Command::Demo(args) => crowd::main(args),
     }
 }

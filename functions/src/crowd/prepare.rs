@@ -1,0 +1,145 @@
+//! Before and after the crowd: signing every user's token, creating and opening the
+//! event, and at the end closing it and replaying its draw.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use dropgate_core::{EventConfig, EventId, EventSeed, EventState};
+use indicatif::MultiProgress;
+use jwt_simple::prelude::RS256KeyPair;
+use sqlx::PgPool;
+
+use super::drive::bar;
+use super::report::Verdict;
+use super::user::{Mode, User};
+use crate::auth::dev::sign_with;
+use crate::events;
+use crate::queue::QueueStore;
+
+/// Fails early, with the fix in the message, when queue-api does not answer.
+pub(super) async fn check_api(client: &reqwest::Client, api_url: &str) -> Result<()> {
+    let url = format!("{api_url}/readyz");
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| {
+            format!("queue-api at {api_url} does not answer; is it running (`dropgate local up`)?")
+        })?;
+    if !response.status().is_success() {
+        bail!(
+            "queue-api at {api_url} is not ready ({}); is Redis up?",
+            response.status()
+        );
+    }
+    Ok(())
+}
+
+/// User `index`'s identity, alternating between two platforms: an identity is
+/// (platform, user), and the demo should exercise both parts.
+pub(super) fn identity(index: u32) -> (&'static str, String) {
+    let platform = if index.is_multiple_of(2) {
+        "web"
+    } else {
+        "app"
+    };
+    (platform, format!("crowd-{index:07}"))
+}
+
+/// Signs one token per user across every core (RSA signing costs about a
+/// millisecond), and decides who streams: an even spread of `sse_share`.
+pub(super) async fn sign_tokens(
+    pair: RS256KeyPair,
+    users: u32,
+    sse_share: f64,
+    ttl: Duration,
+    bars: &MultiProgress,
+) -> Result<Vec<User>> {
+    let progress = bar(bars, u64::from(users), "signing tokens");
+    let pair = Arc::new(pair);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let chunk = users.div_ceil(workers).max(1);
+    let mut tasks = Vec::new();
+    for start in (0..users).step_by(chunk as usize) {
+        let (pair, progress) = (pair.clone(), progress.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (start..(start + chunk).min(users))
+                .map(|index| {
+                    let (platform, user) = identity(index);
+                    let token = sign_with(&pair, platform, &user, ttl)?;
+                    progress.inc(1);
+                    let streams = ((index + 1) as f64 * sse_share).floor()
+                        > (index as f64 * sse_share).floor();
+                    Ok(User {
+                        index,
+                        token,
+                        mode: if streams { Mode::Stream } else { Mode::Poll },
+                    })
+                })
+                .collect::<Result<Vec<User>>>()
+        }));
+    }
+    let mut all = Vec::with_capacity(users as usize);
+    for task in tasks {
+        all.extend(task.await.context("a signing task failed")??);
+    }
+    progress.finish();
+    Ok(all)
+}
+
+/// Creates the event with a fresh secret seed and opens it; returns the seed's
+/// commitment.
+pub(super) async fn open_event(
+    pool: &PgPool,
+    store: &QueueStore,
+    event: &EventId,
+    config: &EventConfig,
+) -> Result<String> {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let commitment = events::create(pool, event, config, &EventSeed::from_bytes(seed)).await?;
+    let record = events::transition(pool, event, EventState::Open).await?;
+    events::mirror(store, &record)
+        .await
+        .context("Failed to mirror the event to Redis")?;
+    Ok(commitment.to_string())
+}
+
+/// Closes the event (revealing its seed), tells Redis, and replays the draw.
+pub(super) async fn close_and_verify(
+    pool: &PgPool,
+    store: &QueueStore,
+    event: &EventId,
+) -> (Verdict, String) {
+    let verified = async {
+        let record = events::transition(pool, event, EventState::Closed).await?;
+        events::mirror(store, &record).await?;
+        events::verify_event(pool, event).await
+    }
+    .await;
+    match verified {
+        Ok(report) if report.passed() => (
+            Verdict::Pass,
+            format!(
+                "{} draws replayed from the revealed seed, {} winners, all match",
+                report.decisions, report.winners
+            ),
+        ),
+        Ok(report) => (
+            Verdict::Fail,
+            format!(
+                "{} problems in {} draws; first: {}",
+                report.findings.len(),
+                report.decisions,
+                report
+                    .findings
+                    .first()
+                    .and_then(|finding| serde_json::to_string(finding).ok())
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(error) => (Verdict::Fail, format!("could not verify: {error:#}")),
+    }
+}

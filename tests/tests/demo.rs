@@ -1,0 +1,262 @@
+//! `dropgate demo` end to end in one process: queue-api, the admitter, two
+//! goods-workers and result-relay run as tasks against the test stack (topics, database
+//! and event of this test's own), and the crowd drives a few hundred users through the
+//! real HTTP API until each has a final state, then closes and verifies the event.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dropgate_functions::admitter::{Admitter, AdmitterArgs};
+use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::crowd::{self, DemoArgs, Verdict};
+use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
+use dropgate_functions::http::Application;
+use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_functions::relay::{Relay, RelayArgs};
+use dropgate_tests::TestStack;
+use dropgate_tests::api::default_args;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// The four functions as tasks; stopped when dropped, so a failing test leaves
+/// nothing running.
+struct Functions {
+    api_url: String,
+    stop: watch::Sender<bool>,
+    stop_api: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<Result<()>>>,
+}
+
+impl Functions {
+    /// Starts queue-api (trusting the stack's dev key, as `dropgate local up` does),
+    /// an admitter serving only `event`, two goods-workers on `database_url` and a
+    /// result-relay.
+    async fn start(stack: &TestStack, event: &str, database_url: &str) -> Result<Self> {
+        let (waiting_queue, results) = stack.fresh_topics(3)?;
+        let kafka = KafkaArgs {
+            brokers: stack.env.kafka_brokers.clone(),
+            waiting_queue_topic: waiting_queue,
+            result_notification_topic: results,
+        };
+        let redis = RedisArgs {
+            url: Secret::new(stack.env.redis_url.clone()),
+        };
+        let ops = OpsArgs {
+            health_addr: "127.0.0.1:0".parse()?,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut functions = Self {
+            api_url: String::new(),
+            stop,
+            stop_api: None,
+            tasks: Vec::new(),
+        };
+
+        let api_args = default_args(stack, DevKeys::in_state_dir(stack.state_dir()).jwks);
+        let application = Application::build(&api_args).await?;
+        functions.api_url = format!("http://127.0.0.1:{}", application.port());
+        let (stop_api, api_stopped) = oneshot::channel::<()>();
+        functions.stop_api = Some(stop_api);
+        functions
+            .tasks
+            .push(tokio::spawn(application.run_until_stopped(async move {
+                let _ = api_stopped.await;
+            })));
+
+        let admitter = Admitter::connect(
+            &AdmitterArgs {
+                redis: redis.clone(),
+                kafka: kafka.clone(),
+                ops: ops.clone(),
+                tick_ms: 100,
+                lease_ms: 2_000,
+                events: vec![event.to_owned()],
+                sweep_batch: 5_000,
+            },
+            Readiness::default(),
+        )
+        .await?;
+        functions
+            .tasks
+            .push(tokio::spawn(admitter.run(stopped.clone())));
+
+        let goods = GoodsArgs {
+            database: DatabaseArgs {
+                url: Secret::new(database_url.to_owned()),
+            },
+            kafka: kafka.clone(),
+            ops: ops.clone(),
+            group: TestStack::unique("goods"),
+            batch_size: 500,
+            batch_wait_ms: 5,
+            db_pool: 4,
+        };
+        for _ in 0..2 {
+            let worker = GoodsWorker::connect(&goods, Readiness::default()).await?;
+            functions
+                .tasks
+                .push(tokio::spawn(worker.run(stopped.clone())));
+        }
+
+        let relay = Relay::connect(
+            &RelayArgs {
+                redis,
+                kafka,
+                ops,
+                group: TestStack::unique("relay"),
+                batch_size: 100,
+                batch_wait_ms: 5,
+            },
+            Readiness::default(),
+        )
+        .await?;
+        functions.tasks.push(tokio::spawn(relay.run(stopped)));
+        Ok(functions)
+    }
+
+    /// Asks every function to finish what it holds and waits for them.
+    async fn stop(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        if let Some(stop_api) = self.stop_api.take() {
+            let _ = stop_api.send(());
+        }
+        for task in self.tasks.drain(..) {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .context("a function did not stop within 30 s")?
+                .context("a function panicked")??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Functions {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(stop_api) = self.stop_api.take() {
+            let _ = stop_api.send(());
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
+    let stack = TestStack::shared().await;
+    let (pool, database_url) = stack.fresh_database().await.expect("database");
+    let event = TestStack::unique("demo");
+    let functions = Functions::start(stack, &event, &database_url)
+        .await
+        .expect("the four functions start");
+    let report_dir = tempfile::tempdir().expect("report dir");
+    let users = 600;
+    let args = DemoArgs {
+        api_url: Some(functions.api_url.clone()),
+        database_url: Secret::new(database_url),
+        redis_url: Secret::new(stack.env.redis_url.clone()),
+        state_dir: stack.state_dir().to_path_buf(),
+        users,
+        stock: 20,
+        win_probability: 0.2,
+        rate: 2_000,
+        sse_share: 0.5,
+        concurrency: 64,
+        event: Some(event.clone()),
+        report_dir: Some(report_dir.path().to_path_buf()),
+        timeout: Duration::from_secs(150),
+    };
+    let started = Instant::now();
+    let report = crowd::run(&args).await;
+    eprintln!("demo ran in {:.1} s", started.elapsed().as_secs_f64());
+    functions.stop().await.expect("the functions stop cleanly");
+    let report = report.expect("the demo runs");
+
+    let users = u64::from(users);
+    // Each user's answer through the API is what PostgreSQL recorded for them; users
+    // never drawn can only have found it sold out or expired.
+    let draws: HashMap<(String, String), String> = sqlx::query_as::<_, (String, String, String)>(
+        "select platform_id, user_id, outcome from draws where event_id = $1",
+    )
+    .bind(&event)
+    .fetch_all(&pool)
+    .await
+    .expect("draws")
+    .into_iter()
+    .map(|(platform, user, outcome)| ((platform, user), outcome))
+    .collect();
+    assert_eq!(report.user_finals.len() as u64, users);
+    let disagreements: Vec<String> = report
+        .user_finals
+        .iter()
+        .filter_map(|seen| {
+            let recorded = draws.get(&(seen.platform.clone(), seen.user.clone()));
+            let agrees = match recorded {
+                Some(outcome) => outcome == seen.state,
+                None => matches!(seen.state, "sold_out" | "expired"),
+            };
+            (!agrees).then(|| {
+                format!(
+                    "{}:{} ({}) saw {}, recorded {recorded:?}",
+                    seen.platform,
+                    seen.user,
+                    if seen.streamed { "stream" } else { "poll" },
+                    seen.state
+                )
+            })
+        })
+        .collect();
+    assert!(
+        disagreements.is_empty(),
+        "users told something else than the database holds: {disagreements:#?}"
+    );
+
+    assert_eq!(report.unfinished, 0, "{}", report.summary());
+    assert_eq!(report.errors, 0, "{}", report.summary());
+    assert_eq!(report.finals(), users, "{}", report.summary());
+    assert!(report.succeeded(), "{}", report.summary());
+    assert!(report.won <= u64::from(report.stock_total));
+    assert_eq!(
+        report.won,
+        u64::from(report.stock_total - report.stock_left),
+        "winners seen by users match the stock taken"
+    );
+    assert_eq!(report.verify, Verdict::Pass, "{}", report.verify_detail);
+    assert!(report.entered > 0 && report.admitted > 0);
+    assert!(report.enter_p50_ms.is_some() && report.seconds_to_last_result.is_some());
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report.json_path).expect("JSON report written"))
+            .expect("the report is JSON");
+    for key in [
+        "entered",
+        "admitted",
+        "won",
+        "lost",
+        "sold_out",
+        "expired",
+        "stock_total",
+        "stock_left",
+        "seconds_to_last_result",
+        "enter_p50_ms",
+        "enter_p99_ms",
+        "verify",
+        "users",
+        "errors",
+        "event_id",
+        "timeline",
+    ] {
+        assert!(json.get(key).is_some(), "the report lacks {key}: {json}");
+    }
+    assert_eq!(json["verify"], "pass");
+    assert!(
+        json["timeline"].as_array().is_some_and(|t| !t.is_empty()),
+        "the timeline has samples"
+    );
+    let svg = std::fs::read_to_string(&report.svg_path).expect("SVG timeline written");
+    assert!(svg.starts_with("<svg") && svg.contains("series-queue"));
+    eprintln!("{}", report.summary());
+}
