@@ -8,6 +8,8 @@
 
 pub mod admitter;
 pub mod auth;
+pub mod bench;
+pub mod chart;
 pub mod cli_event;
 pub mod cli_stack;
 pub mod config;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::bench::{self, BenchArgs};
 use dropgate_functions::cli_event::{self, EventAdminCommand};
 use dropgate_functions::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
@@ -63,6 +64,9 @@ enum Command {
     /// Run a whole drop against running functions: create and open an event, drive a
     /// simulated crowd through the HTTP API, close, verify and report (JSON + SVG).
     Demo(DemoArgs),
+    /// Measure enter, the draw pipeline, a whole drop and Redis memory on the running
+    /// local stack (`dropgate local up` first); writes report.json, report.md and plots.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,5 +185,6 @@ fn main() -> ExitCode {
             command: EventCommand::Admin(command),
         } => block_on_code(cli_event::run(command)),
         Command::Demo(args) => crowd::main(args),
+        Command::Bench(args) => bench::main(args),
     }
 }

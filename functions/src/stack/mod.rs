@@ -466,3 +466,23 @@ fn random_hex(bytes: usize) -> Result<String> {
         .context("Failed to read /dev/urandom")?;
     Ok(dropgate_core::hex::encode(&buffer))
 }
+
+/// The PostgreSQL binaries' directory the stack uses (benchmarks run its pgbench).
+pub fn postgres_bin_dir() -> Result<PathBuf> {
+    postgres::bin_dir()
+}
+
+/// `postgres --version` of the binaries the stack uses.
+pub fn postgres_version() -> String {
+    postgres_bin_dir()
+        .ok()
+        .and_then(|dir| {
+            std::process::Command::new(dir.join("postgres"))
+                .arg("--version")
+                .output()
+                .ok()
+        })
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_else(|| "postgres: unknown".to_owned())
+}

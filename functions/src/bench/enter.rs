@@ -1,0 +1,313 @@
+//! Enter throughput and latency over HTTP, next to `redis-benchmark -t zadd` at the
+//! same concurrency; and Redis memory per waiting user.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dropgate_core::{EventId, EventState, UserKey};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::auth::dev::DevKeys;
+use crate::chart::Series;
+use crate::crowd::percentile;
+use crate::queue::{EventMeta, QueueStore};
+use crate::stack::StackEnv;
+
+/// Connection counts measured.
+const CONNECTIONS: [usize; 2] = [64, 256];
+
+/// The enter figures.
+pub(super) struct EnterFigures {
+    /// For report.json.
+    pub(super) json: Value,
+    /// Sorted latencies per connection count, for the CDF plot.
+    latencies: Vec<(usize, Vec<Duration>)>,
+}
+
+impl EnterFigures {
+    /// One CDF line per connection count.
+    pub(super) fn cdf_series(&self) -> Vec<Series<'static>> {
+        const COLOURS: [&str; 2] = ["#1b9e77", "#d95f02"];
+        const NAMES: [&str; 2] = ["64 connections", "256 connections"];
+        self.latencies
+            .iter()
+            .enumerate()
+            .map(|(index, (_, sorted))| {
+                let step = (sorted.len() / 200).max(1);
+                let points = sorted
+                    .iter()
+                    .enumerate()
+                    .step_by(step)
+                    .map(|(rank, latency)| {
+                        (
+                            latency.as_secs_f64() * 1_000.0,
+                            (rank + 1) as f64 * 100.0 / sorted.len() as f64,
+                        )
+                    })
+                    .collect();
+                Series {
+                    name: NAMES[index % 2],
+                    colour: COLOURS[index % 2],
+                    points,
+                }
+            })
+            .collect()
+    }
+}
+
+fn bar(length: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Signs `count` tokens for distinct users on every core.
+async fn sign_tokens(
+    state_dir: &std::path::Path,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<String>> {
+    let keys = DevKeys::in_state_dir(state_dir);
+    let workers = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let progress = bar(count as u64, "signing tokens");
+    let chunk = count.div_ceil(workers);
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let keys = keys.clone();
+        let prefix = prefix.to_owned();
+        let progress = progress.clone();
+        tasks.push(tokio::task::spawn_blocking(
+            move || -> Result<Vec<String>> {
+                let range = (worker * chunk)..((worker + 1) * chunk).min(count);
+                range
+                    .map(|n| {
+                        progress.inc(1);
+                        keys.sign("bench", &format!("{prefix}{n}"), Duration::from_secs(3_600))
+                    })
+                    .collect()
+            },
+        ));
+    }
+    let mut tokens = Vec::with_capacity(count);
+    for task in tasks {
+        tokens.extend(task.await??);
+    }
+    progress.finish();
+    Ok(tokens)
+}
+
+fn redis_port(url: &str) -> Option<u16> {
+    url.rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+}
+
+/// `redis-benchmark -t zadd` requests per second.
+fn zadd_rps(redis_url: &str, connections: usize, requests: u32) -> Result<f64> {
+    let port = redis_port(redis_url).context("no port in the Redis URL")?;
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "zadd",
+            "-q",
+        ])
+        .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .output()
+        .context("Failed to run redis-benchmark (apt package redis-tools)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_zadd(&text).with_context(|| format!("unexpected redis-benchmark output: {text}"))
+}
+
+/// The rate in `ZADD: 61349.69 requests per second, p50=0.551 msec`, which follows
+/// `\r`-separated progress lines.
+fn parse_zadd(text: &str) -> Option<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|line| line.strip_prefix("ZADD: "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|number| number.parse().ok())
+        .next_back()
+}
+
+async fn open_event(store: &QueueStore, id: &str) -> Result<EventId> {
+    let event = EventId::parse(id)?;
+    let meta = EventMeta {
+        state: EventState::Open,
+        rate_per_s: 1,
+        abandon_timeout_ms: 600_000,
+        opens_at_ms: 0,
+    };
+    store.put_event_meta(&event, &meta).await?;
+    Ok(event)
+}
+
+/// Enters over HTTP at each connection count.
+pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<EnterFigures> {
+    let store = QueueStore::connect(&env.redis_url).await?;
+    let mut figures = serde_json::Map::new();
+    let mut all_latencies = Vec::new();
+    for connections in CONNECTIONS {
+        let id = format!("bench-enter-{}-{connections}", std::process::id());
+        let event = open_event(&store, &id).await?;
+        let tokens = Arc::new(
+            sign_tokens(
+                &env.state_dir,
+                &format!("c{connections}-"),
+                requests as usize,
+            )
+            .await?,
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let url = format!("{api}/v1/events/{event}/queue");
+        let next = Arc::new(AtomicUsize::new(0));
+        let progress = bar(u64::from(requests), &format!("enter, {connections} conns"));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..connections {
+            let (client, url, tokens, next, progress) = (
+                client.clone(),
+                url.clone(),
+                Arc::clone(&tokens),
+                Arc::clone(&next),
+                progress.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(token) = tokens.get(index) else {
+                        break;
+                    };
+                    let sent = Instant::now();
+                    match client.post(&url).bearer_auth(token).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                            latencies.push(sent.elapsed());
+                        }
+                        _ => errors += 1,
+                    }
+                    progress.inc(1);
+                }
+                (latencies, errors)
+            }));
+        }
+        let mut latencies = Vec::with_capacity(requests as usize);
+        let mut errors = 0;
+        for worker in workers {
+            let (mine, failed) = worker.await?;
+            latencies.extend(mine);
+            errors += failed;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        progress.finish();
+        latencies.sort_unstable();
+        let ms = |p: f64| percentile(&latencies, p).map(|d| d.as_secs_f64() * 1_000.0);
+        let rps = latencies.len() as f64 / elapsed;
+        let zadd = zadd_rps(&env.redis_url, connections, requests)?;
+        let line = json!({
+            "requests": requests, "connections": connections, "rps": rps,
+            "p50_ms": ms(50.0), "p99_ms": ms(99.0), "p999_ms": ms(99.9), "errors": errors,
+            "zadd_rps": zadd, "ratio": rps / zadd,
+            "token_algorithm": "RS256 (2048-bit), pre-signed before timing",
+            "load_generator": "dropgate bench (reqwest, fixed pool of one connection per worker task)",
+        });
+        eprintln!("bench: enter at {connections} connections: {line}");
+        figures.insert(format!("c{connections}"), line);
+        all_latencies.push((connections, latencies));
+    }
+    Ok(EnterFigures {
+        json: Value::Object(figures),
+        latencies: all_latencies,
+    })
+}
+
+fn used_memory(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Redis `used_memory` growth per waiting user, entering through the same script
+/// queue-api uses.
+pub(super) async fn memory(env: &StackEnv, users: u32) -> Result<Value> {
+    let store = QueueStore::connect(&env.redis_url).await?;
+    let event = open_event(&store, &format!("bench-memory-{}", std::process::id())).await?;
+    let mut redis = store.connection();
+    let info = |text: String| used_memory(&text).context("no used_memory in INFO");
+    let before = info(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut redis)
+            .await?,
+    )?;
+    let progress = bar(u64::from(users), "waiting users");
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..64 {
+        let (store, event, next, progress) = (
+            store.clone(),
+            event.clone(),
+            Arc::clone(&next),
+            progress.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= users as usize {
+                    return anyhow::Ok(());
+                }
+                let user = UserKey::parse("bench", &format!("user-{n:07}"))?;
+                store.enter(&event, &user, 1).await?;
+                progress.inc(1);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    progress.finish();
+    let after = info(
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut redis)
+            .await?,
+    )?;
+    let bytes_per_user = after.saturating_sub(before) as f64 / f64::from(users.max(1));
+    Ok(
+        json!({"users": users, "used_memory_before": before, "used_memory_after": after,
+              "bytes_per_user": bytes_per_user, "target": 200}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_tools_outputs() {
+        let benchmark = "ZADD: rps=0.0 (overall: nan) avg_msec=nan\rZADD: 61349.69 requests per second, p50=0.551 msec\n";
+        assert_eq!(parse_zadd(benchmark), Some(61_349.69));
+        assert_eq!(parse_zadd("garbage"), None);
+        assert_eq!(
+            used_memory("# Memory\r\nused_memory:1048576\r\nused_memory_human:1M"),
+            Some(1_048_576)
+        );
+        assert_eq!(redis_port("redis://127.0.0.1:34763/0"), Some(34_763));
+    }
+}

@@ -1,0 +1,222 @@
+//! `dropgate bench`: the headline figures, each next to the raw limit of the part it
+//! stands on, measured on the running local stack the same way every time.
+//!
+//! 1. enter: HTTP enters with distinct pre-signed RS256 tokens at 64 and 256
+//!    connections, against `redis-benchmark -t zadd` on the same Redis;
+//! 2. draw: preloaded `Admitted` messages through goods-workers, against a pgbench
+//!    script doing the same batched writes and the broker's raw produce + consume;
+//! 3. drop: a crowd entering as fast as it can, admission unthrottled;
+//! 4. memory: Redis bytes per waiting user.
+
+mod draw;
+mod enter;
+mod machine;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::chart::{Chart, Series};
+use crate::crowd::{self, DemoArgs};
+use crate::stack;
+
+/// `dropgate bench` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The stack's state directory (run `dropgate local up` on it first).
+    #[arg(long, env = "DROPGATE_STATE_DIR", default_value = ".dropgate")]
+    pub state_dir: PathBuf,
+    /// Where report.json, report.md and the plots go.
+    #[arg(long, default_value = "target/bench")]
+    pub report_dir: PathBuf,
+    /// Enter requests per connection count.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u32,
+    /// Admitted messages preloaded for the draw pipeline.
+    #[arg(long, default_value_t = 200_000)]
+    pub draw_messages: u32,
+    /// Users of the drop run.
+    #[arg(long, default_value_t = 100_000)]
+    pub drop_users: u32,
+    /// Waiting users for the memory figure.
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_users: u32,
+}
+
+/// Runs every benchmark; exit 0 when all ran (targets missed are reported, not
+/// failures).
+pub fn main(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    eprintln!("bench: {line}");
+}
+
+async fn run(args: &BenchArgs) -> Result<()> {
+    let env = stack::env(&args.state_dir)?;
+    let api = env
+        .api_url
+        .clone()
+        .context("queue-api does not run on this stack; run `dropgate local up` first")?;
+    std::fs::create_dir_all(&args.report_dir)
+        .with_context(|| format!("Failed to create {}", args.report_dir.display()))?;
+    let machine = machine::describe();
+    say(&format!("machine: {machine}"));
+
+    say("1/4 enter: HTTP vs redis-benchmark ZADD");
+    let enter = enter::run(&env, &api, args.requests).await?;
+
+    say("2/4 draw pipeline: goods-workers vs pgbench and the raw broker");
+    let draw = draw::run(&env, args.draw_messages).await?;
+
+    say("3/4 drop: a crowd entering as fast as it can, admission unthrottled");
+    let event = format!("bench-drop-{}", std::process::id());
+    let drop = crowd::run(&DemoArgs {
+        api_url: Some(api.clone()),
+        database_url: crate::config::Secret::new(env.database_url.clone()),
+        redis_url: crate::config::Secret::new(env.redis_url.clone()),
+        state_dir: env.state_dir.clone(),
+        users: args.drop_users,
+        stock: 1_000,
+        win_probability: 0.05,
+        rate: 1_000_000,
+        sse_share: 0.5,
+        concurrency: 512,
+        event: Some(event.clone()),
+        report_dir: Some(args.report_dir.clone()),
+        timeout: Duration::from_secs(600),
+    })
+    .await?;
+
+    say("4/4 memory: Redis bytes per waiting user");
+    let memory = enter::memory(&env, args.memory_users).await?;
+
+    let report = json!({
+        "machine": machine.to_json(),
+        "enter": enter.json,
+        "draw": draw.json,
+        "drop": {
+            "users": drop.users,
+            "stock": drop.stock_total,
+            "seconds_to_last_result": drop.seconds_to_last_result,
+            "entered": drop.entered,
+            "won": drop.won,
+            "verify": format!("{:?}", drop.verify).to_lowercase(),
+            "timeline_svg": args.report_dir.join(format!("{event}-timeline.svg")),
+            "target_s": 60,
+        },
+        "memory": memory,
+        "reproduce": "make bench  (or: dropgate local up && dropgate bench)",
+    });
+    let json_path = args.report_dir.join("report.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
+    let cdf = Chart {
+        title: "enter latency CDF",
+        x_label: "latency (ms)",
+        y_label: "share of requests (%)",
+    }
+    .render(&enter.cdf_series());
+    std::fs::write(args.report_dir.join("enter-latency-cdf.svg"), cdf)?;
+    let throughput = Chart {
+        title: "draw pipeline throughput",
+        x_label: "seconds since the workers started",
+        y_label: "results per second",
+    }
+    .render(&[Series {
+        name: "draws/s",
+        colour: "#7570b3",
+        points: draw.throughput.clone(),
+    }]);
+    std::fs::write(args.report_dir.join("draw-throughput.svg"), throughput)?;
+    let markdown = markdown(&report);
+    std::fs::write(args.report_dir.join("report.md"), &markdown)?;
+    println!("{markdown}");
+    println!("report: {}", json_path.display());
+    println!(
+        "plots:  {}, {}",
+        args.report_dir.join("enter-latency-cdf.svg").display(),
+        args.report_dir.join("draw-throughput.svg").display()
+    );
+    Ok(())
+}
+
+fn number(value: &Value) -> String {
+    match value.as_f64() {
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.2}"),
+        None => "n/a".to_owned(),
+    }
+}
+
+/// The README table.
+fn markdown(report: &Value) -> String {
+    let machine = &report["machine"];
+    let mut text = format!(
+        "## Benchmarks\n\nMachine: {} cores, {} GiB, {}; {}.\nReproduce: `make bench`.\n\n",
+        machine["cores"],
+        machine["memory_gib"],
+        machine["os"].as_str().unwrap_or("unknown OS"),
+        machine["versions"].as_str().unwrap_or("unknown versions")
+    );
+    text.push_str(
+        "| figure | measured | limit it stands on | ratio | target |\n|---|---|---|---|---|\n",
+    );
+    for connections in ["c64", "c256"] {
+        let enter = &report["enter"][connections];
+        text.push_str(&format!(
+            "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors | redis-benchmark ZADD {} req/s | {} | ≥ 0.50{} |\n",
+            &connections[1..],
+            number(&enter["rps"]),
+            number(&enter["p50_ms"]),
+            number(&enter["p99_ms"]),
+            number(&enter["p999_ms"]),
+            enter["errors"],
+            number(&enter["zadd_rps"]),
+            number(&enter["ratio"]),
+            if connections == "c256" { ", p99 < 25 ms" } else { "" },
+        ));
+    }
+    let draw = &report["draw"];
+    text.push_str(&format!(
+        "| draw pipeline, {} messages | {} draws/s | pgbench batched {} draws/s; broker produce+consume {} msg/s | {} | ≥ 30,000/s and ≥ 0.5 |\n",
+        draw["messages"],
+        number(&draw["draws_per_s"]),
+        number(&draw["pg_batched_draws_per_s"]),
+        number(&draw["broker_msgs_per_s"]),
+        number(&draw["ratio"]),
+    ));
+    let drop = &report["drop"];
+    text.push_str(&format!(
+        "| drop, {} users, stock {} | {} s first enter to last result | | | < 60 s |\n",
+        drop["users"],
+        drop["stock"],
+        number(&drop["seconds_to_last_result"]),
+    ));
+    let memory = &report["memory"];
+    text.push_str(&format!(
+        "| memory, {} waiting users | {} bytes per user | | | ≤ 200 |\n",
+        memory["users"],
+        number(&memory["bytes_per_user"]),
+    ));
+    text
+}
