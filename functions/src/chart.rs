@@ -70,12 +70,23 @@ impl Chart<'_> {
         let plot_w = WIDTH - LEFT - RIGHT;
         let plot_h = HEIGHT - TOP - BOTTOM;
         let points = || series.iter().flat_map(|s| s.points.iter());
+        // Steps come from the same maxima the axes use, so an empty or all-zero series
+        // still gets a handful of ticks (a step derived from 0 would never end).
         let x_data_max = points().map(|p| p.0).fold(0.0, f64::max);
-        let x_step = tick_step(x_data_max.max(f64::MIN_POSITIVE), 8.0);
-        let x_max = if x_data_max > 0.0 { x_data_max } else { 1.0 };
+        let x_max = if x_data_max > 0.0 && x_data_max.is_finite() {
+            x_data_max
+        } else {
+            1.0
+        };
+        let x_step = tick_step(x_max, 8.0);
         let y_data_max = points().map(|p| p.1).fold(0.0, f64::max);
-        let y_step = tick_step(if y_data_max > 0.0 { y_data_max } else { 1.0 }, 6.0);
-        let y_max = (y_data_max.max(y_step) / y_step).ceil() * y_step;
+        let y_data_max = if y_data_max > 0.0 && y_data_max.is_finite() {
+            y_data_max
+        } else {
+            1.0
+        };
+        let y_step = tick_step(y_data_max, 6.0);
+        let y_max = (y_data_max / y_step).ceil() * y_step;
         let x = |t: f64| LEFT + t / x_max * plot_w;
         let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
 
@@ -174,6 +185,24 @@ impl Chart<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_and_flat_series_still_render_a_few_ticks() {
+        let chart = Chart {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+        };
+        for points in [vec![], vec![(0.0, 0.0)], vec![(0.0, 5.0), (0.0, 7.0)]] {
+            let svg = chart.render(&[Series {
+                name: "s",
+                colour: "#000",
+                points,
+            }]);
+            assert!(svg.len() < 20_000, "{} bytes", svg.len());
+            assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        }
+    }
 
     #[test]
     fn ticks_are_round() {
