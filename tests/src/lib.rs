@@ -7,6 +7,7 @@
 //! [`TestStack::dedicated`] gives a test its own stack, stopped when it is dropped.
 
 pub mod api;
+pub mod faults;
 pub mod goods;
 
 use std::path::{Path, PathBuf};

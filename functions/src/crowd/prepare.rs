@@ -113,10 +113,19 @@ pub(super) async fn close_and_verify(
     store: &QueueStore,
     event: &EventId,
 ) -> (Verdict, String) {
+    // A store restarted during the drop may fail the first request on a connection it
+    // broke: each step is retried, and closing twice is not an error.
     let verified = async {
-        let record = events::transition(pool, event, EventState::Closed).await?;
-        events::mirror(store, &record).await?;
-        events::verify_event(pool, event).await
+        let record = retrying(|| async {
+            let record = events::load(pool, event).await?;
+            if record.state == EventState::Closed {
+                return Ok(record);
+            }
+            events::transition(pool, event, EventState::Closed).await
+        })
+        .await?;
+        retrying(|| events::mirror(store, &record)).await?;
+        retrying(|| events::verify_event(pool, event)).await
     }
     .await;
     match verified {
@@ -143,3 +152,26 @@ pub(super) async fn close_and_verify(
         Err(error) => (Verdict::Fail, format!("could not verify: {error:#}")),
     }
 }
+
+/// Runs `step` until it succeeds, at most [`ATTEMPTS`] times, waiting a little longer
+/// after each failure; the last error is returned.
+async fn retrying<T, F, Fut>(mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt >= ATTEMPTS => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(250) * attempt).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Tries of each closing step.
+const ATTEMPTS: u32 = 5;

@@ -1,0 +1,655 @@
+//! The fault-injection harness: a drop of a few thousand simulated users against the
+//! four functions running as real processes on a stack of the test's own, one fault
+//! struck mid-drop, and every invariant of DESIGN.md checked once the drop is over.
+//!
+//! A fault is struck from a task that watches the event's row in PostgreSQL until a
+//! (randomly chosen) number of users has been drawn, and the stock is not gone yet,
+//! so it really lands mid-drop. The seed of those choices is printed with the summary;
+//! `DROPGATE_FAULT_SEED=<n>` replays them.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use dropgate_core::EventId;
+use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID, sign_with};
+use dropgate_functions::config::Secret;
+use dropgate_functions::crowd::{self, DemoArgs, Report, Verdict};
+use dropgate_functions::events;
+use dropgate_functions::http::QueueView;
+use dropgate_functions::queue::QueueStore;
+use dropgate_functions::stack::functions::{self, FunctionsOptions};
+use dropgate_functions::stack::{self, Component, StopMode};
+use futures_util::StreamExt as _;
+use jwt_simple::prelude::RS256KeyPair;
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::watch;
+
+use crate::{TestStack, workspace_binary};
+
+/// The one fault of a run.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// `kill -9` one function instance (`queue-api`, `admitter`, `goods-worker-1`,
+    /// `result-relay`), leave it dead for a random moment, then start it again on the
+    /// same port.
+    Kill(&'static str),
+    /// Stop one server of the stack (`Crash` = SIGKILL) and start it again on the same
+    /// port with the same data.
+    Restart(Component, StopMode),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Kill(name) => write!(f, "kill -9 {name}"),
+            Fault::Restart(component, StopMode::Crash) => {
+                write!(f, "crash-restart {}", component.name())
+            }
+            Fault::Restart(component, StopMode::Graceful) => {
+                write!(f, "restart {}", component.name())
+            }
+        }
+    }
+}
+
+/// The shape of the drop.
+#[derive(Debug, Clone)]
+pub struct DropPlan {
+    /// Simulated users.
+    pub users: u32,
+    /// Units for sale.
+    pub stock: u32,
+    /// Win probability.
+    pub win_probability: f64,
+    /// Admissions per second: sets how long the draw phase lasts (about
+    /// `stock / win_probability / rate` seconds).
+    pub rate: u32,
+    /// goods-worker instances.
+    pub goods_workers: u32,
+    /// The fault strikes once this share (drawn from the range) of the users expected to
+    /// be drawn before the stock runs out (`stock / win_probability`) is decided.
+    pub strike_at: (f64, f64),
+    /// How long a killed function stays dead before it is started again: drawn from
+    /// this range (ms).
+    pub down_ms: (u64, u64),
+    /// How long the crowd may take in all.
+    pub timeout: Duration,
+}
+
+impl Default for DropPlan {
+    fn default() -> Self {
+        Self {
+            users: 2_500,
+            stock: 60,
+            win_probability: 0.1,
+            rate: 100,
+            goods_workers: 2,
+            strike_at: (0.15, 0.6),
+            down_ms: (200, 1_500),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// When and how the fault struck.
+#[derive(Debug, Clone)]
+struct Strike {
+    /// Seconds after the crowd started.
+    at_s: f64,
+    /// Users drawn when it struck.
+    decided: u64,
+    /// Stock left when it struck (> 0: mid-drop).
+    stock_left: u32,
+    /// Time the struck part was away (killed to ready again).
+    outage: Duration,
+}
+
+/// Copies the stack's logs out before the stack (and its state dir) is purged, when a
+/// test fails, and says where they went.
+struct LogsOnFailure {
+    state_dir: PathBuf,
+    label: String,
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let target = std::env::temp_dir().join(format!("dropgate-fault-logs-{}", self.label));
+        let copied = copy_dir(&self.state_dir.join("logs"), &target);
+        let mut stderr = std::io::stderr();
+        let _ = match copied {
+            Ok(()) => writeln!(
+                stderr,
+                "faults: logs of the failed run kept in {}",
+                target.display()
+            ),
+            Err(e) => writeln!(stderr, "faults: could not keep the logs: {e:#}"),
+        };
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Runs a whole drop with `fault` struck mid-drop, checks every invariant (panicking
+/// with the evidence if one fails) and prints a one-line summary.
+pub async fn run(fault: Fault, plan: DropPlan) {
+    let started = Instant::now();
+    let seed = std::env::var("DROPGATE_FAULT_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+
+    let stack = TestStack::dedicated()
+        .await
+        .expect("a stack of the test's own");
+    let event = TestStack::unique("fault");
+    let _logs = LogsOnFailure {
+        state_dir: stack.state_dir().to_path_buf(),
+        label: event.clone(),
+    };
+    let options = FunctionsOptions {
+        state_dir: stack.state_dir().to_path_buf(),
+        bin_dir: workspace_binary("queue-api")
+            .expect("build the function binaries first: cargo build -p dropgate-functions --bins")
+            .parent()
+            .expect("the binary has a directory")
+            .to_path_buf(),
+        goods_workers: plan.goods_workers,
+    };
+    let mut quiet = |_: &str| {};
+    functions::up(&options, &stack.env, &mut quiet)
+        .await
+        .expect("the four functions start as processes");
+    let api_url = functions::api_url(stack.state_dir()).expect("queue-api runs");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&stack.env.database_url)
+        .await
+        .expect("PostgreSQL");
+    let store = QueueStore::connect(&stack.env.redis_url)
+        .await
+        .expect("Redis");
+    let event_id = EventId::parse(event.as_str()).expect("a valid event id");
+
+    let expected_draws = f64::from(plan.stock) / plan.win_probability;
+    let strike_after = (expected_draws * rng.random_range(plan.strike_at.0..plan.strike_at.1))
+        .round()
+        .max(1.0) as u64;
+    let down = Duration::from_millis(rng.random_range(plan.down_ms.0..=plan.down_ms.1));
+
+    let args = DemoArgs {
+        api_url: Some(api_url.clone()),
+        database_url: Secret::new(stack.env.database_url.clone()),
+        redis_url: Secret::new(stack.env.redis_url.clone()),
+        state_dir: stack.state_dir().to_path_buf(),
+        users: plan.users,
+        stock: plan.stock,
+        win_probability: plan.win_probability,
+        rate: plan.rate,
+        sse_share: 0.5,
+        concurrency: 512,
+        event: Some(event.clone()),
+        report_dir: None,
+        timeout: plan.timeout,
+    };
+
+    let (crowd_done, crowd_done_rx) = watch::channel(false);
+    // On a thread of its own: restarts wait synchronously, and their progress callbacks
+    // are not `Send`.
+    let runtime = tokio::runtime::Handle::current();
+    let striker = {
+        let (stack_options, options, env) =
+            (stack.options.clone(), options.clone(), stack.env.clone());
+        let (pool, event_id) = (pool.clone(), event_id.clone());
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(strike(
+                fault,
+                stack_options,
+                options,
+                env,
+                pool,
+                event_id,
+                strike_after,
+                down,
+                crowd_done_rx,
+            ))
+        })
+    };
+    let crowd_started = Instant::now();
+    let report = crowd::run(&args).await;
+    let _ = crowd_done.send(true);
+    let strike = striker
+        .await
+        .expect("the fault task ran")
+        .unwrap_or_else(|e| panic!("{fault}: the fault could not be struck: {e:#}"));
+    let report = report.unwrap_or_else(|e| panic!("{fault}: the crowd failed: {e:#}"));
+    let crowd_s = crowd_started.elapsed().as_secs_f64();
+    let Some(strike) = strike else {
+        panic!(
+            "{fault}: the drop ended before {strike_after} users were drawn, so the fault never struck\n{}",
+            report.summary()
+        );
+    };
+    assert!(
+        strike.stock_left > 0,
+        "{fault} struck after the stock was gone ({} drawn): not mid-drop",
+        strike.decided
+    );
+
+    // Everything still runs: restarted parts came back and nothing else died.
+    for instance in functions::load(stack.state_dir()).expect("functions.json") {
+        assert!(
+            functions::is_running(&instance),
+            "{fault}: {} is not running at the end",
+            instance.name
+        );
+    }
+
+    let checked = check(
+        &report,
+        &pool,
+        &store,
+        &event_id,
+        &api_url,
+        stack.state_dir(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{fault}: {e:#}\n{}", report.summary()));
+
+    let line = format!(
+        "faults: {fault} at {:.1} s ({} drawn, stock {} left, away {:.1} s): {} users, \
+         {} entered (+{} sold out at the door), won {}/{}, lost {}, sold_out {}, expired {}; \
+         {} draws; {} API states checked; {} retries, {} stream reconnects; verify pass; \
+         crowd {crowd_s:.1} s, test {:.1} s (seed {seed})",
+        strike.at_s,
+        strike.decided,
+        strike.stock_left,
+        strike.outage.as_secs_f64(),
+        report.users,
+        report.entered,
+        report.sold_out_at_entry,
+        report.won,
+        report.stock_total,
+        report.lost,
+        report.sold_out,
+        report.expired,
+        checked.draws,
+        checked.api_states,
+        report.retries,
+        report.reconnects,
+        started.elapsed().as_secs_f64(),
+    );
+    // Straight to stderr, past the test harness's capture: one line per test.
+    let _ = writeln!(std::io::stderr(), "{line}");
+    pool.close().await;
+}
+
+/// Waits until `strike_after` users are drawn (or the crowd is done: then `None`),
+/// then strikes `fault` and brings the struck part back.
+#[allow(clippy::too_many_arguments)]
+async fn strike(
+    fault: Fault,
+    stack_options: stack::StackOptions,
+    options: FunctionsOptions,
+    env: stack::StackEnv,
+    pool: PgPool,
+    event: EventId,
+    strike_after: u64,
+    down: Duration,
+    mut crowd_done: watch::Receiver<bool>,
+) -> Result<Option<Strike>> {
+    let started = Instant::now();
+    let (decided, stock_left) = loop {
+        if *crowd_done.borrow() {
+            return Ok(None);
+        }
+        let row: Option<(i64, i32)> =
+            sqlx::query_as("select decisions_made, stock_left from events where event_id = $1")
+                .bind(event.as_str())
+                .fetch_optional(&pool)
+                .await
+                .context("reading the event's progress")?;
+        if let Some((decided, stock_left)) = row
+            && decided as u64 >= strike_after
+        {
+            break (decided as u64, stock_left as u32);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(25)) => {}
+            _ = crowd_done.changed() => {}
+        }
+    };
+    let at_s = started.elapsed().as_secs_f64();
+    let struck = Instant::now();
+    let mut quiet = |_: &str| {};
+    match fault {
+        Fault::Kill(name) => {
+            let dir = options.state_dir.clone();
+            let name = name.to_owned();
+            let killed =
+                tokio::task::spawn_blocking(move || functions::stop(&dir, &name, true)).await??;
+            if !killed {
+                bail!("{fault}: it was not running");
+            }
+            tokio::time::sleep(down).await;
+            functions::up(&options, &env, &mut quiet)
+                .await
+                .with_context(|| format!("{fault}: restarting it"))?;
+        }
+        Fault::Restart(component, mode) => {
+            stack::restart_component(&stack_options, component, mode, &mut quiet)
+                .await
+                .with_context(|| format!("{fault}: restarting it"))?;
+        }
+    }
+    Ok(Some(Strike {
+        at_s,
+        decided,
+        stock_left,
+        outage: struck.elapsed(),
+    }))
+}
+
+/// What [`check`] looked at.
+struct Checked {
+    draws: usize,
+    api_states: usize,
+}
+
+/// Every invariant, from the crowd's report, the database and a fresh look through
+/// the API at every user.
+async fn check(
+    report: &Report,
+    pool: &PgPool,
+    store: &QueueStore,
+    event: &EventId,
+    api_url: &str,
+    state_dir: &Path,
+) -> Result<Checked> {
+    // The crowd: everyone reached a final state, nobody gave up, verify passed.
+    if report.timed_out || report.unfinished > 0 || report.errors > 0 {
+        bail!(
+            "not every user reached a final state: {} errors, {} unfinished{}; e.g. {:?}",
+            report.errors,
+            report.unfinished,
+            if report.timed_out { " (timed out)" } else { "" },
+            report.error_samples
+        );
+    }
+    if report.finals() != report.users || report.user_finals.len() as u64 != report.users {
+        bail!(
+            "{} final states counted, {} users listed, for {} users",
+            report.finals(),
+            report.user_finals.len(),
+            report.users
+        );
+    }
+    if report.verify != Verdict::Pass {
+        bail!("verify failed: {}", report.verify_detail);
+    }
+    let verified = events::verify_event(pool, event).await?;
+    if !verified.passed() {
+        bail!("verify_event found {} problems", verified.findings.len());
+    }
+
+    // One draw per user; no oversell; the stock taken is the winners.
+    let (rows, distinct): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct (platform_id, user_id)) from draws where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_one(pool)
+    .await?;
+    if rows != distinct {
+        bail!("{rows} draws rows for {distinct} users: someone was drawn twice");
+    }
+    let draws: HashMap<(String, String), (String, i64)> =
+        sqlx::query_as::<_, (String, String, String, i64)>(
+            "select platform_id, user_id, outcome, ticket from draws where event_id = $1",
+        )
+        .bind(event.as_str())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(platform, user, outcome, ticket)| ((platform, user), (outcome, ticket)))
+        .collect();
+    let record = events::load(pool, event).await?;
+    let winners = draws
+        .values()
+        .filter(|(outcome, _)| outcome == "won")
+        .count() as u64;
+    if winners > u64::from(record.stock_total) {
+        bail!(
+            "oversold: {winners} winners for a stock of {}",
+            record.stock_total
+        );
+    }
+    if winners != u64::from(record.stock_total - record.stock_left) {
+        bail!(
+            "{winners} winners but the stock went from {} to {}",
+            record.stock_total,
+            record.stock_left
+        );
+    }
+    if record.decisions_made != draws.len() as u64 {
+        bail!(
+            "decisions_made is {} but {} draws are recorded",
+            record.decisions_made,
+            draws.len()
+        );
+    }
+    if report.won != winners {
+        bail!(
+            "{} users were told they won, {winners} won in the database",
+            report.won
+        );
+    }
+
+    // The relay counted each result once, redeliveries and all.
+    // (A restarted Redis fails the first request on each broken connection.)
+    let mut stats = store.stats(event).await;
+    for _ in 0..5 {
+        if stats.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stats = store.stats(event).await;
+    }
+    let stats = stats?;
+    for outcome in ["won", "lost"] {
+        let counted = stats.get(outcome).copied().unwrap_or(0);
+        let recorded = draws.values().filter(|(o, _)| o == outcome).count() as u64;
+        if counted != recorded {
+            bail!("Redis counted {counted} {outcome} results, PostgreSQL holds {recorded}");
+        }
+    }
+
+    // Each user's state now, through the API, against what their client saw and what
+    // the database holds.
+    let views = look_up_everyone(report, api_url, event, state_dir).await?;
+    let mut problems = Vec::new();
+    let mut tickets = HashSet::new();
+    let mut at_the_door = 0u64;
+    let mut max_drawn: Option<(u64, String)> = None;
+    let mut min_swept: Option<(u64, String)> = None;
+    for (seen, view) in report.user_finals.iter().zip(&views) {
+        let who = format!("{}:{}", seen.platform, seen.user);
+        let recorded = draws.get(&(seen.platform.clone(), seen.user.clone()));
+        let Some(view) = view else {
+            // 404 not_in_queue: refused at the door, never entered.
+            at_the_door += 1;
+            if seen.state != "sold_out" || recorded.is_some() {
+                problems.push(format!(
+                    "{who} is not in the queue, yet saw {} and has draw {recorded:?}",
+                    seen.state
+                ));
+            }
+            continue;
+        };
+        let state = view.state.as_str();
+        if state != seen.state {
+            problems.push(format!(
+                "{who}: the API says {state}, its client saw {}",
+                seen.state
+            ));
+        }
+        if view.poll_after_ms != 0 {
+            problems.push(format!(
+                "{who}: {state} is not final (poll_after_ms {})",
+                view.poll_after_ms
+            ));
+        }
+        if !tickets.insert(view.ticket) {
+            problems.push(format!("{who}: ticket {} is held twice", view.ticket));
+        }
+        match recorded {
+            Some((outcome, ticket)) => {
+                if outcome != state {
+                    problems.push(format!(
+                        "{who}: the API says {state}, the draw says {outcome}"
+                    ));
+                }
+                if *ticket as u64 != view.ticket {
+                    problems.push(format!(
+                        "{who}: ticket {} in the API, {ticket} in the draw",
+                        view.ticket
+                    ));
+                }
+                if max_drawn.as_ref().is_none_or(|(t, _)| view.ticket > *t) {
+                    max_drawn = Some((view.ticket, who.clone()));
+                }
+            }
+            None => match state {
+                "sold_out" => {
+                    if min_swept.as_ref().is_none_or(|(t, _)| view.ticket < *t) {
+                        min_swept = Some((view.ticket, who.clone()));
+                    }
+                }
+                "expired" => {}
+                other => problems.push(format!(
+                    "{who}: the API says {other} but it was never drawn"
+                )),
+            },
+        }
+    }
+    if at_the_door != report.sold_out_at_entry {
+        problems.push(format!(
+            "{at_the_door} users are not in the queue, the crowd counted {} refused at the door",
+            report.sold_out_at_entry
+        ));
+    }
+    if let (Some((drawn, drawn_who)), Some((swept, swept_who))) = (&max_drawn, &min_swept)
+        && drawn >= swept
+    {
+        problems.push(format!(
+            "not FIFO: {drawn_who} (ticket {drawn}) was drawn, {swept_who} (ticket {swept}) ahead of it was swept sold out"
+        ));
+    }
+    if !problems.is_empty() {
+        let shown: Vec<&String> = problems.iter().take(20).collect();
+        bail!("{} disagreements, e.g. {shown:#?}", problems.len());
+    }
+    Ok(Checked {
+        draws: draws.len(),
+        api_states: views.iter().flatten().count(),
+    })
+}
+
+/// `GET /queue/me` for every user of the report, in its order: `None` for users the
+/// API says never entered (404 `not_in_queue`).
+async fn look_up_everyone(
+    report: &Report,
+    api_url: &str,
+    event: &EventId,
+    state_dir: &Path,
+) -> Result<Vec<Option<QueueView>>> {
+    let pem = std::fs::read_to_string(DevKeys::in_state_dir(state_dir).private_key)
+        .context("the stack's signing key")?;
+    let pair = std::sync::Arc::new(RS256KeyPair::from_pem(&pem)?.with_key_id(LOCAL_KEY_ID));
+    let identities: Vec<(String, String)> = report
+        .user_finals
+        .iter()
+        .map(|seen| (seen.platform.clone(), seen.user.clone()))
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = identities.len().div_ceil(workers).max(1);
+    let mut signing = Vec::new();
+    for part in identities.chunks(chunk) {
+        let (pair, part) = (pair.clone(), part.to_vec());
+        signing.push(tokio::task::spawn_blocking(move || {
+            part.iter()
+                .map(|(platform, user)| sign_with(&pair, platform, user, Duration::from_secs(600)))
+                .collect::<Result<Vec<String>>>()
+        }));
+    }
+    let mut tokens = Vec::with_capacity(identities.len());
+    for part in signing {
+        tokens.extend(part.await??);
+    }
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("{api_url}/v1/events/{event}/queue/me");
+    let looked_up: Vec<Result<Option<QueueView>>> = futures_util::stream::iter(tokens)
+        .map(|token| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { look_up(&client, &url, &token).await }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    looked_up.into_iter().collect()
+}
+
+/// One user's `GET /queue/me`, retrying transient failures a few times.
+async fn look_up(client: &reqwest::Client, url: &str, token: &str) -> Result<Option<QueueView>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let answer = client.get(url).bearer_auth(token).send().await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                return Ok(Some(response.json().await?));
+            }
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                let body: serde_json::Value = response.json().await?;
+                if body["error"]["code"] == "not_in_queue" {
+                    return Ok(None);
+                }
+                bail!("GET /queue/me: 404 {body}");
+            }
+            Ok(response)
+                if attempt < 5
+                    && (response.status().is_server_error()
+                        || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Ok(response) => {
+                let status = response.status();
+                bail!(
+                    "GET /queue/me: {status} {}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            Err(_) if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+            Err(e) => bail!("GET /queue/me: {}", e.without_url()),
+        }
+    }
+}

