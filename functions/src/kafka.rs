@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
 
 use crate::config::KafkaArgs;
 
@@ -70,4 +72,46 @@ fn unique_client_id(prefix: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Collects one batch: waits for a first message (or `shutdown`), then takes up to
+/// `max` messages in all, for at most `wait` after the first. Each message goes to
+/// `add`. Returns `None` when told to stop before a message arrived, `Some(0)` when
+/// the first receive failed (after a short pause, so a broken broker is not spun on),
+/// else how many messages were added.
+pub async fn collect_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+    wait: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+    mut add: impl FnMut(&BorrowedMessage<'_>),
+) -> Option<usize> {
+    let first = tokio::select! {
+        message = consumer.recv() => message,
+        _ = shutdown.wait_for(|stopping| *stopping) => return None,
+    };
+    match first {
+        Ok(message) => add(&message),
+        Err(error) => {
+            tracing::warn!(%error, "consume failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Some(0);
+        }
+    }
+    let mut taken = 1;
+    let deadline = tokio::time::Instant::now() + wait;
+    while taken < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                add(&message);
+                taken += 1;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "consume failed");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(taken)
 }

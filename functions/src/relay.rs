@@ -117,29 +117,19 @@ impl Relay {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         self.readiness.set(true);
         loop {
-            let first = tokio::select! {
-                message = self.consumer.recv() => message,
-                _ = shutdown.wait_for(|stopping| *stopping) => break,
-            };
             let mut batch = Batch::default();
-            match first {
-                Ok(message) => batch.add(&message),
-                Err(error) => {
-                    tracing::warn!(%error, "consume failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            }
-            let deadline = tokio::time::Instant::now() + self.batch_wait;
-            while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.add(&message),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "consume failed");
-                        break;
-                    }
-                    Err(_) => break,
-                }
+            let collected = kafka::collect_batch(
+                &self.consumer,
+                self.batch_size,
+                self.batch_wait,
+                &mut shutdown,
+                |message| batch.add(message),
+            )
+            .await;
+            match collected {
+                None => break,
+                Some(0) => continue,
+                Some(_) => {}
             }
             self.settle(batch, &shutdown).await?;
         }
@@ -222,10 +212,6 @@ impl Relay {
 }
 
 impl Batch {
-    fn len(&self) -> usize {
-        self.results.len() + self.malformed
-    }
-
     fn add(&mut self, message: &BorrowedMessage<'_>) {
         let next = message.offset() + 1;
         self.positions

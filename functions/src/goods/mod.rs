@@ -114,33 +114,23 @@ impl GoodsWorker {
         ));
         self.readiness.set(true);
         loop {
-            let first = tokio::select! {
-                message = self.consumer.recv() => message,
-                _ = shutdown.wait_for(|stopping| *stopping) => break,
-            };
             let mut batch = Batch {
                 admissions: Vec::with_capacity(self.batch_size),
                 positions: HashMap::new(),
                 malformed: 0,
             };
-            match first {
-                Ok(message) => batch.add(&message),
-                Err(error) => {
-                    tracing::warn!(%error, "consume failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            }
-            let deadline = tokio::time::Instant::now() + self.batch_wait;
-            while batch.len() < self.batch_size {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.add(&message),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "consume failed");
-                        break;
-                    }
-                    Err(_) => break,
-                }
+            let collected = kafka::collect_batch(
+                &self.consumer,
+                self.batch_size,
+                self.batch_wait,
+                &mut shutdown,
+                |message| batch.add(message),
+            )
+            .await;
+            match collected {
+                None => break,
+                Some(0) => continue,
+                Some(_) => {}
             }
             self.settle(batch, &shutdown).await?;
         }
@@ -235,10 +225,6 @@ impl GoodsWorker {
 }
 
 impl Batch {
-    fn len(&self) -> usize {
-        self.admissions.len() + self.malformed as usize
-    }
-
     fn add(&mut self, message: &BorrowedMessage<'_>) {
         let position = (message.topic().to_owned(), message.partition());
         let next = message.offset() + 1;
