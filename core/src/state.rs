@@ -49,6 +49,16 @@ pub enum Step {
 }
 
 impl UserState {
+    /// What a user in this state is told while the event is in `event`: once the
+    /// stock is gone nobody still waiting can win, so they hear `sold_out` at once
+    /// instead of waiting for an admission that cannot help them.
+    pub fn as_told(self, event: EventState) -> UserState {
+        match (self, event) {
+            (UserState::Waiting, EventState::SoldOut) => UserState::SoldOut,
+            (state, _) => state,
+        }
+    }
+
     /// All states, for exhaustive tests and metrics labels.
     pub const ALL: [UserState; 6] = [
         UserState::Waiting,
@@ -284,5 +294,19 @@ mod tests {
         );
         assert!(EventState::SoldOut.step(EventState::Open).is_err());
         assert!(!EventState::SoldOut.accepts_entries());
+    }
+
+    #[test]
+    fn only_waiting_users_of_a_sold_out_event_are_told_sold_out() {
+        for state in UserState::ALL {
+            for event in EventState::ALL {
+                let told = state.as_told(event);
+                if state == UserState::Waiting && event == EventState::SoldOut {
+                    assert_eq!(told, UserState::SoldOut);
+                } else {
+                    assert_eq!(told, state, "{state:?} in a {event:?} event");
+                }
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use dropgate_core::{EventId, EventState, Outcome, UserState};
+use dropgate_core::{EventId, Outcome, UserState};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Caller, EmptyOrJsonObject, EventPath};
@@ -56,11 +56,7 @@ impl QueueView {
     /// The view of `standing`, with a jitter drawn for this response.
     pub(crate) fn of(event: &EventId, standing: &Standing) -> Self {
         let mut record = standing.record;
-        // Once the stock is gone, nobody still in line can win: tell them at once
-        // instead of letting them wait for an admission that cannot help.
-        if record.state == UserState::Waiting && standing.event_state == EventState::SoldOut {
-            record.state = UserState::SoldOut;
-        }
+        record.state = record.state.as_told(standing.event_state);
         let result = match record.state {
             UserState::Won => Some(Outcome::Won),
             UserState::Lost => Some(Outcome::Lost),
