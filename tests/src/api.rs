@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dropgate_core::{EventId, EventState};
+use dropgate_core::{EventId, EventState, UserKey};
 use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for, sign_with};
 use dropgate_functions::auth::{Algorithm, KeySourceArgs};
 use dropgate_functions::config::{RedisArgs, Secret};
 use dropgate_functions::http::{ApiArgs, Application};
-use dropgate_functions::queue::{EventMeta, QueueStore};
+use dropgate_functions::queue::{EventKeys, EventMeta, Notice, QueueStore};
 use jwt_simple::prelude::RS256KeyPair;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -124,6 +124,29 @@ impl ApiServer {
             opens_at_ms: 0,
         };
         self.store.put_event_meta(event, &meta).await
+    }
+
+    /// Writes a decided record for `user` (state code W, L or S, its ticket and
+    /// decision order) and publishes the stream notice, as result-relay does.
+    pub async fn decide(
+        &self,
+        event: &EventId,
+        user: &UserKey,
+        code: char,
+        ticket: u64,
+        order: u64,
+    ) -> Result<()> {
+        let keys = EventKeys::new(event);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
+        let record = format!("{code}|{ticket}|{}|{order}|{now_ms}", now_ms / 1000);
+        let _: () = redis::pipe()
+            .hset(keys.users(), user.member(), record)
+            .publish(keys.channel(), Notice::Result(user.member()).encode())
+            .query_async(&mut self.store.connection())
+            .await?;
+        Ok(())
     }
 
     /// `<base>/v1/events/<event>/queue<suffix>`.

@@ -2,7 +2,7 @@
 //! and by stream, the token matrix, limits, and hostile input.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,33 +88,6 @@ async fn open_stream(
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
-/// Writes a decided record and tells streams, as result-relay does.
-async fn decide(
-    server: &ApiServer,
-    event: &EventId,
-    user: &UserKey,
-    code: char,
-    ticket: u64,
-    order: u64,
-) {
-    let keys = EventKeys::new(event);
-    let mut redis = server.store.connection();
-    let record = format!("{code}|{ticket}|{}|{order}|{}", now_ms() / 1000, now_ms());
-    let _: () = redis::pipe()
-        .hset(keys.users(), user.member(), record)
-        .publish(keys.channel(), format!("r|{}", user.member()))
-        .query_async(&mut redis)
-        .await
-        .expect("decide");
 }
 
 async fn set_serving(server: &ApiServer, event: &EventId, serving: u64) {
@@ -284,7 +257,10 @@ async fn a_decided_user_gets_the_result_by_poll_by_stream_and_after_reconnecting
     assert_eq!(first.name, "position");
     let resume_from = first.id.clone().expect("events carry ids");
 
-    decide(&server, &event, &user, 'W', 1, 1).await;
+    server
+        .decide(&event, &user, 'W', 1, 1)
+        .await
+        .expect("decide");
     let result = stream.next(PATIENCE).await.expect("event").expect("result");
     assert_eq!(result.name, "result");
     let view: QueueView = serde_json::from_str(&result.data).expect("view");

@@ -16,7 +16,6 @@ use anyhow::{Context, Result, bail};
 use dropgate_core::{EventId, UserKey};
 use dropgate_functions::auth::Claims;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, LOCAL_KEY_ID};
-use dropgate_functions::queue::EventKeys;
 use dropgate_tests::TestStack;
 use dropgate_tests::api::{ApiServer, token};
 use jwt_simple::prelude::{Duration as JwtDuration, RS256KeyPair, RSAKeyPairLike};
@@ -216,19 +215,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64
-}
-
-/// Writes a decided record and tells streams, as result-relay does.
-async fn decide(server: &ApiServer, event: &EventId, user: &UserKey, code: char, ticket: u64) {
-    let keys = EventKeys::new(event);
-    let mut redis = server.store.connection();
-    let record = format!("{code}|{ticket}|{}|1|{}", now_ms() / 1000, now_ms());
-    let _: () = redis::pipe()
-        .hset(keys.users(), user.member(), record)
-        .publish(keys.channel(), format!("r|{}", user.member()))
-        .query_async(&mut redis)
-        .await
-        .expect("decide");
 }
 
 async fn enter(server: &ApiServer, event: &EventId, token: &str) -> (StatusCode, Value) {
@@ -454,7 +440,10 @@ async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads(
     assert_eq!(again["position"], "2");
 
     let decided = Instant::now();
-    decide(&server, &event, &ana, 'W', 2).await;
+    server
+        .decide(&event, &ana, 'W', 2, 1)
+        .await
+        .expect("decide");
     let won = browser
         .wait_until("the result", |s| s["state"] == "won")
         .await
@@ -567,7 +556,7 @@ async fn without_streams_the_page_polls_and_still_gets_the_result() {
         })
         .await
         .expect("polling");
-    decide(&server, &event, &bo, 'L', 1).await;
+    server.decide(&event, &bo, 'L', 1, 1).await.expect("decide");
     let lost = browser
         .wait_until("the result by polling", |s| s["state"] == "lost")
         .await
@@ -673,7 +662,10 @@ async fn an_embedding_shop_hands_the_token_over_by_post_message() {
             .clone();
         if !decided && shop["position"] == "1" {
             // The frame entered the queue with the token the shop posted.
-            decide(&server, &event, &fay, 'W', 1).await;
+            server
+                .decide(&event, &fay, 'W', 1, 1)
+                .await
+                .expect("decide");
             decided = true;
         }
         if shop["outcome"] == "won" {
