@@ -22,6 +22,11 @@ fn base(args: &KafkaArgs) -> ClientConfig {
         .set("bootstrap.servers", &args.brokers)
         // Reconnect quickly after a broker restart instead of backing off for 10 s.
         .set("reconnect.backoff.max.ms", "1000");
+    // librdkafka's own debug contexts (e.g. `cgrp,topic,fetch`), logged through the
+    // function's log, for diagnosing group membership in the field.
+    if let Ok(contexts) = std::env::var("DROPGATE_KAFKA_DEBUG") {
+        config.set("debug", contexts);
+    }
     config
 }
 
@@ -43,10 +48,26 @@ pub fn producer(args: &KafkaArgs) -> Result<FutureProducer> {
         .context("Failed to create the Kafka producer")
 }
 
+/// The variable naming this process's stable place in its consumer groups
+/// (`group.instance.id`): the local stack sets the instance name, Kubernetes the pod
+/// name.
+pub const INSTANCE_ID_ENV: &str = "DROPGATE_KAFKA_INSTANCE_ID";
+
 /// A consumer in `group` subscribed to `topic`, committing only by hand. A new group
 /// starts from the earliest message, so nothing produced before it joined is skipped.
+///
+/// With [`INSTANCE_ID_ENV`] set the member is static: a restarted process rejoins
+/// under the identity it had, taking over its partitions (and the group leadership,
+/// if it held it) without a rebalance. Without it, a member killed while it led the
+/// group can leave the survivors of a tansu group agreeing on an empty assignment.
 pub fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<StreamConsumer> {
-    let consumer: StreamConsumer = base(args)
+    let mut config = base(args);
+    if let Ok(instance) = std::env::var(INSTANCE_ID_ENV)
+        && !instance.is_empty()
+    {
+        config.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer = config
         .set("client.id", unique_client_id(group))
         .set("group.id", group)
         .set("enable.auto.commit", "false")

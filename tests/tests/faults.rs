@@ -21,20 +21,15 @@ async fn admitter_killed_mid_drop() {
 }
 
 /// One of two goods-workers dies: its batches are redone from the committed offsets
-/// and the outbox.
-///
-/// Known to fail about half the time on tansu 0.6.0 (so does the result-relay kill):
-/// after a consumer-group member is killed and restarted the group sometimes never
-/// consumes again, with no error logged by the broker or the clients, and the crowd
-/// times out with most users admitted but undecided.
+/// and the outbox. The restarted instance rejoins its group as the static member it
+/// was (DROPGATE_KAFKA_INSTANCE_ID); as a new member it could find the group led by
+/// the dead one, and tansu 0.6.0 then settled the survivors on an empty assignment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "after kill -9 of a consumer its group sometimes never consumes again (tansu 0.6.0 + rdkafka); undiagnosed, see the end-to-end issue note"]
 async fn goods_worker_killed_mid_drop() {
     faults::run(Fault::Kill("goods-worker-1"), DropPlan::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "after kill -9 of a consumer its group sometimes never consumes again (tansu 0.6.0 + rdkafka); undiagnosed, see the end-to-end issue note"]
 async fn result_relay_killed_mid_drop() {
     faults::run(Fault::Kill("result-relay"), DropPlan::default()).await;
 }

@@ -30,7 +30,12 @@ pub(crate) fn start(options: &StackOptions, port: u16) -> Result<u32> {
         .args(["broker", "--listener-url", &url])
         .args(["--advertised-listener-url", &url])
         .args(["--storage-engine", &storage])
-        .env("RUST_LOG", "warn");
+        // DROPGATE_BROKER_LOG (a RUST_LOG filter) turns the broker's own logs up when
+        // a consumer group misbehaves, e.g. `tansu_broker::coordinator=debug`.
+        .env(
+            "RUST_LOG",
+            std::env::var("DROPGATE_BROKER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        );
     spawn_detached(command, &options.log_file("broker"))
 }
 

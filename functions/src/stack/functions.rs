@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use super::{StackEnv, process};
+use crate::kafka;
 
 /// One running function instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +148,9 @@ fn start(
             .env("DROPGATE_IP_RATE", "0");
     } else {
         command.env("DROPGATE_HEALTH_ADDR", &address);
+        // A restarted instance takes its old place in its consumer group at once
+        // (static membership) instead of waiting for the dead member to time out.
+        command.env(kafka::INSTANCE_ID_ENV, name);
     }
     command.env(
         "RUST_LOG",
