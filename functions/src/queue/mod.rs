@@ -119,7 +119,6 @@ impl QueueStore {
             .key(keys.queue())
             .key(keys.users())
             .key(keys.serving())
-            .key(keys.stats())
             .arg(user.member())
             .arg(now_s)
             .invoke_async(&mut self.redis.clone())
@@ -231,13 +230,19 @@ impl QueueStore {
             .is_ok()
     }
 
-    /// The event's counters (entered, admitted, won, ...).
+    /// The event's counters (entered, admitted, won, ...). `entered` is the ticket
+    /// sequence, absent before the first entry.
     pub async fn stats(&self, event: &EventId) -> Result<HashMap<String, u64>> {
-        Ok(self
-            .redis
-            .clone()
-            .hgetall(EventKeys::new(event).stats())
-            .await?)
+        let keys = EventKeys::new(event);
+        let (mut stats, entered): (HashMap<String, u64>, Option<u64>) = redis::pipe()
+            .hgetall(keys.stats())
+            .get(keys.seq())
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if let Some(entered) = entered {
+            stats.insert("entered".to_owned(), entered);
+        }
+        Ok(stats)
     }
 }
 

@@ -1,5 +1,7 @@
 -- enter: put a user in an event's queue, or return the place they already have.
--- KEYS: 1 meta, 2 seq, 3 queue, 4 users, 5 serving, 6 stats
+-- KEYS: 1 meta, 2 seq, 3 queue, 4 users, 5 serving
+-- (How many entered is seq itself: every new entry takes the next ticket, so no
+-- separate counter is written on the hottest path.)
 -- ARGV: 1 member (<platform>:<user>), 2 now (Unix s)
 -- Returns {outcome, record, serving, rate, event state}; outcome is one of
 -- new | existing | unknown_event | closed | sold_out.
@@ -23,5 +25,4 @@ local ticket = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], ticket, ARGV[1])
 record = 'w|' .. ticket .. '|' .. ARGV[2]
 redis.call('HSET', KEYS[4], ARGV[1], record)
-redis.call('HINCRBY', KEYS[6], 'entered', 1)
 return {'new', record, serving, rate, state}
