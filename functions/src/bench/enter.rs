@@ -10,6 +10,7 @@ use dropgate_core::{EventId, EventState, UserKey};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::http1::{Connection, Target};
 use crate::auth::dev::DevKeys;
 use crate::chart::Series;
 use crate::crowd::percentile;
@@ -113,30 +114,88 @@ fn redis_port(url: &str) -> Option<u16> {
 
 /// `redis-benchmark -t zadd` requests per second.
 fn zadd_rps(redis_url: &str, connections: usize, requests: u32) -> Result<f64> {
+    redis_benchmark(redis_url, connections, requests, &["-t", "zadd"])
+}
+
+/// The enter script's own ceiling: `redis-benchmark` calling it with EVALSHA for a
+/// distinct random user each time, on an event of its own. Every HTTP enter runs this
+/// script once, so no enter rate can pass it; next to ZADD it shows how much of the
+/// gap is Redis doing the enter's work (7 commands in one script) rather than HTTP.
+fn enter_script_rps(redis_url: &str, connections: usize, requests: u32) -> Result<f64> {
+    let port = redis_port(redis_url).context("no port in the Redis URL")?;
+    let cli = |args: &[&str]| -> Result<String> {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .context("Failed to run redis-cli (apt package redis-tools)")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "redis-cli failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let sha = cli(&["SCRIPT", "LOAD", crate::queue::ENTER_SCRIPT])?;
+    let event = EventId::parse(&format!(
+        "bench-script-{}-{connections}",
+        std::process::id()
+    ))?;
+    let keys = crate::queue::EventKeys::new(&event);
+    cli(&["HSET", &keys.meta(), "state", "open", "rate", "1"])?;
+    let rps = redis_benchmark(
+        redis_url,
+        connections,
+        requests,
+        &[
+            "-r",
+            "100000000",
+            "evalsha",
+            &sha,
+            "5",
+            &keys.meta(),
+            &keys.seq(),
+            &keys.queue(),
+            &keys.users(),
+            &keys.serving(),
+            "bench:__rand_int__",
+            "1700000000",
+        ],
+    )?;
+    cli(&[
+        "DEL",
+        &keys.meta(),
+        &keys.seq(),
+        &keys.queue(),
+        &keys.users(),
+    ])?;
+    Ok(rps)
+}
+
+/// Runs `redis-benchmark` quietly and returns its requests per second.
+fn redis_benchmark(
+    redis_url: &str,
+    connections: usize,
+    requests: u32,
+    what: &[&str],
+) -> Result<f64> {
     let port = redis_port(redis_url).context("no port in the Redis URL")?;
     let output = std::process::Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "zadd",
-            "-q",
-        ])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
         .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .args(what)
         .output()
         .context("Failed to run redis-benchmark (apt package redis-tools)")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    parse_zadd(&text).with_context(|| format!("unexpected redis-benchmark output: {text}"))
+    parse_rate(&text).with_context(|| format!("unexpected redis-benchmark output: {text}"))
 }
 
-/// The rate in `ZADD: 61349.69 requests per second, p50=0.551 msec`, which follows
-/// `\r`-separated progress lines.
-fn parse_zadd(text: &str) -> Option<f64> {
+/// The rate in `ZADD: 61349.69 requests per second, p50=0.551 msec` (or `evalsha
+/// ...: 30000.00 requests per second`), which follows `\r`-separated progress lines.
+fn parse_rate(text: &str) -> Option<f64> {
     text.split(['\r', '\n'])
-        .filter_map(|line| line.strip_prefix("ZADD: "))
-        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|line| line.split_once(" requests per second"))
+        .filter_map(|(before, _)| before.rsplit(' ').next())
         .filter_map(|number| number.parse().ok())
         .next_back()
 }
@@ -169,36 +228,36 @@ pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<Ente
             )
             .await?,
         );
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let url = format!("{api}/v1/events/{event}/queue");
+        let target = Target::parse(&format!("{api}/v1/events/{event}/queue"))?;
+        // Built before timing, like the tokens: the clock runs on the server's work.
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+            tokens
+                .iter()
+                .map(|token| target.post_with_token(token))
+                .collect(),
+        );
+        let mut connections_open = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            connections_open.push(Connection::open(target.clone()).await?);
+        }
         let next = Arc::new(AtomicUsize::new(0));
         let progress = bar(u64::from(requests), &format!("enter, {connections} conns"));
         let started = Instant::now();
         let mut workers = Vec::new();
-        for _ in 0..connections {
-            let (client, url, tokens, next, progress) = (
-                client.clone(),
-                url.clone(),
-                Arc::clone(&tokens),
-                Arc::clone(&next),
-                progress.clone(),
-            );
+        for mut connection in connections_open {
+            let (bodies, next, progress) =
+                (Arc::clone(&bodies), Arc::clone(&next), progress.clone());
             workers.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(token) = tokens.get(index) else {
+                    let Some(request) = bodies.get(index) else {
                         break;
                     };
-                    let sent = Instant::now();
-                    match client.post(&url).bearer_auth(token).send().await {
-                        Ok(response) if response.status().is_success() => {
-                            let _ = response.bytes().await;
-                            latencies.push(sent.elapsed());
+                    match connection.send(request).await {
+                        Ok(answer) if (200..300).contains(&answer.status) => {
+                            latencies.push(answer.latency);
                         }
                         _ => errors += 1,
                     }
@@ -220,12 +279,14 @@ pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<Ente
         let ms = |p: f64| percentile(&latencies, p).map(|d| d.as_secs_f64() * 1_000.0);
         let rps = latencies.len() as f64 / elapsed;
         let zadd = zadd_rps(&env.redis_url, connections, requests)?;
+        let script = enter_script_rps(&env.redis_url, connections, requests)?;
         let line = json!({
             "requests": requests, "connections": connections, "rps": rps,
             "p50_ms": ms(50.0), "p99_ms": ms(99.0), "p999_ms": ms(99.9), "errors": errors,
             "zadd_rps": zadd, "ratio": rps / zadd,
             "token_algorithm": "RS256 (2048-bit), pre-signed before timing",
-            "load_generator": "dropgate bench (reqwest, fixed pool of one connection per worker task)",
+            "enter_script_rps": script, "script_ratio": rps / script,
+            "load_generator": "dropgate bench: one keep-alive HTTP/1.1 connection per task, requests pre-built (bench/http1.rs)",
         });
         eprintln!("bench: enter at {connections} connections: {line}");
         figures.insert(format!("c{connections}"), line);
@@ -302,8 +363,8 @@ mod tests {
     #[test]
     fn reads_the_tools_outputs() {
         let benchmark = "ZADD: rps=0.0 (overall: nan) avg_msec=nan\rZADD: 61349.69 requests per second, p50=0.551 msec\n";
-        assert_eq!(parse_zadd(benchmark), Some(61_349.69));
-        assert_eq!(parse_zadd("garbage"), None);
+        assert_eq!(parse_rate(benchmark), Some(61_349.69));
+        assert_eq!(parse_rate("garbage"), None);
         assert_eq!(
             used_memory("# Memory\r\nused_memory:1048576\r\nused_memory_human:1M"),
             Some(1_048_576)

@@ -100,9 +100,21 @@ pub struct ApiArgs {
     pub dev_token_key: Option<PathBuf>,
 }
 
-/// Everything a handler needs.
+/// Everything a handler needs, behind one `Arc`: extractors clone the state for
+/// every request, and one reference count is cheaper than a clone of each part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     /// Redis side of the queue.
     pub store: QueueStore,
     /// Token verification.
@@ -206,7 +218,7 @@ impl Application {
             args.max_streams,
             shutdown_rx,
         )?;
-        let state = AppState {
+        let state = AppState(Arc::new(AppParts {
             store,
             auth: Arc::new(Authenticator::new(policy, keys, args.token_cache)),
             user_limits: Arc::new(Limiter::new(args.user_rate_per_s, args.user_burst)),
@@ -214,7 +226,7 @@ impl Application {
             streams: streams.clone(),
             trusted_proxy_hops: args.trusted_proxy_hops,
             dev_tokens,
-        };
+        }));
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", args.listen))?;
