@@ -19,10 +19,13 @@ build: setup ## build every crate (debug)
 lint: setup ## rustfmt check, clippy with warnings as errors, docs with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked --features dropgate-functions/pubsub,dropgate-tests/pubsub -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps --locked --quiet
 
 test: lint ## setup + lint + the whole test suite + the infrastructure checks
 	$(CARGO) test --workspace --locked
+	$(CARGO) test --locked -p dropgate-functions --features pubsub --lib pubsub
+	$(CARGO) test --locked -p dropgate-tests --features pubsub --test pubsub_emulator
 	DROPGATE_VENV=$(STATE_DIR)/venv DROPGATE_INFRA_OUT=$(STATE_DIR)/infra-tests infra-tests/run.sh
 
 # Demo drop settings: `make local USERS=50000 STOCK=500 WIN_PROBABILITY=0.1 RATE=5000`.

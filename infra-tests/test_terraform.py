@@ -313,3 +313,131 @@ def test_every_function_binary_exists_in_the_image(env_dev: TfDir):
 def test_modules_are_all_used(env_dev: TfDir):
     used = {Path(body["source"]).name for body in env_dev.labelled("module").values()}
     assert used == {p.name for p in MODULES.iterdir() if p.is_dir()}
+
+
+# --- the message bus: transport = "kafka" | "pubsub" -------------------------------
+
+
+def test_transport_is_validated_and_pubsub_needs_cloud_run(env_dev: TfDir):
+    transport = env_dev.labelled("variable")["transport"]
+    assert transport["default"] == "kafka"
+    conditions = " ".join(str(v["condition"]) for v in transport["validation"])
+    assert '"kafka"' in conditions and '"pubsub"' in conditions
+    assert "var.deployment_target" in conditions and '"cloudrun"' in conditions
+
+
+def test_transport_gates_kafka_and_pubsub(env_dev: TfDir):
+    calls = env_dev.labelled("module")
+    local_values = env_dev.locals()
+    assert "var.transport" in local_values["use_kafka"] and '"kafka"' in local_values["use_kafka"]
+    assert "var.transport" in local_values["use_pubsub"] and '"pubsub"' in local_values["use_pubsub"]
+    assert "local.use_kafka" in calls["kafka"]["count"]
+    assert "local.use_pubsub" in calls["pubsub"]["count"]
+    # With either module counted out, a plain `module.kafka.x` would fail to plan:
+    # every reference must go through an index or splat.
+    exprs = [e for parsed in env_dev.files.values() for e in expressions(parsed)]
+    for name in ("kafka", "pubsub"):
+        unguarded = [e for e in exprs if re.search(rf"\bmodule\.{name}\.", e)]
+        assert not unguarded, f"module.{name} referenced without [*] or [0]: {unguarded}"
+    apis = str(local_values["apis"])
+    assert "managedkafka.googleapis.com" in apis and "pubsub.googleapis.com" in apis
+    assert "local.use_kafka" in apis
+
+
+def test_each_transport_gives_the_functions_what_they_read(env_dev: TfDir):
+    local_values = env_dev.locals()
+    env = str(local_values["transport_env"])
+    kafka_side, pubsub_side = env.split(":", 1)[0], env
+    assert "DROPGATE_KAFKA_BROKERS" in kafka_side
+    for name in ("DROPGATE_TRANSPORT", "DROPGATE_PUBSUB_PROJECT", "DROPGATE_PUSH_SERVICE_ACCOUNT"):
+        assert name in pubsub_side, name
+    assert '"pubsub"' in pubsub_side
+    functions = local_values["functions"]
+    on_bus = {name for name, spec in functions.items() if "bus" in spec["uses"]}
+    assert on_bus == {"admitter", "goods-worker", "result-relay"}
+    call = env_dev.labelled("module")["cloudrun"]
+    assert 'contains(f.uses, "bus") ? local.transport_env' in str(call["services"])
+    for name in ("goods-worker", "result-relay"):
+        assert "DROPGATE_PUSH_AUDIENCE" in str(functions[name]["env"]), name
+        assert f'local.push_audience["{name}"]' in str(functions[name]["env"]), name
+    # Kafka roles only with Kafka.
+    assert "local.use_kafka" in str(local_values["transport_roles"])
+    for name in on_bus:
+        assert "roles/managedkafka.client" not in str(functions[name]["project_roles"]), name
+    # The push identity exists only with Pub/Sub, without project roles.
+    accounts = str(local_values["service_accounts"])
+    assert "pubsub-push" in accounts and "local.use_pubsub" in accounts
+    # Every variable Terraform sets for the bus is documented.
+    documented = (REPO / "docs" / "functions.md").read_text()
+    background = str({k: v for k, v in functions.items() if k != "queue-api"})
+    for name in re.findall(r"DROPGATE_[A-Z_]+", env + background):
+        assert f"`{name}`" in documented, f"{name} is not in docs/functions.md"
+
+
+def test_pubsub_push_subscriptions_authenticate_retry_and_dead_letter(modules):
+    pubsub = modules["pubsub"].resources()
+    push = pubsub[("google_pubsub_subscription", "push")]
+    config = one(push["push_config"])
+    oidc = one(config["oidc_token"])
+    assert oidc["service_account_email"] == "${var.push_service_account.email}"
+    assert oidc["audience"] == "${each.value.push.audience}"
+    assert config["push_endpoint"] == "${each.value.push.endpoint}"
+    assert "no_wrapper" not in config, "the functions read the wrapped push envelope"
+    retry = one(push["retry_policy"])
+    assert retry["minimum_backoff"] and retry["maximum_backoff"]
+    dead = one(push["dead_letter_policy"])
+    assert dead["dead_letter_topic"] == "${google_pubsub_topic.dead_letter[each.key].id}"
+    assert "max_delivery_attempts" in dead["max_delivery_attempts"]
+    assert push["enable_message_ordering"] is True
+    assert one(push["expiration_policy"])["ttl"] == ""
+    topics = modules["pubsub"].labelled("variable")["topics"]
+    assert "https://" in str(topics["validation"])
+
+
+def test_exactly_once_only_where_pubsub_supports_it(modules):
+    pubsub = modules["pubsub"].resources()
+    # Exactly-once delivery is for pull subscriptions; push ones are at least once
+    # and the handlers are idempotent.
+    assert pubsub[("google_pubsub_subscription", "push")]["enable_exactly_once_delivery"] is False
+    assert pubsub[("google_pubsub_subscription", "dead_letter")]["enable_exactly_once_delivery"] is True
+    assert "push_config" not in pubsub[("google_pubsub_subscription", "dead_letter")]
+
+
+def test_pubsub_service_agent_and_push_identity_iam(modules):
+    tf = modules["pubsub"]
+    pubsub = tf.resources()
+    agent = tf.locals()["pubsub_agent"]
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in agent
+    assert "data.google_project.this.number" in agent
+    token = pubsub[("google_service_account_iam_member", "token_creator")]
+    assert token["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert token["member"] == "${local.pubsub_agent}"
+    dead_pub = pubsub[("google_pubsub_topic_iam_member", "dead_letter_publisher")]
+    assert dead_pub["role"] == "roles/pubsub.publisher" and "dead_letter" in dead_pub["topic"]
+    assert dead_pub["member"] == "${local.pubsub_agent}"
+    dead_sub = pubsub[("google_pubsub_subscription_iam_member", "dead_letter_subscriber")]
+    assert dead_sub["role"] == "roles/pubsub.subscriber" and "push" in dead_sub["subscription"]
+    invoker = pubsub[("google_cloud_run_v2_service_iam_member", "push_invoker")]
+    assert invoker["role"] == "roles/run.invoker"
+    assert "var.push_service_account.email" in invoker["member"]
+    publisher = pubsub[("google_pubsub_topic_iam_member", "publisher")]
+    assert publisher["role"] == "roles/pubsub.publisher"
+    # Topic-level grants only: no project-wide Pub/Sub role for anyone.
+    for (rtype, _), _body in pubsub.items():
+        assert rtype != "google_project_iam_member"
+
+
+def test_push_subscriptions_target_the_routes_the_functions_serve(env_dev: TfDir):
+    topics = env_dev.labelled("module")["pubsub"]["topics"]
+    sources = {
+        "/pubsub/waiting-queue": REPO / "functions" / "src" / "goods" / "push.rs",
+        "/pubsub/result-notification": REPO / "functions" / "src" / "relay" / "push.rs",
+    }
+    for route, source in sources.items():
+        assert route in str(topics), f"no push subscription targets {route}"
+        assert f'"{route}"' in source.read_text(), f"{source} does not serve {route}"
+    # Admitted users are published by the admitter, results by goods-worker.
+    text = str(topics)
+    assert 'module.iam.members["admitter"]' in text
+    assert 'module.iam.members["goods-worker"]' in text
+    assert 'module.iam.emails["pubsub-push"]' in str(env_dev.labelled("module")["pubsub"]["push_service_account"])

@@ -9,6 +9,7 @@
 pub mod admitter;
 pub mod auth;
 pub mod bench;
+pub mod bus;
 pub mod chart;
 pub mod cli_event;
 pub mod cli_stack;
@@ -23,6 +24,7 @@ pub mod kafka;
 pub mod lifecycle;
 pub mod ops_server;
 pub mod postgres;
+pub mod pubsub;
 pub mod queue;
 pub mod relay;
 pub mod stack;

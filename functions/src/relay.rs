@@ -4,8 +4,12 @@
 //! Delivery is at least once: a batch's offsets are committed only after Redis has
 //! taken every result in it, and applying a result a second time changes nothing, so
 //! a crash anywhere costs a redelivery, never a lost or doubled outcome.
+//!
+//! On the Pub/Sub transport the results arrive as push requests instead
+//! ([`RelayPush`]) and go through the same script.
 
 mod apply;
+mod push;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use crate::config::{KafkaArgs, RedisArgs};
 use crate::kafka;
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
+pub use push::RelayPush;
 
 /// How long start-up waits for the broker to describe the results topic.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,7 +173,14 @@ impl Relay {
         for ((result, (partition, offset)), answer) in
             batch.results.iter().zip(&batch.origins).zip(answers)
         {
-            report(result, *partition, *offset, answer);
+            report(
+                result,
+                Origin::Kafka {
+                    partition: *partition,
+                    offset: *offset,
+                },
+                answer,
+            );
         }
         if batch.malformed > 0 {
             metrics::counter!("dropgate_relay_malformed_total").increment(batch.malformed as u64);
@@ -238,8 +250,28 @@ impl Batch {
     }
 }
 
+/// Where a result came from, for logs.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A Kafka record.
+    Kafka { partition: i32, offset: i64 },
+    /// A Pub/Sub push request.
+    Push { message_id: &'a str },
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Kafka { partition, offset } => {
+                write!(f, "partition {partition} offset {offset}")
+            }
+            Origin::Push { message_id } => write!(f, "message {message_id}"),
+        }
+    }
+}
+
 /// Logs and counts what Redis did with one result.
-fn report(result: &DrawResult, partition: i32, offset: i64, answer: Applied) {
+fn report(result: &DrawResult, origin: Origin<'_>, answer: Applied) {
     let member = result.user.member();
     let event = &result.event_id;
     let stock_emptied = match answer {
@@ -267,7 +299,7 @@ fn report(result: &DrawResult, partition: i32, offset: i64, answer: Applied) {
         }
         Applied::Duplicate { stock_emptied } => {
             metrics::counter!("dropgate_relay_duplicates_total").increment(1);
-            tracing::debug!(%event, %member, partition, offset, "result already applied");
+            tracing::debug!(%event, %member, %origin, "result already applied");
             stock_emptied
         }
         Applied::Conflict {
@@ -279,7 +311,7 @@ fn report(result: &DrawResult, partition: i32, offset: i64, answer: Applied) {
                 .map(|record| record.state.to_string())
                 .unwrap_or(previous);
             tracing::error!(
-                %event, %member, %kept, refused = %result.outcome, partition, offset,
+                %event, %member, %kept, refused = %result.outcome, %origin,
                 decision_order = result.decision_order,
                 "conflicting result ignored; the first outcome stands"
             );

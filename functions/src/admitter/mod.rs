@@ -17,14 +17,13 @@ use dropgate_core::{
     UserKey, admit,
 };
 use futures_util::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 
+use crate::bus::Publisher;
 use crate::config::{KafkaArgs, RedisArgs};
 use crate::failpoint;
-use crate::kafka::{self, DELIVERY_TIMEOUT};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
 
@@ -86,8 +85,7 @@ struct EventView {
 /// One admitter instance.
 pub struct Admitter {
     redis: ConnectionManager,
-    producer: FutureProducer,
-    topic: String,
+    publisher: Publisher,
     instance: String,
     tick: Duration,
     lease_ms: u64,
@@ -105,16 +103,25 @@ pub struct Admitter {
 }
 
 impl Admitter {
-    /// Connects to Redis and creates the producer.
+    /// Connects to Redis and creates the Kafka producer.
     pub async fn connect(args: &AdmitterArgs, readiness: Readiness) -> Result<Self> {
+        let publisher = Publisher::kafka(&args.kafka, &args.kafka.waiting_queue_topic)?;
+        Self::connect_with(args, publisher, readiness).await
+    }
+
+    /// Connects to Redis; admissions go out through `publisher` (a Pub/Sub one on
+    /// Cloud Run).
+    pub async fn connect_with(
+        args: &AdmitterArgs,
+        publisher: Publisher,
+        readiness: Readiness,
+    ) -> Result<Self> {
         let store = QueueStore::connect(args.redis.url.expose()).await?;
-        let producer = kafka::producer(&args.kafka)?;
         let mut id = [0u8; 8];
         rand::fill(&mut id);
         Ok(Self {
             redis: store.connection(),
-            producer,
-            topic: args.kafka.waiting_queue_topic.clone(),
+            publisher,
             instance: dropgate_core::hex::encode(&id),
             tick: Duration::from_millis(args.tick_ms),
             lease_ms: args.lease_ms,
@@ -354,8 +361,7 @@ impl Admitter {
         }
         let admitted_at_ms = now_ms();
         let deliveries = pending.iter().map(|(member, ticket)| {
-            let producer = &self.producer;
-            let topic = &self.topic;
+            let publisher = &self.publisher;
             async move {
                 let user = match UserKey::from_member(member) {
                     Ok(user) => user,
@@ -372,13 +378,10 @@ impl Admitter {
                     admitted_at_ms,
                 };
                 let payload = message.encode();
-                match producer
-                    .send(FutureRecord::to(topic).key(member).payload(&payload), DELIVERY_TIMEOUT)
-                    .await
-                {
-                    Ok(_) => Some(member.clone()),
-                    Err((error, _)) => {
-                        tracing::warn!(%error, %member, "admission not delivered; retried next tick");
+                match publisher.publish(member, &payload).await {
+                    Ok(()) => Some(member.clone()),
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), %member, "admission not delivered; retried next tick");
                         None
                     }
                 }

@@ -137,10 +137,7 @@ fn enter_script_rps(redis_url: &str, connections: usize, requests: u32) -> Resul
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
     let sha = cli(&["SCRIPT", "LOAD", crate::queue::ENTER_SCRIPT])?;
-    let event = EventId::parse(&format!(
-        "bench-script-{}-{connections}",
-        std::process::id()
-    ))?;
+    let event = EventId::parse(format!("bench-script-{}-{connections}", std::process::id()))?;
     let keys = crate::queue::EventKeys::new(&event);
     cli(&["HSET", &keys.meta(), "state", "open", "rate", "1"])?;
     let rps = redis_benchmark(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
+use dropgate_functions::bus::{self, TransportArgs};
 use dropgate_functions::ops_server::{self, Readiness};
 use dropgate_functions::{lifecycle, telemetry};
 use tokio::sync::watch;
@@ -18,16 +19,25 @@ use tokio::sync::watch;
 struct Config {
     #[command(flatten)]
     admitter: AdmitterArgs,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config: Config = bus::parse_config();
     telemetry::init();
     let readiness = Readiness::default();
     let started = async {
+        let kafka = &config.admitter.kafka;
+        config.transport.require_brokers(kafka)?;
+        let publisher = config
+            .transport
+            .publisher(kafka, &kafka.waiting_queue_topic)
+            .await?;
         let address = ops_server::spawn(&config.admitter.ops, readiness.clone()).await?;
-        let admitter = Admitter::connect(&config.admitter, readiness.clone()).await?;
+        let admitter =
+            Admitter::connect_with(&config.admitter, publisher, readiness.clone()).await?;
         anyhow::Ok((address, admitter))
     };
     let (address, admitter) = match started.await {
@@ -37,7 +47,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(ops = %address, tick_ms = config.admitter.tick_ms, "admitter running");
+    tracing::info!(
+        ops = %address,
+        tick_ms = config.admitter.tick_ms,
+        transport = ?config.transport.transport,
+        "admitter running"
+    );
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         lifecycle::shutdown_signal().await;

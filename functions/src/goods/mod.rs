@@ -5,7 +5,11 @@
 //! Every step is safe to repeat: a batch redelivered after a crash finds its users in
 //! `draws` and re-announces their outcomes; results committed but not yet published
 //! stay in the outbox until the re-send loop delivers them.
+//!
+//! On the Pub/Sub transport the admissions arrive as push requests instead
+//! ([`GoodsPush`]); they are decided, recorded and published by the same code.
 
+mod push;
 pub mod store;
 
 use std::collections::HashMap;
@@ -16,16 +20,17 @@ use dropgate_core::{Admitted, EventId, Message as _};
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
+use crate::bus::Publisher;
 use crate::config::{DatabaseArgs, KafkaArgs};
 use crate::failpoint;
-use crate::kafka::{self, DELIVERY_TIMEOUT};
+use crate::kafka;
 use crate::ops_server::{OpsArgs, Readiness};
+pub use push::GoodsPush;
 pub use store::{BatchOutcome, OutboxRow, record_batch};
 
 /// goods-worker settings.
@@ -61,12 +66,84 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// What both transports do with admissions: decide them in PostgreSQL, publish the
+/// results from the outbox, mark them sent. Only how admissions arrive and how their
+/// receipt is acknowledged (offsets, push answers) differs.
+#[derive(Clone)]
+struct Settler {
+    pool: PgPool,
+    publisher: Publisher,
+}
+
+/// What became of one event's admissions.
+enum Settled {
+    /// Recorded (and, if the transport answered, published).
+    Recorded,
+    /// The event does not exist: nothing can be drawn for it.
+    UnknownEvent,
+}
+
+impl Settler {
+    /// Records one event's admissions in one transaction, then publishes their results
+    /// and marks them sent. Fails only if nothing was recorded; once the transaction
+    /// has committed, the results are durable in the outbox, and what fails to publish
+    /// now is re-sent by [`resend_loop`].
+    async fn settle_event(&self, event: &EventId, admissions: &[Admitted]) -> Result<Settled> {
+        let recorded = record_batch(&self.pool, event, admissions, now_ms(), || {
+            failpoint::hit("goods_before_commit");
+        })
+        .await?;
+        let outcome = match recorded {
+            Ok(outcome) => outcome,
+            Err(refused) => {
+                tracing::error!(%refused, users = admissions.len(), "batch skipped");
+                metrics::counter!("dropgate_goods_skipped_total", "reason" => "unknown_event")
+                    .increment(admissions.len() as u64);
+                return Ok(Settled::UnknownEvent);
+            }
+        };
+        failpoint::hit("goods_after_commit_before_publish");
+        for (result, count) in &outcome.decided {
+            metrics::counter!("dropgate_goods_draws_total", "outcome" => result.as_str())
+                .increment(*count);
+        }
+        metrics::counter!("dropgate_goods_reannounced_total").increment(outcome.reannounced);
+        metrics::gauge!("dropgate_goods_stock_left", "event" => event.to_string())
+            .set(outcome.stock_left as f64);
+        let sent = publish(&self.publisher, &outcome.outbox).await;
+        if let Err(error) = store::mark_sent(&self.pool, &sent).await {
+            // The rows stay unsent and are delivered again later: consumers dedupe.
+            tracing::warn!(error = %format!("{error:#}"), "could not mark results sent");
+        }
+        Ok(Settled::Recorded)
+    }
+}
+
+/// Admissions grouped by event, each group in arrival order.
+fn by_event(admissions: Vec<Admitted>) -> HashMap<EventId, Vec<Admitted>> {
+    let mut grouped: HashMap<EventId, Vec<Admitted>> = HashMap::new();
+    for admitted in admissions {
+        grouped
+            .entry(admitted.event_id.clone())
+            .or_default()
+            .push(admitted);
+    }
+    grouped
+}
+
+async fn connect_database(args: &GoodsArgs) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(args.db_pool.max(2))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(args.database.url.expose())
+        .await
+        .context("Failed to connect to PostgreSQL (DATABASE_URL)")
+}
+
 /// The worker's connections.
 pub struct GoodsWorker {
-    pool: PgPool,
+    settler: Settler,
     consumer: StreamConsumer,
-    producer: FutureProducer,
-    results_topic: String,
     batch_size: usize,
     batch_wait: Duration,
     readiness: Readiness,
@@ -84,19 +161,12 @@ impl GoodsWorker {
     /// Connects to PostgreSQL and Kafka; fails with a clear message when either is
     /// unusable.
     pub async fn connect(args: &GoodsArgs, readiness: Readiness) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(args.db_pool.max(2))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(args.database.url.expose())
-            .await
-            .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
+        let pool = connect_database(args).await?;
         let consumer = kafka::consumer(&args.kafka, &args.group, &args.kafka.waiting_queue_topic)?;
-        let producer = kafka::producer(&args.kafka)?;
+        let publisher = Publisher::kafka(&args.kafka, &args.kafka.result_notification_topic)?;
         Ok(Self {
-            pool,
+            settler: Settler { pool, publisher },
             consumer,
-            producer,
-            results_topic: args.kafka.result_notification_topic.clone(),
             batch_size: args.batch_size as usize,
             batch_wait: Duration::from_millis(args.batch_wait_ms),
             readiness,
@@ -106,12 +176,7 @@ impl GoodsWorker {
     /// Runs until `shutdown` turns true; the batch in hand is finished and committed
     /// first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let resend = tokio::spawn(resend_loop(
-            self.pool.clone(),
-            self.producer.clone(),
-            self.results_topic.clone(),
-            shutdown.clone(),
-        ));
+        let resend = tokio::spawn(resend_loop(self.settler.clone(), shutdown.clone()));
         self.readiness.set(true);
         loop {
             let mut batch = Batch {
@@ -140,33 +205,15 @@ impl GoodsWorker {
         Ok(())
     }
 
-    /// Decides, publishes and commits one batch, retrying the database and the
-    /// delivery until they succeed: a message is never committed before its result is
-    /// durable.
+    /// Decides, publishes and commits one batch, retrying the database until it
+    /// succeeds: a message is never committed before its result is durable.
     async fn settle(&self, batch: Batch, shutdown: &watch::Receiver<bool>) -> Result<()> {
         let started = std::time::Instant::now();
-        let mut by_event: HashMap<EventId, Vec<Admitted>> = HashMap::new();
-        for admitted in batch.admissions {
-            by_event
-                .entry(admitted.event_id.clone())
-                .or_default()
-                .push(admitted);
-        }
         let mut backoff = Duration::from_millis(100);
-        for (event, admissions) in by_event {
-            let outcome = loop {
-                let attempt = record_batch(&self.pool, &event, &admissions, now_ms(), || {
-                    failpoint::hit("goods_before_commit");
-                })
-                .await;
-                match attempt {
-                    Ok(Ok(outcome)) => break Some(outcome),
-                    Ok(Err(refused)) => {
-                        tracing::error!(%refused, users = admissions.len(), "batch skipped");
-                        metrics::counter!("dropgate_goods_skipped_total", "reason" => "unknown_event")
-                            .increment(admissions.len() as u64);
-                        break None;
-                    }
+        for (event, admissions) in by_event(batch.admissions) {
+            loop {
+                match self.settler.settle_event(&event, &admissions).await {
+                    Ok(_) => break,
                     Err(error) => {
                         self.readiness.set(false);
                         if *shutdown.borrow() {
@@ -179,22 +226,8 @@ impl GoodsWorker {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-            };
+            }
             self.readiness.set(true);
-            let Some(outcome) = outcome else { continue };
-            failpoint::hit("goods_after_commit_before_publish");
-            for (result, count) in &outcome.decided {
-                metrics::counter!("dropgate_goods_draws_total", "outcome" => result.as_str())
-                    .increment(*count);
-            }
-            metrics::counter!("dropgate_goods_reannounced_total").increment(outcome.reannounced);
-            metrics::gauge!("dropgate_goods_stock_left", "event" => event.to_string())
-                .set(outcome.stock_left as f64);
-            let sent = publish(&self.producer, &self.results_topic, &outcome.outbox).await;
-            if let Err(error) = store::mark_sent(&self.pool, &sent).await {
-                // The rows stay unsent and are delivered again later: consumers dedupe.
-                tracing::warn!(error = %format!("{error:#}"), "could not mark results sent");
-            }
         }
         if batch.malformed > 0 {
             metrics::counter!("dropgate_goods_malformed_total").increment(batch.malformed);
@@ -249,14 +282,13 @@ impl Batch {
     }
 }
 
-/// Produces `rows` and returns the ids delivered.
-async fn publish(producer: &FutureProducer, topic: &str, rows: &[OutboxRow]) -> Vec<i64> {
+/// Publishes `rows` and returns the ids delivered.
+async fn publish(publisher: &Publisher, rows: &[OutboxRow]) -> Vec<i64> {
     let deliveries = rows.iter().map(|row| async move {
-        let record = FutureRecord::to(topic).key(&row.key).payload(&row.payload);
-        match producer.send(record, DELIVERY_TIMEOUT).await {
-            Ok(_) => Some(row.id),
-            Err((error, _)) => {
-                tracing::warn!(%error, key = %row.key, "result not delivered; the re-send loop retries");
+        match publisher.publish(&row.key, &row.payload).await {
+            Ok(()) => Some(row.id),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), key = %row.key, "result not delivered; the re-send loop retries");
                 None
             }
         }
@@ -269,14 +301,9 @@ async fn publish(producer: &FutureProducer, topic: &str, rows: &[OutboxRow]) -> 
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// Delivers outbox rows a crashed or failing worker left unsent.
-async fn resend_loop(
-    pool: PgPool,
-    producer: FutureProducer,
-    topic: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn resend_loop(settler: Settler, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match resend_once(&pool, &producer, &topic).await {
+        match resend_once(&settler.pool, &settler.publisher).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "re-sent results left in the outbox"),
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "outbox re-send failed"),
@@ -289,7 +316,7 @@ async fn resend_loop(
 }
 
 /// One pass of the re-send loop; rows locked by another worker's pass are skipped.
-pub async fn resend_once(pool: &PgPool, producer: &FutureProducer, topic: &str) -> Result<usize> {
+pub async fn resend_once(pool: &PgPool, publisher: &Publisher) -> Result<usize> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
         "select outbox_id, message_key, payload from outbox
@@ -304,7 +331,7 @@ pub async fn resend_once(pool: &PgPool, producer: &FutureProducer, topic: &str) 
         .into_iter()
         .map(|(id, key, payload)| OutboxRow { id, key, payload })
         .collect();
-    let sent = publish(producer, topic, &rows).await;
+    let sent = publish(publisher, &rows).await;
     sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
         .bind(&sent)
         .execute(&mut *tx)

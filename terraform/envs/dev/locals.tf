@@ -5,6 +5,8 @@ locals {
   use_gke         = contains(["gke", "both"], var.deployment_target)
   use_cloudrun    = contains(["cloudrun", "both"], var.deployment_target)
   use_memorystore = var.redis_mode == "memorystore"
+  use_kafka       = var.transport == "kafka"
+  use_pubsub      = var.transport == "pubsub"
 
   # Every labelled resource says what it belongs to, so billing and audits can
   # group them even when var.labels is left empty.
@@ -22,6 +24,20 @@ locals {
   topics = {
     waiting_queue       = "waiting-queue"
     result_notification = "result-notification"
+  }
+  # Pub/Sub topics share the project's namespace with everything else in it, so they
+  # carry the prefix; Kafka topics live in a cluster of their own.
+  topic_names = { for k, name in local.topics : k => local.use_pubsub ? "${var.prefix}-${name}" : name }
+
+  # What a function on the message bus needs of the transport, and the role it gets.
+  transport_roles = local.use_kafka ? ["roles/managedkafka.client"] : []
+
+  # Pub/Sub pushes to these routes; the token's audience is the service's
+  # deterministic URL (https://<service>-<project number>.<region>.run.app), known
+  # before the service exists, so the service's own settings can name it.
+  push_audience = {
+    for k in ["goods-worker", "result-relay"] :
+    k => "https://${var.prefix}-${k}-${data.google_project.this.number}.${var.region}.run.app"
   }
 
   # `uses` lists the backends a function talks to; it decides secrets, roles and env.
@@ -49,9 +65,9 @@ locals {
       }
     }
     admitter = {
-      description   = "admitter: admits the head of each queue to the draw; Redis and Kafka."
-      uses          = ["redis", "kafka"]
-      project_roles = concat(local.telemetry_roles, ["roles/managedkafka.client"])
+      description   = "admitter: admits the head of each queue to the draw; Redis and the message bus."
+      uses          = ["redis", "bus"]
+      project_roles = concat(local.telemetry_roles, local.transport_roles)
       ingress       = "INGRESS_TRAFFIC_INTERNAL_ONLY"
       port          = 9090
       # One admitter: the admission rate is enforced per process.
@@ -61,50 +77,57 @@ locals {
       timeout       = "300s"
       env = {
         DROPGATE_HEALTH_ADDR         = "0.0.0.0:9090"
-        DROPGATE_TOPIC_WAITING_QUEUE = local.topics.waiting_queue
+        DROPGATE_TOPIC_WAITING_QUEUE = local.topic_names.waiting_queue
       }
     }
     goods-worker = {
-      description = "goods-worker: draws admitted users against the stock; Kafka and PostgreSQL."
-      uses        = ["kafka", "postgres"]
-      project_roles = concat(local.telemetry_roles, [
+      description = "goods-worker: draws admitted users against the stock; the message bus and PostgreSQL."
+      uses        = ["bus", "postgres"]
+      project_roles = concat(local.telemetry_roles, local.transport_roles, [
         "roles/cloudsql.client",
         "roles/cloudsql.instanceUser",
-        "roles/managedkafka.client",
       ])
       ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
       port    = 9090
-      # More consumers than partitions would sit idle.
+      # Kafka: more consumers than partitions would sit idle. Pub/Sub: pushes spread
+      # over instances, and one instance stays up for the outbox re-send loop.
       min_instances = 1
-      max_instances = var.kafka.partitions
-      concurrency   = 10
-      timeout       = "300s"
-      env = {
+      max_instances = local.use_kafka ? var.kafka.partitions : var.pubsub.max_instances
+      # Concurrent pushes are what fills a batch (one transaction for many users).
+      concurrency = local.use_kafka ? 10 : 250
+      timeout     = "300s"
+      env = merge({
         DROPGATE_HEALTH_ADDR               = "0.0.0.0:9090"
-        DROPGATE_TOPIC_WAITING_QUEUE       = local.topics.waiting_queue
-        DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topics.result_notification
-      }
+        DROPGATE_TOPIC_WAITING_QUEUE       = local.topic_names.waiting_queue
+        DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
+      }, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["goods-worker"] } : {})
     }
     result-relay = {
-      description   = "result-relay: brings draw results back to Redis; Kafka and Redis."
-      uses          = ["redis", "kafka"]
-      project_roles = concat(local.telemetry_roles, ["roles/managedkafka.client"])
+      description   = "result-relay: brings draw results back to Redis; the message bus and Redis."
+      uses          = ["redis", "bus"]
+      project_roles = concat(local.telemetry_roles, local.transport_roles)
       ingress       = "INGRESS_TRAFFIC_INTERNAL_ONLY"
       port          = 9090
-      min_instances = 1
-      max_instances = var.kafka.partitions
-      concurrency   = 10
+      min_instances = local.use_kafka ? 1 : 0
+      max_instances = local.use_kafka ? var.kafka.partitions : var.pubsub.max_instances
+      concurrency   = local.use_kafka ? 10 : 250
       timeout       = "300s"
-      env = {
+      env = merge({
         DROPGATE_HEALTH_ADDR               = "0.0.0.0:9090"
-        DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topics.result_notification
-      }
+        DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
+      }, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["result-relay"] } : {})
     }
   }
 
   # Service accounts: one per function, plus the GKE nodes' own.
   service_accounts = merge(
     { for k, f in local.functions : k => { description = f.description, project_roles = f.project_roles } },
+    local.use_pubsub ? {
+      pubsub-push = {
+        description   = "Pub/Sub push identity: signs the push requests to goods-worker and result-relay, which may be invoked by it alone; no project role."
+        project_roles = []
+      }
+    } : {},
     local.use_gke ? {
       gke-nodes = {
         description   = "GKE nodes: pull images, write logs and metrics; nothing else."

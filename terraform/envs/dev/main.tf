@@ -55,11 +55,13 @@ module "cloudsql" {
   secret_accessors = { for k in local.postgres_users : k => module.iam.members[k] }
 }
 
-# The message transport. Kafka is the only one today; a later `transport` variable
-# ("kafka" | "pubsub") would put `count` on this module, add a pubsub module beside
-# it, and choose what local.transport_env below holds. Nothing else refers to Kafka.
+# The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and
+# Cloud Run) or Pub/Sub (push subscriptions to the Cloud Run services). Only what
+# local.transport_env and the pubsub module's topics below hold differ; the functions
+# are the same binaries (built with the `pubsub` feature for Pub/Sub).
 module "kafka" {
   source     = "../../modules/kafka"
+  count      = local.use_kafka ? 1 : 0
   project_id = var.project_id
   prefix     = var.prefix
   region     = var.region
@@ -82,8 +84,50 @@ module "kafka" {
   depends_on = [google_project_service.apis]
 }
 
+module "pubsub" {
+  source     = "../../modules/pubsub"
+  count      = local.use_pubsub ? 1 : 0
+  project_id = var.project_id
+  prefix     = var.prefix
+  region     = var.region
+  labels     = local.labels
+  push_service_account = {
+    email = module.iam.emails["pubsub-push"]
+    id    = module.iam.ids["pubsub-push"]
+  }
+  topics = {
+    (local.topics.waiting_queue) = {
+      publishers = [module.iam.members["admitter"]]
+      push = merge(var.pubsub.push, {
+        service  = one(module.cloudrun[*].services["goods-worker"].name)
+        endpoint = "${one(module.cloudrun[*].services["goods-worker"].uri)}/pubsub/waiting-queue"
+        audience = local.push_audience["goods-worker"]
+      })
+    }
+    (local.topics.result_notification) = {
+      publishers = [module.iam.members["goods-worker"]]
+      push = merge(var.pubsub.push, {
+        service  = one(module.cloudrun[*].services["result-relay"].name)
+        endpoint = "${one(module.cloudrun[*].services["result-relay"].uri)}/pubsub/result-notification"
+        audience = local.push_audience["result-relay"]
+      })
+    }
+  }
+  depends_on = [google_project_service.apis]
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
 locals {
-  transport_env = { DROPGATE_KAFKA_BROKERS = module.kafka.bootstrap_servers }
+  transport_env = local.use_kafka ? {
+    DROPGATE_KAFKA_BROKERS = one(module.kafka[*].bootstrap_servers)
+    } : {
+    DROPGATE_TRANSPORT            = "pubsub"
+    DROPGATE_PUBSUB_PROJECT       = var.project_id
+    DROPGATE_PUSH_SERVICE_ACCOUNT = module.iam.emails["pubsub-push"]
+  }
 }
 
 module "gke" {
@@ -146,7 +190,7 @@ module "cloudrun" {
       max_instances   = f.max_instances
       concurrency     = f.concurrency
       timeout         = f.timeout
-      env             = merge(f.env, contains(f.uses, "kafka") ? local.transport_env : {})
+      env             = merge(f.env, contains(f.uses, "bus") ? local.transport_env : {})
       secret_env = merge(
         contains(f.uses, "redis") ? { DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"] } : {},
         contains(f.uses, "postgres") ? { DATABASE_URL = module.cloudsql.secret_ids["database-url"] } : {},

@@ -24,10 +24,10 @@ output "image_repository" {
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity annotation per Kubernetes service account, the Kafka bootstrap address, and the Secret Manager secrets to copy into the `dropgate-runtime` Secret."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity annotation per Kubernetes service account, the Kafka bootstrap address (GKE runs Kafka consumers), and the Secret Manager secrets to copy into the `dropgate-runtime` Secret."
   value = {
     namespace       = local.k8s_namespace
-    kafka_brokers   = module.kafka.bootstrap_servers
+    kafka_brokers   = one(module.kafka[*].bootstrap_servers)
     service_account = { for k in keys(local.functions) : k => module.iam.emails[k] }
     secrets = merge(
       { database-url = module.cloudsql.secret_ids["database-url"] },
@@ -37,11 +37,21 @@ output "k8s" {
 }
 
 output "kafka" {
-  description = "Kafka bootstrap address (DROPGATE_KAFKA_BROKERS) and topic ids."
-  value = {
-    bootstrap_servers = module.kafka.bootstrap_servers
-    topics            = module.kafka.topics
-  }
+  description = "Kafka bootstrap address (DROPGATE_KAFKA_BROKERS) and topic ids; null unless transport is kafka."
+  value = local.use_kafka ? {
+    bootstrap_servers = one(module.kafka[*].bootstrap_servers)
+    topics            = one(module.kafka[*].topics)
+  } : null
+}
+
+output "pubsub" {
+  description = "Pub/Sub topic names (DROPGATE_TOPIC_*), push subscriptions, the dead-letter subscriptions to inspect, and the push service account; null unless transport is pubsub."
+  value = local.use_pubsub ? {
+    topics                    = one(module.pubsub[*].topics)
+    subscriptions             = one(module.pubsub[*].subscriptions)
+    dead_letter_subscriptions = one(module.pubsub[*].dead_letter_subscriptions)
+    push_service_account      = module.iam.emails["pubsub-push"]
+  } : null
 }
 
 output "service_accounts" {

@@ -153,6 +153,25 @@ variable "public_domains" {
   }
 }
 
+variable "pubsub" {
+  description = "Pub/Sub settings (used when transport is `pubsub`): `max_instances` of goods-worker and result-relay, and for both push subscriptions `push`: `ack_deadline_seconds` (how long a push may take before it counts as failed), `max_delivery_attempts` (then the message goes to the topic's dead-letter topic) and the redelivery backoff `minimum_backoff` / `maximum_backoff`."
+  type = object({
+    max_instances = optional(number, 20)
+    push = optional(object({
+      ack_deadline_seconds  = optional(number, 60)
+      max_delivery_attempts = optional(number, 10)
+      minimum_backoff       = optional(string, "1s")
+      maximum_backoff       = optional(string, "60s")
+    }), {})
+  })
+  nullable = false
+  default  = {}
+  validation {
+    condition     = var.pubsub.max_instances >= 1
+    error_message = "pubsub.max_instances must be at least 1."
+  }
+}
+
 variable "redis_mode" {
   description = "Where the queue state lives: `memorystore` (managed, HA, RDB persistence) or `statefulset` (the Redis StatefulSet in deploy/k8s, AOF persistence; GKE only)."
   type        = string
@@ -173,4 +192,19 @@ variable "region" {
   type        = string
   nullable    = false
   default     = "europe-west1"
+}
+
+variable "transport" {
+  description = "The message bus between the functions: `kafka` (Managed Kafka; consumer groups, for GKE and Cloud Run) or `pubsub` (Pub/Sub topics with push subscriptions to the Cloud Run services, OIDC-authenticated, with retry and dead-letter policies; needs deployment_target = cloudrun and an image built with the `pubsub` feature)."
+  type        = string
+  nullable    = false
+  default     = "kafka"
+  validation {
+    condition     = contains(["kafka", "pubsub"], var.transport)
+    error_message = "transport must be kafka or pubsub."
+  }
+  validation {
+    condition     = var.transport == "kafka" || var.deployment_target == "cloudrun"
+    error_message = "transport pubsub pushes to Cloud Run services, so it needs deployment_target = cloudrun (GKE runs Kafka consumers)."
+  }
 }

@@ -1,0 +1,231 @@
+//! The message bus between the functions, behind one small interface: a
+//! [`Publisher`] sends a keyed message to one topic, and each consuming function hands
+//! batches of decoded messages to the same handler whatever brought them.
+//!
+//! Two transports exist. Kafka (the default, used locally and on GKE) is consumed by
+//! long-lived consumer groups ([`crate::kafka::collect_batch`]). Pub/Sub (Cloud Run)
+//! pushes every message as an HTTP request to the consuming function
+//! ([`crate::pubsub::push`]), and concurrent requests are gathered into batches by a
+//! [`crate::pubsub::batcher::Batcher`]. Only the way bytes arrive and leave differs:
+//! the rules that decide, record and apply are the same code on both paths.
+
+use anyhow::{Result, bail};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::config::KafkaArgs;
+use crate::kafka::{self, DELIVERY_TIMEOUT};
+
+/// Which transport carries the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Transport {
+    /// Kafka consumer groups and an idempotent producer.
+    #[default]
+    Kafka,
+    /// Google Cloud Pub/Sub: published with the Google client, consumed as push
+    /// requests (needs a build with the `pubsub` feature).
+    #[value(name = "pubsub")]
+    PubSub,
+}
+
+/// The transport setting shared by the admitter, goods-worker and result-relay.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransportArgs {
+    /// `kafka` (consumer groups) or `pubsub` (Pub/Sub publishing, push endpoints).
+    #[arg(long, env = "DROPGATE_TRANSPORT", value_enum, default_value = "kafka")]
+    pub transport: Transport,
+    /// Pub/Sub settings (used with `--transport pubsub`).
+    #[command(flatten)]
+    pub pubsub: crate::pubsub::PubSubArgs,
+    /// Push endpoint settings (used with `--transport pubsub` by consuming functions).
+    #[command(flatten)]
+    pub push: crate::pubsub::push::PushArgs,
+}
+
+/// Parses a binary's flags and environment with the Kafka brokers made optional, since
+/// the Pub/Sub transport does not use them; [`TransportArgs::require_brokers`] then
+/// insists on them for Kafka. `--help` still lists every setting.
+pub fn parse_config<C: clap::Parser>() -> C {
+    parse_config_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+}
+
+/// [`parse_config`] over the given command line.
+pub fn parse_config_from<C, I, T>(args: I) -> Result<C, clap::Error>
+where
+    C: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = C::command().mut_arg("brokers", |arg| arg.required(false).default_value(""));
+    let matches = command.try_get_matches_from_mut(args)?;
+    C::from_arg_matches(&matches).map_err(|error| error.format(&mut command))
+}
+
+impl TransportArgs {
+    /// Fails with the variable to set when Kafka is the transport and no brokers were
+    /// given (see [`parse_config`]).
+    pub fn require_brokers(&self, kafka: &KafkaArgs) -> Result<()> {
+        if self.transport == Transport::Kafka && kafka.brokers.trim().is_empty() {
+            bail!(
+                "DROPGATE_KAFKA_BROKERS (--kafka-brokers) is required with DROPGATE_TRANSPORT=kafka"
+            );
+        }
+        Ok(())
+    }
+
+    /// A publisher to `topic` on the configured transport.
+    pub async fn publisher(&self, kafka: &KafkaArgs, topic: &str) -> Result<Publisher> {
+        match self.transport {
+            Transport::Kafka => Publisher::kafka(kafka, topic),
+            Transport::PubSub => Publisher::pubsub(&self.pubsub, topic).await,
+        }
+    }
+}
+
+/// Sends keyed messages to one topic.
+#[derive(Clone)]
+pub enum Publisher {
+    /// An idempotent Kafka producer; the key picks the partition.
+    Kafka {
+        /// The producer.
+        producer: FutureProducer,
+        /// The topic.
+        topic: String,
+    },
+    /// A Pub/Sub publisher; the key is the ordering key.
+    #[cfg(feature = "pubsub")]
+    PubSub(crate::pubsub::publisher::TopicPublisher),
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Publisher::Kafka { topic, .. } => write!(f, "Publisher(kafka:{topic})"),
+            #[cfg(feature = "pubsub")]
+            Publisher::PubSub(publisher) => write!(f, "Publisher(pubsub:{})", publisher.topic()),
+        }
+    }
+}
+
+impl Publisher {
+    /// A Kafka publisher to `topic` with dropgate's producer settings.
+    pub fn kafka(args: &KafkaArgs, topic: &str) -> Result<Self> {
+        Ok(Publisher::Kafka {
+            producer: kafka::producer(args)?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// A Pub/Sub publisher to `topic` (a short name, in the configured project).
+    #[cfg(feature = "pubsub")]
+    pub async fn pubsub(args: &crate::pubsub::PubSubArgs, topic: &str) -> Result<Self> {
+        Ok(Publisher::PubSub(
+            crate::pubsub::publisher::TopicPublisher::connect(args, topic).await?,
+        ))
+    }
+
+    /// Without the `pubsub` feature there is no Pub/Sub client to publish with.
+    #[cfg(not(feature = "pubsub"))]
+    pub async fn pubsub(_args: &crate::pubsub::PubSubArgs, _topic: &str) -> Result<Self> {
+        bail!(
+            "this build has no Pub/Sub client: DROPGATE_TRANSPORT=pubsub needs the binaries \
+             built with `--features dropgate-functions/pubsub`"
+        )
+    }
+
+    /// The topic's name as configured.
+    pub fn topic(&self) -> &str {
+        match self {
+            Publisher::Kafka { topic, .. } => topic,
+            #[cfg(feature = "pubsub")]
+            Publisher::PubSub(publisher) => publisher.topic(),
+        }
+    }
+
+    /// Sends one message and waits until the transport acknowledged it durably (Kafka:
+    /// every in-sync replica; Pub/Sub: the service stored it), at most
+    /// [`DELIVERY_TIMEOUT`].
+    pub async fn publish(&self, key: &str, payload: &[u8]) -> Result<()> {
+        match self {
+            Publisher::Kafka { producer, topic } => {
+                let record = FutureRecord::to(topic).key(key).payload(payload);
+                producer
+                    .send(record, DELIVERY_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(|(error, _)| {
+                        anyhow::anyhow!("Kafka delivery to {topic} failed: {error}")
+                    })
+            }
+            #[cfg(feature = "pubsub")]
+            Publisher::PubSub(publisher) => publisher.publish(key, payload).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        transport: TransportArgs,
+    }
+
+    #[test]
+    fn brokers_are_required_for_kafka_only() {
+        let pubsub: Probe = parse_config_from([
+            "probe",
+            "--transport",
+            "pubsub",
+            "--pubsub-project",
+            "p",
+            "--kafka-brokers",
+            "",
+        ])
+        .expect("parses");
+        assert_eq!(pubsub.transport.transport, Transport::PubSub);
+        pubsub
+            .transport
+            .require_brokers(&pubsub.kafka)
+            .expect("Pub/Sub needs no brokers");
+
+        let kafka: Probe =
+            parse_config_from(["probe", "--transport", "kafka", "--kafka-brokers", " "])
+                .expect("parses");
+        let error = kafka
+            .transport
+            .require_brokers(&kafka.kafka)
+            .expect_err("Kafka needs brokers");
+        assert!(
+            error.to_string().contains("DROPGATE_KAFKA_BROKERS"),
+            "{error}"
+        );
+
+        let given: Probe =
+            parse_config_from(["probe", "--kafka-brokers", "127.0.0.1:9092"]).expect("parses");
+        assert_eq!(
+            given.transport.transport,
+            Transport::Kafka,
+            "kafka is the default"
+        );
+        given
+            .transport
+            .require_brokers(&given.kafka)
+            .expect("brokers given");
+        assert!(
+            parse_config_from::<Probe, _, _>(["probe", "--transport", "carrier-pigeon"]).is_err()
+        );
+    }
+
+    #[cfg(not(feature = "pubsub"))]
+    #[tokio::test]
+    async fn without_the_feature_pubsub_is_refused_with_the_reason() {
+        let error = Publisher::pubsub(&crate::pubsub::PubSubArgs::default(), "waiting-queue")
+            .await
+            .expect_err("no client");
+        assert!(error.to_string().contains("--features"), "{error}");
+    }
+}
