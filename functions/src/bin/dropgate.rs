@@ -14,6 +14,10 @@ use dropgate_functions::config::DatabaseArgs;
 use dropgate_functions::crowd::{self, DemoArgs};
 use dropgate_functions::event_settings::EventSettingsArgs;
 
+/// mimalloc, as in the functions: the benchmark's load generator allocates per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// dropgate operator CLI.
 #[derive(Debug, Parser)]
 #[command(version, about = "dropgate operator CLI")]
