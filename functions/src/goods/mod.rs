@@ -89,6 +89,22 @@ impl Settler {
     /// has committed, the results are durable in the outbox, and what fails to publish
     /// now is re-sent by [`resend_loop`].
     async fn settle_event(&self, event: &EventId, admissions: &[Admitted]) -> Result<Settled> {
+        match self.record_event(event, admissions).await? {
+            Some(outbox) => {
+                self.announce(&outbox).await;
+                Ok(Settled::Recorded)
+            }
+            None => Ok(Settled::UnknownEvent),
+        }
+    }
+
+    /// The first half of [`Self::settle_event`]: decides and commits, and returns the
+    /// outbox rows to announce (`None`: the event does not exist).
+    async fn record_event(
+        &self,
+        event: &EventId,
+        admissions: &[Admitted],
+    ) -> Result<Option<Vec<OutboxRow>>> {
         let recorded = record_batch(&self.pool, event, admissions, now_ms(), || {
             failpoint::hit("goods_before_commit");
         })
@@ -99,7 +115,7 @@ impl Settler {
                 tracing::error!(%refused, users = admissions.len(), "batch skipped");
                 metrics::counter!("dropgate_goods_skipped_total", "reason" => "unknown_event")
                     .increment(admissions.len() as u64);
-                return Ok(Settled::UnknownEvent);
+                return Ok(None);
             }
         };
         failpoint::hit("goods_after_commit_before_publish");
@@ -110,12 +126,17 @@ impl Settler {
         metrics::counter!("dropgate_goods_reannounced_total").increment(outcome.reannounced);
         metrics::gauge!("dropgate_goods_stock_left", "event" => event.to_string())
             .set(outcome.stock_left as f64);
-        let sent = publish(&self.publisher, &outcome.outbox).await;
+        Ok(Some(outcome.outbox))
+    }
+
+    /// The second half: publishes committed results and marks the delivered ones sent.
+    /// Never fails: what is not delivered stays in the outbox for [`resend_loop`].
+    async fn announce(&self, outbox: &[OutboxRow]) {
+        let sent = publish(&self.publisher, outbox).await;
         if let Err(error) = store::mark_sent(&self.pool, &sent).await {
             // The rows stay unsent and are delivered again later: consumers dedupe.
             tracing::warn!(error = %format!("{error:#}"), "could not mark results sent");
         }
-        Ok(Settled::Recorded)
     }
 }
 
@@ -178,6 +199,8 @@ impl GoodsWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let resend = tokio::spawn(resend_loop(self.settler.clone(), shutdown.clone()));
         self.readiness.set(true);
+        let mut announcing = tokio::task::JoinSet::new();
+        let mut consumed: HashMap<(String, i32), i64> = HashMap::new();
         loop {
             let mut batch = Batch {
                 admissions: Vec::with_capacity(self.batch_size),
@@ -197,23 +220,53 @@ impl GoodsWorker {
                 Some(0) => continue,
                 Some(_) => {}
             }
-            self.settle(batch, &shutdown).await?;
+            for (partition, next) in &batch.positions {
+                let kept = consumed.entry(partition.clone()).or_insert(*next);
+                *kept = (*kept).max(*next);
+            }
+            let recorded = self.settle(batch, &shutdown).await;
+            // Announcing the batch before overlaps the next one; at most
+            // MAX_ANNOUNCING wait, so a slow broker holds consumption back.
+            for outbox in recorded? {
+                while announcing.len() >= MAX_ANNOUNCING {
+                    announcing.join_next().await;
+                }
+                let settler = self.settler.clone();
+                announcing.spawn(async move { settler.announce(&outbox).await });
+            }
+            while announcing.try_join_next().is_some() {}
         }
+        // Results already recorded are announced before stopping, not left to another
+        // worker's re-send pass.
+        while announcing.join_next().await.is_some() {}
+        // The asynchronous commits may still be in flight: one synchronous commit of
+        // everything settled, so the next owner does not redo it.
+        self.commit(&consumed, CommitMode::Sync)?;
         self.readiness.set(false);
         resend.abort();
         tracing::info!("goods-worker stopped");
         Ok(())
     }
 
-    /// Decides, publishes and commits one batch, retrying the database until it
-    /// succeeds: a message is never committed before its result is durable.
-    async fn settle(&self, batch: Batch, shutdown: &watch::Receiver<bool>) -> Result<()> {
+    /// Decides one batch and commits its offsets, retrying the database until it
+    /// succeeds, and returns the results to announce. A message is never committed
+    /// before its result is durable: in the outbox, which [`resend_loop`] delivers
+    /// from if this worker dies before announcing.
+    async fn settle(
+        &self,
+        batch: Batch,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Vec<Vec<OutboxRow>>> {
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
+        let mut to_announce = Vec::new();
         for (event, admissions) in by_event(batch.admissions) {
             loop {
-                match self.settler.settle_event(&event, &admissions).await {
-                    Ok(_) => break,
+                match self.settler.record_event(&event, &admissions).await {
+                    Ok(outbox) => {
+                        to_announce.extend(outbox);
+                        break;
+                    }
                     Err(error) => {
                         self.readiness.set(false);
                         if *shutdown.borrow() {
@@ -232,13 +285,13 @@ impl GoodsWorker {
         if batch.malformed > 0 {
             metrics::counter!("dropgate_goods_malformed_total").increment(batch.malformed);
         }
-        self.commit(&batch.positions)?;
+        self.commit(&batch.positions, CommitMode::Async)?;
         metrics::histogram!("dropgate_goods_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(to_announce)
     }
 
-    fn commit(&self, positions: &HashMap<(String, i32), i64>) -> Result<()> {
+    fn commit(&self, positions: &HashMap<(String, i32), i64>, mode: CommitMode) -> Result<()> {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in positions {
             offsets
@@ -248,7 +301,10 @@ impl GoodsWorker {
         if offsets.count() == 0 {
             return Ok(());
         }
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+        // Async while running: the outbox already holds the results, so a commit lost
+        // in a crash or a rebalance costs only a re-announcement, and the next batch
+        // need not wait for the broker.
+        if let Err(error) = self.consumer.commit(&offsets, mode) {
             // After a rebalance the partitions belong to another worker, which redoes
             // the batch; the draws are already recorded, so it only re-announces.
             tracing::warn!(%error, "offset commit failed; the batch will be re-announced");
@@ -295,6 +351,10 @@ async fn publish(publisher: &Publisher, rows: &[OutboxRow]) -> Vec<i64> {
     });
     join_all(deliveries).await.into_iter().flatten().collect()
 }
+
+/// Batches whose results may be on their way to the broker while the next batch is
+/// decided.
+const MAX_ANNOUNCING: usize = 4;
 
 /// How old an unsent outbox row must be before the re-send loop takes it: younger
 /// rows are still being published by the worker that wrote them.
