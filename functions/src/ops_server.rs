@@ -46,20 +46,27 @@ pub async fn spawn(args: &OpsArgs, readiness: Readiness) -> Result<SocketAddr> {
         .await
         .with_context(|| format!("Failed to listen on {}", args.health_addr))?;
     let address = listener.local_addr()?;
-    let router = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(readiness);
+    let router = routes(readiness);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "ops port stopped");
         }
     });
     Ok(address)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, for a server of the function's own or to
+/// merge beside other routes (the Pub/Sub push endpoint shares the one port Cloud Run
+/// gives a service).
+pub fn routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(readiness)
 }
 
 async fn ready(State(readiness): State<Readiness>) -> Response {

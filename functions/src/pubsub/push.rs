@@ -15,10 +15,8 @@ use anyhow::{Context, Result};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -170,9 +168,19 @@ pub async fn receive(
     Ok(message)
 }
 
-/// The answer to a message handled durably.
-pub fn acknowledged() -> Response {
-    StatusCode::NO_CONTENT.into_response()
+/// The answer to one push: 204 once the message is handled durably, else the error
+/// (which makes Pub/Sub redeliver or dead-letter it); counted per route and result.
+pub fn answer(route: &'static str, handled: Result<(), PushError>) -> Response {
+    let result = match &handled {
+        Ok(()) => "204",
+        Err(error) => error.code(),
+    };
+    metrics::counter!("dropgate_push_requests_total", "route" => route, "result" => result)
+        .increment(1);
+    match handled {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// Binds `address` and serves `push` (the function's push route) with the health,
@@ -188,13 +196,8 @@ pub async fn serve(
         .await
         .with_context(|| format!("Failed to listen on {address} (DROPGATE_HEALTH_ADDR)"))?;
     let bound = listener.local_addr()?;
-    let ops = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(readiness);
     let router = push
-        .merge(ops)
+        .merge(crate::ops_server::routes(readiness))
         .fallback(|| async { PushError::NotFound })
         .method_not_allowed_fallback(|| async { PushError::MethodNotAllowed });
     let mut stop = shutdown;
@@ -207,24 +210,4 @@ pub async fn serve(
             .context("the push server failed")
     });
     Ok((bound, server))
-}
-
-async fn ready(State(readiness): State<Readiness>) -> Response {
-    if readiness.get() {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": {"code": "unavailable", "message": "not ready"}})),
-        )
-            .into_response()
-    }
-}
-
-async fn metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::http::prometheus().render(),
-    )
-        .into_response()
 }

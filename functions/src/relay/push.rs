@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use dropgate_core::{DrawResult, Message as _};
 use redis::aio::ConnectionManager;
@@ -106,17 +106,7 @@ impl RelayPush {
 }
 
 async fn receive(State(state): State<Arc<State_>>, headers: HeaderMap, body: Body) -> Response {
-    let answer = handle(&state, &headers, body).await;
-    let status = match &answer {
-        Ok(()) => "204",
-        Err(error) => error.code(),
-    };
-    metrics::counter!("dropgate_push_requests_total", "route" => ROUTE, "result" => status)
-        .increment(1);
-    match answer {
-        Ok(()) => push::acknowledged(),
-        Err(error) => error.into_response(),
-    }
+    push::answer(ROUTE, handle(&state, &headers, body).await)
 }
 
 async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
