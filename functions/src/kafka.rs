@@ -2,13 +2,15 @@
 //! wait for every in-sync replica, and consumer groups that commit by hand only after
 //! the work a message caused is durable.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::KafkaArgs;
@@ -135,4 +137,44 @@ pub async fn collect_batch(
         }
     }
     Some(taken)
+}
+
+/// Where consumption ends in each partition: (topic, partition) -> the next offset,
+/// which is what a commit records.
+#[derive(Debug, Default, Clone)]
+pub struct Positions(HashMap<(String, i32), i64>);
+
+impl Positions {
+    /// Moves `message`'s partition past it (never back).
+    pub fn pass(&mut self, message: &BorrowedMessage<'_>) {
+        self.advance(message.topic(), message.partition(), message.offset() + 1);
+    }
+
+    /// Takes every partition of `other` at least as far as it went there.
+    pub fn absorb(&mut self, other: &Positions) {
+        for ((topic, partition), next) in &other.0 {
+            self.advance(topic, *partition, *next);
+        }
+    }
+
+    fn advance(&mut self, topic: &str, partition: i32, next: i64) {
+        self.0
+            .entry((topic.to_owned(), partition))
+            .and_modify(|kept| *kept = (*kept).max(next))
+            .or_insert(next);
+    }
+
+    /// The offsets to commit; `None` when nothing was consumed.
+    pub fn to_commit(&self) -> Result<Option<TopicPartitionList>> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.0 {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .context("Failed to build the offsets to commit")?;
+        }
+        Ok(Some(offsets))
+    }
 }

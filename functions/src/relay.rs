@@ -11,7 +11,6 @@
 mod apply;
 mod push;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +18,12 @@ use anyhow::{Context, Result};
 use dropgate_core::{DrawResult, Message as _, UserRecord};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use self::apply::{Applied, ApplyScript};
 use crate::config::{KafkaArgs, RedisArgs};
-use crate::kafka;
+use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
 pub use push::RelayPush;
@@ -89,8 +87,8 @@ struct Batch {
     results: Vec<DrawResult>,
     /// Each result's (partition, offset), for logs.
     origins: Vec<(i32, i64)>,
-    /// (topic, partition) → next offset to consume: what to commit.
-    positions: HashMap<(String, i32), i64>,
+    /// What to commit.
+    positions: Positions,
     /// Messages no build can read, skipped.
     malformed: usize,
 }
@@ -195,18 +193,15 @@ impl Relay {
     /// Commits where each partition's batch ended. A failed commit is logged, not
     /// retried: the next batch's commit covers it, and if none comes the results are
     /// redelivered and found applied.
-    async fn commit(&self, positions: HashMap<(String, i32), i64>) {
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in positions {
-            if let Err(error) =
-                offsets.add_partition_offset(&topic, partition, Offset::Offset(next))
-            {
-                tracing::warn!(%error, partition, next, "offset not committed");
+    async fn commit(&self, positions: Positions) {
+        let offsets = match positions.to_commit() {
+            Ok(Some(offsets)) => offsets,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "offsets not committed");
+                return;
             }
-        }
-        if offsets.count() == 0 {
-            return;
-        }
+        };
         let consumer = Arc::clone(&self.consumer);
         // A synchronous commit waits for the broker: off the async workers.
         let committed =
@@ -225,11 +220,7 @@ impl Relay {
 
 impl Batch {
     fn add(&mut self, message: &BorrowedMessage<'_>) {
-        let next = message.offset() + 1;
-        self.positions
-            .entry((message.topic().to_owned(), message.partition()))
-            .and_modify(|kept| *kept = (*kept).max(next))
-            .or_insert(next);
+        self.positions.pass(message);
         match DrawResult::decode(message.payload().unwrap_or_default()) {
             Ok(result) => {
                 self.results.push(result);

@@ -20,7 +20,6 @@ use dropgate_core::{Admitted, EventId, Message as _};
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
@@ -28,7 +27,7 @@ use tokio::sync::watch;
 use crate::bus::Publisher;
 use crate::config::{DatabaseArgs, KafkaArgs};
 use crate::failpoint;
-use crate::kafka;
+use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 pub use push::GoodsPush;
 pub use store::{BatchOutcome, OutboxRow, record_batch};
@@ -173,8 +172,7 @@ pub struct GoodsWorker {
 /// A batch's messages, decoded, and where each partition's consumption ends.
 struct Batch {
     admissions: Vec<Admitted>,
-    /// (topic, partition) → next offset to consume.
-    positions: HashMap<(String, i32), i64>,
+    positions: Positions,
     malformed: u64,
 }
 
@@ -200,11 +198,11 @@ impl GoodsWorker {
         let resend = tokio::spawn(resend_loop(self.settler.clone(), shutdown.clone()));
         self.readiness.set(true);
         let mut announcing = tokio::task::JoinSet::new();
-        let mut consumed: HashMap<(String, i32), i64> = HashMap::new();
+        let mut consumed = Positions::default();
         loop {
             let mut batch = Batch {
                 admissions: Vec::with_capacity(self.batch_size),
-                positions: HashMap::new(),
+                positions: Positions::default(),
                 malformed: 0,
             };
             let collected = kafka::collect_batch(
@@ -220,10 +218,7 @@ impl GoodsWorker {
                 Some(0) => continue,
                 Some(_) => {}
             }
-            for (partition, next) in &batch.positions {
-                let kept = consumed.entry(partition.clone()).or_insert(*next);
-                *kept = (*kept).max(*next);
-            }
+            consumed.absorb(&batch.positions);
             let recorded = self.settle(batch, &shutdown).await;
             // Announcing the batch before overlaps the next one; at most
             // MAX_ANNOUNCING wait, so a slow broker holds consumption back.
@@ -291,16 +286,10 @@ impl GoodsWorker {
         Ok(to_announce)
     }
 
-    fn commit(&self, positions: &HashMap<(String, i32), i64>, mode: CommitMode) -> Result<()> {
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in positions {
-            offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .context("Failed to build the offsets to commit")?;
-        }
-        if offsets.count() == 0 {
+    fn commit(&self, positions: &Positions, mode: CommitMode) -> Result<()> {
+        let Some(offsets) = positions.to_commit()? else {
             return Ok(());
-        }
+        };
         // Async while running: the outbox already holds the results, so a commit lost
         // in a crash or a rebalance costs only a re-announcement, and the next batch
         // need not wait for the broker.
@@ -315,12 +304,7 @@ impl GoodsWorker {
 
 impl Batch {
     fn add(&mut self, message: &BorrowedMessage<'_>) {
-        let position = (message.topic().to_owned(), message.partition());
-        let next = message.offset() + 1;
-        self.positions
-            .entry(position)
-            .and_modify(|kept| *kept = (*kept).max(next))
-            .or_insert(next);
+        self.positions.pass(message);
         match Admitted::decode(message.payload().unwrap_or_default()) {
             Ok(admitted) => self.admissions.push(admitted),
             Err(error) => {
