@@ -485,3 +485,131 @@ async fn sold_out_stops_admission_and_tells_every_waiting_user() {
         .expect("JSON");
     assert_eq!(polled["state"], "sold_out");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_event_stops_being_ticked_once_everyone_admitted_is_published() {
+    let stack = TestStack::shared().await;
+    let live = Fixture::new(stack, 1_000, 100).await;
+    let finished = Fixture::new(stack, 1_000, 100).await;
+    // Closed with one user admitted but not yet published: that user must still reach
+    // the draw before the event is let go.
+    let closed = EventMeta {
+        state: EventState::Closed,
+        rate_per_s: 1_000,
+        abandon_timeout_ms: 10_000,
+        opens_at_ms: 0,
+    };
+    finished
+        .store
+        .put_event_meta(&finished.event, &closed)
+        .await
+        .expect("meta");
+    let finished_keys = EventKeys::new(&finished.event);
+    let mut redis = finished.store.connection();
+    let _: () = redis
+        .zadd(finished_keys.admitting(), Fixture::user(7).member(), 7)
+        .await
+        .expect("ZADD");
+
+    let mut args = finished.args(2_000);
+    args.events = vec![live.event.to_string(), finished.event.to_string()];
+    let (_running, _) = Running::start(&args).await;
+
+    let events_key = dropgate_functions::queue::EVENTS_KEY;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: bool = redis
+            .sismember(events_key, finished.event.as_str())
+            .await
+            .expect("SISMEMBER");
+        if !listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed event is still ticked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = finished.admitted_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        published.keys().cloned().collect::<Vec<_>>(),
+        vec![Fixture::user(7).member()],
+        "the admitted user was published before the event was let go"
+    );
+    let admitting: u64 = redis.zcard(finished_keys.admitting()).await.expect("ZCARD");
+    assert_eq!(admitting, 0);
+
+    // An open event keeps being served: users entering later are admitted.
+    live.enter(5, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live
+        .records()
+        .await
+        .values()
+        .any(|record| record.state == UserState::Waiting)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the open event's users still wait"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed: bool = redis
+        .sismember(events_key, live.event.as_str())
+        .await
+        .expect("SISMEMBER");
+    assert!(listed, "an open event left the events set");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_is_finished_only_when_no_tick_can_change_it() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 1, 100).await;
+    let keys = EventKeys::new(&fixture.event);
+    let mut redis = fixture.store.connection();
+    let script = redis::Script::new(dropgate_functions::queue::FINISHED_SCRIPT);
+    // (state, waiting users, admitting users, finished?)
+    let cases = [
+        ("open", 0, 0, 0),
+        ("paused", 0, 0, 0),
+        ("scheduled", 0, 0, 0),
+        ("closed", 0, 1, 0),
+        ("closed", 3, 0, 1),
+        ("closed", 0, 0, 1),
+        ("sold_out", 2, 0, 0),
+        ("sold_out", 0, 1, 0),
+        ("sold_out", 0, 0, 1),
+    ];
+    for (state, waiting, admitting, expected) in cases {
+        let _: () = redis::pipe()
+            .del(&[keys.queue(), keys.admitting()])
+            .hset(keys.meta(), "state", state)
+            .query_async(&mut redis)
+            .await
+            .expect("reset");
+        for n in 0..waiting {
+            let _: () = redis
+                .zadd(keys.queue(), Fixture::user(n).member(), n)
+                .await
+                .expect("ZADD");
+        }
+        for n in 0..admitting {
+            let _: () = redis
+                .zadd(keys.admitting(), Fixture::user(100 + n).member(), n)
+                .await
+                .expect("ZADD");
+        }
+        let finished: i64 = script
+            .key(keys.meta())
+            .key(keys.queue())
+            .key(keys.admitting())
+            .invoke_async(&mut redis)
+            .await
+            .expect("script");
+        assert_eq!(
+            finished, expected,
+            "{state} with {waiting} waiting and {admitting} admitting"
+        );
+    }
+}

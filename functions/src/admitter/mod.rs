@@ -93,6 +93,9 @@ pub struct Admitter {
     lease: Script,
     admit: Script,
     sweep: Script,
+    finished: Script,
+    /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
+    retired: HashSet<EventId>,
     /// Fencing token per event this instance leads.
     leading: HashMap<EventId, u64>,
     /// The events to serve; empty serves all.
@@ -129,6 +132,8 @@ impl Admitter {
             lease: Script::new(include_str!("../queue/scripts/lease.lua")),
             admit: Script::new(include_str!("../queue/scripts/admit.lua")),
             sweep: Script::new(include_str!("../queue/scripts/sweep_sold_out.lua")),
+            finished: Script::new(crate::queue::FINISHED_SCRIPT),
+            retired: HashSet::new(),
             leading: HashMap::new(),
             only: args
                 .events
@@ -185,6 +190,9 @@ impl Admitter {
                 tracing::warn!(%id, "ignoring an invalid event id in the events set");
                 continue;
             };
+            if self.retired.contains(&event) {
+                continue;
+            }
             if let Err(error) = self.tick_event(&event).await {
                 tracing::warn!(%event, error = %format!("{error:#}"), "event tick failed");
             }
@@ -239,7 +247,33 @@ impl Admitter {
             self.admit_event(event, &keys, &lease_value, &view).await?;
         }
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
-        self.publish_admitting(event, &keys).await
+        self.publish_admitting(event, &keys).await?;
+        if sold_out || matches!(state, "sold_out" | "closed") {
+            self.retire_if_finished(event, &keys).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops ticking an event nothing can happen to any more, so finished drops do
+    /// not pile up in every tick (each costs a lease, a read and a publish pass, one
+    /// event after another) and delay the live ones. It leaves the shared events set
+    /// too, for the other admitters and the next start; a later change of the event
+    /// through `dropgate event` writes it back.
+    async fn retire_if_finished(&mut self, event: &EventId, keys: &EventKeys) -> Result<()> {
+        let finished: i64 = self
+            .finished
+            .key(keys.meta())
+            .key(keys.queue())
+            .key(keys.admitting())
+            .invoke_async(&mut self.redis)
+            .await
+            .context("Failed to check whether the event is finished")?;
+        if finished == 1 {
+            let _: () = self.redis.srem(EVENTS_KEY, event.as_str()).await?;
+            self.retired.insert(event.clone());
+            tracing::info!(%event, "event finished: no more admitter ticks");
+        }
+        Ok(())
     }
 
     async fn read(&mut self, event: &EventId) -> Result<EventView> {

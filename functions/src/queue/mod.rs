@@ -18,6 +18,10 @@ pub use keys::{EVENTS_KEY, EventKeys, Notice};
 /// seconds), public so the benchmark can measure it alone.
 pub const ENTER_SCRIPT: &str = include_str!("scripts/enter.lua");
 
+/// Whether an event needs no more admitter ticks (KEYS meta, queue, admitting;
+/// returns 1 or 0).
+pub const FINISHED_SCRIPT: &str = include_str!("scripts/finished.lua");
+
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
 /// and the draw).
 #[derive(Debug, Clone, PartialEq)]
