@@ -1,7 +1,7 @@
 //! The draw pipeline's throughput, next to what PostgreSQL takes of the same batched
 //! writes (pgbench) and what the broker moves raw (produce, then consume).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use dropgate_core::{
@@ -12,6 +12,7 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::cpu::CpuParts;
 use crate::config::{DatabaseArgs, KafkaArgs, Secret};
 use crate::goods::{GoodsArgs, GoodsWorker};
 use crate::ops_server::{OpsArgs, Readiness};
@@ -41,7 +42,7 @@ async fn create_event(pool: &sqlx::PgPool, id: &str, stock: u32) -> Result<Event
 }
 
 /// Runs the pipeline on `messages` preloaded admissions.
-pub(super) async fn run(env: &StackEnv, messages: u32) -> Result<DrawFigures> {
+pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result<DrawFigures> {
     let pool = sqlx::PgPool::connect(&env.database_url).await?;
     let tag = std::process::id();
     let event = create_event(&pool, &format!("bench-draw-{tag}"), 10_000).await?;
@@ -125,7 +126,9 @@ pub(super) async fn run(env: &StackEnv, messages: u32) -> Result<DrawFigures> {
         let worker = GoodsWorker::connect(&args, Readiness::default()).await?;
         workers.push(tokio::spawn(worker.run(stopped.clone())));
     }
+    let cpu_before = cpu.snapshot();
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let mut decided = 0u32;
     let mut throughput = Vec::new();
     let mut window_start = Instant::now();
@@ -147,17 +150,34 @@ pub(super) async fn run(env: &StackEnv, messages: u32) -> Result<DrawFigures> {
             window_count = 0;
         }
     }
+    let cpu_used = cpu.snapshot().since(&cpu_before, u64::from(messages));
     let _ = stop.send(true);
     for worker in workers {
         let _ = worker.await;
     }
-    let draws_per_s = f64::from(messages) / last.as_secs_f64();
+    // The clock runs from the first consume, as the figure is defined: the first
+    // draw transaction starts within one batch wait of it. Joining the consumer group
+    // and the first fetch come before and are reported on their own.
+    let first_draw_s: f64 = sqlx::query_scalar(
+        "select extract(epoch from min(decided_at))::float8 from draws where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_one(&pool)
+    .await
+    .context("Failed to read the first draw's time")?;
+    let started_s = started_wall.duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let startup_s = (first_draw_s - started_s).clamp(0.0, last.as_secs_f64());
+    let seconds = last.as_secs_f64() - startup_s;
+    let draws_per_s = f64::from(messages) / seconds;
 
     let pg_batched_draws_per_s = pgbench(env, &pool).await?;
     let limit = pg_batched_draws_per_s.min(broker_msgs_per_s);
     let figures = json!({
         "messages": messages, "workers": WORKERS, "batch_size": 500,
-        "seconds": last.as_secs_f64(), "draws_per_s": draws_per_s,
+        "seconds": seconds, "draws_per_s": draws_per_s,
+        "startup_s": startup_s, "seconds_from_start": last.as_secs_f64(),
+        "draws_per_s_from_start": f64::from(messages) / last.as_secs_f64(),
+        "cpu": cpu_used,
         "pg_batched_draws_per_s": pg_batched_draws_per_s,
         "broker_msgs_per_s": broker_msgs_per_s,
         "broker_produce_s": produce_s, "broker_consume_s": consume_s,

@@ -10,11 +10,12 @@ use dropgate_core::{EventId, EventState, UserKey};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::cpu::CpuParts;
 use super::http1::{Connection, Target};
 use crate::auth::dev::DevKeys;
 use crate::chart::Series;
 use crate::crowd::percentile;
-use crate::queue::{EventMeta, QueueStore};
+use crate::queue::{ENTER_SCRIPT, EventMeta, QueueStore};
 use crate::stack::StackEnv;
 
 /// Connection counts measured.
@@ -117,11 +118,17 @@ fn zadd_rps(redis_url: &str, connections: usize, requests: u32) -> Result<f64> {
     redis_benchmark(redis_url, connections, requests, &["-t", "zadd"])
 }
 
-/// The enter script's own ceiling: `redis-benchmark` calling it with EVALSHA for a
-/// distinct random user each time, on an event of its own. Every HTTP enter runs this
-/// script once, so no enter rate can pass it; next to ZADD it shows how much of the
-/// gap is Redis doing the enter's work (7 commands in one script) rather than HTTP.
-fn enter_script_rps(redis_url: &str, connections: usize, requests: u32) -> Result<f64> {
+/// A script with the enter script's keys and arguments that does nothing but the ZADD:
+/// the ceiling of any enter that is one atomic script, whatever it checks. Next to
+/// plain ZADD it shows what calling a script costs Redis by itself.
+const ONE_ZADD_SCRIPT: &str = "redis.call('ZADD', KEYS[3], 1, ARGV[1]) return 1";
+
+/// A script's own ceiling: `redis-benchmark` calling it with EVALSHA for a distinct
+/// random user each time, on an event of its own. Every HTTP enter runs the enter
+/// script once, so no enter rate can pass its figure; next to ZADD it shows how much
+/// of the gap is Redis doing the enter's work (six commands in one script) rather
+/// than HTTP.
+fn script_rps(redis_url: &str, connections: usize, requests: u32, script: &str) -> Result<f64> {
     let port = redis_port(redis_url).context("no port in the Redis URL")?;
     let cli = |args: &[&str]| -> Result<String> {
         let output = std::process::Command::new("redis-cli")
@@ -136,7 +143,7 @@ fn enter_script_rps(redis_url: &str, connections: usize, requests: u32) -> Resul
         );
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     };
-    let sha = cli(&["SCRIPT", "LOAD", crate::queue::ENTER_SCRIPT])?;
+    let sha = cli(&["SCRIPT", "LOAD", script])?;
     let event = EventId::parse(format!("bench-script-{}-{connections}", std::process::id()))?;
     let keys = crate::queue::EventKeys::new(&event);
     cli(&["HSET", &keys.meta(), "state", "open", "rate", "1"])?;
@@ -210,7 +217,12 @@ async fn open_event(store: &QueueStore, id: &str) -> Result<EventId> {
 }
 
 /// Enters over HTTP at each connection count.
-pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<EnterFigures> {
+pub(super) async fn run(
+    env: &StackEnv,
+    api: &str,
+    requests: u32,
+    cpu: &CpuParts,
+) -> Result<EnterFigures> {
     let store = QueueStore::connect(&env.redis_url).await?;
     let mut figures = serde_json::Map::new();
     let mut all_latencies = Vec::new();
@@ -239,6 +251,7 @@ pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<Ente
         }
         let next = Arc::new(AtomicUsize::new(0));
         let progress = bar(u64::from(requests), &format!("enter, {connections} conns"));
+        let cpu_before = cpu.snapshot();
         let started = Instant::now();
         let mut workers = Vec::new();
         for mut connection in connections_open {
@@ -271,18 +284,22 @@ pub(super) async fn run(env: &StackEnv, api: &str, requests: u32) -> Result<Ente
             errors += failed;
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu_used = cpu.snapshot().since(&cpu_before, u64::from(requests));
         progress.finish();
         latencies.sort_unstable();
         let ms = |p: f64| percentile(&latencies, p).map(|d| d.as_secs_f64() * 1_000.0);
         let rps = latencies.len() as f64 / elapsed;
         let zadd = zadd_rps(&env.redis_url, connections, requests)?;
-        let script = enter_script_rps(&env.redis_url, connections, requests)?;
+        let script = script_rps(&env.redis_url, connections, requests, ENTER_SCRIPT)?;
+        let one_zadd_script = script_rps(&env.redis_url, connections, requests, ONE_ZADD_SCRIPT)?;
         let line = json!({
             "requests": requests, "connections": connections, "rps": rps,
             "p50_ms": ms(50.0), "p99_ms": ms(99.0), "p999_ms": ms(99.9), "errors": errors,
             "zadd_rps": zadd, "ratio": rps / zadd,
             "token_algorithm": "RS256 (2048-bit), pre-signed before timing",
             "enter_script_rps": script, "script_ratio": rps / script,
+            "one_zadd_script_rps": one_zadd_script,
+            "cpu": cpu_used,
             "load_generator": "dropgate bench: one keep-alive HTTP/1.1 connection per task, requests pre-built (bench/http1.rs)",
         });
         eprintln!("bench: enter at {connections} connections: {line}");

@@ -8,6 +8,7 @@
 //! 3. drop: a crowd entering as fast as it can, admission unthrottled;
 //! 4. memory: Redis bytes per waiting user.
 
+mod cpu;
 mod draw;
 mod enter;
 mod http1;
@@ -85,10 +86,11 @@ async fn run(args: &BenchArgs) -> Result<()> {
     say(&format!("machine: {machine}"));
 
     say("1/4 enter: HTTP vs redis-benchmark ZADD");
-    let enter = enter::run(&env, &api, args.requests).await?;
+    let cpu = cpu::CpuParts::of_stack(&args.state_dir)?;
+    let enter = enter::run(&env, &api, args.requests, &cpu).await?;
 
     say("2/4 draw pipeline: goods-workers vs pgbench and the raw broker");
-    let draw = draw::run(&env, args.draw_messages).await?;
+    let draw = draw::run(&env, args.draw_messages, &cpu).await?;
 
     say("3/4 drop: a crowd entering as fast as it can, admission unthrottled");
     let event = format!("bench-drop-{}", std::process::id());
@@ -185,7 +187,7 @@ fn markdown(report: &Value) -> String {
     for connections in ["c64", "c256"] {
         let enter = &report["enter"][connections];
         text.push_str(&format!(
-            "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors | redis-benchmark ZADD {} req/s (the enter script alone: {} req/s, ratio {}) | {} | ≥ 0.50{} |\n",
+            "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors | redis-benchmark ZADD {} req/s (the enter script alone: {} req/s, ratio {}; a script of one ZADD: {} req/s) | {} | ≥ 0.50{} |\n",
             &connections[1..],
             number(&enter["rps"]),
             number(&enter["p50_ms"]),
@@ -195,15 +197,18 @@ fn markdown(report: &Value) -> String {
             number(&enter["zadd_rps"]),
             number(&enter["enter_script_rps"]),
             number(&enter["script_ratio"]),
+            number(&enter["one_zadd_script_rps"]),
             number(&enter["ratio"]),
             if connections == "c256" { ", p99 < 25 ms" } else { "" },
         ));
     }
     let draw = &report["draw"];
     text.push_str(&format!(
-        "| draw pipeline, {} messages | {} draws/s | pgbench batched {} draws/s; broker produce+consume {} msg/s | {} | ≥ 30,000/s and ≥ 0.5 |\n",
+        "| draw pipeline, {} messages | {} draws/s from the first consume ({} s before it joining the group and fetching; {} draws/s counting those) | pgbench batched {} draws/s; broker produce+consume {} msg/s | {} | ≥ 30,000/s and ≥ 0.5 |\n",
         draw["messages"],
         number(&draw["draws_per_s"]),
+        number(&draw["startup_s"]),
+        number(&draw["draws_per_s_from_start"]),
         number(&draw["pg_batched_draws_per_s"]),
         number(&draw["broker_msgs_per_s"]),
         number(&draw["ratio"]),
@@ -221,5 +226,51 @@ fn markdown(report: &Value) -> String {
         memory["users"],
         number(&memory["bytes_per_user"]),
     ));
+    text.push_str(&cpu_table(report));
+    text
+}
+
+/// Where the CPU went while each rate was measured: microseconds per request or draw
+/// for each part, and the cores it kept busy.
+fn cpu_table(report: &Value) -> String {
+    let windows = [
+        (
+            "enter, 64 conns (per request)",
+            &report["enter"]["c64"]["cpu"],
+        ),
+        (
+            "enter, 256 conns (per request)",
+            &report["enter"]["c256"]["cpu"],
+        ),
+        ("draw pipeline (per draw)", &report["draw"]["cpu"]),
+    ];
+    let Some(parts) = windows[0].1["us_per_unit"].as_object() else {
+        return String::new();
+    };
+    let names: Vec<&String> = parts.keys().collect();
+    let mut text = String::from(
+        "\nCPU per unit of work while it was measured, µs (cores busy on average); `dropgate bench` is the load generator, and in the draw figure also the goods-workers and the result reader:\n\n| window |",
+    );
+    for name in &names {
+        text.push_str(&format!(" {name} |"));
+    }
+    text.push_str(" total |\n|---|");
+    text.push_str(&"---|".repeat(names.len() + 1));
+    text.push('\n');
+    for (label, cpu) in windows {
+        text.push_str(&format!("| {label} |"));
+        for name in &names {
+            text.push_str(&format!(
+                " {} ({}) |",
+                number(&cpu["us_per_unit"][name.as_str()]),
+                number(&cpu["cores"][name.as_str()])
+            ));
+        }
+        text.push_str(&format!(
+            " {} ({}) |\n",
+            number(&cpu["total_us_per_unit"]),
+            number(&cpu["total_cores"])
+        ));
+    }
     text
 }
