@@ -188,8 +188,9 @@ impl Authenticator {
     }
 }
 
-/// Maps jwt-simple's errors onto dropgate's codes.
-fn classify(error: jwt_simple::Error) -> AuthError {
+/// Maps jwt-simple's errors onto dropgate's codes (queue-api's tokens and Pub/Sub's
+/// push tokens alike).
+pub(crate) fn classify(error: jwt_simple::Error) -> AuthError {
     match error.downcast_ref::<JWTError>() {
         Some(JWTError::TokenHasExpired) => AuthError::Expired,
         Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => AuthError::NotYetValid,

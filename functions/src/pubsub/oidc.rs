@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use jwt_simple::JWTError;
 use jwt_simple::prelude::{RSAPublicKeyLike, Token, VerificationOptions};
 use serde::Deserialize;
 
@@ -164,7 +163,7 @@ impl Verifier {
         };
         let claims = key
             .verify_token::<OidcClaims>(token, Some(options))
-            .map_err(classify)?;
+            .map_err(crate::auth::classify)?;
         if claims.expires_at.is_none() {
             return Err(AuthError::MissingExpiry.into());
         }
@@ -179,26 +178,6 @@ impl Verifier {
             Some(email) if email.to_ascii_lowercase() == self.service_account => Ok(()),
             _ => Err(PushAuthError::WrongServiceAccount),
         }
-    }
-}
-
-/// Maps jwt-simple's errors onto the codes queue-api uses for the same faults.
-fn classify(error: jwt_simple::Error) -> AuthError {
-    match error.downcast_ref::<JWTError>() {
-        Some(JWTError::TokenHasExpired) => AuthError::Expired,
-        Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => AuthError::NotYetValid,
-        Some(JWTError::InvalidSignature) => AuthError::InvalidSignature,
-        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
-            AuthError::WrongIssuer
-        }
-        Some(JWTError::RequiredAudienceMismatch | JWTError::RequiredAudienceMissing) => {
-            AuthError::WrongAudience
-        }
-        Some(JWTError::RequiredKeyIdMismatch | JWTError::KeyIdentifierMismatch) => {
-            AuthError::UnknownKeyId
-        }
-        Some(JWTError::TokenTooLong) => AuthError::TokenTooLarge,
-        _ => AuthError::MalformedToken,
     }
 }
 
