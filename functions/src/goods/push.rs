@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use dropgate_core::{Admitted, EventId, Message as _};
+use dropgate_core::{Admitted, EventId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -112,15 +112,14 @@ async fn receive(State(state): State<Arc<State_>>, headers: HeaderMap, body: Bod
 }
 
 async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
-    if *state.shutdown.borrow() {
-        return Err(PushError::ShuttingDown);
-    }
-    let message = push::receive(&state.auth, headers, body).await?;
-    let admitted = Admitted::decode(&message.data).map_err(|error| {
-        metrics::counter!("dropgate_goods_malformed_total").increment(1);
-        tracing::error!(%error, message_id = %message.message_id, "malformed admission refused");
-        PushError::MalformedMessage(error.to_string())
-    })?;
+    let (admitted, _) = push::receive::<Admitted>(
+        &state.auth,
+        &state.shutdown,
+        headers,
+        body,
+        "dropgate_goods_malformed_total",
+    )
+    .await?;
     match state.batcher.submit(admitted).await {
         Some(Verdict::Recorded) => Ok(()),
         Some(Verdict::UnknownEvent(event)) => Err(PushError::UnknownEvent(event.to_string())),

@@ -17,6 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dropgate_core::Message;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -149,14 +150,21 @@ impl IntoResponse for PushError {
     }
 }
 
-/// Checks the token, reads at most [`MAX_PUSH_BODY`] bytes and parses the envelope.
-/// The token is checked first, so an unauthenticated caller learns nothing about
-/// the body format.
-pub async fn receive(
+/// Takes one push carrying an `M`: refused while stopping (Pub/Sub redelivers it,
+/// to this instance's successor), then the token, at most [`MAX_PUSH_BODY`] bytes, the
+/// envelope and the message, an unreadable one counted under `malformed_metric`.
+/// The token is checked first, so an unauthenticated caller learns nothing about the
+/// body format. Returns the message and Pub/Sub's message id.
+pub async fn receive<M: Message>(
     auth: &PushAuth,
+    shutdown: &watch::Receiver<bool>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<PushedMessage, PushError> {
+    malformed_metric: &'static str,
+) -> Result<(M, String), PushError> {
+    if *shutdown.borrow() {
+        return Err(PushError::ShuttingDown);
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or_default());
@@ -164,8 +172,13 @@ pub async fn receive(
     let bytes = axum::body::to_bytes(body, MAX_PUSH_BODY)
         .await
         .map_err(|_| PushError::BodyTooLarge)?;
-    let message = PushedMessage::parse(&bytes)?;
-    Ok(message)
+    let pushed = PushedMessage::parse(&bytes)?;
+    let message = M::decode(&pushed.data).map_err(|error| {
+        metrics::counter!(malformed_metric).increment(1);
+        tracing::error!(%error, message_id = %pushed.message_id, "malformed message refused");
+        PushError::MalformedMessage(error.to_string())
+    })?;
+    Ok((message, pushed.message_id))
 }
 
 /// The answer to one push: 204 once the message is handled durably, else the error

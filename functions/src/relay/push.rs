@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use dropgate_core::{DrawResult, Message as _};
+use dropgate_core::DrawResult;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -110,16 +110,15 @@ async fn receive(State(state): State<Arc<State_>>, headers: HeaderMap, body: Bod
 }
 
 async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
-    if *state.shutdown.borrow() {
-        return Err(PushError::ShuttingDown);
-    }
-    let message = push::receive(&state.auth, headers, body).await?;
-    let result = DrawResult::decode(&message.data).map_err(|error| {
-        metrics::counter!("dropgate_relay_malformed_total").increment(1);
-        tracing::error!(%error, message_id = %message.message_id, "malformed result refused");
-        PushError::MalformedMessage(error.to_string())
-    })?;
-    match state.batcher.submit((result, message.message_id)).await {
+    let (result, message_id) = push::receive::<DrawResult>(
+        &state.auth,
+        &state.shutdown,
+        headers,
+        body,
+        "dropgate_relay_malformed_total",
+    )
+    .await?;
+    match state.batcher.submit((result, message_id)).await {
         Some(Ok(())) => Ok(()),
         Some(Err(cause)) => Err(PushError::Unavailable(anyhow::anyhow!(cause))),
         None => Err(PushError::Unavailable(anyhow::anyhow!(
