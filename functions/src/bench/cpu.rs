@@ -72,19 +72,14 @@ impl CpuParts {
 
     /// CPU seconds used so far by each part.
     pub(super) fn snapshot(&self) -> CpuSnapshot {
+        let processes = ProcessTimes::read();
         let seconds = self
             .parts
             .iter()
-            .map(|(name, processes)| {
-                let ticks: u64 = match processes {
-                    Processes::Tree(pid) => {
-                        cpu_ticks(*pid, true)
-                            + children(*pid)
-                                .into_iter()
-                                .map(|child| cpu_ticks(child, true))
-                                .sum::<u64>()
-                    }
-                    Processes::Each(pids) => pids.iter().map(|pid| cpu_ticks(*pid, false)).sum(),
+            .map(|(name, processes_of_part)| {
+                let ticks: u64 = match processes_of_part {
+                    Processes::Tree(pid) => processes.tree(*pid),
+                    Processes::Each(pids) => pids.iter().map(|pid| processes.own(*pid)).sum(),
                 };
                 (name.clone(), ticks as f64 / TICKS_PER_SECOND)
             })
@@ -126,52 +121,69 @@ impl CpuSnapshot {
     }
 }
 
-/// The running children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|candidate| {
-            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
-                .ok()
-                .and_then(|stat| parent_pid(&stat))
-                == Some(pid)
+/// One process's line of `/proc/<pid>/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessTime {
+    pid: u32,
+    parent: u32,
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: the children it waited for.
+    reaped_children: u64,
+}
+
+/// Every process's times, read in one pass over `/proc`.
+struct ProcessTimes(Vec<ProcessTime>);
+
+impl ProcessTimes {
+    fn read() -> Self {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Self(Vec::new());
+        };
+        Self(
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                    ProcessTime::parse(pid, &stat)
+                })
+                .collect(),
+        )
+    }
+
+    /// `pid`'s own time; 0 for a process that is gone.
+    fn own(&self, pid: u32) -> u64 {
+        self.0
+            .iter()
+            .find(|process| process.pid == pid)
+            .map_or(0, |process| process.own)
+    }
+
+    /// `pid` and its children, running or already waited for.
+    fn tree(&self, pid: u32) -> u64 {
+        self.0
+            .iter()
+            .filter(|process| process.pid == pid || process.parent == pid)
+            .map(|process| process.own + process.reaped_children)
+            .sum()
+    }
+}
+
+impl ProcessTime {
+    /// Fields 4 (ppid) and 14-17 (utime, stime, cutime, cstime), counted after the
+    /// command name, which may itself contain spaces and parentheses.
+    fn parse(pid: u32, stat: &str) -> Option<Self> {
+        let after_name = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // after_name starts at field 3 (state), so field n is at index n - 3.
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        Some(Self {
+            pid,
+            parent: u32::try_from(field(4)?).ok()?,
+            own: field(14)? + field(15)?,
+            reaped_children: field(16)? + field(17)?,
         })
-        .collect()
-}
-
-fn parent_pid(stat: &str) -> Option<u32> {
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// utime + stime of `pid` (plus its waited-for children's with `children`), in clock
-/// ticks; 0 for a process that is gone.
-fn cpu_ticks(pid: u32, children: bool) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    parse_cpu_ticks(&stat, children).unwrap_or(0)
-}
-
-/// Fields 14-17 of `/proc/<pid>/stat` (utime, stime, cutime, cstime), counted after
-/// the command name, which may itself contain spaces and parentheses.
-fn parse_cpu_ticks(stat: &str, children: bool) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // after_name starts at field 3 (state), so field n is at index n - 3.
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    let own = field(14)? + field(15)?;
-    Some(if children {
-        own + field(16)? + field(17)?
-    } else {
-        own
-    })
+    }
 }
 
 /// The kernel reports these times in USER_HZ, which Linux fixes at 100 on every
@@ -183,22 +195,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_cpu_ticks_after_a_command_name_with_spaces() {
+    fn reads_a_stat_line_whose_command_name_has_spaces() {
         let stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
                     150 25 7 3 20 0 4 0 100 1000000 500 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat, false), Some(175));
-        assert_eq!(parse_cpu_ticks(stat, true), Some(185));
-        assert_eq!(parse_cpu_ticks("garbage", true), None);
-        assert_eq!(parent_pid(stat), Some(1));
+        assert_eq!(
+            ProcessTime::parse(4242, stat),
+            Some(ProcessTime {
+                pid: 4242,
+                parent: 1,
+                own: 175,
+                reaped_children: 10,
+            })
+        );
+        assert_eq!(ProcessTime::parse(1, "garbage"), None);
     }
 
     #[test]
-    fn finds_a_running_child() {
+    fn a_tree_holds_a_running_child() {
         let mut child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .expect("sleep");
-        let found = children(std::process::id()).contains(&child.id());
+        let processes = ProcessTimes::read();
+        let found = processes
+            .0
+            .iter()
+            .any(|process| process.pid == child.id() && process.parent == std::process::id());
         let _ = child.kill();
         let _ = child.wait();
         assert!(found);
