@@ -35,12 +35,20 @@ WIN_PROBABILITY ?= 0.05
 RATE ?= 2000
 DROPGATE := target/release/dropgate
 
-local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WIN_PROBABILITY, RATE)
+# TLS=1: the stack runs as deployed (TLS-only servers, passwords, SASL/SCRAM), a new
+# state dir of its own so it never meets a plaintext stack.
+TLS ?=
+ifeq ($(TLS),1)
+LOCAL_UP_FLAGS := --tls
+override STATE_DIR := $(STATE_DIR)-tls
+endif
+
+local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WIN_PROBABILITY, RATE, TLS=1)
 	@echo "==> building release binaries"
 	$(CARGO) build --workspace --release --locked
 	@echo "==> starting the local stack and the four functions"
 	@trap '$(DROPGATE) stack down --state-dir $(STATE_DIR); exit 130' INT TERM; \
-	$(DROPGATE) local up --state-dir $(STATE_DIR); \
+	$(DROPGATE) local up --state-dir $(STATE_DIR) $(LOCAL_UP_FLAGS); \
 	eval "$$($(DROPGATE) stack env --state-dir $(STATE_DIR))"; \
 	echo "==> a simulated crowd of $(USERS) users through the real HTTP API (Ctrl-C stops everything)"; \
 	$(DROPGATE) demo --state-dir $(STATE_DIR) --users $(USERS) --stock $(STOCK) \

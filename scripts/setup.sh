@@ -72,10 +72,16 @@ need_apt redis-tools /usr/bin/redis-benchmark
 need_apt postgresql
 need_apt postgresql-client /usr/bin/psql
 need_apt passwd /usr/sbin/useradd
-# librdkafka is built from source by the rdkafka crate.
+# librdkafka is built from source by the rdkafka crate, with TLS and SASL against the
+# system OpenSSL.
 need_apt build-essential /usr/bin/make
 need_apt pkg-config /usr/bin/pkg-config
 need_apt zlib1g-dev /usr/include/zlib.h
+need_apt libssl-dev /usr/include/openssl/ssl.h
+
+# `dropgate stack up --tls`: the broker (tansu) speaks plaintext only, so stunnel
+# terminates TLS in front of it.
+need_apt stunnel4 /usr/bin/stunnel4
 
 # jwt-simple verifies tokens with BoringSSL, built from source: cmake and libclang.
 need_apt cmake /usr/bin/cmake

@@ -10,7 +10,7 @@
 //! the rules that decide, record and apply are the same code on both paths.
 
 use anyhow::{Result, bail};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 use crate::config::KafkaArgs;
 use crate::kafka::{self, DELIVERY_TIMEOUT};
@@ -75,7 +75,7 @@ impl TransportArgs {
     /// A publisher to `topic` on the configured transport.
     pub async fn publisher(&self, kafka: &KafkaArgs, topic: &str) -> Result<Publisher> {
         match self.transport {
-            Transport::Kafka => Publisher::kafka(kafka, topic),
+            Transport::Kafka => Publisher::kafka(kafka, topic).await,
             Transport::PubSub => Publisher::pubsub(&self.pubsub, topic).await,
         }
     }
@@ -87,7 +87,7 @@ pub enum Publisher {
     /// An idempotent Kafka producer; the key picks the partition.
     Kafka {
         /// The producer.
-        producer: FutureProducer,
+        producer: kafka::Producer,
         /// The topic.
         topic: String,
     },
@@ -108,9 +108,9 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A Kafka publisher to `topic` with dropgate's producer settings.
-    pub fn kafka(args: &KafkaArgs, topic: &str) -> Result<Self> {
+    pub async fn kafka(args: &KafkaArgs, topic: &str) -> Result<Self> {
         Ok(Publisher::Kafka {
-            producer: kafka::producer(args)?,
+            producer: kafka::producer(args).await?,
             topic: topic.to_owned(),
         })
     }

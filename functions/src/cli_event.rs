@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dropgate_core::{EventId, EventSeed, EventState, QueueMode};
 use sqlx::PgPool;
 
-use crate::config::{DatabaseArgs, Secret};
+use crate::config::{DatabaseArgs, RedisArgs, Secret, TlsVerify};
 use crate::event_settings::EventSettingsArgs;
 use crate::events::{self, EventRecord};
 use crate::queue::QueueStore;
@@ -27,6 +27,27 @@ pub struct EventTarget {
     /// PostgreSQL changes).
     #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret<String>>,
+    /// PEM file of the CA that signed Redis' server certificate (with `rediss://`).
+    #[arg(long = "redis-ca-file", env = "DROPGATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// `full` or `ca`: whether the Redis certificate must also name the host.
+    #[arg(long = "redis-tls-verify", env = "DROPGATE_REDIS_TLS_VERIFY", value_enum, default_value_t = TlsVerify::Full)]
+    pub redis_tls_verify: TlsVerify,
+    /// Refuse plaintext or unverified connections to Redis.
+    #[arg(long = "redis-require-tls", env = crate::tls::REQUIRE_TLS_ENV)]
+    pub redis_require_tls: bool,
+}
+
+impl EventTarget {
+    /// The Redis settings, when a Redis URL is given.
+    fn redis(&self) -> Option<RedisArgs> {
+        self.redis_url.as_ref().map(|url| RedisArgs {
+            url: url.clone(),
+            ca_file: self.redis_ca_file.clone(),
+            verify: self.redis_tls_verify,
+            require_tls: self.redis_require_tls,
+        })
+    }
 }
 
 /// Winners export formats.
@@ -95,19 +116,13 @@ pub enum EventAdminCommand {
 
 async fn connect(target: &EventTarget) -> Result<(EventId, PgPool)> {
     let event = EventId::parse(target.id.as_str()).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(target.database.url.expose())
-        .await
-        .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
-    Ok((event, pool))
+    Ok((event, target.database.pool(2).await?))
 }
 
 async fn mirror(target: &EventTarget, record: &EventRecord) -> Result<()> {
-    match &target.redis_url {
-        Some(url) => {
-            let store = QueueStore::connect(url.expose()).await?;
+    match target.redis() {
+        Some(redis) => {
+            let store = QueueStore::connect(&redis).await?;
             events::mirror(&store, record).await?;
             eprintln!("queue side updated (Redis)");
         }
@@ -207,12 +222,12 @@ async fn change_state(target: EventTarget, to: EventState) -> Result<ExitCode> {
         && before.queue_mode == QueueMode::RandomizedPreQueue
     {
         // Shuffled while still scheduled, so nobody is admitted in the old order.
-        let Some(url) = &target.redis_url else {
+        let Some(redis) = target.redis() else {
             anyhow::bail!(
                 "opening a randomized pre-queue needs DROPGATE_REDIS_URL: the queue is shuffled in Redis"
             );
         };
-        let store = QueueStore::connect(url.expose()).await?;
+        let store = QueueStore::connect(&redis).await?;
         let moved = events::shuffle_pre_queue(&pool, &store, &event).await?;
         println!("pre-queue of {moved} users shuffled with the event's seed");
     }

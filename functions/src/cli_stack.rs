@@ -33,6 +33,10 @@ pub enum StackCommand {
         /// Broker log storage (sqlite survives restarts; memory does not).
         #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
         broker_storage: BrokerStorage,
+        /// Run the servers as a deployment reaches them: TLS only, with a local CA,
+        /// passwords, and SASL/SCRAM for the broker (a new stack only).
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop exactly the processes `up` started (by recorded pid).
     Down {
@@ -81,6 +85,9 @@ pub enum LocalCommand {
         /// goods-worker instances.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
         goods_workers: u32,
+        /// Start a new stack TLS-only with authentication (see `stack up --tls`).
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop the functions (the stack keeps running; `stack down` stops everything).
     Down {
@@ -118,12 +125,20 @@ fn functions_options(state_dir: PathBuf, goods_workers: u32) -> Result<Functions
 pub async fn run_local(command: LocalCommand) -> Result<()> {
     let mut progress = |line: &str| eprintln!("local: {line}");
     match command {
-        LocalCommand::Up { dir, goods_workers } => {
-            let env = stack::up(&StackOptions::new(&dir.state_dir), &mut progress).await?;
+        LocalCommand::Up {
+            dir,
+            goods_workers,
+            tls,
+        } => {
+            let options = StackOptions {
+                tls,
+                ..StackOptions::new(&dir.state_dir)
+            };
+            let env = stack::up(&options, &mut progress).await?;
             let options = functions_options(env.state_dir.clone(), goods_workers)?;
             functions::up(&options, &env, &mut progress).await?;
             let env = stack::env(&env.state_dir)?;
-            std::fs::write(stack::env_file(&env.state_dir), env.to_env_file())?;
+            stack::write_env_file(&env)?;
             let api = env.api_url.clone().unwrap_or_default();
             println!(
                 "dropgate runs locally (state dir {})",
@@ -174,11 +189,13 @@ pub async fn run(command: StackCommand) -> Result<()> {
             partitions,
             redis_fsync,
             broker_storage,
+            tls,
         } => {
             let options = StackOptions {
                 partitions,
                 redis_fsync,
                 broker_storage,
+                tls,
                 ..StackOptions::new(dir.state_dir)
             };
             let env = stack::up(&options, &mut progress).await?;
@@ -187,7 +204,14 @@ pub async fn run(command: StackCommand) -> Result<()> {
                 env.state_dir.display()
             );
             for (name, value) in env.vars() {
-                println!("  {name}={value}");
+                if stack::StackEnv::holds_secret(name) {
+                    println!(
+                        "  {name}=(in {})",
+                        stack::env_file(&env.state_dir).display()
+                    );
+                } else {
+                    println!("  {name}={value}");
+                }
             }
             println!("logs: {}", env.state_dir.join("logs").display());
             println!(

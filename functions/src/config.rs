@@ -3,7 +3,17 @@
 //! into its env file), and a [`Secret`] wrapper so credentials never reach a log.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use redis::{ConnectionAddr, IntoConnectionInfo};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+
+pub use crate::kafka::security::KafkaSecurityArgs;
+use crate::tls::{REQUIRE_TLS_ENV, read_ca_file};
 
 /// A value that must not be printed: `Debug` and `Display` show a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -40,21 +50,216 @@ impl FromStr for Secret<String> {
     }
 }
 
-/// Where Redis is.
+/// Where Redis is, and how to trust it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS). May carry a
-    /// password, so it is kept secret.
-    #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
+    /// Redis URL, e.g. `redis://127.0.0.1:6379/0`, or `rediss://` for TLS. A password
+    /// in the URL is sent as AUTH, so the URL is kept secret.
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "DROPGATE_REDIS_URL",
+        hide_env_values = true
+    )]
     pub url: Secret<String>,
+    /// PEM file of the CA that signed Redis' server certificate (Memorystore's server
+    /// CA). Requires a `rediss://` URL; without it a TLS server is checked against the
+    /// system's trusted roots.
+    #[arg(
+        id = "redis_ca_file",
+        long = "redis-ca-file",
+        env = "DROPGATE_REDIS_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// What of the server's certificate is checked: `full` (signed by the CA and
+    /// naming the host) or `ca` (signed by the CA in DROPGATE_REDIS_CA_FILE, whatever
+    /// name it carries: for a per-instance CA like Memorystore's, whose certificate
+    /// names its IP only in the common name).
+    #[arg(
+        id = "redis_tls_verify",
+        long = "redis-tls-verify",
+        env = "DROPGATE_REDIS_TLS_VERIFY",
+        value_enum,
+        default_value_t = TlsVerify::Full
+    )]
+    pub verify: TlsVerify,
+    /// Refuse to start unless Redis is reached over TLS with a verified certificate
+    /// (`DROPGATE_REQUIRE_TLS` covers Redis, PostgreSQL and Kafka at once).
+    #[arg(id = "redis_require_tls", long = "redis-require-tls", env = REQUIRE_TLS_ENV)]
+    pub require_tls: bool,
 }
 
-/// Where PostgreSQL is.
+/// How much of a TLS server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TlsVerify {
+    /// Signed by a trusted CA and naming the host connected to.
+    #[default]
+    Full,
+    /// Signed by the configured CA file; the name is not checked.
+    Ca,
+}
+
+impl RedisArgs {
+    /// Settings for `url` alone: plaintext or TLS as the scheme says, system roots.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url.into()),
+            ca_file: None,
+            verify: TlsVerify::Full,
+            require_tls: false,
+        }
+    }
+
+    /// A client for these settings. Fails, naming the setting, when they contradict
+    /// each other or ask for less than they must: a CA file with a plaintext URL,
+    /// plaintext while TLS is required, or a URL that turns verification off.
+    pub fn client(&self) -> Result<redis::Client> {
+        let info = self
+            .url
+            .expose()
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| anyhow!("DROPGATE_REDIS_URL is not a valid Redis URL: {error}"))?;
+        match &info.addr {
+            ConnectionAddr::TcpTls { insecure: true, .. } => bail!(
+                "DROPGATE_REDIS_URL ends in #insecure, which skips the server certificate \
+                 check; remove it and name the server's CA in DROPGATE_REDIS_CA_FILE"
+            ),
+            ConnectionAddr::TcpTls { .. } => {}
+            _ if self.ca_file.is_some() => bail!(
+                "DROPGATE_REDIS_CA_FILE is set but DROPGATE_REDIS_URL is not rediss://; \
+                 the connection would be plaintext"
+            ),
+            _ if self.require_tls => bail!(
+                "{REQUIRE_TLS_ENV} is set but DROPGATE_REDIS_URL is not rediss://; use \
+                 rediss:// and DROPGATE_REDIS_CA_FILE"
+            ),
+            _ => return Ok(redis::Client::open(info)?),
+        }
+        let Some(path) = &self.ca_file else {
+            if self.verify == TlsVerify::Ca {
+                bail!(
+                    "DROPGATE_REDIS_TLS_VERIFY=ca needs DROPGATE_REDIS_CA_FILE: without a CA \
+                     of its own, skipping the name would trust any public certificate"
+                );
+            }
+            return Ok(redis::Client::open(info)?);
+        };
+        let root_cert = read_ca_file(path, "DROPGATE_REDIS_CA_FILE")?;
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert),
+        };
+        let client = redis::Client::build_with_tls(info, certificates)
+            .map_err(|error| anyhow!("DROPGATE_REDIS_CA_FILE: {error}"))?;
+        if self.verify == TlsVerify::Full {
+            return Ok(client);
+        }
+        let mut info = client.get_connection_info().clone();
+        info.addr.set_danger_accept_invalid_hostnames(true);
+        Ok(redis::Client::open(info)?)
+    }
+}
+
+/// Where PostgreSQL is, and how to trust it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL, e.g. `postgres://dropgate:...@127.0.0.1:5432/dropgate`.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    /// PostgreSQL URL, e.g. `postgres://dropgate:...@127.0.0.1:5432/dropgate`, with
+    /// `?sslmode=verify-full` (or `verify-ca`) for TLS.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
     pub url: Secret<String>,
+    /// PEM file of the CA that signed PostgreSQL's server certificate (Cloud SQL's
+    /// server CA). With it the URL's sslmode must verify: `verify-full`, or `verify-ca`
+    /// where the certificate does not name the address (Cloud SQL by private IP);
+    /// without an sslmode, `verify-full` is used.
+    #[arg(
+        id = "database_ca_file",
+        long = "database-ca-file",
+        env = "DROPGATE_DATABASE_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Refuse to start unless PostgreSQL is reached over TLS with a verified
+    /// certificate (`DROPGATE_REQUIRE_TLS` covers Redis, PostgreSQL and Kafka at once).
+    #[arg(
+        id = "database_require_tls",
+        long = "database-require-tls",
+        env = REQUIRE_TLS_ENV
+    )]
+    pub require_tls: bool,
+}
+
+impl DatabaseArgs {
+    /// Settings for `url` alone.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url.into()),
+            ca_file: None,
+            require_tls: false,
+        }
+    }
+
+    /// Connection options for these settings; fails, naming the setting, when the
+    /// sslmode would not verify the server but the settings ask it to.
+    pub fn connect_options(&self) -> Result<PgConnectOptions> {
+        let url = self.url.expose();
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|error| anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {error}"))?;
+        let explicit_mode = url_parameter(url, "sslmode");
+        if let Some(path) = &self.ca_file {
+            read_ca_file(path, "DROPGATE_DATABASE_CA_FILE")?;
+            options = options.ssl_root_cert(path);
+            match explicit_mode.as_deref() {
+                None => options = options.ssl_mode(PgSslMode::VerifyFull),
+                Some("verify-full" | "verify-ca") => {}
+                Some(mode) => bail!(
+                    "DROPGATE_DATABASE_CA_FILE is set but DATABASE_URL has sslmode={mode}, \
+                     which does not check the server certificate; use sslmode=verify-full \
+                     (or verify-ca)"
+                ),
+            }
+        }
+        let verifies = matches!(
+            options.get_ssl_mode(),
+            PgSslMode::VerifyFull | PgSslMode::VerifyCa
+        );
+        if self.require_tls && !verifies {
+            bail!(
+                "{REQUIRE_TLS_ENV} is set but DATABASE_URL has sslmode={}, which does not \
+                 verify the server; use sslmode=verify-full (or verify-ca) and \
+                 DROPGATE_DATABASE_CA_FILE",
+                explicit_mode.as_deref().unwrap_or("prefer")
+            );
+        }
+        Ok(options)
+    }
+
+    /// A pool of at most `max_connections`, connected once to prove the settings
+    /// (address, password, certificate) work.
+    pub async fn pool(&self, max_connections: u32) -> Result<PgPool> {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(self.connect_options()?)
+            .await
+            .context(
+                "Failed to connect to PostgreSQL (DATABASE_URL; for TLS also \
+                 DROPGATE_DATABASE_CA_FILE)",
+            )
+    }
+}
+
+/// The value of `name` in a URL's query string, if present.
+fn url_parameter(url: &str, name: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| value.to_ascii_lowercase())
+    })
 }
 
 /// Where the Kafka-protocol broker is.
@@ -77,6 +282,9 @@ pub struct KafkaArgs {
         default_value = "result-notification"
     )]
     pub result_notification_topic: String,
+    /// How the connection is encrypted and authenticated.
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
 }
 
 #[cfg(test)]

@@ -29,3 +29,4 @@ pub mod queue;
 pub mod relay;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dropgate_core::{DrawResult, Message as _, UserRecord};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
@@ -64,7 +64,7 @@ pub struct Relay {
     /// Reconnects by itself after a Redis restart; the batch is retried meanwhile.
     redis: ConnectionManager,
     /// Shared with the blocking tasks that commit offsets.
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<kafka::Consumer>,
     script: ApplyScript,
     batch_size: usize,
     batch_wait: Duration,
@@ -98,11 +98,11 @@ impl Relay {
     /// Redis cannot be reached, the Kafka settings are invalid or the results topic
     /// does not exist.
     pub async fn connect(args: &RelayArgs, readiness: Readiness) -> Result<Self> {
-        let store = QueueStore::connect(args.redis.url.expose())
+        let store = QueueStore::connect(&args.redis)
             .await
             .context("Redis (DROPGATE_REDIS_URL) is not usable")?;
         let topic = &args.kafka.result_notification_topic;
-        let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group, topic)?);
+        let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group, topic).await?);
         check_topic(&consumer, topic, &args.kafka.brokers).await?;
         Ok(Self {
             redis: store.connection(),
@@ -316,7 +316,7 @@ fn report(result: &DrawResult, origin: Origin<'_>, answer: Applied) {
 
 /// Fails unless the broker answers and knows `topic`: consuming a missing topic would
 /// wait silently forever.
-async fn check_topic(consumer: &Arc<StreamConsumer>, topic: &str, brokers: &str) -> Result<()> {
+async fn check_topic(consumer: &Arc<kafka::Consumer>, topic: &str, brokers: &str) -> Result<()> {
     let consumer = Arc::clone(consumer);
     let name = topic.to_owned();
     let metadata =

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use dropgate_core::{EventId, EventState, UserKey};
 use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for, sign_with};
 use dropgate_functions::auth::{Algorithm, KeySourceArgs};
-use dropgate_functions::config::{RedisArgs, Secret};
+use dropgate_functions::config::RedisArgs;
 use dropgate_functions::http::{ApiArgs, Application};
 use dropgate_functions::queue::{EventKeys, EventMeta, Notice, QueueStore};
 use jwt_simple::prelude::RS256KeyPair;
@@ -38,9 +38,7 @@ pub fn token(platform: &str, user: &str) -> String {
 pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
     ApiArgs {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        redis: RedisArgs {
-            url: Secret::new(stack.env.redis_url.clone()),
-        },
+        redis: RedisArgs::url(stack.env.redis_url.clone()),
         keys: KeySourceArgs {
             jwks_file: Some(jwks_file),
             jwks_url: None,
@@ -95,7 +93,7 @@ impl ApiServer {
         }));
         Ok(Self {
             base,
-            store: QueueStore::connect(&stack.env.redis_url).await?,
+            store: QueueStore::connect(&stack.env.redis()).await?,
             stop: Some(stop),
             task: Some(task),
             _keys_dir: keys_dir,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dropgate_core::EventId;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID, sign_with};
-use dropgate_functions::config::Secret;
 use dropgate_functions::crowd::{self, DemoArgs, Report, Verdict};
 use dropgate_functions::events;
 use dropgate_functions::http::QueueView;
@@ -80,6 +79,9 @@ pub struct DropPlan {
     pub down_ms: (u64, u64),
     /// How long the crowd may take in all.
     pub timeout: Duration,
+    /// Run on a `--tls` stack: every connection encrypted, verified and
+    /// authenticated, as deployed.
+    pub tls: bool,
 }
 
 impl Default for DropPlan {
@@ -93,6 +95,7 @@ impl Default for DropPlan {
             strike_at: (0.15, 0.6),
             down_ms: (200, 1_500),
             timeout: Duration::from_secs(90),
+            tls: false,
         }
     }
 }
@@ -155,9 +158,12 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         .unwrap_or_else(rand::random::<u64>);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
-    let stack = TestStack::dedicated()
-        .await
-        .expect("a stack of the test's own");
+    let stack = if plan.tls {
+        TestStack::dedicated_tls().await
+    } else {
+        TestStack::dedicated().await
+    }
+    .expect("a stack of the test's own");
     let event = TestStack::unique("fault");
     let _logs = LogsOnFailure {
         state_dir: stack.state_dir().to_path_buf(),
@@ -182,7 +188,7 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         .connect(&stack.env.database_url)
         .await
         .expect("PostgreSQL");
-    let store = QueueStore::connect(&stack.env.redis_url)
+    let store = QueueStore::connect(&stack.env.redis())
         .await
         .expect("Redis");
     let event_id = EventId::parse(event.as_str()).expect("a valid event id");
@@ -195,8 +201,8 @@ pub async fn run(fault: Fault, plan: DropPlan) {
 
     let args = DemoArgs {
         api_url: Some(api_url.clone()),
-        database_url: Secret::new(stack.env.database_url.clone()),
-        redis_url: Secret::new(stack.env.redis_url.clone()),
+        database: stack.env.database(),
+        redis: stack.env.redis(),
         state_dir: stack.state_dir().to_path_buf(),
         users: plan.users,
         stock: plan.stock,

@@ -9,7 +9,7 @@ use dropgate_core::{
     Admitted, DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION,
     Message as _, UserKey,
 };
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs, Secret};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs};
 use dropgate_functions::events;
 use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
@@ -118,13 +118,12 @@ impl DropFixture {
     /// goods-worker settings for this drop.
     pub fn args(&self, group: &str) -> GoodsArgs {
         GoodsArgs {
-            database: DatabaseArgs {
-                url: Secret::new(self.database_url.clone()),
-            },
+            database: DatabaseArgs::url(self.database_url.clone()),
             kafka: KafkaArgs {
                 brokers: self.brokers.clone(),
                 waiting_queue_topic: self.waiting_topic.clone(),
                 result_notification_topic: self.results_topic.clone(),
+                security: Default::default(),
             },
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),

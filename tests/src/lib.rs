@@ -45,7 +45,7 @@ impl TestStack {
     pub async fn shared() -> &'static TestStack {
         SHARED
             .get_or_init(|| async {
-                Self::start(false)
+                Self::start(false, false)
                     .await
                     .unwrap_or_else(|e| panic!("starting the test stack: {e:#}"))
             })
@@ -54,10 +54,16 @@ impl TestStack {
 
     /// A stack of this test's own, stopped (and deleted) when dropped.
     pub async fn dedicated() -> Result<TestStack> {
-        Self::start(true).await
+        Self::start(true, false).await
     }
 
-    async fn start(stop_on_drop: bool) -> Result<TestStack> {
+    /// A `--tls` stack of this test's own (TLS-only servers, passwords, SASL/SCRAM
+    /// behind a TLS terminator), stopped (and deleted) when dropped.
+    pub async fn dedicated_tls() -> Result<TestStack> {
+        Self::start(true, true).await
+    }
+
+    async fn start(stop_on_drop: bool, tls: bool) -> Result<TestStack> {
         // Kept rather than deleted on drop: `down --purge` removes it together with
         // any PostgreSQL data placed outside it.
         let dir = tempfile::Builder::new()
@@ -67,6 +73,7 @@ impl TestStack {
             .keep();
         let options = StackOptions {
             partitions: 3,
+            tls,
             ..StackOptions::new(&dir)
         };
         // The watchdog starts first, so even a failed start-up is cleaned up.
@@ -141,10 +148,19 @@ impl Drop for TestStack {
     }
 }
 
+/// `url` naming `database` instead, its query (sslmode, sslrootcert) kept.
 fn replace_database(url: &str, database: &str) -> String {
-    match url.rsplit_once('/') {
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let address = match address.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{database}"),
-        None => url.to_owned(),
+        None => address.to_owned(),
+    };
+    match query {
+        Some(query) => format!("{address}?{query}"),
+        None => address,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dropgate_core::{Admitted, EventId, EventState, Message as _, UserKey, UserRecord, UserState};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::config::{KafkaArgs, RedisArgs};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
 use dropgate_tests::api::{ApiServer, SseReader, token};
@@ -37,7 +37,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(stack: &TestStack, rate_per_s: u32, stock_left: u32) -> Self {
-        let store = QueueStore::connect(&stack.env.redis_url)
+        let store = QueueStore::connect(&stack.env.redis())
             .await
             .expect("redis");
         let (waiting_topic, results_topic) = stack.fresh_topics(3).expect("topics");
@@ -84,13 +84,12 @@ impl Fixture {
 
     fn args(&self, lease_ms: u64) -> AdmitterArgs {
         AdmitterArgs {
-            redis: RedisArgs {
-                url: Secret::new(self.redis_url.clone()),
-            },
+            redis: RedisArgs::url(self.redis_url.clone()),
             kafka: KafkaArgs {
                 brokers: self.brokers.clone(),
                 waiting_queue_topic: self.waiting_topic.clone(),
                 result_notification_topic: self.results_topic.clone(),
+                security: Default::default(),
             },
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::auth::dev::DevKeys;
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs};
 use dropgate_functions::crowd::{self, DemoArgs, Verdict};
 use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
 use dropgate_functions::http::Application;
@@ -39,10 +39,9 @@ impl Functions {
             brokers: stack.env.kafka_brokers.clone(),
             waiting_queue_topic: waiting_queue,
             result_notification_topic: results,
+            security: Default::default(),
         };
-        let redis = RedisArgs {
-            url: Secret::new(stack.env.redis_url.clone()),
-        };
+        let redis = RedisArgs::url(stack.env.redis_url.clone());
         let ops = OpsArgs {
             health_addr: "127.0.0.1:0".parse()?,
         };
@@ -83,9 +82,7 @@ impl Functions {
             .push(tokio::spawn(admitter.run(stopped.clone())));
 
         let goods = GoodsArgs {
-            database: DatabaseArgs {
-                url: Secret::new(database_url.to_owned()),
-            },
+            database: DatabaseArgs::url(database_url.to_owned()),
             kafka: kafka.clone(),
             ops: ops.clone(),
             group: TestStack::unique("goods"),
@@ -156,8 +153,8 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
     let users = 600;
     let args = DemoArgs {
         api_url: Some(functions.api_url.clone()),
-        database_url: Secret::new(database_url),
-        redis_url: Secret::new(stack.env.redis_url.clone()),
+        database: DatabaseArgs::url(database_url),
+        redis: stack.env.redis(),
         state_dir: stack.state_dir().to_path_buf(),
         users,
         stock: 20,

@@ -187,9 +187,11 @@ async fn a_randomized_pre_queue_is_shuffled_at_open_with_the_event_seed() {
     assert!(created.status.success(), "{}", text(&created.stderr));
 
     let event = EventId::parse(id.as_str()).expect("valid");
-    let store = dropgate_functions::queue::QueueStore::connect(&redis_url)
-        .await
-        .expect("redis");
+    let store = dropgate_functions::queue::QueueStore::connect(
+        &dropgate_functions::config::RedisArgs::url(redis_url.clone()),
+    )
+    .await
+    .expect("redis");
     let users: Vec<dropgate_core::UserKey> = (1..=50)
         .map(|n| dropgate_core::UserKey::parse("shop", &format!("early{n}")).expect("valid"))
         .collect();

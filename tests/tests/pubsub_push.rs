@@ -16,7 +16,7 @@ use dropgate_core::{
     Message as _, Outcome, UserKey, UserRecord, UserState,
 };
 use dropgate_functions::bus::Publisher;
-use dropgate_functions::config::{KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::config::{KafkaArgs, RedisArgs};
 use dropgate_functions::events;
 use dropgate_functions::goods::GoodsPush;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
@@ -153,8 +153,9 @@ impl PushServer {
     /// side, and the results can be read back).
     async fn goods(drop: &DropFixture) -> Self {
         let args = drop.args(&TestStack::unique("push"));
-        let publisher =
-            Publisher::kafka(&args.kafka, &drop.results_topic).expect("Kafka publisher");
+        let publisher = Publisher::kafka(&args.kafka, &drop.results_topic)
+            .await
+            .expect("Kafka publisher");
         let auth = trusted_auth().await;
         let goods = GoodsPush::connect(&args, publisher, auth, Readiness::default())
             .await
@@ -169,13 +170,12 @@ impl PushServer {
 
     async fn relay(stack: &TestStack) -> Self {
         let args = RelayArgs {
-            redis: RedisArgs {
-                url: Secret::new(stack.env.redis_url.clone()),
-            },
+            redis: RedisArgs::url(stack.env.redis_url.clone()),
             kafka: KafkaArgs {
                 brokers: String::new(),
                 waiting_queue_topic: String::new(),
                 result_notification_topic: String::new(),
+                security: Default::default(),
             },
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
@@ -759,7 +759,7 @@ async fn malformed_pushes_and_bad_tokens_get_4xx_json_and_record_nothing() {
 async fn result_relay_applies_pushed_results_once_and_refuses_bad_pushes() {
     let stack = TestStack::shared().await;
     let event = EventId::parse(TestStack::unique("relay")).expect("event id");
-    let store = QueueStore::connect(&stack.env.redis_url)
+    let store = QueueStore::connect(&stack.env.redis())
         .await
         .expect("redis");
     let keys = EventKeys::new(&event);

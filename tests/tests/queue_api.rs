@@ -1018,7 +1018,7 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
         .trim()
         .to_owned();
 
-    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis_url)
+    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis())
         .await
         .expect("redis");
     let event = EventId::parse(TestStack::unique("bin")).expect("valid");

@@ -18,7 +18,7 @@ use dropgate_functions::stack::{self, Component, StopMode};
 use dropgate_tests::api::{ApiServer, SseReader, token};
 use dropgate_tests::{TestStack, workspace_binary};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -53,7 +53,7 @@ struct Setup<'a> {
     group: String,
     event: EventId,
     store: QueueStore,
-    producer: FutureProducer,
+    producer: kafka::Producer,
 }
 
 impl<'a> Setup<'a> {
@@ -63,15 +63,16 @@ impl<'a> Setup<'a> {
             brokers: stack.env.kafka_brokers.clone(),
             waiting_queue_topic: String::new(),
             result_notification_topic: topic.clone(),
+            security: Default::default(),
         };
         Self {
             stack,
             group: TestStack::unique("relay"),
             event: EventId::parse(TestStack::unique("ev")).expect("event id"),
-            store: QueueStore::connect(&stack.env.redis_url)
+            store: QueueStore::connect(&stack.env.redis())
                 .await
                 .expect("redis"),
-            producer: kafka::producer(&args).expect("producer"),
+            producer: kafka::producer(&args).await.expect("producer"),
             topic,
         }
     }

@@ -108,7 +108,7 @@ pub struct Admitter {
 impl Admitter {
     /// Connects to Redis and creates the Kafka producer.
     pub async fn connect(args: &AdmitterArgs, readiness: Readiness) -> Result<Self> {
-        let publisher = Publisher::kafka(&args.kafka, &args.kafka.waiting_queue_topic)?;
+        let publisher = Publisher::kafka(&args.kafka, &args.kafka.waiting_queue_topic).await?;
         Self::connect_with(args, publisher, readiness).await
     }
 
@@ -119,7 +119,7 @@ impl Admitter {
         publisher: Publisher,
         readiness: Readiness,
     ) -> Result<Self> {
-        let store = QueueStore::connect(args.redis.url.expose()).await?;
+        let store = QueueStore::connect(&args.redis).await?;
         let mut id = [0u8; 8];
         rand::fill(&mut id);
         Ok(Self {

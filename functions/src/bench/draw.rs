@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::cpu::CpuParts;
-use crate::config::{DatabaseArgs, KafkaArgs, Secret};
+use crate::config::KafkaArgs;
 use crate::goods::{GoodsArgs, GoodsWorker};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::stack::{self, StackEnv};
@@ -52,13 +52,13 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
         stack::create_topic(&env.state_dir, topic, 6)?;
     }
     let kafka_args = KafkaArgs {
-        brokers: env.kafka_brokers.clone(),
         waiting_queue_topic: waiting.clone(),
         result_notification_topic: results.clone(),
+        ..env.kafka()
     };
 
     // Preload, timing the raw produce.
-    let producer = kafka::producer(&kafka_args)?;
+    let producer = kafka::producer(&kafka_args).await?;
     let started = Instant::now();
     for chunk_start in (0..messages).step_by(5_000) {
         let sends = (chunk_start..(chunk_start + 5_000).min(messages)).map(|n| {
@@ -89,7 +89,7 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
     let produce_s = started.elapsed().as_secs_f64();
 
     // Raw consume of the same messages.
-    let reader = kafka::consumer(&kafka_args, &format!("bench-raw-{tag}"), &waiting)?;
+    let reader = kafka::consumer(&kafka_args, &format!("bench-raw-{tag}"), &waiting).await?;
     let started = Instant::now();
     let mut read = 0u32;
     while read < messages {
@@ -106,14 +106,13 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
     );
 
     // The pipeline.
-    let results_reader = kafka::consumer(&kafka_args, &format!("bench-results-{tag}"), &results)?;
+    let results_reader =
+        kafka::consumer(&kafka_args, &format!("bench-results-{tag}"), &results).await?;
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let args = GoodsArgs {
-            database: DatabaseArgs {
-                url: Secret::new(env.database_url.clone()),
-            },
+            database: env.database(),
             kafka: kafka_args.clone(),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse()?,

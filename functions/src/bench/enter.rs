@@ -223,7 +223,7 @@ pub(super) async fn run(
     requests: u32,
     cpu: &CpuParts,
 ) -> Result<EnterFigures> {
-    let store = QueueStore::connect(&env.redis_url).await?;
+    let store = QueueStore::connect(&env.redis()).await?;
     let mut figures = serde_json::Map::new();
     let mut all_latencies = Vec::new();
     for connections in CONNECTIONS {
@@ -321,7 +321,7 @@ fn used_memory(info: &str) -> Option<u64> {
 /// Redis `used_memory` growth per waiting user, entering through the same script
 /// queue-api uses.
 pub(super) async fn memory(env: &StackEnv, users: u32) -> Result<Value> {
-    let store = QueueStore::connect(&env.redis_url).await?;
+    let store = QueueStore::connect(&env.redis()).await?;
     let event = open_event(&store, &format!("bench-memory-{}", std::process::id())).await?;
     let mut redis = store.connection();
     let info = |text: String| used_memory(&text).context("no used_memory in INFO");

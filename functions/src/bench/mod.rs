@@ -96,8 +96,8 @@ async fn run(args: &BenchArgs) -> Result<()> {
     let event = format!("bench-drop-{}", std::process::id());
     let drop = crowd::run(&DemoArgs {
         api_url: Some(api.clone()),
-        database_url: crate::config::Secret::new(env.database_url.clone()),
-        redis_url: crate::config::Secret::new(env.redis_url.clone()),
+        database: crate::config::DatabaseArgs::url(env.database_url.clone()),
+        redis: env.redis(),
         state_dir: env.state_dir.clone(),
         users: args.drop_users,
         stock: 1_000,

@@ -27,6 +27,7 @@ struct Config {
 async fn main() -> ExitCode {
     let config: Config = bus::parse_config();
     telemetry::init();
+    dropgate_functions::tls::install_crypto_provider();
     let readiness = Readiness::default();
     let started = async {
         let kafka = &config.admitter.kafka;

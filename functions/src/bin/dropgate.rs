@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::bench::{self, BenchArgs};
@@ -121,9 +120,7 @@ fn block_on_code(work: impl std::future::Future<Output = anyhow::Result<ExitCode
 }
 
 async fn migrate(database: DatabaseArgs) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(database.url.expose())
-        .await
-        .context("Failed to connect to DATABASE_URL")?;
+    let pool = database.pool(2).await?;
     dropgate_functions::postgres::migrate(&pool).await?;
     println!("migrations applied");
     Ok(())
@@ -170,6 +167,7 @@ fn sign_token(user: &str, platform: &str, ttl: Duration, dir: &StateDirArg) -> E
 }
 
 fn main() -> ExitCode {
+    dropgate_functions::tls::install_crypto_provider();
     match Cli::parse().command {
         Command::Stack { command } => block_on(cli_stack::run(command)),
         Command::Local { command } => block_on(cli_stack::run_local(command)),

@@ -27,6 +27,7 @@ struct Config {
 async fn main() -> ExitCode {
     let config: Config = bus::parse_config();
     telemetry::init();
+    dropgate_functions::tls::install_crypto_provider();
     // The recorder must exist before the first metric, not at the first scrape.
     http::prometheus();
     let outcome = match config.transport.transport {

@@ -25,6 +25,7 @@ struct Config {
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init();
+    dropgate_functions::tls::install_crypto_provider();
     let application = match Application::build(&config.api).await {
         Ok(application) => application,
         Err(error) => {

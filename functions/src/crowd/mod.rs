@@ -35,7 +35,7 @@ pub use self::tally::{Sample, percentile};
 pub use self::timeline::render_svg;
 use self::user::{Crowd, Slots};
 use crate::auth::dev::{DevKeys, LOCAL_KEY_ID};
-use crate::config::Secret;
+use crate::config::{DatabaseArgs, RedisArgs};
 use crate::events;
 use crate::queue::QueueStore;
 
@@ -49,11 +49,11 @@ pub struct DemoArgs {
     #[arg(long, env = "DROPGATE_API_URL")]
     pub api_url: Option<String>,
     /// PostgreSQL, where the event is created, closed and verified.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Secret<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Redis, where the event is mirrored for queue-api and the admitter.
-    #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Secret<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// The stack's state directory: its `auth/` holds the key that signs the tokens.
     #[arg(long, env = "DROPGATE_STATE_DIR", default_value = ".dropgate")]
     pub state_dir: PathBuf,
@@ -136,15 +136,8 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
     let pair = RS256KeyPair::from_pem(&pem)
         .context("the local signing key is unreadable")?
         .with_key_id(LOCAL_KEY_ID);
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(args.database_url.expose())
-        .await
-        .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
-    let store = QueueStore::connect(args.redis_url.expose())
-        .await
-        .context("Failed to connect to Redis (DROPGATE_REDIS_URL)")?;
+    let pool = args.database.pool(2).await?;
+    let store = QueueStore::connect(&args.redis).await?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(plan.concurrency)
@@ -345,8 +338,8 @@ mod tests {
     fn bad_settings_are_refused_before_anything_starts() {
         let args = |api: Option<&str>, share: f64, event: Option<&str>| DemoArgs {
             api_url: api.map(str::to_owned),
-            database_url: Secret::new(String::new()),
-            redis_url: Secret::new(String::new()),
+            database: DatabaseArgs::url(""),
+            redis: RedisArgs::url(""),
             state_dir: PathBuf::from(".dropgate"),
             users: 10,
             stock: 1,

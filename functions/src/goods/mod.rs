@@ -15,13 +15,12 @@ pub mod store;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dropgate_core::{Admitted, EventId, Message as _};
 use futures_util::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
@@ -152,18 +151,13 @@ fn by_event(admissions: Vec<Admitted>) -> HashMap<EventId, Vec<Admitted>> {
 }
 
 async fn connect_database(args: &GoodsArgs) -> Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(args.db_pool.max(2))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(args.database.url.expose())
-        .await
-        .context("Failed to connect to PostgreSQL (DATABASE_URL)")
+    args.database.pool(args.db_pool.max(2)).await
 }
 
 /// The worker's connections.
 pub struct GoodsWorker {
     settler: Settler,
-    consumer: StreamConsumer,
+    consumer: kafka::Consumer,
     batch_size: usize,
     batch_wait: Duration,
     readiness: Readiness,
@@ -181,8 +175,10 @@ impl GoodsWorker {
     /// unusable.
     pub async fn connect(args: &GoodsArgs, readiness: Readiness) -> Result<Self> {
         let pool = connect_database(args).await?;
-        let consumer = kafka::consumer(&args.kafka, &args.group, &args.kafka.waiting_queue_topic)?;
-        let publisher = Publisher::kafka(&args.kafka, &args.kafka.result_notification_topic)?;
+        let consumer =
+            kafka::consumer(&args.kafka, &args.group, &args.kafka.waiting_queue_topic).await?;
+        let publisher =
+            Publisher::kafka(&args.kafka, &args.kafka.result_notification_topic).await?;
         Ok(Self {
             settler: Settler { pool, publisher },
             consumer,

@@ -194,7 +194,7 @@ impl Application {
     /// Connects to Redis, loads token keys and binds the listener. Fails fast with a
     /// clear message when any of them is wrong.
     pub async fn build(args: &ApiArgs) -> Result<Self> {
-        let store = QueueStore::connect(args.redis.url.expose()).await?;
+        let store = QueueStore::connect(&args.redis).await?;
         let keys = KeySource::load(&args.keys).await?;
         let policy = AuthPolicy {
             algorithms: args.jwt_algorithms.clone(),
@@ -214,10 +214,10 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let streams = StreamHub::new(
             store.clone(),
-            args.redis.url.expose(),
+            args.redis.client()?,
             args.max_streams,
             shutdown_rx,
-        )?;
+        );
         let state = AppState(Arc::new(AppParts {
             store,
             auth: Arc::new(Authenticator::new(policy, keys, args.token_cache)),

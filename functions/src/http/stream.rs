@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -158,11 +158,10 @@ impl StreamHub {
     /// Starts the subscription and the ticker (they run until `shutdown` turns true).
     pub fn new(
         store: QueueStore,
-        redis_url: &str,
+        client: redis::Client,
         max_streams: usize,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Self> {
-        let client = redis::Client::open(redis_url).context("Invalid Redis URL")?;
+    ) -> Self {
         let hub = Self {
             inner: Arc::new(Inner {
                 store,
@@ -177,7 +176,7 @@ impl StreamHub {
         };
         tokio::spawn(subscribe(Arc::clone(&hub.inner)));
         tokio::spawn(tick(Arc::clone(&hub.inner)));
-        Ok(hub)
+        hub
     }
 
     /// Streams open on this instance.

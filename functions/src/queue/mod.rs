@@ -12,6 +12,8 @@ use dropgate_core::{EventId, EventState, UserKey, UserRecord};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::config::RedisArgs;
+
 pub use keys::{EVENTS_KEY, EventKeys, Notice};
 
 /// The enter script (KEYS meta, seq, queue, users, serving; ARGV member, now in
@@ -85,8 +87,8 @@ impl QueueStore {
     /// after about ten seconds, so a wrong address fails a start-up instead of hanging
     /// it; a command that gets no answer within two seconds fails rather than holding
     /// a client's request open.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).context("Invalid Redis URL")?;
+    pub async fn connect(args: &RedisArgs) -> Result<Self> {
+        let client = args.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(2))
@@ -99,7 +101,9 @@ impl QueueStore {
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
         .and_then(|connected| Ok(connected?))
-        .context("Failed to connect to Redis")?;
+        .context(
+            "Failed to connect to Redis (DROPGATE_REDIS_URL; for TLS also DROPGATE_REDIS_CA_FILE)",
+        )?;
         Ok(Self::new(redis))
     }
 

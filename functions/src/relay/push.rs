@@ -60,7 +60,7 @@ impl std::fmt::Debug for RelayPush {
 impl RelayPush {
     /// Connects to Redis; push requests are checked by `auth`.
     pub async fn connect(args: &RelayArgs, auth: PushAuth, readiness: Readiness) -> Result<Self> {
-        let store = QueueStore::connect(args.redis.url.expose())
+        let store = QueueStore::connect(&args.redis)
             .await
             .context("Redis (DROPGATE_REDIS_URL) is not usable")?;
         Ok(Self {

@@ -2,23 +2,39 @@
 //! log and committed offsets live in a file in `<state>/broker` and survive a restart.
 //! tansu creates no topic by itself (producing to a missing topic hangs), so `up`
 //! creates both topics before anything produces.
+//!
+//! On a `--tls` stack tansu requires SASL/SCRAM authentication and listens on an
+//! internal port behind a TLS terminator ([`super::broker_tls`]), advertising the
+//! terminator's port. Its own tools cannot authenticate, so the topics and the SCRAM
+//! user are made once, by a first run without authentication.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::process::{is_running, spawn_detached};
+use nix::sys::signal::Signal;
+
+use super::process::{self, is_running, spawn_detached};
 use super::{BrokerStorage, StackOptions};
 
 /// The topics every stack has.
 pub const TOPICS: [&str; 2] = ["waiting-queue", "result-notification"];
 
-/// Starts tansu on `port`.
-pub(crate) fn start(options: &StackOptions, port: u16) -> Result<u32> {
+/// The SCRAM user the functions authenticate as on a `--tls` stack.
+pub const KAFKA_USER: &str = "dropgate";
+
+/// Starts tansu on `port`. With `authenticated_behind`, it requires SASL and
+/// advertises that port (the TLS terminator's) instead of its own.
+pub(crate) fn start(
+    options: &StackOptions,
+    port: u16,
+    authenticated_behind: Option<u16>,
+) -> Result<u32> {
     let dir = options.state_dir.join("broker");
     std::fs::create_dir_all(&dir)?;
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{}", authenticated_behind.unwrap_or(port));
     let storage = match options.broker_storage {
         // Relative to the working directory, which is the broker's own dir.
         BrokerStorage::Sqlite => "sqlite://tansu.db".to_owned(),
@@ -28,7 +44,7 @@ pub(crate) fn start(options: &StackOptions, port: u16) -> Result<u32> {
     command
         .current_dir(&dir)
         .args(["broker", "--listener-url", &url])
-        .args(["--advertised-listener-url", &url])
+        .args(["--advertised-listener-url", &advertised])
         .args(["--storage-engine", &storage])
         // DROPGATE_BROKER_LOG (a RUST_LOG filter) turns the broker's own logs up when
         // a consumer group misbehaves, e.g. `tansu_broker::coordinator=debug`.
@@ -36,7 +52,46 @@ pub(crate) fn start(options: &StackOptions, port: u16) -> Result<u32> {
             "RUST_LOG",
             std::env::var("DROPGATE_BROKER_LOG").unwrap_or_else(|_| "warn".to_owned()),
         );
+    if authenticated_behind.is_some() {
+        command.arg("--authentication");
+    }
     spawn_detached(command, &options.log_file("broker"))
+}
+
+/// Makes the topics and the SCRAM user of a `--tls` stack: tansu runs once without
+/// authentication on `port`, is told both, and is stopped again.
+pub(crate) fn bootstrap(
+    options: &StackOptions,
+    port: u16,
+    partitions: u32,
+    password: &str,
+) -> Result<()> {
+    let pid = start(options, port, None)?;
+    let made = (|| {
+        for topic in TOPICS {
+            create_topic(options, pid, port, topic, partitions)?;
+        }
+        create_user(options, port, password)
+    })();
+    process::stop(pid, "tansu", Signal::SIGTERM, Duration::from_secs(20));
+    made
+}
+
+fn create_user(options: &StackOptions, port: u16, password: &str) -> Result<()> {
+    let output = Command::new(&options.tansu)
+        .args(["user", "create", KAFKA_USER, password])
+        .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--mechanism", "scram512"])
+        .env("RUST_LOG", "error")
+        .output()
+        .with_context(|| format!("Failed to run {}", options.tansu.display()))?;
+    if !output.status.success() {
+        bail!(
+            "could not create the broker's SCRAM user: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Creates `topic` with `partitions` partitions, retrying until the broker answers

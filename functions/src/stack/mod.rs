@@ -5,8 +5,15 @@
 //! harness. Every pid is recorded in `<state dir>/stack.json` right after spawning,
 //! so `down` stops exactly what `up` started, even after the launcher was killed; `up`
 //! on a running stack keeps what runs and starts only what is missing.
+//!
+//! `up --tls` starts the same servers the way a deployment reaches its stores: Redis
+//! TLS-only with a password, PostgreSQL TLS-only, the broker with SASL/SCRAM behind a
+//! TLS terminator, all with certificates of a throwaway local CA, and an env file that
+//! sets `DROPGATE_REQUIRE_TLS`, so every client must verify them.
 
 mod broker;
+mod broker_tls;
+pub mod certs;
 pub mod functions;
 mod postgres;
 mod process;
@@ -21,8 +28,11 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
 use crate::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
+use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
+use crate::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 
-pub use broker::TOPICS;
+pub use broker::{KAFKA_USER, TOPICS};
+pub use certs::StackCerts;
 pub use postgres::{DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
 
@@ -62,6 +72,9 @@ pub struct StackOptions {
     pub redis_server: PathBuf,
     /// The tansu binary.
     pub tansu: PathBuf,
+    /// TLS-only servers with authentication (`--tls`); a stack keeps what it was
+    /// first started with.
+    pub tls: bool,
 }
 
 impl StackOptions {
@@ -75,6 +88,7 @@ impl StackOptions {
             broker_storage: BrokerStorage::Sqlite,
             redis_server: find_program("redis-server"),
             tansu: find_program("tansu"),
+            tls: false,
         }
     }
 
@@ -115,6 +129,19 @@ pub struct StackEnv {
     pub kafka_brokers: String,
     /// queue-api's base URL, while `dropgate local up` runs it.
     pub api_url: Option<String>,
+    /// How to reach a `--tls` stack: its CA and the broker's SASL credentials.
+    pub tls: Option<StackTlsEnv>,
+}
+
+/// What a client needs beyond the URLs to reach a `--tls` stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackTlsEnv {
+    /// The CA that signed every server's certificate.
+    pub ca_file: PathBuf,
+    /// The broker's SCRAM user.
+    pub kafka_username: String,
+    /// Its password.
+    pub kafka_password: String,
 }
 
 impl StackEnv {
@@ -125,17 +152,58 @@ impl StackEnv {
                 .map(|server| server.port)
                 .with_context(|| format!("the stack has no {}", component.name()))
         };
+        let certs = state.tls.then(|| StackCerts::in_state_dir(state_dir));
+        let ca = certs.as_ref().map(|certs| certs.ca.as_path());
+        let broker_port = if state.tls {
+            state
+                .broker_public_port
+                .context("the stack has no broker TLS port")?
+        } else {
+            port(Component::Broker)?
+        };
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
-            redis_url: format!("redis://127.0.0.1:{}/0", port(Component::Redis)?),
-            database_url: format!(
-                "postgres://{DATABASE}:{}@127.0.0.1:{}/{DATABASE}",
-                state.postgres_password,
-                port(Component::Postgres)?
+            redis_url: redis::url(
+                port(Component::Redis)?,
+                redis_tls(state_dir, state).as_ref(),
             ),
-            kafka_brokers: format!("127.0.0.1:{}", port(Component::Broker)?),
+            database_url: postgres::url(port(Component::Postgres)?, &state.postgres_password, ca),
+            kafka_brokers: format!("127.0.0.1:{broker_port}"),
             api_url: functions::api_url(state_dir),
+            tls: certs.map(|certs| StackTlsEnv {
+                ca_file: certs.ca,
+                kafka_username: KAFKA_USER.to_owned(),
+                kafka_password: state.kafka_password.clone(),
+            }),
         })
+    }
+
+    /// The Redis settings of this stack.
+    pub fn redis(&self) -> RedisArgs {
+        RedisArgs {
+            ca_file: self.tls.as_ref().map(|tls| tls.ca_file.clone()),
+            require_tls: self.tls.is_some(),
+            ..RedisArgs::url(self.redis_url.clone())
+        }
+    }
+
+    /// The PostgreSQL settings of this stack.
+    pub fn database(&self) -> DatabaseArgs {
+        DatabaseArgs {
+            ca_file: self.tls.as_ref().map(|tls| tls.ca_file.clone()),
+            require_tls: self.tls.is_some(),
+            ..DatabaseArgs::url(self.database_url.clone())
+        }
+    }
+
+    /// The Kafka settings of this stack, with its two topics.
+    pub fn kafka(&self) -> KafkaArgs {
+        KafkaArgs {
+            brokers: self.kafka_brokers.clone(),
+            waiting_queue_topic: TOPICS[0].to_owned(),
+            result_notification_topic: TOPICS[1].to_owned(),
+            security: kafka_security(self.tls.as_ref()),
+        }
     }
 
     /// The variables every function reads, as `(name, value)` pairs.
@@ -165,10 +233,32 @@ impl StackEnv {
             ("DROPGATE_JWT_ISSUER", LOCAL_ISSUER.to_owned()),
             ("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE.to_owned()),
         ];
+        if let Some(tls) = &self.tls {
+            let ca = tls.ca_file.display().to_string();
+            vars.extend([
+                (crate::tls::REQUIRE_TLS_ENV, "true".to_owned()),
+                ("DROPGATE_REDIS_CA_FILE", ca.clone()),
+                ("DROPGATE_DATABASE_CA_FILE", ca.clone()),
+                ("DROPGATE_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
+                ("DROPGATE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+                ("DROPGATE_KAFKA_SASL_USERNAME", tls.kafka_username.clone()),
+                ("DROPGATE_KAFKA_SASL_PASSWORD", tls.kafka_password.clone()),
+                ("DROPGATE_KAFKA_CA_FILE", ca),
+            ]);
+        }
         if let Some(url) = &self.api_url {
             vars.push(("DROPGATE_API_URL", url.clone()));
         }
         vars
+    }
+
+    /// Whether the variable `name` carries a password (printed by no command; it is
+    /// in the env file, readable by its owner alone).
+    pub fn holds_secret(name: &str) -> bool {
+        matches!(
+            name,
+            "DATABASE_URL" | "DROPGATE_REDIS_URL" | "DROPGATE_KAFKA_SASL_PASSWORD"
+        )
     }
 
     /// Shell-sourceable `NAME='value'` lines (what `<state dir>/env` holds).
@@ -188,6 +278,35 @@ pub fn env_file(state_dir: &Path) -> PathBuf {
     state_dir.join("env")
 }
 
+/// Writes `env` into the stack's env file, readable by its owner alone.
+pub fn write_env_file(env: &StackEnv) -> Result<()> {
+    certs::write_private(&env_file(&env.state_dir), env.to_env_file().as_bytes())
+}
+
+/// The Redis TLS settings of a `--tls` stack.
+fn redis_tls(state_dir: &Path, state: &StackState) -> Option<redis::RedisTls> {
+    state.tls.then(|| redis::RedisTls {
+        certs: StackCerts::in_state_dir(state_dir),
+        password: state.redis_password.clone(),
+    })
+}
+
+/// The Kafka security settings of a stack: plaintext, or SCRAM over TLS.
+fn kafka_security(tls: Option<&StackTlsEnv>) -> KafkaSecurityArgs {
+    match tls {
+        None => KafkaSecurityArgs::default(),
+        Some(tls) => KafkaSecurityArgs {
+            protocol: SecurityProtocol::SaslSsl,
+            mechanism: Some(SaslMechanism::ScramSha512),
+            username: Some(tls.kafka_username.clone()),
+            password: Some(Secret::new(tls.kafka_password.clone())),
+            ca_file: Some(tls.ca_file.clone()),
+            require_tls: true,
+            ..KafkaSecurityArgs::default()
+        },
+    }
+}
+
 /// Starts whatever of the stack is not running, waits until all three answer, creates
 /// the topics and the database, applies migrations and writes the env file.
 /// `progress` hears one line per step.
@@ -200,21 +319,42 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
         state_dir: dir.clone(),
         ..options.clone()
     };
+    crate::tls::install_crypto_provider();
     let mut state = StackState::load(dir)?;
     if state.postgres_password.is_empty() {
         state.postgres_password = random_hex(16)?;
     }
+    if state.server(Component::Postgres).is_none() && state.postgres_dir.is_none() {
+        // A new stack takes the TLS choice of this `up`; an existing one keeps its own.
+        state.tls = options.tls;
+    } else if options.tls && !state.tls {
+        anyhow::bail!(
+            "the stack at {} was made without --tls; remove it (`dropgate stack down --purge`) to start it with TLS",
+            dir.display()
+        );
+    }
+    if state.tls {
+        StackCerts::in_state_dir(dir)
+            .ensure()
+            .context("Failed to make the stack's certificates")?;
+        if state.redis_password.is_empty() {
+            state.redis_password = random_hex(16)?;
+        }
+        if state.kafka_password.is_empty() {
+            state.kafka_password = random_hex(16)?;
+        }
+    }
     state.partitions = options.partitions;
     state.save(dir)?;
 
-    for component in Component::ALL {
+    for &component in Component::of_stack(state.tls) {
         start_component(options, &mut state, component, progress).await?;
     }
     DevKeys::in_state_dir(dir)
         .ensure()
         .context("Failed to create the local token signing key")?;
     let env = StackEnv::from_state(dir, &state)?;
-    std::fs::write(env_file(dir), env.to_env_file())?;
+    write_env_file(&env)?;
     progress(&format!("env file: {}", env_file(dir).display()));
     Ok(env)
 }
@@ -238,7 +378,13 @@ async fn start_component(
         ));
         return Ok(());
     }
-    let recorded_port = state.server(component).map(|server| server.port);
+    let recorded_port = state.server(component).map(|server| server.port).or(
+        // The terminator's port was chosen when tansu started, which advertises it.
+        match component {
+            Component::BrokerTls => state.broker_public_port,
+            _ => None,
+        },
+    );
     // A recorded port is reused so clients reconnect to the same address; a fresh
     // stack picks free ports and retries if another process grabbed one meanwhile.
     let attempts = if recorded_port.is_some() { 1 } else { 3 };
@@ -292,9 +438,10 @@ async fn start_once(
     };
     match component {
         Component::Redis => {
-            let pid = redis::start(options, port)?;
+            let tls = redis_tls(dir, state);
+            let pid = redis::start(options, port, tls.as_ref())?;
             record(state, pid)?;
-            redis::wait_ready(pid, port)?;
+            redis::wait_ready(pid, port, tls.as_ref())?;
             Ok(pid)
         }
         Component::Postgres => {
@@ -302,18 +449,61 @@ async fn start_once(
             state.postgres_dir = Some(pg_dir.clone());
             state.save(dir)?;
             postgres::init(options, &pg_dir, &state.postgres_password)?;
-            let pid = postgres::start(options, &pg_dir, port)?;
+            let certs = state.tls.then(|| StackCerts::in_state_dir(dir));
+            let pid = postgres::start(options, &pg_dir, port, certs.as_ref())?;
             record(state, pid)?;
-            let pool = postgres::prepare_database(pid, port, &state.postgres_password).await?;
+            let ca = certs.as_ref().map(|certs| certs.ca.as_path());
+            let pool = postgres::prepare_database(pid, port, &state.postgres_password, ca).await?;
             pool.close().await;
             Ok(pid)
         }
+        Component::Broker if state.tls => {
+            let public_port = match state.broker_public_port {
+                Some(public_port) => public_port,
+                None => process::free_port()?,
+            };
+            state.broker_public_port = Some(public_port);
+            state.save(dir)?;
+            if !state.broker_bootstrapped {
+                broker::bootstrap(
+                    options,
+                    port,
+                    state.partitions.max(1),
+                    &state.kafka_password,
+                )?;
+                state.broker_bootstrapped = true;
+                state.save(dir)?;
+            }
+            let pid = broker::start(options, port, Some(public_port))?;
+            record(state, pid)?;
+            // A restarted broker is ready once clients get through the terminator; on
+            // a first start the terminator is not up yet and checks when it is.
+            if let Some(terminator) = state.server(Component::BrokerTls)
+                && process::is_running(terminator.pid, Component::BrokerTls.program())
+            {
+                let env = StackEnv::from_state(dir, state)?;
+                broker_tls::wait_ready(terminator.pid, &env.kafka_brokers, &env.kafka().security)?;
+            }
+            Ok(pid)
+        }
         Component::Broker => {
-            let pid = broker::start(options, port)?;
+            let pid = broker::start(options, port, None)?;
             record(state, pid)?;
             for topic in TOPICS {
                 broker::create_topic(options, pid, port, topic, state.partitions.max(1))?;
             }
+            Ok(pid)
+        }
+        Component::BrokerTls => {
+            let broker_port = state
+                .server(Component::Broker)
+                .map(|server| server.port)
+                .context("the broker must start before its TLS terminator")?;
+            let certs = StackCerts::in_state_dir(dir);
+            let pid = broker_tls::start(options, port, broker_port, &certs)?;
+            record(state, pid)?;
+            let env = StackEnv::from_state(dir, state)?;
+            broker_tls::wait_ready(pid, &env.kafka_brokers, &env.kafka().security)?;
             Ok(pid)
         }
     }
@@ -341,7 +531,7 @@ pub fn stop_component(state_dir: &Path, component: Component, mode: StopMode) ->
         StopMode::Graceful => {
             let signal = match component {
                 Component::Postgres => Signal::SIGINT,
-                Component::Redis | Component::Broker => Signal::SIGTERM,
+                Component::Redis | Component::Broker | Component::BrokerTls => Signal::SIGTERM,
             };
             process::stop(server.pid, program, signal, Duration::from_secs(20))
         }
@@ -378,13 +568,13 @@ pub fn down(state_dir: &Path, purge: bool) -> Result<Vec<&'static str>> {
         stopped.push("functions");
     }
     // Reverse start order: the broker and database before Redis.
-    for component in Component::ALL.into_iter().rev() {
+    for component in Component::EVERY.into_iter().rev() {
         if stop_component(state_dir, component, StopMode::Graceful)? {
             stopped.push(component.name());
         }
     }
     let mut state = StackState::load(state_dir)?;
-    for component in Component::ALL {
+    for component in Component::EVERY {
         state.set_server(component, None);
     }
     state.save(state_dir)?;
@@ -415,9 +605,9 @@ pub struct ComponentStatus {
 /// What runs in the stack at `state_dir`.
 pub fn status(state_dir: &Path) -> Result<Vec<ComponentStatus>> {
     let state = StackState::load(state_dir)?;
-    Ok(Component::ALL
-        .into_iter()
-        .map(|component| {
+    Ok(Component::of_stack(state.tls)
+        .iter()
+        .map(|&component| {
             let server = state.server(component).cloned();
             let running = server
                 .as_ref()
@@ -446,6 +636,13 @@ pub fn env(state_dir: &Path) -> Result<StackEnv> {
 /// in parallel on one broker).
 pub fn create_topic(state_dir: &Path, topic: &str, partitions: u32) -> Result<()> {
     let state = StackState::load(state_dir)?;
+    if state.tls {
+        anyhow::bail!(
+            "a --tls stack's broker requires authentication, which tansu's topic tool \
+             cannot give; its topics ({}) are made at `stack up`",
+            TOPICS.join(", ")
+        );
+    }
     let broker = state
         .server(Component::Broker)
         .context("the stack has no broker")?;

@@ -6,6 +6,9 @@
 //! directory is theirs; if that user cannot reach the state directory (a home
 //! directory with mode 700, say), the data lives under `/var/tmp/dropgate-postgres/`
 //! instead and the state file records where.
+//!
+//! On a `--tls` stack the server takes TLS connections only (`hostssl` is the one
+//! access rule), with the stack's certificate.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -16,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::unistd::{Gid, Uid, User, chown};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use super::StackOptions;
+use super::certs::{StackCerts, write_private};
 use super::process::{is_running, spawn_detached};
 
 /// The database and role the functions use.
@@ -162,9 +166,21 @@ pub(crate) fn init(options: &StackOptions, dir: &Path, password: &str) -> Result
 }
 
 /// Starts the postmaster on `port`, loopback only, fsync on, no Unix socket (its
-/// default directory is not writable by an unprivileged user on every machine).
-pub(crate) fn start(options: &StackOptions, dir: &Path, port: u16) -> Result<u32> {
-    let mut command = command(bin_dir()?.join("postgres"), run_as()?);
+/// default directory is not writable by an unprivileged user on every machine); with
+/// `tls`, TLS-only.
+pub(crate) fn start(
+    options: &StackOptions,
+    dir: &Path,
+    port: u16,
+    tls: Option<&StackCerts>,
+) -> Result<u32> {
+    let run_as = run_as()?;
+    let mut command = command(bin_dir()?.join("postgres"), run_as);
+    if let Some(certs) = tls {
+        for setting in tls_settings(dir, certs, run_as)? {
+            command.args(["-c", &setting]);
+        }
+    }
     command
         .arg("-D")
         .arg(dir.join("data"))
@@ -177,22 +193,96 @@ pub(crate) fn start(options: &StackOptions, dir: &Path, port: u16) -> Result<u32
     spawn_detached(command, &options.log_file("postgres"))
 }
 
-/// Connection options for `database` as the `dropgate` role.
-pub fn connect_options(port: u16, password: &str, database: &str) -> PgConnectOptions {
-    PgConnectOptions::new()
+/// The server's copies of the certificate and key (PostgreSQL wants the key owned by
+/// the user it runs as, mode 0600) and an access file with one rule: TLS from
+/// loopback with a password. Returns the `-c` settings that use them.
+fn tls_settings(dir: &Path, certs: &StackCerts, run_as: Option<RunAs>) -> Result<Vec<String>> {
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    let cert = tls_dir.join("server.pem");
+    let key = tls_dir.join("server.key");
+    let hba = tls_dir.join("pg_hba.conf");
+    std::fs::copy(&certs.server_cert, &cert)?;
+    write_private(&key, &std::fs::read(&certs.server_key)?)?;
+    std::fs::write(
+        &hba,
+        "# written by `dropgate stack up --tls`: TLS from loopback only\n\
+         hostssl all all 127.0.0.1/32 scram-sha-256\n",
+    )?;
+    if let Some(user) = run_as {
+        for path in [&tls_dir, &cert, &key, &hba] {
+            chown(path.as_path(), Some(user.uid), Some(user.gid))
+                .with_context(|| format!("Failed to give {} to {SERVICE_USER}", path.display()))?;
+        }
+    }
+    Ok(vec![
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={}", cert.display()),
+        format!("ssl_key_file={}", key.display()),
+        format!("hba_file={}", hba.display()),
+    ])
+}
+
+/// Connection options for `database` as the `dropgate` role; with `ca`, over TLS with
+/// the server verified against it.
+pub fn connect_options(
+    port: u16,
+    password: &str,
+    database: &str,
+    ca: Option<&Path>,
+) -> PgConnectOptions {
+    let options = PgConnectOptions::new()
         .host("127.0.0.1")
         .port(port)
         .username(DATABASE)
         .password(password)
         .database(database)
-        .disable_statement_logging()
+        .disable_statement_logging();
+    match ca {
+        Some(ca) => options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca),
+        None => options,
+    }
+}
+
+/// The URL of the stack's database: with `ca`, one that verifies the server, so every
+/// client given the URL alone (tests, `psql`) connects the same way.
+pub(crate) fn url(port: u16, password: &str, ca: Option<&Path>) -> String {
+    let base = format!("postgres://{DATABASE}:{password}@127.0.0.1:{port}/{DATABASE}");
+    match ca {
+        Some(ca) => format!(
+            "{base}?sslmode=verify-full&sslrootcert={}",
+            escape_query(&ca.to_string_lossy())
+        ),
+        None => base,
+    }
+}
+
+/// Escapes what would end a query value or confuse the URL parser.
+fn escape_query(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| match c {
+            '%' => "%25".to_owned(),
+            ' ' => "%20".to_owned(),
+            '&' => "%26".to_owned(),
+            '#' => "%23".to_owned(),
+            '?' => "%3F".to_owned(),
+            '+' => "%2B".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Waits until the server accepts connections, creates the `dropgate` database if
 /// needed and applies the migrations.
-pub(crate) async fn prepare_database(pid: u32, port: u16, password: &str) -> Result<PgPool> {
+pub(crate) async fn prepare_database(
+    pid: u32,
+    port: u16,
+    password: &str,
+    ca: Option<&Path>,
+) -> Result<PgPool> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let admin = connect_options(port, password, "postgres");
+    let admin = connect_options(port, password, "postgres", ca);
     let mut connection = loop {
         match sqlx::PgConnection::connect_with(&admin).await {
             Ok(connection) => break connection,
@@ -211,7 +301,7 @@ pub(crate) async fn prepare_database(pid: u32, port: u16, password: &str) -> Res
     connection.close().await.ok();
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect_with(connect_options(port, password, DATABASE))
+        .connect_with(connect_options(port, password, DATABASE, ca))
         .await
         .context("Failed to connect to the dropgate database")?;
     crate::postgres::migrate(&pool).await?;

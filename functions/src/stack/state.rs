@@ -16,11 +16,28 @@ pub enum Component {
     Postgres,
     /// tansu: the Kafka-protocol broker.
     Broker,
+    /// stunnel: the broker's TLS terminator on a `--tls` stack (tansu 0.6.0 speaks
+    /// plaintext only); its port is the broker address clients use.
+    BrokerTls,
 }
 
 impl Component {
     /// Every component, in start order.
     pub const ALL: [Component; 3] = [Component::Redis, Component::Postgres, Component::Broker];
+
+    /// Every component a stack may have, in start order (`down` stops what of these
+    /// is recorded).
+    pub const EVERY: [Component; 4] = [
+        Component::Redis,
+        Component::Postgres,
+        Component::Broker,
+        Component::BrokerTls,
+    ];
+
+    /// The components of a stack with or without TLS, in start order.
+    pub fn of_stack(tls: bool) -> &'static [Component] {
+        if tls { &Self::EVERY } else { &Self::ALL }
+    }
 
     /// The process name (`/proc/<pid>/comm`) that `down` checks before signalling.
     pub fn program(self) -> &'static str {
@@ -28,6 +45,7 @@ impl Component {
             Component::Redis => "redis-server",
             Component::Postgres => "postgres",
             Component::Broker => "tansu",
+            Component::BrokerTls => "stunnel4",
         }
     }
 
@@ -37,6 +55,7 @@ impl Component {
             Component::Redis => "redis",
             Component::Postgres => "postgres",
             Component::Broker => "broker",
+            Component::BrokerTls => "broker-tls",
         }
     }
 }
@@ -68,6 +87,26 @@ pub struct StackState {
     pub postgres_dir: Option<PathBuf>,
     /// Partitions of each topic.
     pub partitions: u32,
+    /// Whether the stack runs TLS-only with authentication (`stack up --tls`).
+    #[serde(default)]
+    pub tls: bool,
+    /// The broker's TLS terminator, on a `--tls` stack.
+    #[serde(default)]
+    pub broker_tls: Option<Server>,
+    /// The port clients reach the broker on through the terminator, chosen before
+    /// tansu starts because tansu advertises it.
+    #[serde(default)]
+    pub broker_public_port: Option<u16>,
+    /// Password of Redis' default user on a `--tls` stack.
+    #[serde(default)]
+    pub redis_password: String,
+    /// Password of the broker's SCRAM user `dropgate` on a `--tls` stack.
+    #[serde(default)]
+    pub kafka_password: String,
+    /// Whether the broker's SCRAM user and topics were made (before authentication
+    /// was switched on: tansu's own tools cannot authenticate).
+    #[serde(default)]
+    pub broker_bootstrapped: bool,
 }
 
 impl StackState {
@@ -77,6 +116,7 @@ impl StackState {
             Component::Redis => self.redis.as_ref(),
             Component::Postgres => self.postgres.as_ref(),
             Component::Broker => self.broker.as_ref(),
+            Component::BrokerTls => self.broker_tls.as_ref(),
         }
     }
 
@@ -86,6 +126,7 @@ impl StackState {
             Component::Redis => self.redis = server,
             Component::Postgres => self.postgres = server,
             Component::Broker => self.broker = server,
+            Component::BrokerTls => self.broker_tls = server,
         }
     }
 
@@ -106,8 +147,8 @@ impl StackState {
         let path = state_file(dir);
         let temp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&temp, bytes)
-            .with_context(|| format!("Failed to write {}", temp.display()))?;
+        // It holds the stack's passwords: owner-only from the first byte.
+        super::certs::write_private(&temp, &bytes)?;
         std::fs::rename(&temp, &path)
             .with_context(|| format!("Failed to replace {}", path.display()))
     }

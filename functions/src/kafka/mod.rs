@@ -1,41 +1,84 @@
 //! Kafka clients configured the one way dropgate uses them: idempotent producers that
 //! wait for every in-sync replica, and consumer groups that commit by hand only after
-//! the work a message caused is durable.
+//! the work a message caused is durable; encrypted and authenticated as
+//! [`security`] says.
+
+pub mod google_token;
+pub mod security;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::KafkaArgs;
+use google_token::GoogleTokens;
+
+/// What every dropgate Kafka client carries: the OAUTHBEARER token source, when the
+/// settings ask for Google tokens.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaContext {
+    tokens: Option<GoogleTokens>,
+}
+
+impl ClientContext for KafkaContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        match &self.tokens {
+            Some(tokens) => tokens.current(),
+            None => Err("OAUTHBEARER needs DROPGATE_KAFKA_SASL_MECHANISM=OAUTHBEARER".into()),
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+/// A producer with dropgate's context.
+pub type Producer = FutureProducer<KafkaContext>;
+/// A consumer with dropgate's context.
+pub type Consumer = StreamConsumer<KafkaContext>;
 
 /// How long a produce may wait for delivery before it counts as failed.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn base(args: &KafkaArgs) -> ClientConfig {
+/// The settings every client shares, checked, and the context that goes with them
+/// (fetching a first Google token when OAUTHBEARER is asked for).
+async fn base(args: &KafkaArgs) -> Result<(ClientConfig, KafkaContext)> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &args.brokers)
         // Reconnect quickly after a broker restart instead of backing off for 10 s.
         .set("reconnect.backoff.max.ms", "1000");
+    args.security.apply(&mut config)?;
+    let tokens = if args.security.uses_google_tokens() {
+        Some(GoogleTokens::shared(&args.security.metadata_url).await?)
+    } else {
+        None
+    };
     // librdkafka's own debug contexts (e.g. `cgrp,topic,fetch`), logged through the
     // function's log, for diagnosing group membership in the field.
     if let Ok(contexts) = std::env::var("DROPGATE_KAFKA_DEBUG") {
         config.set("debug", contexts);
     }
-    config
+    Ok((config, KafkaContext { tokens }))
 }
 
 /// An idempotent producer: acks from all in-sync replicas, retries that can neither
 /// duplicate nor reorder a partition's messages.
-pub fn producer(args: &KafkaArgs) -> Result<FutureProducer> {
-    base(args)
+pub async fn producer(args: &KafkaArgs) -> Result<Producer> {
+    let (mut config, context) = base(args).await?;
+    config
         .set("client.id", unique_client_id("dropgate-producer"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -46,7 +89,7 @@ pub fn producer(args: &KafkaArgs) -> Result<FutureProducer> {
         )
         // Batches form over a few milliseconds: throughput without visible latency.
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(context)
         .context("Failed to create the Kafka producer")
 }
 
@@ -62,14 +105,14 @@ pub const INSTANCE_ID_ENV: &str = "DROPGATE_KAFKA_INSTANCE_ID";
 /// under the identity it had, taking over its partitions (and the group leadership,
 /// if it held it) without a rebalance. Without it, a member killed while it led the
 /// group can leave the survivors of a tansu group agreeing on an empty assignment.
-pub fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<StreamConsumer> {
-    let mut config = base(args);
+pub async fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<Consumer> {
+    let (mut config, context) = base(args).await?;
     if let Ok(instance) = std::env::var(INSTANCE_ID_ENV)
         && !instance.is_empty()
     {
         config.set("group.instance.id", instance);
     }
-    let consumer: StreamConsumer = config
+    let consumer: Consumer = config
         .set("client.id", unique_client_id(group))
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -77,7 +120,7 @@ pub fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<StreamCons
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create()
+        .create_with_context(context)
         .context("Failed to create the Kafka consumer")?;
     consumer
         .subscribe(&[topic])
@@ -103,7 +146,7 @@ fn unique_client_id(prefix: &str) -> String {
 /// the first receive failed (after a short pause, so a broken broker is not spun on),
 /// else how many messages were added.
 pub async fn collect_batch(
-    consumer: &StreamConsumer,
+    consumer: &Consumer,
     max: usize,
     wait: Duration,
     shutdown: &mut watch::Receiver<bool>,
