@@ -54,3 +54,56 @@ def test_dockerignore_keeps_the_context_small_and_secret_free():
         assert pattern in lines, pattern
     for needed in ("core", "functions", "migrations", "tests", "Cargo.toml", "Cargo.lock"):
         assert needed not in lines, f"cargo build needs {needed}"
+
+
+def stages() -> dict[str, str]:
+    """Dockerfile text per stage name."""
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", DOCKERFILE, flags=re.M | re.I)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def apt_packages(stage: str) -> set[str]:
+    installs = re.findall(r"apt-get install[^&]*?((?:\\\n|[^\n&])*)", stage)
+    return {word for chunk in installs for word in chunk.replace("\\", " ").split() if not word.startswith("-")}
+
+
+def test_openssl_for_librdkafka_tls_in_both_stages():
+    build, runtime = stages()["build"], stages()["runtime"]
+    assert {"pkg-config", "libssl-dev"} <= apt_packages(build), "librdkafka's TLS/SASL links OpenSSL"
+    assert {"libssl3", "ca-certificates"} <= apt_packages(runtime), "OpenSSL and the public roots at run time"
+    assert "libssl-dev" not in apt_packages(runtime), "headers stay in the build stage"
+    assert 'cargo build --release --locked -p dropgate-functions --features "${CARGO_FEATURES}"' in build
+    assert re.search(r'ldd "\$bin" \| grep -q "not found"', runtime), "the runtime stage checks every binary's libraries"
+
+
+CLOUDBUILD = REPO / "deploy" / "cloudbuild.yaml"
+
+
+def test_cloud_build_builds_this_dockerfile_and_pushes_by_commit():
+    config = yaml.safe_load(CLOUDBUILD.read_text())
+    image = "${_IMAGE_REPOSITORY}/dropgate:${COMMIT_SHA}"
+    builds = [s for s in config["steps"] if s["name"].startswith("gcr.io/cloud-builders/docker") and "build" in s.get("args", [])]
+    assert len(builds) == 1, "one docker build step"
+    (step,) = builds
+    args = step["args"]
+    assert "--file=deploy/docker/Dockerfile" in args and args[-1] == ".", "builds deploy/docker/Dockerfile from the repository root"
+    assert f"--tag={image}" in args
+    assert "DOCKER_BUILDKIT=1" in step.get("env", []), "the Dockerfile's cache mounts need BuildKit"
+    assert config["images"] == [image], "Cloud Build pushes the tagged image"
+    # A user-specified service account needs its logs outside the default bucket.
+    assert config["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    assert int(config["timeout"].rstrip("s")) >= 3600, "a release build of the workspace takes longer than the default 10 minutes"
+    text = CLOUDBUILD.read_text()
+    used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
+    assert used <= set(config["substitutions"]), used - set(config["substitutions"])
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert "gcloud builds submit . --config deploy/cloudbuild.yaml" in guide
+    assert "COMMIT_SHA=" in guide and "_IMAGE_REPOSITORY=" in guide
+
+
+def test_build_upload_leaves_out_state_and_caches():
+    lines = {l.strip() for l in (REPO / ".gcloudignore").read_text().splitlines() if l.strip() and not l.startswith("# ")}
+    for pattern in ("#!include:.gitignore", ".git", "**/target", "**/.terraform", "**/*.tfstate*", "**/*.tfvars"):
+        assert pattern in lines, pattern
+    for needed in ("core", "functions", "migrations", "Cargo.toml", "Cargo.lock", "deploy"):
+        assert needed not in lines, f"the build needs {needed}"

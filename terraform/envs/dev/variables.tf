@@ -43,7 +43,7 @@ variable "cloudsql" {
 }
 
 variable "deployment_target" {
-  description = "Where the functions run: `gke` (the private cluster and deploy/k8s), `cloudrun` (one Cloud Run service per function) or `both`."
+  description = "Where the functions run: `gke` (the private cluster and deploy/k8s), `cloudrun` (one Cloud Run service per function) or `both`. Valid combinations with redis_mode and transport: gke with memorystore or statefulset, and kafka; cloudrun with memorystore, and kafka or pubsub; both with memorystore and kafka."
   type        = string
   nullable    = false
   default     = "gke"
@@ -72,13 +72,13 @@ variable "gke" {
 }
 
 variable "image_tag" {
-  description = "Tag of the dropgate image in the environment's Artifact Registry repository that Terraform deploys first (later deploys roll images without Terraform)."
+  description = "Tag of the dropgate image in the environment's Artifact Registry repository (deploy/cloudbuild.yaml tags each build with its commit SHA) that Terraform deploys to Cloud Run. Null, the default, until the first image is pushed: the Cloud Run services, the migration job and the Pub/Sub push subscriptions are created by the first apply that sets it. Later deploys roll images without Terraform (docs/deploy.md). Not used on GKE, where the overlay names the image."
   type        = string
-  nullable    = false
-  default     = "0.1.0"
+  nullable    = true
+  default     = null
   validation {
-    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
-    error_message = "image_tag must be a valid Docker tag other than `latest` (tags are immutable in the repository)."
+    condition     = var.image_tag == null || (can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest")
+    error_message = "image_tag must be a valid Docker tag other than `latest` (tags are immutable in the repository), or null."
   }
 }
 
@@ -173,7 +173,7 @@ variable "pubsub" {
 }
 
 variable "redis_mode" {
-  description = "Where the queue state lives: `memorystore` (managed, HA, RDB persistence) or `statefulset` (the Redis StatefulSet in deploy/k8s, AOF persistence; GKE only)."
+  description = "Where the queue state lives: `memorystore` (managed, HA, RDB persistence, TLS with Google's server CA) or `statefulset` (the Redis StatefulSet in deploy/k8s/redis, AOF persistence, TLS with a CA this environment generates; GKE only, as in the dev overlay)."
   type        = string
   nullable    = false
   default     = "memorystore"

@@ -11,20 +11,20 @@ terraform {
       source  = "hashicorp/random"
       version = ">= 3.6.0, < 4.0.0"
     }
+    tls = {
+      source  = "hashicorp/tls"
+      version = ">= 4.0.0, < 5.0.0"
+    }
   }
 
-  # Remote state. Without this block state stays in a local terraform.tfstate file,
-  # which holds secrets (the Redis AUTH string, the database password): fine for a
-  # first try, not for a team. To switch, create a versioned bucket once:
-  #   gcloud storage buckets create gs://<project>-tfstate --location=<region> \
-  #     --uniform-bucket-level-access --public-access-prevention
-  #   gcloud storage buckets update gs://<project>-tfstate --versioning
-  # then uncomment the block, set the bucket, and run `terraform init -migrate-state`.
-  #
-  # backend "gcs" {
-  #   bucket = "<project>-tfstate"
-  #   prefix = "dropgate/dev"
-  # }
+  # Remote state in a GCS bucket, configured at init (a partial configuration): state
+  # holds secrets (the Redis AUTH string, the database password, the in-cluster Redis
+  # CA key), so it never stays on a laptop. docs/deploy.md creates the bucket, then:
+  #   terraform init -backend-config=bucket=<project>-tfstate
+  # The prefix keeps environments apart in one bucket.
+  backend "gcs" {
+    prefix = "dropgate/dev"
+  }
 }
 
 provider "google" {

@@ -23,6 +23,19 @@ resource "google_cloud_run_v2_job" "job" {
           tags       = ["${var.prefix}-run"]
         }
       }
+      dynamic "volumes" {
+        for_each = each.value.secret_files
+        content {
+          name = volumes.key
+          secret {
+            secret = volumes.value.secret
+            items {
+              version = "latest"
+              path    = basename(volumes.value.path)
+            }
+          }
+        }
+      }
       containers {
         image   = var.image
         command = each.value.command
@@ -43,6 +56,13 @@ resource "google_cloud_run_v2_job" "job" {
                 version = "latest"
               }
             }
+          }
+        }
+        dynamic "volume_mounts" {
+          for_each = each.value.secret_files
+          content {
+            name       = volume_mounts.key
+            mount_path = dirname(volume_mounts.value.path)
           }
         }
       }

@@ -1,6 +1,8 @@
 # One Cloud Run (v2) service per function, all from the same image with the binary
 # chosen by `command`. Egress to private ranges goes straight into the VPC (direct VPC
-# egress, no connector). Deploys may roll the image outside Terraform.
+# egress, no connector). Deploys may roll the image outside Terraform. Secrets reach
+# the container as environment variables (`secret_env`) or as files (`secret_files`,
+# one secret volume each: the stores' server CAs).
 
 locals {
   base_env = {
@@ -39,6 +41,20 @@ resource "google_cloud_run_v2_service" "function" {
       }
     }
 
+    dynamic "volumes" {
+      for_each = each.value.secret_files
+      content {
+        name = volumes.key
+        secret {
+          secret = volumes.value.secret
+          items {
+            version = "latest"
+            path    = basename(volumes.value.path)
+          }
+        }
+      }
+    }
+
     containers {
       name    = each.key
       image   = var.image
@@ -71,6 +87,13 @@ resource "google_cloud_run_v2_service" "function" {
               version = "latest"
             }
           }
+        }
+      }
+      dynamic "volume_mounts" {
+        for_each = each.value.secret_files
+        content {
+          name       = volume_mounts.key
+          mount_path = dirname(volume_mounts.value.path)
         }
       }
       startup_probe {

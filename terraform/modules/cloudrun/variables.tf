@@ -18,17 +18,34 @@ variable "image" {
 }
 
 variable "jobs" {
-  description = "One-off jobs on the same image, keyed by role (for example `db-migrate`): the `command`, the `service_account` email, plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version), `timeout` and `max_retries`."
+  description = "One-off jobs on the same image, keyed by role (for example `db-migrate`): the `command`, the `service_account` email, plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version), `secret_files` (as for var.services), `timeout` and `max_retries`."
   type = map(object({
     command         = list(string)
     service_account = string
     env             = optional(map(string), {})
     secret_env      = optional(map(string), {})
-    timeout         = optional(string, "600s")
-    max_retries     = optional(number, 1)
+    secret_files = optional(map(object({
+      path   = string
+      secret = string
+    })), {})
+    timeout     = optional(string, "600s")
+    max_retries = optional(number, 1)
   }))
   nullable = false
   default  = {}
+  validation {
+    condition = alltrue(flatten([
+      for k, j in var.jobs : [
+        for name, f in j.secret_files :
+        can(regex("^[a-z][a-z0-9-]{0,62}$", name)) && can(regex("^/[^/]+(/[^/]+)*/[^/]+$", f.path)) && !can(regex("^/(dev|proc|sys)(/|$)", f.path))
+      ]
+    ]))
+    error_message = "secret_files keys must be volume names (lowercase letters, digits, hyphens) and paths absolute file paths at least one directory deep, outside /dev, /proc and /sys."
+  }
+  validation {
+    condition     = alltrue([for k, j in var.jobs : length(distinct([for f in values(j.secret_files) : dirname(f.path)])) == length(j.secret_files)])
+    error_message = "Each secret file needs a directory of its own: Cloud Run mounts one secret volume per directory."
+  }
 }
 
 variable "labels" {
@@ -90,7 +107,7 @@ variable "region" {
 }
 
 variable "services" {
-  description = "One Cloud Run service per function, keyed by function name: the `command` (binary), `service_account` email, `ingress` (internal only unless it sits behind the load balancer), the `port` its health routes listen on, `health_path`, instance bounds, `concurrency`, `cpu`/`memory`, `cpu_always_allocated` (background consumers need CPU outside requests), request `timeout` (SSE streams last long), plain `env` and `secret_env` (variable name => Secret Manager secret id, latest version)."
+  description = "One Cloud Run service per function, keyed by function name: the `command` (binary), `service_account` email, `ingress` (internal only unless it sits behind the load balancer), the `port` its health routes listen on, `health_path`, instance bounds, `concurrency`, `cpu`/`memory`, `cpu_always_allocated` (background consumers need CPU outside requests), request `timeout` (SSE streams last long), plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version) and `secret_files` (volume name => `path`, the absolute file path, and `secret`, the Secret Manager secret id whose latest version the file holds; one directory per file)."
   type = map(object({
     command              = list(string)
     service_account      = string
@@ -106,6 +123,10 @@ variable "services" {
     timeout              = optional(string, "300s")
     env                  = optional(map(string), {})
     secret_env           = optional(map(string), {})
+    secret_files = optional(map(object({
+      path   = string
+      secret = string
+    })), {})
   }))
   nullable = false
   validation {
@@ -121,5 +142,18 @@ variable "services" {
   validation {
     condition     = alltrue([for k, s in var.services : s.concurrency >= 1 && s.concurrency <= 1000])
     error_message = "concurrency must be between 1 and 1000."
+  }
+  validation {
+    condition = alltrue(flatten([
+      for k, s in var.services : [
+        for name, f in s.secret_files :
+        can(regex("^[a-z][a-z0-9-]{0,62}$", name)) && can(regex("^/[^/]+(/[^/]+)*/[^/]+$", f.path)) && !can(regex("^/(dev|proc|sys)(/|$)", f.path))
+      ]
+    ]))
+    error_message = "secret_files keys must be volume names (lowercase letters, digits, hyphens) and paths absolute file paths at least one directory deep, outside /dev, /proc and /sys."
+  }
+  validation {
+    condition     = alltrue([for k, s in var.services : length(distinct([for f in values(s.secret_files) : dirname(f.path)])) == length(s.secret_files)])
+    error_message = "Each secret file needs a directory of its own: Cloud Run mounts one secret volume per directory."
   }
 }

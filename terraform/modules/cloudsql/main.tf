@@ -1,4 +1,5 @@
-# PostgreSQL 16 on Cloud SQL: private IP only (no public IPv4), TLS required, daily
+# PostgreSQL 16 on Cloud SQL: private IP only (no public IPv4), TLS required and
+# verified by the clients against the instance's own server CA (secrets.tf), daily
 # backups with point-in-time recovery, optional regional HA, IAM database login.
 
 resource "google_sql_database_instance" "primary" {
@@ -25,7 +26,13 @@ resource "google_sql_database_instance" "primary" {
       ipv4_enabled       = false
       private_network    = var.network.id
       allocated_ip_range = var.network.psa_range
-      ssl_mode           = "ENCRYPTED_ONLY"
+      # TLS on every connection, without client certificates (the functions log in
+      # with the password from Secret Manager over that TLS).
+      ssl_mode = "ENCRYPTED_ONLY"
+      # The per-instance, Google-managed CA: server_ca_cert holds exactly the CA the
+      # clients verify against (DROPGATE_DATABASE_CA_FILE). Pinned so a change of
+      # Cloud SQL's default cannot swap the CA under running clients.
+      server_ca_mode = "GOOGLE_MANAGED_INTERNAL_CA"
     }
 
     backup_configuration {

@@ -15,6 +15,10 @@ output "instance" {
 }
 
 output "secret_ids" {
-  description = "Secret Manager secret ids, by role: `database-url` (DATABASE_URL) and `db-password`."
+  description = "Secret Manager secret ids, by role: `database-url` (DATABASE_URL), `database-ca` (the server CA in PEM, for DROPGATE_DATABASE_CA_FILE) and `db-password`. Available only once every secret has its version and its accessors, so a workload that refers to one never starts before it can read it."
   value       = { for k, s in google_secret_manager_secret.database : k => s.secret_id }
+  depends_on = [
+    google_secret_manager_secret_iam_member.database,
+    google_secret_manager_secret_version.database,
+  ]
 }

@@ -1,17 +1,25 @@
-# The password and the full DATABASE_URL in Secret Manager, readable only by the
-# members in var.secret_accessors. TLS is required by the instance (sslmode=require).
+# The password, the full DATABASE_URL and the instance's server CA in Secret Manager,
+# readable only by the members in var.secret_accessors.
+#
+# The URL asks for sslmode=verify-ca: the client checks that the server certificate
+# chains to the instance's CA (the database-ca secret, mounted as the file
+# DROPGATE_DATABASE_CA_FILE names), but not the host name, because Cloud SQL's
+# per-instance server certificate names the instance, not the private IP the URL
+# connects to; verify-full would reject it. Only this instance holds a certificate
+# from this CA, so verify-ca still proves the peer is this instance.
 
 locals {
   database_url = format(
-    "postgres://%s:%s@%s:5432/%s?sslmode=require",
+    "postgres://%s:%s@%s:5432/%s?sslmode=verify-ca",
     var.database.user,
     random_password.app.result,
     google_sql_database_instance.primary.private_ip_address,
     var.database.name,
   )
   # for_each runs over these static names, never over the (sensitive) values.
-  secret_names = ["database-url", "db-password"]
+  secret_names = ["database-ca", "database-url", "db-password"]
   secret_values = {
+    database-ca  = google_sql_database_instance.primary.server_ca_cert[0].cert
     database-url = local.database_url
     db-password  = random_password.app.result
   }

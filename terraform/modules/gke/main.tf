@@ -71,6 +71,10 @@ resource "google_container_cluster" "main" {
   enable_shielded_nodes       = true
   enable_intranode_visibility = true
 
+  # Admission follows the project's Binary Authorization policy. The caller enables
+  # binaryauthorization.googleapis.com first (envs/dev services.tf); until a policy is
+  # written the project's default one admits every image, so this turns enforcement
+  # on without blocking the first deploy.
   binary_authorization {
     evaluation_mode = "PROJECT_SINGLETON_POLICY_ENFORCE"
   }

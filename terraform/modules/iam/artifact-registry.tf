@@ -37,3 +37,13 @@ resource "google_artifact_registry_repository_iam_member" "readers" {
   role       = "roles/artifactregistry.reader"
   member     = google_service_account.workload[each.key].member
 }
+
+# Writers push new tags (Cloud Build); immutable tags keep them from moving old ones.
+resource "google_artifact_registry_repository_iam_member" "writers" {
+  for_each   = toset(var.artifact_registry.writers)
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.workload[each.key].member
+}

@@ -1,10 +1,11 @@
 # Inputs of the iam module, alphabetical.
 
 variable "artifact_registry" {
-  description = "The Docker repository for dropgate's images: its id, the service account keys (of `service_accounts`) that may pull from it, and how many recent versions the cleanup policy keeps."
+  description = "The Docker repository for dropgate's images: its id, the service account keys (of `service_accounts`) that may pull from it (`readers`) and push to it (`writers`: the build), and how many recent versions the cleanup policy keeps."
   type = object({
     repository_id = optional(string, "dropgate")
     readers       = optional(list(string), [])
+    writers       = optional(list(string), [])
     keep_recent   = optional(number, 20)
   })
   nullable = false
@@ -16,6 +17,10 @@ variable "artifact_registry" {
   validation {
     condition     = alltrue([for r in var.artifact_registry.readers : contains(keys(var.service_accounts), r)])
     error_message = "Every reader must be a key of var.service_accounts."
+  }
+  validation {
+    condition     = alltrue([for w in var.artifact_registry.writers : contains(keys(var.service_accounts), w)])
+    error_message = "Every writer must be a key of var.service_accounts."
   }
   validation {
     condition     = var.artifact_registry.keep_recent >= 1

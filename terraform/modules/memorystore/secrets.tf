@@ -1,11 +1,13 @@
 # The connection string the functions read as DROPGATE_REDIS_URL (rediss://, with the
-# AUTH string) and the instance's server CA, both in Secret Manager, readable only by
-# the members in var.secret_accessors.
+# AUTH string, database 0) and the instance's server CA (the file
+# DROPGATE_REDIS_CA_FILE names), both in Secret Manager, readable only by the members
+# in var.secret_accessors. transit_encryption_mode = SERVER_AUTHENTICATION (main.tf)
+# makes the instance serve TLS only, with a certificate from that CA.
 
 locals {
   # Memorystore AUTH takes the password alone (no ACL user name), hence the empty user.
   redis_url = format(
-    "rediss://:%s@%s:%d",
+    "rediss://:%s@%s:%d/0",
     google_redis_instance.queue.auth_string,
     google_redis_instance.queue.host,
     google_redis_instance.queue.port,
@@ -14,7 +16,9 @@ locals {
   secret_names = ["redis-ca", "redis-url"]
   secret_values = {
     redis-url = local.redis_url
-    redis-ca  = join("\n", [for c in google_redis_instance.queue.server_ca_certs : c.cert])
+    # Normally one CA (server_ca_certs[0]); during a CA rotation Memorystore lists the
+    # old and the new one, and this bundle trusts whichever the instance presents.
+    redis-ca = join("\n", [for c in google_redis_instance.queue.server_ca_certs : c.cert])
   }
   secret_access = merge([
     for name in local.secret_names : {

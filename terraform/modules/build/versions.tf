@@ -1,0 +1,11 @@
+# Terraform and provider versions this module needs.
+
+terraform {
+  required_version = ">= 1.9.0"
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.30.0, < 8.0.0"
+    }
+  }
+}
