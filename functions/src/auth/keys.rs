@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::{
     ECDSAP256PublicKeyLike, ES256PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, JWTClaims,
-    RS256PublicKey, RSAPublicKeyLike, VerificationOptions,
+    RS256PublicKey, VerificationOptions,
 };
 use serde::Deserialize;
 
@@ -80,7 +80,7 @@ impl PublicKey {
         options: VerificationOptions,
     ) -> Result<JWTClaims<Claims>, jwt_simple::Error> {
         match self {
-            PublicKey::Rs256(key) => key.verify_token::<Claims>(token, Some(options)),
+            PublicKey::Rs256(key) => super::rs256::verify(&key.to_components(), token, &options),
             PublicKey::Es256(key) => key.verify_token::<Claims>(token, Some(options)),
             PublicKey::EdDsa(key) => key.verify_token::<Claims>(token, Some(options)),
         }

@@ -12,6 +12,7 @@
 mod cache;
 pub mod dev;
 mod keys;
+mod rs256;
 mod source;
 
 use std::collections::HashSet;
