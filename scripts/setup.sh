@@ -83,7 +83,7 @@ need_apt libssl-dev /usr/include/openssl/ssl.h
 # terminates TLS in front of it.
 need_apt stunnel4 /usr/bin/stunnel4
 
-# jwt-simple verifies tokens with BoringSSL, built from source: cmake and libclang.
+# aws-lc (the Pub/Sub client's TLS provider) may build with cmake and bindgen.
 need_apt cmake /usr/bin/cmake
 need_apt libclang-dev
 
