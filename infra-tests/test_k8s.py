@@ -21,7 +21,7 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet"}
 K8S_VERSIONS = ("1.33.0", "1.35.0")
 # GKE's own resource kinds: kubernetes-validate has no schema for them.
 GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "PodMonitoring"}
-# What each function needs in its environment (see functions/src and DESIGN.md).
+# What each function needs in its environment (see functions/src and docs/functions.md).
 REQUIRED_ENV = {
     "queue-api": {
         "DROPGATE_HTTP_ADDR",

@@ -1,6 +1,6 @@
 //! The fault-injection harness: a drop of a few thousand simulated users against the
 //! four functions running as real processes on a stack of the test's own, one fault
-//! struck mid-drop, and every invariant of DESIGN.md checked once the drop is over.
+//! struck mid-drop, and every invariant of docs/architecture.md checked once the drop is over.
 //!
 //! A fault is struck from a task that watches the event's row in PostgreSQL until a
 //! (randomly chosen) number of users has been drawn, and the stock is not gone yet,

@@ -1,7 +1,7 @@
 //! The fault suite: a drop of a few thousand simulated users through the real HTTP
 //! API, with queue-api, the admitter, two goods-workers and result-relay running as
 //! real processes on a stack of the test's own, and one fault struck mid-drop per
-//! test. After recovery each test checks DESIGN.md's invariants: winners <= stock, one
+//! test. After recovery each test checks the invariants of docs/architecture.md: winners <= stock, one
 //! draw per user, every user in exactly one final state that the API shows and the
 //! database agrees with, FIFO admission, and `verify`.
 //!
