@@ -11,6 +11,7 @@ use jwt_simple::prelude::{
 use serde::Deserialize;
 
 use super::Claims;
+use super::rs256::Rs256Key;
 
 /// An algorithm dropgate accepts. Symmetric algorithms are deliberately absent: a
 /// shared secret would let every holder mint tokens for any user.
@@ -49,8 +50,8 @@ impl Algorithm {
 /// One public key.
 #[derive(Clone)]
 pub enum PublicKey {
-    /// RS256.
-    Rs256(Box<RS256PublicKey>),
+    /// RS256, ready for ring.
+    Rs256(Box<Rs256Key>),
     /// ES256.
     Es256(Box<ES256PublicKey>),
     /// EdDSA (Ed25519).
@@ -80,7 +81,7 @@ impl PublicKey {
         options: VerificationOptions,
     ) -> Result<JWTClaims<Claims>, jwt_simple::Error> {
         match self {
-            PublicKey::Rs256(key) => super::rs256::verify(&key.to_components(), token, &options),
+            PublicKey::Rs256(key) => key.verify::<Claims>(token, &options),
             PublicKey::Es256(key) => key.verify_token::<Claims>(token, Some(options)),
             PublicKey::EdDsa(key) => key.verify_token::<Claims>(token, Some(options)),
         }
@@ -135,7 +136,8 @@ impl KeySet {
                 ("RSA", _) => {
                     let n = decode(jwk.n.as_deref(), "n")?;
                     let e = decode(jwk.e.as_deref(), "e")?;
-                    PublicKey::Rs256(Box::new(RS256PublicKey::from_components(&n, &e)?))
+                    let key = RS256PublicKey::from_components(&n, &e)?;
+                    PublicKey::Rs256(Box::new(Rs256Key::from(&key)))
                 }
                 ("EC", Some("P-256")) => {
                     let mut point = vec![0x04];
@@ -169,7 +171,7 @@ impl KeySet {
     /// Parses one PEM public key (RSA, P-256 or Ed25519), optionally with a `kid`.
     pub fn from_pem(pem: &str, key_id: Option<String>) -> Result<Self> {
         let key = if let Ok(key) = RS256PublicKey::from_pem(pem) {
-            PublicKey::Rs256(Box::new(key))
+            PublicKey::Rs256(Box::new(Rs256Key::from(&key)))
         } else if let Ok(key) = ES256PublicKey::from_pem(pem) {
             PublicKey::Es256(Box::new(key))
         } else if let Ok(key) = Ed25519PublicKey::from_pem(pem) {

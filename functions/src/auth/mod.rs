@@ -24,6 +24,7 @@ use jwt_simple::prelude::{Token, VerificationOptions};
 use serde::{Deserialize, Serialize};
 
 pub use keys::{Algorithm, KeySet, PublicKey};
+pub use rs256::Rs256Key;
 pub use source::{KeySource, KeySourceArgs};
 
 /// Longest token accepted; anything longer is refused before it is parsed.

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use jwt_simple::prelude::{RSAPublicKeyLike, Token, VerificationOptions};
+use jwt_simple::prelude::{Token, VerificationOptions};
 use serde::Deserialize;
 
 use crate::auth::{
@@ -162,7 +162,7 @@ impl Verifier {
             ..VerificationOptions::default()
         };
         let claims = key
-            .verify_token::<OidcClaims>(token, Some(options))
+            .verify::<OidcClaims>(token, &options)
             .map_err(crate::auth::classify)?;
         if claims.expires_at.is_none() {
             return Err(AuthError::MissingExpiry.into());
