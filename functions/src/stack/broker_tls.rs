@@ -3,7 +3,6 @@
 //! port, because tansu 0.6.0 does not terminate TLS itself. SASL passes through it
 //! untouched, so authentication stays tansu's.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,9 +10,9 @@ use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
-use super::StackOptions;
 use super::certs::{StackCerts, write_private};
 use super::process::{is_running, spawn_detached, wait_until};
+use super::{Component, StackOptions};
 use crate::kafka::security::KafkaSecurityArgs;
 
 /// Starts stunnel accepting TLS on `public_port` for tansu on `broker_port`.
@@ -39,13 +38,9 @@ pub(crate) fn start(
         certs.server_key.display()
     );
     write_private(&config, text.as_bytes())?;
-    let mut command = Command::new(stunnel());
+    let mut command = Command::new(Component::BrokerTls.program());
     command.arg(&config);
     spawn_detached(command, &options.log_file("broker-tls"))
-}
-
-fn stunnel() -> &'static Path {
-    Path::new("stunnel4")
 }
 
 /// Waits until a client with `security` settings gets the cluster's metadata through
@@ -64,7 +59,7 @@ pub(crate) fn wait_ready(pid: u32, brokers: &str, security: &KafkaSecurityArgs) 
     wait_until(
         "the broker behind stunnel",
         Duration::from_secs(60),
-        || is_running(pid, "stunnel4"),
+        || is_running(pid, Component::BrokerTls.program()),
         || match client.fetch_metadata(None, Duration::from_secs(2)) {
             Ok(metadata) => !metadata.brokers().is_empty(),
             Err(error) => {
