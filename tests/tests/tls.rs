@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TlsVerify};
 use dropgate_functions::stack::certs;
+use dropgate_functions::stack::{Component, StopMode};
 use dropgate_tests::faults::{self, DropPlan, Fault};
 use dropgate_tests::{TestStack, workspace_binary};
 use rdkafka::ClientConfig;
@@ -28,6 +29,21 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 async fn a_drop_on_the_tls_stack_keeps_every_invariant() {
     faults::run(
         Fault::Kill("goods-worker-1"),
+        DropPlan {
+            tls: true,
+            ..DropPlan::default()
+        },
+    )
+    .await;
+}
+
+/// The broker crashes mid-drop behind its TLS terminator and comes back with
+/// authentication on: every client reconnects through TLS and SASL again, and the
+/// invariants hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drop_on_the_tls_stack_survives_a_broker_crash() {
+    faults::run(
+        Fault::Restart(Component::Broker, StopMode::Crash),
         DropPlan {
             tls: true,
             ..DropPlan::default()
