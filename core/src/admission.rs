@@ -1,8 +1,9 @@
 //! How many users the admitter moves from the queue to the draw on one tick.
 //!
 //! A token bucket refilled at the event's admission rate caps the long-run rate; the
-//! in-flight cap and the goods side's lag cap what the draw may have on its plate, so
-//! a slow database slows admission instead of piling Kafka up; sold out admits nobody.
+//! in-flight cap (admitted but not yet decided) caps what the draw may have on its
+//! plate, so a slow database or a lagging consumer slows admission instead of piling
+//! Kafka up; sold out admits nobody.
 //! Tokens are counted in thousandths so that any rate and tick length refill exactly,
 //! with no floating-point drift over a long drop.
 
@@ -92,10 +93,10 @@ impl AdmissionLimits {
 pub struct Downstream {
     /// Users still waiting in the queue.
     pub waiting: u64,
-    /// Admitted users without an outcome yet.
+    /// Admitted users without an outcome yet. This already holds the draw's backlog
+    /// (messages not consumed yet are among them), so the consumer group's lag needs
+    /// no cap of its own.
     pub in_flight: u64,
-    /// Admitted messages the goods worker has not consumed yet (consumer-group lag).
-    pub lag: u64,
     /// Stock left as last reported by the draw.
     pub stock_left: u64,
 }
@@ -111,8 +112,7 @@ pub struct Admission {
 
 /// How many to admit at `now_ms`. Never more than the bucket holds (so never above
 /// rate × time + burst), never more than are waiting or than the in-flight cap allows,
-/// none when sold out, and fewer as the draw's lag grows: with a lag of one second's
-/// worth of admissions, half as many.
+/// none when sold out.
 pub fn admit(
     bucket: TokenBucket,
     limits: &AdmissionLimits,
@@ -124,10 +124,7 @@ pub fn admit(
         return Admission { admit: 0, bucket };
     }
     let room = u64::from(limits.max_in_flight).saturating_sub(downstream.in_flight);
-    let tokens = bucket.tokens();
-    let rate = u128::from(limits.rate_per_s.max(1));
-    let lag_scaled = (u128::from(tokens) * rate / (rate + u128::from(downstream.lag))) as u64;
-    let admit = lag_scaled.min(room).min(downstream.waiting);
+    let admit = bucket.tokens().min(room).min(downstream.waiting);
     Admission {
         admit,
         bucket: TokenBucket {
@@ -150,7 +147,6 @@ mod tests {
         Downstream {
             waiting: 1_000_000,
             in_flight: 0,
-            lag: 0,
             stock_left: 100,
         }
     }
@@ -209,22 +205,15 @@ mod tests {
     }
 
     #[test]
-    fn lag_slows_admission() {
-        let limits = limits();
+    fn undecided_users_take_the_room_of_new_admissions() {
+        let limits = AdmissionLimits::for_tick(1_000, 250, 100);
         let full = TokenBucket::full(&limits, 0);
-        let free = admit(full, &limits, plenty(), 0).admit;
-        let lagging = admit(
-            full,
-            &limits,
-            Downstream {
-                lag: 1_000,
-                ..plenty()
-            },
-            0,
-        )
-        .admit;
-        assert_eq!(free, 200);
-        assert_eq!(lagging, 100);
+        assert_eq!(admit(full, &limits, plenty(), 0).admit, 200);
+        let busy = Downstream {
+            in_flight: 150,
+            ..plenty()
+        };
+        assert_eq!(admit(full, &limits, busy, 0).admit, 100);
     }
 
     #[test]
@@ -242,15 +231,15 @@ mod tests {
             rate in 1u32..50_000,
             tick_ms in 1u64..2_000,
             gaps in prop::collection::vec(0u64..5_000, 1..60),
-            lags in prop::collection::vec(0u64..10_000, 60),
+            in_flight in prop::collection::vec(0u64..10_000, 60),
             start_full in any::<bool>(),
         ) {
             let limits = AdmissionLimits::for_tick(rate, u32::MAX, tick_ms);
             let mut bucket = if start_full { TokenBucket::full(&limits, 0) } else { TokenBucket::from_parts(0, 0) };
             let (mut now, mut total) = (0u64, 0u64);
-            for (gap, lag) in gaps.iter().zip(&lags) {
+            for (gap, in_flight) in gaps.iter().zip(&in_flight) {
                 now += gap;
-                let step = admit(bucket, &limits, Downstream { lag: *lag, ..plenty() }, now);
+                let step = admit(bucket, &limits, Downstream { in_flight: *in_flight, ..plenty() }, now);
                 bucket = step.bucket;
                 total += step.admit;
                 let bound = u64::from(limits.burst) + u64::from(rate) * now / 1_000;
@@ -259,12 +248,13 @@ mod tests {
         }
 
         #[test]
-        fn more_lag_never_admits_more(lag in 0u64..100_000, extra in 0u64..100_000, rate in 1u32..100_000) {
-            let limits = AdmissionLimits::for_tick(rate, u32::MAX, 100);
+        fn more_in_flight_never_admits_more(in_flight in 0u64..100_000, extra in 0u64..100_000, rate in 1u32..100_000) {
+            let limits = AdmissionLimits::for_tick(rate, 200_000, 100);
             let full = TokenBucket::full(&limits, 0);
-            let less = admit(full, &limits, Downstream { lag, ..plenty() }, 0).admit;
-            let more = admit(full, &limits, Downstream { lag: lag + extra, ..plenty() }, 0).admit;
+            let less = admit(full, &limits, Downstream { in_flight, ..plenty() }, 0).admit;
+            let more = admit(full, &limits, Downstream { in_flight: in_flight + extra, ..plenty() }, 0).admit;
             prop_assert!(more <= less);
+            prop_assert!(more <= 200_000u64.saturating_sub(in_flight + extra));
         }
     }
 }

@@ -335,9 +335,6 @@ impl Admitter {
         let downstream = Downstream {
             waiting: view.waiting,
             in_flight: view.admitted.saturating_sub(view.decided),
-            // The in-flight count already carries the draw's backlog (admitted and not
-            // yet decided), so the consumer-group lag is not read separately.
-            lag: 0,
             stock_left: view.stock_left.unwrap_or(u64::MAX),
         };
         let admission = admit(bucket, &limits, downstream, now);
