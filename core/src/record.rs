@@ -3,8 +3,9 @@
 //!
 //! A Redis key per user costs about 100 bytes of overhead before any data; one hash
 //! field with a ~20-byte value keeps a waiting user (queue entry included) within the
-//! 200-byte budget. The Lua scripts read and write the same format; this module is
-//! its single definition on the Rust side, and its tests pin it.
+//! 200-byte budget. The Lua scripts read and write the same format with the state
+//! codes of [`UserState::code`]; this module is its single definition, and its tests
+//! pin it.
 
 use serde::Serialize;
 
@@ -38,30 +39,6 @@ pub struct Decided {
 #[error("malformed user record {0:?}")]
 pub struct MalformedRecord(pub String);
 
-/// The one-letter state codes of the format.
-fn code(state: UserState) -> char {
-    match state {
-        UserState::Waiting => 'w',
-        UserState::Admitted => 'a',
-        UserState::Won => 'W',
-        UserState::Lost => 'L',
-        UserState::SoldOut => 'S',
-        UserState::Expired => 'X',
-    }
-}
-
-fn from_code(code: &str) -> Option<UserState> {
-    Some(match code {
-        "w" => UserState::Waiting,
-        "a" => UserState::Admitted,
-        "W" => UserState::Won,
-        "L" => UserState::Lost,
-        "S" => UserState::SoldOut,
-        "X" => UserState::Expired,
-        _ => return None,
-    })
-}
-
 impl UserRecord {
     /// A new waiting user.
     pub fn waiting(ticket: u64, now_s: u64) -> Self {
@@ -75,7 +52,7 @@ impl UserRecord {
 
     /// The stored form.
     pub fn encode(&self) -> String {
-        let mut text = format!("{}|{}|{}", code(self.state), self.ticket, self.last_seen_s);
+        let mut text = format!("{}|{}|{}", self.state.code(), self.ticket, self.last_seen_s);
         if let Some(decided) = self.decided {
             text.push_str(&format!(
                 "|{}|{}",
@@ -89,7 +66,10 @@ impl UserRecord {
     pub fn decode(text: &str) -> Result<Self, MalformedRecord> {
         let bad = || MalformedRecord(text.to_owned());
         let mut parts = text.split('|');
-        let state = parts.next().and_then(from_code).ok_or_else(bad)?;
+        let state = parts
+            .next()
+            .and_then(UserState::from_code)
+            .ok_or_else(bad)?;
         let mut number = || -> Result<u64, MalformedRecord> {
             parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)
         };

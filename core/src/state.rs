@@ -1,9 +1,12 @@
 //! A user's life in one drop, and an event's life, as explicit state machines.
 //!
-//! Every writer (queue-api, admitter, goods-worker, result-relay) asks [`UserState::step`]
-//! before it changes a user, so an illegal move (a lost user "winning" on a late
-//! redelivery, an expired user being admitted) is an error at the place it happens,
-//! never a silent overwrite.
+//! Every writer obeys these tables: the Redis scripts that move users are generated
+//! with [`UserState::step`]'s and [`UserState::record_outcome`]'s tables and the
+//! record's state codes (see `queue/scripts` in dropgate-functions, whose tests run
+//! every script against every pair of states), and the admitter and the database ask
+//! [`EventState::step`]. An illegal move (a lost user "winning" on a late redelivery,
+//! an expired user being admitted) is refused where it happens, never a silent
+//! overwrite.
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,6 +94,44 @@ impl UserState {
         }
     }
 
+    /// How a draw result recorded in PostgreSQL lands on the user's Redis record. The
+    /// draw is the authority: a record that is not final yet takes the outcome even
+    /// when [`UserState::step`] would not lead there (a waiting record means Redis lost
+    /// the admission, e.g. in a failover, after the draw had it). The same outcome
+    /// again is [`Step::Repeated`]; another final state stands, and the result is an
+    /// [`IllegalTransition`] (a conflict to report). Only outcomes a draw gives (won,
+    /// lost, sold out) may be recorded.
+    pub fn record_outcome(self, outcome: UserState) -> Result<Step, IllegalTransition> {
+        use UserState::*;
+        match (self, outcome) {
+            (Waiting | Admitted, Won | Lost | SoldOut) => Ok(Step::Moved(outcome)),
+            (from, to) if from == to && matches!(to, Won | Lost | SoldOut) => {
+                Ok(Step::Repeated(to))
+            }
+            (from, to) => Err(IllegalTransition { from, to }),
+        }
+    }
+
+    /// The one-letter code of the compact Redis record ([`crate::UserRecord`]); the
+    /// Lua scripts get these from here, never spelled by hand.
+    pub fn code(self) -> char {
+        match self {
+            UserState::Waiting => 'w',
+            UserState::Admitted => 'a',
+            UserState::Won => 'W',
+            UserState::Lost => 'L',
+            UserState::SoldOut => 'S',
+            UserState::Expired => 'X',
+        }
+    }
+
+    /// The state a record code stands for.
+    pub fn from_code(code: &str) -> Option<UserState> {
+        UserState::ALL
+            .into_iter()
+            .find(|state| code.len() == 1 && code.starts_with(state.code()))
+    }
+
     /// The snake_case name used in Redis, JSON and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -165,6 +206,11 @@ impl EventState {
         }
     }
 
+    /// Whether the admitter moves users from the queue to the draw.
+    pub fn admits(self) -> bool {
+        self == EventState::Open
+    }
+
     /// Whether new users may join the queue.
     pub fn accepts_entries(self) -> bool {
         matches!(
@@ -237,6 +283,46 @@ mod tests {
                     assert_eq!(got, Err(IllegalTransition { from, to }), "{from} -> {to}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_recorded_outcome_overrides_only_records_not_yet_final() {
+        let outcomes = [Won, Lost, SoldOut];
+        for from in UserState::ALL {
+            for to in UserState::ALL {
+                let got = from.record_outcome(to);
+                if !outcomes.contains(&to) {
+                    assert!(got.is_err(), "{to} is no draw outcome");
+                } else if !from.is_final() {
+                    assert_eq!(got, Ok(Step::Moved(to)), "{from} -> {to}");
+                } else if from == to {
+                    assert_eq!(got, Ok(Step::Repeated(to)), "{from} -> {to}");
+                } else {
+                    assert_eq!(got, Err(IllegalTransition { from, to }), "{from} -> {to}");
+                }
+                // Wherever the ordinary rule allows the move, the recorded outcome
+                // does the same thing.
+                if outcomes.contains(&to) && from.step(to).is_ok() {
+                    assert_eq!(got, from.step(to), "{from} -> {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn record_codes_are_distinct_and_round_trip() {
+        for state in UserState::ALL {
+            assert_eq!(UserState::from_code(&state.code().to_string()), Some(state));
+        }
+        assert_eq!(UserState::from_code("ww"), None);
+        assert_eq!(UserState::from_code(""), None);
+    }
+
+    #[test]
+    fn only_an_open_event_admits() {
+        for state in EventState::ALL {
+            assert_eq!(state.admits(), state == EventState::Open, "{state}");
         }
     }
 
