@@ -149,11 +149,12 @@ pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Resul
         .map_err(|illegal| anyhow::anyhow!("{illegal}"))?;
     sqlx::query(
         "update events set state = $2, updated_at = now(),
-                seed_revealed_at = case when $2 = 'closed' then coalesce(seed_revealed_at, now()) else seed_revealed_at end
+                seed_revealed_at = case when $2 = $3 then coalesce(seed_revealed_at, now()) else seed_revealed_at end
           where event_id = $1",
     )
     .bind(event.as_str())
     .bind(to.as_str())
+    .bind(EventState::Closed.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

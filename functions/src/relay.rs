@@ -8,7 +8,6 @@
 //! On the Pub/Sub transport the results arrive as push requests instead
 //! ([`RelayPush`]) and go through the same script.
 
-mod apply;
 mod push;
 
 use std::sync::Arc;
@@ -21,11 +20,11 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
-use self::apply::{Applied, ApplyScript};
 use crate::config::{KafkaArgs, RedisArgs};
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
+use crate::queue::scripts::apply_result::{Applied, ApplyResultScript};
 pub use push::RelayPush;
 
 /// How long start-up waits for the broker to describe the results topic.
@@ -65,7 +64,7 @@ pub struct Relay {
     redis: ConnectionManager,
     /// Shared with the blocking tasks that commit offsets.
     consumer: Arc<kafka::Consumer>,
-    script: ApplyScript,
+    script: ApplyResultScript,
     batch_size: usize,
     batch_wait: Duration,
     /// Off while Redis refuses batches, so the orchestrator sees the relay stalled.
@@ -107,7 +106,7 @@ impl Relay {
         Ok(Self {
             redis: store.connection(),
             consumer,
-            script: ApplyScript::new(),
+            script: ApplyResultScript::default(),
             batch_size: args.batch_size as usize,
             batch_wait: Duration::from_millis(args.batch_wait_ms),
             readiness,

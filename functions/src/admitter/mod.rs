@@ -13,18 +13,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use dropgate_core::{
-    AdmissionLimits, Admitted, Downstream, EventId, MESSAGE_VERSION, Message as _, TokenBucket,
-    UserKey, admit,
+    AdmissionLimits, Admitted, Downstream, EventId, EventState, MESSAGE_VERSION, Message as _,
+    TokenBucket, UserKey, admit,
 };
 use futures_util::future::join_all;
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
 use crate::config::{KafkaArgs, RedisArgs};
 use crate::failpoint;
 use crate::ops_server::{OpsArgs, Readiness};
+use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
+use crate::queue::scripts::finished::FinishedScript;
+use crate::queue::scripts::lease::{Lease, LeaseScript};
+use crate::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
 
 /// admitter settings.
@@ -71,7 +75,8 @@ const REPUBLISH_LIMIT: isize = 10_000;
 /// What the admitter reads of an event each tick.
 #[derive(Debug, Default)]
 struct EventView {
-    state: Option<String>,
+    /// None when the event's metadata is missing or unreadable: nothing is admitted.
+    state: Option<EventState>,
     rate_per_s: u32,
     max_in_flight: u32,
     abandon_ms: u64,
@@ -90,10 +95,10 @@ pub struct Admitter {
     tick: Duration,
     lease_ms: u64,
     sweep_batch: u32,
-    lease: Script,
-    admit: Script,
-    sweep: Script,
-    finished: Script,
+    lease: LeaseScript,
+    admit: AdmitScript,
+    sweep: SweepSoldOutScript,
+    finished: FinishedScript,
     /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
     retired: HashSet<EventId>,
     /// Fencing token per event this instance leads.
@@ -129,10 +134,10 @@ impl Admitter {
             tick: Duration::from_millis(args.tick_ms),
             lease_ms: args.lease_ms,
             sweep_batch: args.sweep_batch.max(1),
-            lease: Script::new(include_str!("../queue/scripts/lease.lua")),
-            admit: Script::new(include_str!("../queue/scripts/admit.lua")),
-            sweep: Script::new(include_str!("../queue/scripts/sweep_sold_out.lua")),
-            finished: Script::new(crate::queue::FINISHED_SCRIPT),
+            lease: LeaseScript::default(),
+            admit: AdmitScript::default(),
+            sweep: SweepSoldOutScript::default(),
+            finished: FinishedScript::default(),
             retired: HashSet::new(),
             leading: HashMap::new(),
             only: args
@@ -202,53 +207,48 @@ impl Admitter {
 
     async fn tick_event(&mut self, event: &EventId) -> Result<()> {
         let keys = EventKeys::new(event);
-        let token: u64 = self
+        let token = match self
             .lease
-            .key(keys.leader())
-            .key(keys.fence())
-            .arg(&self.instance)
-            .arg(self.lease_ms)
-            .invoke_async(&mut self.redis)
-            .await
-            .context("Failed to take the lease")?;
-        if token == 0 {
-            self.leading.remove(event);
-            return Ok(());
-        }
+            .take(&mut self.redis, &keys, &self.instance, self.lease_ms)
+            .await?
+        {
+            Lease::Held(token) => token,
+            Lease::Elsewhere => {
+                self.leading.remove(event);
+                return Ok(());
+            }
+        };
         if self.leading.insert(event.clone(), token) != Some(token) {
             tracing::info!(%event, token, instance = %self.instance, "leading admissions");
         }
-        let lease_value = format!("{}|{token}", self.instance);
+        let lease_value = Lease::value(&self.instance, token);
         let view = self.read(event).await?;
-        let state = view.state.as_deref().unwrap_or("");
-        let sold_out = view.stock_left == Some(0);
+        let stock_gone = view.stock_left == Some(0);
+        let may_sell_out = view
+            .state
+            .is_some_and(|state| state.step(EventState::SoldOut).is_ok());
 
-        if sold_out && matches!(state, "open" | "paused" | "scheduled") {
-            let _: () = self.redis.hset(keys.meta(), "state", "sold_out").await?;
-            self.announce_sold_out(event).await?;
-        }
-        if sold_out || state == "sold_out" {
-            self.announce_sold_out(event).await?;
-            let swept: i64 = self
-                .sweep
-                .key(keys.leader())
-                .key(keys.queue())
-                .key(keys.users())
-                .key(keys.serving())
-                .key(keys.stats())
-                .arg(&lease_value)
-                .arg(self.sweep_batch)
-                .invoke_async(&mut self.redis)
+        if stock_gone && may_sell_out {
+            let _: () = self
+                .redis
+                .hset(keys.meta(), "state", EventState::SoldOut.as_str())
                 .await?;
-            if swept > 0 {
+        }
+        if stock_gone || view.state == Some(EventState::SoldOut) {
+            self.announce_sold_out(event).await?;
+            let reply = self
+                .sweep
+                .call(&mut self.redis, &keys, &lease_value, self.sweep_batch)
+                .await?;
+            if let SweepReply::Swept(swept @ 1..) = reply {
                 tracing::info!(%event, swept, "waiting users told the event is sold out");
             }
-        } else if state == "open" {
+        } else if view.state.is_some_and(EventState::admits) {
             self.admit_event(event, &keys, &lease_value, &view).await?;
         }
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
         self.publish_admitting(event, &keys).await?;
-        if sold_out || matches!(state, "sold_out" | "closed") {
+        if stock_gone || matches!(view.state, Some(EventState::SoldOut | EventState::Closed)) {
             self.retire_if_finished(event, &keys).await?;
         }
         Ok(())
@@ -260,15 +260,7 @@ impl Admitter {
     /// too, for the other admitters and the next start; a later change of the event
     /// through `dropgate event` writes it back.
     async fn retire_if_finished(&mut self, event: &EventId, keys: &EventKeys) -> Result<()> {
-        let finished: i64 = self
-            .finished
-            .key(keys.meta())
-            .key(keys.queue())
-            .key(keys.admitting())
-            .invoke_async(&mut self.redis)
-            .await
-            .context("Failed to check whether the event is finished")?;
-        if finished == 1 {
+        if self.finished.call(&mut self.redis, keys).await? {
             let _: () = self.redis.srem(EVENTS_KEY, event.as_str()).await?;
             self.retired.insert(event.clone());
             tracing::info!(%event, "event finished: no more admitter ticks");
@@ -301,7 +293,7 @@ impl Admitter {
         let (state, rate, max_in_flight, abandon_ms, stock_left) = meta;
         let (admitted, won, lost, sold_out) = stats;
         Ok(EventView {
-            state,
+            state: state.and_then(|state| state.parse().ok()),
             rate_per_s: rate.unwrap_or(1).max(1),
             max_in_flight: max_in_flight
                 .unwrap_or(dropgate_core::EventConfig::DEFAULT_MAX_IN_FLIGHT),
@@ -340,27 +332,20 @@ impl Admitter {
         let admission = admit(bucket, &limits, downstream, now);
         let mut admitted = 0u64;
         if admission.admit > 0 {
-            let (status, count, expired): (String, u64, u64) = self
-                .admit
-                .key(keys.leader())
-                .key(keys.meta())
-                .key(keys.queue())
-                .key(keys.users())
-                .key(keys.serving())
-                .key(keys.admitting())
-                .key(keys.stats())
-                .arg(lease_value)
-                .arg(admission.admit)
-                .arg(now / 1_000)
-                .arg(view.abandon_ms / 1_000)
-                .arg(admission.admit + LOOK_BUDGET_EXTRA)
-                .invoke_async(&mut self.redis)
-                .await
-                .context("The admit script failed")?;
-            if status != "ok" {
-                tracing::debug!(%event, %status, "admission skipped");
-                return Ok(());
-            }
+            let request = AdmitRequest {
+                lease_value,
+                want: admission.admit,
+                now_s: now / 1_000,
+                abandon_s: view.abandon_ms / 1_000,
+                look_budget: admission.admit + LOOK_BUDGET_EXTRA,
+            };
+            let (count, expired) = match self.admit.call(&mut self.redis, keys, request).await? {
+                AdmitReply::Done { admitted, expired } => (admitted, expired),
+                reply @ (AdmitReply::NotLeader | AdmitReply::NotAdmitting) => {
+                    tracing::debug!(%event, ?reply, "admission skipped");
+                    return Ok(());
+                }
+            };
             admitted = count;
             metrics::counter!("dropgate_admitter_admitted_total", "event" => event.to_string())
                 .increment(count);
@@ -440,18 +425,11 @@ impl Admitter {
 
     /// Gives up every lease this instance holds (only if still its own).
     async fn release_leases(&mut self) {
-        let release = Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
         for (event, token) in std::mem::take(&mut self.leading) {
-            let value = format!("{}|{token}", self.instance);
-            let result: redis::RedisResult<i64> = release
-                .key(EventKeys::new(&event).leader())
-                .arg(value)
-                .invoke_async(&mut self.redis)
-                .await;
-            if let Err(error) = result {
-                tracing::warn!(%event, %error, "could not release the lease; it expires by itself");
+            let value = Lease::value(&self.instance, token);
+            let keys = EventKeys::new(&event);
+            if let Err(error) = self.lease.release(&mut self.redis, &keys, &value).await {
+                tracing::warn!(%event, error = %format!("{error:#}"), "could not release the lease; it expires by itself");
             }
         }
     }

@@ -15,7 +15,8 @@ use super::http1::{Connection, Target};
 use crate::auth::dev::DevKeys;
 use crate::chart::Series;
 use crate::crowd::percentile;
-use crate::queue::{ENTER_SCRIPT, EventMeta, QueueStore};
+use crate::queue::scripts::enter::EnterScript;
+use crate::queue::{EventMeta, QueueStore};
 use crate::stack::StackEnv;
 
 /// Connection counts measured.
@@ -146,7 +147,14 @@ fn script_rps(redis_url: &str, connections: usize, requests: u32, script: &str) 
     let sha = cli(&["SCRIPT", "LOAD", script])?;
     let event = EventId::parse(format!("bench-script-{}-{connections}", std::process::id()))?;
     let keys = crate::queue::EventKeys::new(&event);
-    cli(&["HSET", &keys.meta(), "state", "open", "rate", "1"])?;
+    cli(&[
+        "HSET",
+        &keys.meta(),
+        "state",
+        EventState::Open.as_str(),
+        "rate",
+        "1",
+    ])?;
     let rps = redis_benchmark(
         redis_url,
         connections,
@@ -290,7 +298,12 @@ pub(super) async fn run(
         let ms = |p: f64| percentile(&latencies, p).map(|d| d.as_secs_f64() * 1_000.0);
         let rps = latencies.len() as f64 / elapsed;
         let zadd = zadd_rps(&env.redis_url, connections, requests)?;
-        let script = script_rps(&env.redis_url, connections, requests, ENTER_SCRIPT)?;
+        let script = script_rps(
+            &env.redis_url,
+            connections,
+            requests,
+            EnterScript::default().source(),
+        )?;
         let one_zadd_script = script_rps(&env.redis_url, connections, requests, ONE_ZADD_SCRIPT)?;
         let line = json!({
             "requests": requests, "connections": connections, "rps": rps,

@@ -3,13 +3,24 @@
 //! itself.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{
-    Admitted, DrawResult, EventId, EventSeed, MESSAGE_VERSION, Message, Outcome, UserKey,
-    WinProbability, decide_batch,
+    Admitted, DrawResult, EventId, EventSeed, EventState, MESSAGE_VERSION, Message, Outcome,
+    UserKey, WinProbability, decide_batch,
 };
 use sqlx::{PgPool, Row};
+
+/// The event states that become sold out when a batch takes the last unit: core's
+/// [`EventState::step`], so the SQL never lists them itself.
+static MAY_SELL_OUT: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    EventState::ALL
+        .into_iter()
+        .filter(|state| state.step(EventState::SoldOut).is_ok())
+        .map(EventState::as_str)
+        .collect()
+});
 
 /// One result waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,13 +235,15 @@ pub async fn record_batch(
             "update events
                 set stock_left = $2,
                     decisions_made = decisions_made + $3,
-                    state = case when $2 = 0 and state in ('scheduled', 'open', 'paused') then 'sold_out' else state end,
+                    state = case when $2 = 0 and state = any($4::text[]) then $5 else state end,
                     updated_at = now()
               where event_id = $1",
         )
         .bind(event.as_str())
         .bind(new_stock_left as i32)
         .bind(fresh.len() as i64)
+        .bind(&*MAY_SELL_OUT)
+        .bind(EventState::SoldOut.as_str())
         .execute(&mut *tx)
         .await
         .context("Failed to update the stock")?;

@@ -1,28 +1,25 @@
 //! The queue's Redis side as used by queue-api: entering, reading a user's standing,
 //! and the event metadata the queue needs. Each multi-key step is one Lua script
-//! (loaded once, run by EVALSHA, reloaded on NOSCRIPT by redis-rs).
+//! (loaded once, run by EVALSHA, reloaded on NOSCRIPT by redis-rs), behind a typed
+//! wrapper in [`scripts`].
 
 pub mod keys;
+pub mod scripts;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dropgate_core::{EventId, EventState, UserKey, UserRecord};
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
 
 use crate::config::RedisArgs;
+use scripts::enter::EnterScript;
+use scripts::retick::RetickScript;
+use scripts::status::StatusScript;
 
 pub use keys::{EVENTS_KEY, EventKeys, Notice};
-
-/// The enter script (KEYS meta, seq, queue, users, serving; ARGV member, now in
-/// seconds), public so the benchmark can measure it alone.
-pub const ENTER_SCRIPT: &str = include_str!("scripts/enter.lua");
-
-/// Whether an event needs no more admitter ticks (KEYS meta, queue, admitting;
-/// returns 1 or 0).
-pub const FINISHED_SCRIPT: &str = include_str!("scripts/finished.lua");
 
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
 /// and the draw).
@@ -72,8 +69,8 @@ pub struct Standing {
 #[derive(Clone)]
 pub struct QueueStore {
     redis: ConnectionManager,
-    enter: Script,
-    status: Script,
+    enter: EnterScript,
+    status: StatusScript,
 }
 
 impl std::fmt::Debug for QueueStore {
@@ -111,8 +108,8 @@ impl QueueStore {
     pub fn new(redis: ConnectionManager) -> Self {
         Self {
             redis,
-            enter: Script::new(ENTER_SCRIPT),
-            status: Script::new(include_str!("scripts/status.lua")),
+            enter: EnterScript::default(),
+            status: StatusScript::default(),
         }
     }
 
@@ -124,33 +121,17 @@ impl QueueStore {
     /// Enters `user` into `event` (or returns the existing entry).
     pub async fn enter(&self, event: &EventId, user: &UserKey, now_s: u64) -> Result<Lookup> {
         let keys = EventKeys::new(event);
-        let reply: Vec<String> = self
-            .enter
-            .key(keys.meta())
-            .key(keys.seq())
-            .key(keys.queue())
-            .key(keys.users())
-            .key(keys.serving())
-            .arg(user.member())
-            .arg(now_s)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        parse_reply(reply)
+        self.enter
+            .call(&mut self.redis.clone(), &keys, user, now_s)
+            .await
     }
 
     /// Reads `user`'s standing in `event` and refreshes their last-seen time.
     pub async fn status(&self, event: &EventId, user: &UserKey, now_s: u64) -> Result<Lookup> {
         let keys = EventKeys::new(event);
-        let reply: Vec<String> = self
-            .status
-            .key(keys.meta())
-            .key(keys.users())
-            .key(keys.serving())
-            .arg(user.member())
-            .arg(now_s)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        parse_reply(reply)
+        self.status
+            .call(&mut self.redis.clone(), &keys, user, now_s)
+            .await
     }
 
     /// The queue in ticket order: (member, ticket).
@@ -166,16 +147,10 @@ impl QueueStore {
     /// blocks for long. Returns how many moved.
     pub async fn retick(&self, event: &EventId, assignments: &[(String, u64)]) -> Result<u64> {
         let keys = EventKeys::new(event);
-        let script = Script::new(include_str!("scripts/retick.lua"));
+        let script = RetickScript::default();
         let mut moved = 0;
         for chunk in assignments.chunks(5_000) {
-            let mut call = script.key(keys.queue());
-            call.key(keys.users());
-            for (member, ticket) in chunk {
-                call.arg(member).arg(*ticket);
-            }
-            let count: u64 = call.invoke_async(&mut self.redis.clone()).await?;
-            moved += count;
+            moved += script.call(&mut self.redis.clone(), &keys, chunk).await?;
         }
         Ok(moved)
     }
@@ -255,28 +230,5 @@ impl QueueStore {
             stats.insert("entered".to_owned(), entered);
         }
         Ok(stats)
-    }
-}
-
-fn parse_reply(reply: Vec<String>) -> Result<Lookup> {
-    let [outcome, record, serving, rate, state] = <[String; 5]>::try_from(reply)
-        .map_err(|reply| anyhow::anyhow!("unexpected script reply {reply:?}"))?;
-    let standing = |created| -> Result<Lookup> {
-        Ok(Lookup::Found(Standing {
-            created,
-            record: UserRecord::decode(&record)?,
-            serving: serving.parse().unwrap_or(0),
-            rate_per_s: rate.parse().unwrap_or(1),
-            event_state: state.parse().unwrap_or(EventState::Open),
-        }))
-    };
-    match outcome.as_str() {
-        "unknown_event" => Ok(Lookup::UnknownEvent),
-        "closed" => Ok(Lookup::Closed),
-        "sold_out" => Ok(Lookup::SoldOut),
-        "not_entered" => Ok(Lookup::NotEntered),
-        "new" => standing(true),
-        "existing" | "found" => standing(false),
-        other => anyhow::bail!("unexpected script outcome {other:?}"),
     }
 }

@@ -20,13 +20,13 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::apply::ApplyScript;
 use super::{Origin, RelayArgs, report};
 use crate::ops_server::Readiness;
 use crate::pubsub::batcher::Batcher;
 use crate::pubsub::oidc::PushAuth;
 use crate::pubsub::push::{self, PushError};
 use crate::queue::QueueStore;
+use crate::queue::scripts::apply_result::ApplyResultScript;
 
 /// The route Pub/Sub pushes result-notification messages to.
 pub(super) const ROUTE: &str = "/pubsub/result-notification";
@@ -79,7 +79,7 @@ impl RelayPush {
         address: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
-        let script = Arc::new(ApplyScript::new());
+        let script = Arc::new(ApplyResultScript::default());
         let redis = self.redis;
         let readiness = self.readiness.clone();
         let batcher = Batcher::spawn(self.batch_size, self.batch_wait, move |items| {
@@ -131,7 +131,7 @@ async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), P
 /// whole (every request then gets 503 and is redelivered; each script call is
 /// idempotent, so whatever did get applied is found applied next time).
 async fn apply_batch(
-    script: &ApplyScript,
+    script: &ApplyResultScript,
     redis: &mut ConnectionManager,
     readiness: &Readiness,
     items: Vec<(DrawResult, String)>,

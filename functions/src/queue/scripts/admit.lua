@@ -1,16 +1,18 @@
 -- admit: move up to N users from the head of an event's queue into the admitting set.
 -- Waiting users not seen for the abandon timeout are skipped and marked expired, so
 -- no-shows cannot stall the line. The serving counter advances past everyone who left
--- the queue, which is what positions are computed from.
+-- the queue, which is what positions are computed from. A user moves only where core's
+-- STEP table allows it; anyone else (already decided, unreadable) just leaves the queue.
 -- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats
 -- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
 --       5 most users to look at (admitted + expired)
--- Returns {status, admitted count, expired count}; status is ok | not_leader | not_open.
+-- Returns {status, admitted count, expired count}; status is ok | not_leader |
+-- not_admitting.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {'not_leader', 0, 0}
 end
-if redis.call('HGET', KEYS[2], 'state') ~= 'open' then
-  return {'not_open', 0, 0}
+if not ADMITS[redis.call('HGET', KEYS[2], 'state')] then
+  return {'not_admitting', 0, 0}
 end
 local want = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -38,17 +40,21 @@ while admitted < want and looked < budget do
     if record then
       code, seen = string.match(record, '^(%a)|%d+|(%d+)')
     end
-    if code == 'w' then
+    if code then
+      local to = ADMITTED
       if now - tonumber(seen) > abandon then
-        redis.call('HSET', KEYS[4], member, 'X|' .. ticket .. '|' .. seen)
-        expired = expired + 1
-      else
-        redis.call('HSET', KEYS[4], member, 'a|' .. ticket .. '|' .. seen)
-        redis.call('ZADD', KEYS[6], ticket, member)
-        admitted = admitted + 1
+        to = EXPIRED
+      end
+      if STEP[code .. to] == MOVED then
+        redis.call('HSET', KEYS[4], member, to .. '|' .. ticket .. '|' .. seen)
+        if to == ADMITTED then
+          redis.call('ZADD', KEYS[6], ticket, member)
+          admitted = admitted + 1
+        else
+          expired = expired + 1
+        end
       end
     end
-    -- Any other state (already decided, unreadable) just leaves the queue.
   end
 end
 redis.call('SET', KEYS[5], serving)

@@ -1,8 +1,11 @@
--- apply_result: write one draw result into the user's record, exactly once.
+-- apply_result: write one draw result into the user's record, exactly once. What a
+-- record may become is core's RECORD_OUTCOME table: a record not yet final takes the
+-- outcome (the draw is recorded, so it is the authority), the same outcome again is a
+-- redelivery, and another final state stands.
 -- KEYS: 1 users, 2 stats, 3 meta, 4 queue
--- ARGV: 1 member, 2 state code (W | L | S), 3 ticket, 4 last seen (Unix s, used only
---       when the record is missing), 5 decision order, 6 decided at (Unix ms),
---       7 stats counter (won | lost | sold_out), 8 stock left, 9 channel, 10 notice
+-- ARGV: 1 member, 2 state code of the outcome, 3 ticket, 4 last seen (Unix s, used
+--       only when the record is missing), 5 decision order, 6 decided at (Unix ms),
+--       7 stats counter (the outcome's name), 8 stock left, 9 channel, 10 notice
 -- Returns {outcome, previous record or '', stock reached 0 now (1 | 0)}; outcome is
 -- one of applied | duplicate | conflict.
 
@@ -23,15 +26,16 @@ local ticket, seen, code = ARGV[3], ARGV[4], nil
 if previous then
   local t, s
   code, t, s = string.match(previous, '^(%a)|(%d+)|(%d+)')
-  if code == ARGV[2] then
-    -- A redelivery: the user already knows; nothing to count or announce again.
-    return {'duplicate', previous, sold_out_now}
-  end
-  if code == 'W' or code == 'L' or code == 'S' or code == 'X' then
-    -- A final state is never overwritten; the first outcome stands.
-    return {'conflict', previous, sold_out_now}
-  end
   if code then
+    local step = RECORD_OUTCOME[code .. ARGV[2]]
+    if step == REPEATED then
+      -- A redelivery: the user already knows; nothing to count or announce again.
+      return {'duplicate', previous, sold_out_now}
+    end
+    if step ~= MOVED then
+      -- A final state is never overwritten; the first outcome stands.
+      return {'conflict', previous, sold_out_now}
+    end
     ticket, seen = t, s
   end
   -- An unreadable record is rebuilt from the result: the draw is the authority.
@@ -39,7 +43,7 @@ end
 
 redis.call('HSET', KEYS[1], ARGV[1],
   ARGV[2] .. '|' .. ticket .. '|' .. seen .. '|' .. ARGV[5] .. '|' .. ARGV[6])
-if code == 'w' then
+if code == WAITING then
   -- Still queued in Redis although drawn: leaving it would have it admitted again.
   redis.call('ZREM', KEYS[4], ARGV[1])
 end

@@ -1,17 +1,21 @@
-//! The `apply_result` script as a typed call: one [`DrawResult`] in, one [`Applied`]
-//! out. A batch of results goes to Redis as one pipeline, so a batch costs one round
-//! trip however many users it decides.
+//! `apply_result.lua` as a typed call: one [`DrawResult`] in, one [`Applied`] out. A
+//! batch of results goes to Redis as one pipeline, so a batch costs one round trip
+//! however many users it decides.
 
 use anyhow::{Context, Result};
-use dropgate_core::{DrawResult, Outcome};
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use dropgate_core::DrawResult;
+use redis::Value;
+use redis::aio::ConnectionLike;
 
+use super::LuaScript;
 use crate::queue::{EventKeys, Notice};
+
+/// The script text, without the prelude.
+pub const BODY: &str = include_str!("apply_result.lua");
 
 /// What the script did with one result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Applied {
+pub enum Applied {
     /// The record now holds the outcome; counters were bumped and streams told.
     New {
         /// The record before, if there was one (normally the admitted record).
@@ -34,44 +38,29 @@ pub(super) enum Applied {
     },
 }
 
-/// The loaded `apply_result.lua`.
-pub(super) struct ApplyScript {
-    script: Script,
-    /// The script text, sent with `SCRIPT LOAD` at the head of every batch.
-    source: &'static str,
-}
+/// The loaded script.
+#[derive(Debug, Clone)]
+pub struct ApplyResultScript(LuaScript);
 
-/// The record format's state code for an outcome (pinned against
-/// [`dropgate_core::UserRecord::encode`] by a test).
-fn state_code(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Won => "W",
-        Outcome::Lost => "L",
-        Outcome::SoldOut => "S",
+impl Default for ApplyResultScript {
+    fn default() -> Self {
+        Self(LuaScript::new(BODY))
     }
 }
 
-impl ApplyScript {
-    pub(super) fn new() -> Self {
-        let source = include_str!("../queue/scripts/apply_result.lua");
-        Self {
-            script: Script::new(source),
-            source,
-        }
-    }
-
+impl ApplyResultScript {
     fn invocation(&self, result: &DrawResult) -> redis::Cmd {
         let keys = EventKeys::new(&result.event_id);
         let member = result.user.member();
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
+        cmd.arg(self.0.hash())
             .arg(4)
             .arg(keys.users())
             .arg(keys.stats())
             .arg(keys.meta())
             .arg(keys.queue())
             .arg(&member)
-            .arg(state_code(result.outcome))
+            .arg(result.outcome.user_state().code().to_string())
             .arg(result.ticket)
             .arg(result.decided_at_ms / 1000)
             .arg(result.decision_order)
@@ -86,9 +75,9 @@ impl ApplyScript {
     /// Applies `results` in order, in one pipeline. Either every result was applied
     /// (or found applied) and the answers come back in order, or the call failed and
     /// the whole batch may be retried: each script call is idempotent.
-    pub(super) async fn apply_all(
+    pub async fn apply_all(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut impl ConnectionLike,
         results: &[DrawResult],
     ) -> Result<Vec<Applied>> {
         if results.is_empty() {
@@ -97,7 +86,7 @@ impl ApplyScript {
         let mut pipe = redis::pipe();
         // Loading first, on the same connection, means a Redis that restarted (and
         // forgot its scripts) never answers NOSCRIPT to the calls behind it.
-        pipe.cmd("SCRIPT").arg("LOAD").arg(self.source).ignore();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(self.0.source()).ignore();
         for result in results {
             pipe.add_command(self.invocation(result));
         }
@@ -136,28 +125,6 @@ fn parse(reply: Value) -> Result<Applied> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dropgate_core::{Decided, UserRecord};
-
-    /// The state code `record` starts with.
-    fn code_of(record: &UserRecord) -> String {
-        record.encode().chars().take(1).collect()
-    }
-
-    #[test]
-    fn state_codes_match_the_record_format() {
-        for outcome in [Outcome::Won, Outcome::Lost, Outcome::SoldOut] {
-            let record = UserRecord {
-                state: outcome.user_state(),
-                ticket: 1,
-                last_seen_s: 2,
-                decided: Some(Decided {
-                    decision_order: 3,
-                    decided_at_ms: 4,
-                }),
-            };
-            assert_eq!(code_of(&record), state_code(outcome), "{outcome}");
-        }
-    }
 
     #[test]
     fn replies_parse_and_strangers_are_errors() {

@@ -4,7 +4,7 @@
 -- separate counter is written on the hottest path.)
 -- ARGV: 1 member (<platform>:<user>), 2 now (Unix s)
 -- Returns {outcome, record, serving, rate, event state}; outcome is one of
--- new | existing | unknown_event | closed | sold_out.
+-- new | existing | unknown_event | not_accepting (the event state says why).
 local meta = redis.call('HMGET', KEYS[1], 'state', 'rate')
 local state, rate = meta[1], meta[2]
 if not state then
@@ -15,14 +15,11 @@ local record = redis.call('HGET', KEYS[4], ARGV[1])
 if record then
   return {'existing', record, serving, rate, state}
 end
-if state == 'closed' then
-  return {'closed', '', serving, rate, state}
-end
-if state == 'sold_out' then
-  return {'sold_out', '', serving, rate, state}
+if not ACCEPTS_ENTRIES[state] then
+  return {'not_accepting', '', serving, rate, state}
 end
 local ticket = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], ticket, ARGV[1])
-record = 'w|' .. ticket .. '|' .. ARGV[2]
+record = WAITING .. '|' .. ticket .. '|' .. ARGV[2]
 redis.call('HSET', KEYS[4], ARGV[1], record)
 return {'new', record, serving, rate, state}

@@ -8,10 +8,10 @@ if redis.call('ZCARD', KEYS[3]) > 0 then
   return 0
 end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'closed' then
+if state == EVENT_CLOSED then
   return 1
 end
-if state == 'sold_out' and redis.call('ZCARD', KEYS[2]) == 0 then
+if state == EVENT_SOLD_OUT and redis.call('ZCARD', KEYS[2]) == 0 then
   return 1
 end
 return 0

@@ -8,8 +8,8 @@ for i = 1, #ARGV, 2 do
   local member, ticket = ARGV[i], ARGV[i + 1]
   if redis.call('ZSCORE', KEYS[1], member) then
     local record = redis.call('HGET', KEYS[2], member)
-    local code, rest = string.match(record or '', '^(w)|%d+(|.*)$')
-    if code then
+    local code, rest = string.match(record or '', '^(%a)|%d+(|.*)$')
+    if code == WAITING then
       redis.call('ZADD', KEYS[1], ticket, member)
       redis.call('HSET', KEYS[2], member, code .. '|' .. ticket .. rest)
       moved = moved + 1

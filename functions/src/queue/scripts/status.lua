@@ -15,7 +15,7 @@ if not record then
   return {'not_entered', '', serving, rate, state}
 end
 local code, ticket, seen, rest = string.match(record, '^(%a)|(%d+)|(%d+)(.*)$')
-if code == 'w' and seen and tonumber(ARGV[2]) > tonumber(seen) then
+if code == WAITING and seen and tonumber(ARGV[2]) > tonumber(seen) then
   record = code .. '|' .. ticket .. '|' .. ARGV[2] .. rest
   redis.call('HSET', KEYS[2], ARGV[1], record)
 end

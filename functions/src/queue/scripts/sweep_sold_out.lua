@@ -1,6 +1,7 @@
 -- sweep_sold_out: once an event's stock is gone, tell up to N users still waiting that
 -- it is sold out (their record says so; queue-api shows it at the next poll or stream
--- refresh), in bounded steps so Redis never blocks for long.
+-- refresh), in bounded steps so Redis never blocks for long. A user moves only where
+-- core's STEP table allows it; anyone else just leaves the queue.
 -- KEYS: 1 leader, 2 queue, 3 users, 4 serving, 5 stats
 -- ARGV: 1 lease value, 2 N
 -- Returns the number of users swept (-1 when not the leader).
@@ -21,8 +22,8 @@ for i = 1, #head, 2 do
   if record then
     code, seen = string.match(record, '^(%a)|%d+|(%d+)')
   end
-  if code == 'w' then
-    redis.call('HSET', KEYS[3], member, 'S|' .. ticket .. '|' .. seen)
+  if code and STEP[code .. SOLD_OUT] == MOVED then
+    redis.call('HSET', KEYS[3], member, SOLD_OUT .. '|' .. ticket .. '|' .. seen)
     swept = swept + 1
   end
 end

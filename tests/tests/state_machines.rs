@@ -1,0 +1,384 @@
+//! Core's state machines and the code that moves state agree, pair by pair: every Lua
+//! script that writes a user's state runs against real Redis for every starting state
+//! and is compared with `UserState::step` (or `UserState::record_outcome` for recorded
+//! draws); the scripts, the admitter and the goods SQL that depend on an event's state
+//! are run for every `EventState` and compared with `EventState`'s rules.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dropgate_core::{
+    DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Outcome, Step,
+    UserKey, UserRecord, UserState,
+};
+use dropgate_functions::admitter::{Admitter, AdmitterArgs};
+use dropgate_functions::config::{KafkaArgs, RedisArgs};
+use dropgate_functions::events;
+use dropgate_functions::goods::store::record_batch;
+use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
+use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScript};
+use dropgate_functions::queue::scripts::enter::EnterScript;
+use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
+use dropgate_functions::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
+use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
+use dropgate_tests::TestStack;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+const TICKET: u64 = 7;
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// One event in Redis, with this test holding its admitter lease.
+struct Event {
+    store: QueueStore,
+    redis: ConnectionManager,
+    event: EventId,
+    keys: EventKeys,
+    lease_value: String,
+}
+
+impl Event {
+    async fn new(stack: &TestStack, state: EventState) -> Self {
+        let store = QueueStore::connect(&stack.env.redis())
+            .await
+            .expect("redis");
+        let event = EventId::parse(TestStack::unique("sm")).expect("valid");
+        let meta = EventMeta {
+            state,
+            rate_per_s: 100,
+            abandon_timeout_ms: 60_000,
+            opens_at_ms: 0,
+        };
+        store.put_event_meta(&event, &meta).await.expect("meta");
+        let keys = EventKeys::new(&event);
+        let mut redis = store.connection();
+        let Lease::Held(token) = LeaseScript::default()
+            .take(&mut redis, &keys, "test", 60_000)
+            .await
+            .expect("lease")
+        else {
+            panic!("a fresh event's lease is free");
+        };
+        Self {
+            lease_value: Lease::value("test", token),
+            store,
+            redis,
+            event,
+            keys,
+        }
+    }
+
+    fn user() -> UserKey {
+        UserKey::parse("shop", "u1").expect("valid")
+    }
+
+    /// Puts the user in `state`, queued as a waiting user would be.
+    async fn place(&mut self, state: UserState, last_seen_s: u64) {
+        let record = UserRecord {
+            state,
+            ticket: TICKET,
+            last_seen_s,
+            decided: None,
+        };
+        let member = Self::user().member();
+        let _: () = redis::pipe()
+            .hset(self.keys.users(), &member, record.encode())
+            .zadd(self.keys.queue(), &member, TICKET)
+            .del(self.keys.admitting())
+            .query_async(&mut self.redis)
+            .await
+            .expect("place");
+    }
+
+    async fn record(&mut self) -> UserRecord {
+        let text: String = self
+            .redis
+            .hget(self.keys.users(), Self::user().member())
+            .await
+            .expect("HGET");
+        UserRecord::decode(&text).expect("record")
+    }
+
+    async fn admitting(&mut self) -> bool {
+        let score: Option<u64> = self
+            .redis
+            .zscore(self.keys.admitting(), Self::user().member())
+            .await
+            .expect("ZSCORE");
+        score.is_some()
+    }
+
+    async fn admit(&mut self, now_s: u64, abandon_s: u64) -> AdmitReply {
+        let request = AdmitRequest {
+            lease_value: &self.lease_value,
+            want: 10,
+            now_s,
+            abandon_s,
+            look_budget: 10,
+        };
+        AdmitScript::default()
+            .call(&mut self.redis, &self.keys, request)
+            .await
+            .expect("admit")
+    }
+}
+
+/// What a script did to the record compared with what core says it should do.
+fn expect_move(rule: Result<Step, dropgate_core::IllegalTransition>, from: UserState) -> UserState {
+    match rule {
+        Ok(Step::Moved(to)) => to,
+        _ => from,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admit_script_moves_exactly_the_users_step_allows() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::Open).await;
+    let now = now_s();
+    // (the target the script aims at, how long ago the user was seen)
+    for (target, seen_ago) in [(UserState::Admitted, 0), (UserState::Expired, 3_600)] {
+        for from in UserState::ALL {
+            event.place(from, now - seen_ago).await;
+            let reply = event.admit(now, 60).await;
+            let expected = expect_move(from.step(target), from);
+            let moved = expected != from;
+            assert_eq!(
+                event.record().await.state,
+                expected,
+                "admit of a {from} user aiming at {target}"
+            );
+            assert_eq!(
+                reply,
+                AdmitReply::Done {
+                    admitted: u64::from(moved && target == UserState::Admitted),
+                    expired: u64::from(moved && target == UserState::Expired),
+                },
+                "{from} -> {target}"
+            );
+            assert_eq!(
+                event.admitting().await,
+                moved && target == UserState::Admitted,
+                "{from} -> {target}: only an admitted user is sent to the draw"
+            );
+            let queued: Option<u64> = event
+                .redis
+                .zscore(event.keys.queue(), Event::user().member())
+                .await
+                .expect("ZSCORE");
+            assert_eq!(queued, None, "{from}: the head of the queue is passed");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sold_out_sweep_moves_exactly_the_users_step_allows() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::SoldOut).await;
+    for from in UserState::ALL {
+        event.place(from, now_s()).await;
+        let reply = SweepSoldOutScript::default()
+            .call(&mut event.redis, &event.keys, &event.lease_value, 10)
+            .await
+            .expect("sweep");
+        let expected = expect_move(from.step(UserState::SoldOut), from);
+        assert_eq!(
+            event.record().await.state,
+            expected,
+            "sweep of a {from} user"
+        );
+        assert_eq!(
+            reply,
+            SweepReply::Swept(u64::from(expected != from)),
+            "{from}"
+        );
+    }
+    let reply = SweepSoldOutScript::default()
+        .call(&mut event.redis, &event.keys, "someone|else", 10)
+        .await
+        .expect("sweep");
+    assert_eq!(reply, SweepReply::NotLeader);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_result_lands_exactly_as_record_outcome_says() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::Open).await;
+    let script = ApplyResultScript::default();
+    for outcome in [Outcome::Won, Outcome::Lost, Outcome::SoldOut] {
+        let to = outcome.user_state();
+        for from in UserState::ALL {
+            event.place(from, now_s()).await;
+            let result = DrawResult {
+                version: MESSAGE_VERSION,
+                event_id: event.event.clone(),
+                user: Event::user(),
+                ticket: TICKET,
+                outcome,
+                decision_order: 1,
+                stock_left: 5,
+                decided_at_ms: 1_000,
+            };
+            let applied = script
+                .apply_all(&mut event.redis, std::slice::from_ref(&result))
+                .await
+                .expect("apply");
+            let rule = from.record_outcome(to);
+            let kept = event.record().await;
+            match (rule, &applied[..]) {
+                (Ok(Step::Moved(_)), [Applied::New { .. }]) => {
+                    assert_eq!(kept.state, to, "{from} -> {to}");
+                    assert_eq!(kept.ticket, TICKET);
+                    assert!(kept.decided.is_some(), "{from} -> {to}: decision kept");
+                }
+                (Ok(Step::Repeated(_)), [Applied::Duplicate { .. }])
+                | (Err(_), [Applied::Conflict { .. }]) => {
+                    assert_eq!(kept.state, from, "{from} -> {to} must not be written");
+                }
+                (rule, applied) => {
+                    panic!("{from} -> {to}: core says {rule:?}, the script did {applied:?}")
+                }
+            }
+            if from == UserState::Waiting {
+                let queued: Option<u64> = event
+                    .redis
+                    .zscore(event.keys.queue(), Event::user().member())
+                    .await
+                    .expect("ZSCORE");
+                assert_eq!(queued, None, "a drawn user is never admitted again");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entering_and_admitting_follow_the_event_state() {
+    let stack = TestStack::shared().await;
+    for state in EventState::ALL {
+        let mut event = Event::new(stack, state).await;
+        let lookup = EnterScript::default()
+            .call(&mut event.redis, &event.keys, &Event::user(), now_s())
+            .await
+            .expect("enter");
+        match lookup {
+            Lookup::Found(standing) => {
+                assert!(state.accepts_entries(), "a {state} event let a user in");
+                assert!(standing.created);
+                assert_eq!(standing.record.state, UserState::Waiting);
+                assert_eq!(standing.event_state, state);
+            }
+            Lookup::SoldOut => assert_eq!(state, EventState::SoldOut),
+            Lookup::Closed => assert_eq!(state, EventState::Closed),
+            other => panic!("a {state} event answered {other:?}"),
+        }
+        event.place(UserState::Waiting, now_s()).await;
+        let reply = event.admit(now_s(), 60).await;
+        if state.admits() {
+            assert_eq!(
+                reply,
+                AdmitReply::Done {
+                    admitted: 1,
+                    expired: 0
+                }
+            );
+        } else {
+            assert_eq!(reply, AdmitReply::NotAdmitting, "a {state} event");
+            assert_eq!(event.record().await.state, UserState::Waiting);
+            let queued = event.store.queued(&event.event).await.expect("queue");
+            assert_eq!(queued.len(), 1, "a {state} event keeps its line");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
+    let stack = TestStack::shared().await;
+    let (waiting_topic, results_topic) = stack.fresh_topics(1).expect("topics");
+    for state in EventState::ALL {
+        let mut event = Event::new(stack, state).await;
+        // Another instance's lease would keep the admitter out: free it.
+        let _: () = event.redis.del(event.keys.leader()).await.expect("DEL");
+        event
+            .store
+            .put_draw_limits(&event.event, 100, 0)
+            .await
+            .expect("limits");
+        let args = AdmitterArgs {
+            redis: RedisArgs::url(stack.env.redis_url.clone()),
+            kafka: KafkaArgs {
+                brokers: stack.env.kafka_brokers.clone(),
+                waiting_queue_topic: waiting_topic.clone(),
+                result_notification_topic: results_topic.clone(),
+                security: Default::default(),
+            },
+            ops: OpsArgs {
+                health_addr: "127.0.0.1:0".parse().expect("address"),
+            },
+            tick_ms: 100,
+            lease_ms: 2_000,
+            events: vec![event.event.to_string()],
+            sweep_batch: 100,
+        };
+        let mut admitter = Admitter::connect(&args, Readiness::default())
+            .await
+            .expect("admitter");
+        admitter.tick_once().await.expect("tick");
+        let stored: String = event
+            .redis
+            .hget(event.keys.meta(), "state")
+            .await
+            .expect("HGET");
+        let expected = state.step(EventState::SoldOut).unwrap_or(state);
+        assert_eq!(
+            stored,
+            expected.as_str(),
+            "a {state} event whose stock is gone"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_draw_marks_sold_out_only_where_event_step_allows() {
+    let stack = TestStack::shared().await;
+    let (pool, _) = stack.fresh_database().await.expect("database");
+    for state in EventState::ALL {
+        let event = EventId::parse(TestStack::unique("sql")).expect("valid");
+        let mut config = EventConfig::new(1, 0);
+        config.win_probability = 1.0;
+        events::create(&pool, &event, &config, &EventSeed::from_bytes([3; 32]))
+            .await
+            .expect("create");
+        // Put the row in `state` directly: this checks the SQL's rule, not the way
+        // there.
+        sqlx::query("update events set state = $2 where event_id = $1")
+            .bind(event.as_str())
+            .bind(state.as_str())
+            .execute(&pool)
+            .await
+            .expect("state");
+        let admitted = dropgate_core::Admitted {
+            version: MESSAGE_VERSION,
+            event_id: event.clone(),
+            user: Event::user(),
+            ticket: 1,
+            admitted_at_ms: 0,
+        };
+        record_batch(&pool, &event, &[admitted], 1_000, || {})
+            .await
+            .expect("batch")
+            .expect("decided");
+        let stored = events::load(&pool, &event).await.expect("load");
+        assert_eq!(stored.stock_left, 0, "a certain win takes the only unit");
+        let expected = state.step(EventState::SoldOut).unwrap_or(state);
+        assert_eq!(
+            stored.state, expected,
+            "a {state} event whose last unit went"
+        );
+    }
+}
