@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod pubsub;
 pub mod queue;
 pub mod relay;
+pub mod service;
 pub mod stack;
 pub mod telemetry;
 pub mod tls;

@@ -87,7 +87,7 @@ async fn metrics() -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::http::prometheus().render(),
+        crate::telemetry::prometheus().render(),
     )
         .into_response()
 }

@@ -336,3 +336,73 @@ async fn check_topic(consumer: &Arc<kafka::Consumer>, topic: &str, brokers: &str
     );
     Ok(())
 }
+
+/// The result-relay binary's settings.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "result-relay",
+    version,
+    about = "dropgate result-relay: draw results from result-notification into users' Redis records"
+)]
+pub struct RelayConfig {
+    /// The relay's own settings.
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    /// Kafka or Pub/Sub.
+    #[command(flatten)]
+    pub transport: crate::bus::TransportArgs,
+}
+
+/// result-relay as a [`crate::service::Service`]: a consumer-group member on Kafka, a
+/// push endpoint on Pub/Sub.
+pub enum RelayService {
+    /// Kafka: the consumer loop and its ops port.
+    Consumer {
+        /// The relay.
+        relay: Relay,
+        /// Its ops port.
+        ops: std::net::SocketAddr,
+    },
+    /// Pub/Sub: the push server, already bound and serving.
+    Push(crate::pubsub::push::PushServer),
+}
+
+impl crate::service::Service for RelayService {
+    const NAME: &'static str = "result-relay";
+    type Config = RelayConfig;
+
+    async fn build(config: RelayConfig) -> Result<Self> {
+        match config.transport.transport {
+            crate::bus::Transport::Kafka => {
+                config.transport.require_brokers(&config.relay.kafka)?;
+                let readiness = Readiness::default();
+                let relay = Relay::connect(&config.relay, readiness.clone()).await?;
+                let ops = crate::ops_server::spawn(&config.relay.ops, readiness).await?;
+                Ok(Self::Consumer { relay, ops })
+            }
+            crate::bus::Transport::PubSub => {
+                let auth = config.transport.push.auth().await?;
+                let relay = RelayPush::connect(&config.relay, auth, Readiness::default()).await?;
+                let server = crate::pubsub::push::PushServer::start(|stopped| {
+                    relay.start(config.relay.ops.health_addr, stopped)
+                })
+                .await?;
+                Ok(Self::Push(server))
+            }
+        }
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        match self {
+            Self::Consumer { ops, .. } => vec![("ops", *ops)],
+            Self::Push(server) => vec![("push and ops", server.address())],
+        }
+    }
+
+    async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        match self {
+            Self::Consumer { relay, .. } => relay.run(shutdown).await,
+            Self::Push(server) => server.run(shutdown).await,
+        }
+    }
+}

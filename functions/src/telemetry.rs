@@ -1,14 +1,32 @@
-//! Structured logs for every binary: human-readable text by default, JSON lines when
-//! `DROPGATE_LOG_FORMAT=json` (what Cloud Logging and most collectors parse), filtered
-//! by `RUST_LOG` (default `info`).
+//! Telemetry every service installs once at start ([`init`]): structured logs and the
+//! process-wide Prometheus recorder; and the request span every HTTP server wraps its
+//! routes in ([`request_spans`]).
+//!
+//! Logs are human-readable text by default, JSON lines when `DROPGATE_LOG_FORMAT=json`
+//! (what Cloud Logging and most collectors parse), filtered by `RUST_LOG` (default
+//! `info`).
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Safe to call more than once (later calls are no-ops),
-/// so tests that build several apps in one process do not fail.
+/// The log format setting.
+pub const LOG_FORMAT_ENV: &str = "DROPGATE_LOG_FORMAT";
+
+/// Installs the log subscriber and the Prometheus recorder. Safe to call more than
+/// once (later calls are no-ops), so tests that build several services in one process
+/// do not fail. The recorder exists before the first metric is recorded, so a
+/// service's early counters are not lost before the first scrape.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("DROPGATE_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -17,4 +35,76 @@ pub fn init() {
     } else {
         builder.try_init()
     };
+    prometheus();
+}
+
+/// The process-wide Prometheus recorder (installed once; every server in the process,
+/// tests included, renders from it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (a test harness): render from a private
+            // one so /metrics still answers.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// The trace layer of [`request_spans`].
+pub type RequestSpans = TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    fn(&Request) -> Span,
+    (),
+    fn(&Response, Duration, &Span),
+    (),
+    (),
+    (),
+>;
+
+/// A span per request carrying method, route, status and latency: whatever a handler
+/// logs (an internal error's cause, Redis being unavailable) carries the request it
+/// belongs to. Each answered request is one `debug` event with its status and latency
+/// (`RUST_LOG=debug`); at the default level nothing is written per request, since a
+/// drop serves tens of thousands a second and their counts and latencies go to
+/// Prometheus. Errors are logged by whoever answers them, inside the span.
+pub fn request_spans() -> RequestSpans {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request) -> Span)
+        .on_request(())
+        .on_response(record_response as fn(&Response, Duration, &Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+fn request_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
+}
+
+fn record_response(response: &Response, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1_000.0;
+    span.record("status", status);
+    span.record("latency_ms", latency_ms);
+    tracing::debug!(status, latency_ms, "request answered");
 }

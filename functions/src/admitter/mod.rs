@@ -434,3 +434,51 @@ impl Admitter {
         }
     }
 }
+
+/// The admitter binary's settings.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "admitter",
+    version,
+    about = "dropgate admitter: queue head to waiting-queue at the event's rate"
+)]
+pub struct AdmitterConfig {
+    /// The admitter's own settings.
+    #[command(flatten)]
+    pub admitter: AdmitterArgs,
+    /// Kafka or Pub/Sub.
+    #[command(flatten)]
+    pub transport: crate::bus::TransportArgs,
+}
+
+/// The admitter as a [`crate::service::Service`]: its ops port and its tick loop.
+pub struct AdmitterService {
+    admitter: Admitter,
+    ops: std::net::SocketAddr,
+}
+
+impl crate::service::Service for AdmitterService {
+    const NAME: &'static str = "admitter";
+    type Config = AdmitterConfig;
+
+    async fn build(config: AdmitterConfig) -> Result<Self> {
+        let kafka = &config.admitter.kafka;
+        config.transport.require_brokers(kafka)?;
+        let publisher = config
+            .transport
+            .publisher(kafka, &kafka.waiting_queue_topic)
+            .await?;
+        let readiness = Readiness::default();
+        let ops = crate::ops_server::spawn(&config.admitter.ops, readiness.clone()).await?;
+        let admitter = Admitter::connect_with(&config.admitter, publisher, readiness).await?;
+        Ok(Self { admitter, ops })
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        vec![("ops", self.ops)]
+    }
+
+    async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        self.admitter.run(shutdown).await
+    }
+}

@@ -380,3 +380,80 @@ pub async fn resend_once(pool: &PgPool, publisher: &Publisher) -> Result<usize> 
     metrics::counter!("dropgate_goods_resent_total").increment(sent.len() as u64);
     Ok(sent.len())
 }
+
+/// The goods-worker binary's settings.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "goods-worker",
+    version,
+    about = "dropgate goods-worker: waiting-queue to draws in PostgreSQL to result-notification"
+)]
+pub struct GoodsConfig {
+    /// The goods worker's own settings.
+    #[command(flatten)]
+    pub goods: GoodsArgs,
+    /// Kafka or Pub/Sub.
+    #[command(flatten)]
+    pub transport: crate::bus::TransportArgs,
+}
+
+/// goods-worker as a [`crate::service::Service`]: a consumer-group member on Kafka,
+/// a push endpoint on Pub/Sub.
+pub enum GoodsService {
+    /// Kafka: the consumer loop and its ops port.
+    Consumer {
+        /// The worker.
+        worker: GoodsWorker,
+        /// Its ops port.
+        ops: std::net::SocketAddr,
+    },
+    /// Pub/Sub: the push server, already bound and serving.
+    Push(crate::pubsub::push::PushServer),
+}
+
+impl crate::service::Service for GoodsService {
+    const NAME: &'static str = "goods-worker";
+    type Config = GoodsConfig;
+
+    async fn build(config: GoodsConfig) -> Result<Self> {
+        let kafka = &config.goods.kafka;
+        match config.transport.transport {
+            crate::bus::Transport::Kafka => {
+                config.transport.require_brokers(kafka)?;
+                let readiness = Readiness::default();
+                let ops = crate::ops_server::spawn(&config.goods.ops, readiness.clone()).await?;
+                let worker = GoodsWorker::connect(&config.goods, readiness).await?;
+                Ok(Self::Consumer { worker, ops })
+            }
+            crate::bus::Transport::PubSub => {
+                let publisher = config
+                    .transport
+                    .publisher(kafka, &kafka.result_notification_topic)
+                    .await?;
+                let auth = config.transport.push.auth().await?;
+                let worker =
+                    GoodsPush::connect(&config.goods, publisher, auth, Readiness::default())
+                        .await?;
+                let server = crate::pubsub::push::PushServer::start(|stopped| {
+                    worker.start(config.goods.ops.health_addr, stopped)
+                })
+                .await?;
+                Ok(Self::Push(server))
+            }
+        }
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        match self {
+            Self::Consumer { ops, .. } => vec![("ops", *ops)],
+            Self::Push(server) => vec![("push and ops", server.address())],
+        }
+    }
+
+    async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        match self {
+            Self::Consumer { worker, .. } => worker.run(shutdown).await,
+            Self::Push(server) => server.run(shutdown).await,
+        }
+    }
+}

@@ -27,7 +27,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use dev::DevSigner;
 pub use error::ApiError;
-pub use ops::prometheus;
 pub use queue::{QueueView, ResultView};
 pub use stream::StreamHub;
 
@@ -133,6 +132,8 @@ pub struct AppParts {
 
 /// The router, without a socket (tests call it with `oneshot`).
 pub fn app(state: AppState, cors_origins: &[String]) -> Router {
+    // Recorded metrics need the recorder, also where no service main installed it.
+    crate::telemetry::prometheus();
     let api = Router::new()
         .route("/v1/events/{event_id}/queue", post(queue::enter))
         .route("/v1/events/{event_id}/queue/me", get(queue::status))
@@ -156,6 +157,7 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(ops::record_metrics))
+        .layer(crate::telemetry::request_spans())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(cors(cors_origins))
         .layer(CatchPanicLayer::custom(|_| {
@@ -277,5 +279,41 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+/// The queue-api binary's settings.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "queue-api",
+    version,
+    about = "dropgate queue-api: enter the queue, read your place and result"
+)]
+pub struct ApiConfig {
+    /// queue-api's settings.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+impl crate::service::Service for Application {
+    const NAME: &'static str = "queue-api";
+    type Config = ApiConfig;
+
+    async fn build(config: ApiConfig) -> Result<Self> {
+        Application::build(&config.api).await
+    }
+
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.listener
+            .local_addr()
+            .map(|address| vec![("http", address)])
+            .unwrap_or_default()
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        self.run_until_stopped(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        })
+        .await
     }
 }

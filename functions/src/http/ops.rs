@@ -1,7 +1,6 @@
 //! Health, readiness and Prometheus metrics, and the middleware that records request
 //! counts and latencies by route and status.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Json;
@@ -9,32 +8,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use super::AppState;
-
-/// The process-wide Prometheus recorder (installed once; every app in the process,
-/// tests included, renders from it).
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("duration_seconds".into()),
-                &[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ],
-            )
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        match builder.install_recorder() {
-            Ok(handle) => handle,
-            // Another recorder is installed (a test harness): render from a private
-            // one so /metrics still answers.
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
-    })
-}
+use crate::telemetry::prometheus;
 
 /// `GET /healthz`: the process is up.
 pub(crate) async fn healthz() -> Json<serde_json::Value> {
@@ -77,7 +54,6 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Counts every request and times it, labelled by matched route and status.
 pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {
-    prometheus();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -212,7 +212,8 @@ pub async fn serve(
     let router = push
         .merge(crate::ops_server::routes(readiness))
         .fallback(|| async { PushError::NotFound })
-        .method_not_allowed_fallback(|| async { PushError::MethodNotAllowed });
+        .method_not_allowed_fallback(|| async { PushError::MethodNotAllowed })
+        .layer(crate::telemetry::request_spans());
     let mut stop = shutdown;
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -223,4 +224,45 @@ pub async fn serve(
             .context("the push server failed")
     });
     Ok((bound, server))
+}
+
+/// A push endpoint that is bound and serving, stopped through its own signal: the
+/// endpoints need a shutdown receiver when they start (to refuse new pushes while
+/// draining), before the service is handed the process's one.
+pub struct PushServer {
+    address: SocketAddr,
+    server: JoinHandle<Result<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl PushServer {
+    /// Starts the server `start` builds with the receiving end of a fresh signal.
+    pub async fn start<F, Fut>(start: F) -> Result<Self>
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = Result<(SocketAddr, JoinHandle<Result<()>>)>>,
+    {
+        let (stop, stopped) = watch::channel(false);
+        let (address, server) = start(stopped).await?;
+        Ok(Self {
+            address,
+            server,
+            stop,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` turns true, then drains.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let stop = self.stop;
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+            let _ = stop.send(true);
+        });
+        self.server.await.context("the push server's task failed")?
+    }
 }

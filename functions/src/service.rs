@@ -1,0 +1,73 @@
+//! The one shape every service binary has: build (connect to every store and bind
+//! every port, so a wrong setting fails the start with one sentence), then run until
+//! SIGTERM or Ctrl-C, then drain. Telemetry (logs and the Prometheus recorder) is
+//! installed before anything else, so no early log line or counter is lost.
+//!
+//! Each binary is `service::main::<TheService>(config)`; its settings are one clap
+//! struct in the service's module.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use tokio::sync::watch;
+
+use crate::{lifecycle, telemetry, tls};
+
+/// A service binary's behaviour.
+pub trait Service: Sized {
+    /// The binary's name, in logs and start-up errors.
+    const NAME: &'static str;
+    /// Its settings.
+    type Config;
+
+    /// Connects to everything and binds every port.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self>>;
+
+    /// The bound addresses, by purpose (e.g. `("ops", 127.0.0.1:9090)`), for the
+    /// start-up log line.
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)>;
+
+    /// Serves until `shutdown` turns true, then finishes the work in hand.
+    fn run(self, shutdown: watch::Receiver<bool>) -> impl Future<Output = Result<()>>;
+}
+
+/// Installs telemetry, builds `S`, runs it until a shutdown signal. A failure to start
+/// or a failed run is printed as one sentence and the exit code says so.
+pub async fn main<S: Service>(config: S::Config) -> ExitCode {
+    telemetry::init();
+    tls::install_crypto_provider();
+    let service = match S::build(config).await {
+        Ok(service) => service,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "{} failed to start", S::NAME);
+            eprintln!("{}: {error:#}", S::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    for (purpose, address) in service.addresses() {
+        tracing::info!(service = S::NAME, purpose, %address, "listening");
+    }
+    tracing::info!(
+        service = S::NAME,
+        version = env!("CARGO_PKG_VERSION"),
+        "running"
+    );
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        lifecycle::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    match service.run(stopped).await {
+        Ok(()) => {
+            tracing::info!(service = S::NAME, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "{} failed", S::NAME);
+            eprintln!("{}: {error:#}", S::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}

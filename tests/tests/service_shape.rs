@@ -1,0 +1,134 @@
+//! Every service binary starts the same way: telemetry first, one "listening" line per
+//! bound port, a span per HTTP request carrying route, status and latency, and a clean
+//! stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for};
+use dropgate_tests::api::signing_key;
+use dropgate_tests::{TestStack, workspace_binary};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The JSON log lines of a child's stderr, as they arrive.
+fn log_lines(child: &mut Child) -> mpsc::Receiver<Value> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                let _ = send.send(value);
+            }
+        }
+    });
+    receive
+}
+
+/// Waits for the first line `matches` accepts.
+fn wait_for(lines: &mpsc::Receiver<Value>, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if matches(&line) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line for {what} within 30 s"),
+        }
+    }
+}
+
+fn message(line: &Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
+    let stack = TestStack::shared().await;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(&jwks, jwks_for(signing_key())).expect("jwks");
+    let child = Command::new(workspace_binary("queue-api").expect("built"))
+        .env_clear()
+        .env("DROPGATE_HTTP_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_REDIS_URL", &stack.env.redis_url)
+        .env("DROPGATE_JWKS_FILE", &jwks)
+        .env("DROPGATE_JWT_ISSUER", LOCAL_ISSUER)
+        .env("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE)
+        .env("DROPGATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug,hyper=info,h2=info,redis=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queue-api starts");
+    let mut child = Running(child);
+    let lines = log_lines(&mut child.0);
+
+    let listening = wait_for(&lines, "the listening line", |line| {
+        message(line) == "listening"
+    });
+    assert_eq!(listening["fields"]["service"], "queue-api");
+    assert_eq!(listening["fields"]["purpose"], "http");
+    let address = listening["fields"]["address"]
+        .as_str()
+        .expect("address logged");
+
+    let client = reqwest::Client::new();
+    let status = client
+        .get(format!("http://{address}/v1/events/drop-1/queue/me"))
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 401, "no token");
+
+    let answered = wait_for(&lines, "the request's span", |line| {
+        message(line) == "request answered"
+    });
+    let span = &answered["span"];
+    assert_eq!(span["name"], "request");
+    assert_eq!(span["method"], "GET");
+    assert_eq!(span["route"], "/v1/events/{event_id}/queue/me");
+    assert_eq!(answered["fields"]["status"], 401);
+    assert!(
+        answered["fields"]["latency_ms"].as_f64().is_some(),
+        "latency logged: {answered}"
+    );
+
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    wait_for(&lines, "the stop line", |line| message(line) == "stopped");
+    let exit = child.0.wait().expect("wait");
+    assert!(exit.success(), "queue-api exits cleanly on SIGTERM: {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_cannot_start_says_why_in_one_line_and_fails() {
+    // Nothing listens on port 1: the admitter cannot reach Redis.
+    let output = Command::new(workspace_binary("admitter").expect("built"))
+        .env_clear()
+        .env("DROPGATE_REDIS_URL", "redis://127.0.0.1:1")
+        .env("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1")
+        .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("admitter runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("admitter: ") && last.contains("Redis"),
+        "the last line names the service and the cause: {stderr}"
+    );
+}
