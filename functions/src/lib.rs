@@ -28,6 +28,7 @@ pub mod pubsub;
 pub mod queue;
 pub mod relay;
 pub mod service;
+pub mod settings_table;
 pub mod stack;
 pub mod telemetry;
 pub mod tls;

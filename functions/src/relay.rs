@@ -351,6 +351,9 @@ pub struct RelayConfig {
     /// Kafka or Pub/Sub.
     #[command(flatten)]
     pub transport: crate::bus::TransportArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 /// result-relay as a [`crate::service::Service`]: a consumer-group member on Kafka, a
@@ -370,6 +373,10 @@ pub enum RelayService {
 impl crate::service::Service for RelayService {
     const NAME: &'static str = "result-relay";
     type Config = RelayConfig;
+
+    fn telemetry(config: &RelayConfig) -> &crate::telemetry::TelemetryArgs {
+        &config.telemetry
+    }
 
     async fn build(config: RelayConfig) -> Result<Self> {
         match config.transport.transport {

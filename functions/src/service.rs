@@ -22,6 +22,9 @@ pub trait Service: Sized {
     /// Its settings.
     type Config;
 
+    /// The telemetry part of the settings.
+    fn telemetry(config: &Self::Config) -> &telemetry::TelemetryArgs;
+
     /// Connects to everything and binds every port.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self>>;
 
@@ -36,7 +39,7 @@ pub trait Service: Sized {
 /// Installs telemetry, builds `S`, runs it until a shutdown signal. A failure to start
 /// or a failed run is printed as one sentence and the exit code says so.
 pub async fn main<S: Service>(config: S::Config) -> ExitCode {
-    telemetry::init();
+    telemetry::init(S::telemetry(&config));
     tls::install_crypto_provider();
     let service = match S::build(config).await {
         Ok(service) => service,

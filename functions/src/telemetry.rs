@@ -2,7 +2,7 @@
 //! process-wide Prometheus recorder; and the request span every HTTP server wraps its
 //! routes in ([`request_spans`]).
 //!
-//! Logs are human-readable text by default, JSON lines when `DROPGATE_LOG_FORMAT=json`
+//! Logs are human-readable text by default, JSON lines with `DROPGATE_LOG_FORMAT=json`
 //! (what Cloud Logging and most collectors parse), filtered by `RUST_LOG` (default
 //! `info`).
 
@@ -17,23 +17,36 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
-/// The log format setting.
-pub const LOG_FORMAT_ENV: &str = "DROPGATE_LOG_FORMAT";
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The telemetry settings every service shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log line format (the level filter is the standard `RUST_LOG`, default `info`).
+    #[arg(long, env = "DROPGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
 
 /// Installs the log subscriber and the Prometheus recorder. Safe to call more than
 /// once (later calls are no-ops), so tests that build several services in one process
 /// do not fail. The recorder exists before the first metric is recorded, so a
 /// service's early counters are not lost before the first scrape.
-pub fn init() {
+pub fn init(args: &TelemetryArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|format| format == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     prometheus();
 }

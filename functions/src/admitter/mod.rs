@@ -449,6 +449,9 @@ pub struct AdmitterConfig {
     /// Kafka or Pub/Sub.
     #[command(flatten)]
     pub transport: crate::bus::TransportArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 /// The admitter as a [`crate::service::Service`]: its ops port and its tick loop.
@@ -460,6 +463,10 @@ pub struct AdmitterService {
 impl crate::service::Service for AdmitterService {
     const NAME: &'static str = "admitter";
     type Config = AdmitterConfig;
+
+    fn telemetry(config: &AdmitterConfig) -> &crate::telemetry::TelemetryArgs {
+        &config.telemetry
+    }
 
     async fn build(config: AdmitterConfig) -> Result<Self> {
         let kafka = &config.admitter.kafka;

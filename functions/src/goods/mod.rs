@@ -395,6 +395,9 @@ pub struct GoodsConfig {
     /// Kafka or Pub/Sub.
     #[command(flatten)]
     pub transport: crate::bus::TransportArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 /// goods-worker as a [`crate::service::Service`]: a consumer-group member on Kafka,
@@ -414,6 +417,10 @@ pub enum GoodsService {
 impl crate::service::Service for GoodsService {
     const NAME: &'static str = "goods-worker";
     type Config = GoodsConfig;
+
+    fn telemetry(config: &GoodsConfig) -> &crate::telemetry::TelemetryArgs {
+        &config.telemetry
+    }
 
     async fn build(config: GoodsConfig) -> Result<Self> {
         let kafka = &config.goods.kafka;

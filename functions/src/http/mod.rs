@@ -293,11 +293,18 @@ pub struct ApiConfig {
     /// queue-api's settings.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 impl crate::service::Service for Application {
     const NAME: &'static str = "queue-api";
     type Config = ApiConfig;
+
+    fn telemetry(config: &ApiConfig) -> &crate::telemetry::TelemetryArgs {
+        &config.telemetry
+    }
 
     async fn build(config: ApiConfig) -> Result<Self> {
         Application::build(&config.api).await
