@@ -509,28 +509,24 @@ async fn a_crash_between_redis_and_the_commit_redelivers_without_doubling() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn malformed_messages_are_skipped_and_committed() {
+async fn an_unreadable_message_does_not_hold_up_the_results_behind_it() {
     let setup = Setup::new(TestStack::shared().await).await;
     let ana = user("ana");
     let relay = setup.start_relay().await;
-    // Same key, so the same partition and this order: the bad ones come first.
+    // Same key, so the same partition and this order: the bad one comes first. What
+    // becomes of the unreadable message itself is not asserted: today it is skipped
+    // and lost, which is a gap (a newer version's message would be lost the same way),
+    // not a rule to pin.
     setup.produce(&ana.member(), b"{not json").await;
-    let mut newer: Value =
-        serde_json::from_slice(&setup.result(&ana, 5, Outcome::Won, 1).encode()).expect("JSON");
-    newer["version"] = Value::from(MESSAGE_VERSION + 1);
-    setup
-        .produce(&ana.member(), newer.to_string().as_bytes())
-        .await;
     // No record yet: the result creates it from its own ticket.
-    let (partition, offset) = setup
+    setup
         .produce_result(&setup.result(&ana, 5, Outcome::Won, 1))
         .await;
 
     let record = setup.decided(&ana, &relay).await;
     assert_eq!(record.state, UserState::Won);
     assert_eq!(record.ticket, 5);
-    setup.committed_past(partition, offset, &relay).await;
-    assert_eq!(relay.metric("dropgate_relay_malformed_total").await, 2.0);
+    assert_eq!(relay.metric("dropgate_relay_malformed_total").await, 1.0);
     assert!(relay.log_text().contains("malformed result skipped"));
 }
 
