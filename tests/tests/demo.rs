@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs};
-use dropgate_functions::crowd::{self, DemoArgs, Verdict};
 use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
 use dropgate_functions::http::Application;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::relay::{Relay, RelayArgs};
 use dropgate_tests::TestStack;
 use dropgate_tests::api::default_args;
+use dropgate_tools::crowd::{self, DemoArgs, Verdict};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dropgate_core::{EventId, EventState, UserKey};
+use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::queue::{ENTER_SCRIPT, EventMeta, QueueStore};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::cpu::CpuParts;
 use super::http1::{Connection, Target};
-use crate::auth::dev::DevKeys;
 use crate::chart::Series;
 use crate::crowd::percentile;
-use crate::queue::{ENTER_SCRIPT, EventMeta, QueueStore};
 use crate::stack::StackEnv;
 
 /// Connection counts measured.
@@ -145,7 +145,7 @@ fn script_rps(redis_url: &str, connections: usize, requests: u32, script: &str) 
     };
     let sha = cli(&["SCRIPT", "LOAD", script])?;
     let event = EventId::parse(format!("bench-script-{}-{connections}", std::process::id()))?;
-    let keys = crate::queue::EventKeys::new(&event);
+    let keys = dropgate_functions::queue::EventKeys::new(&event);
     cli(&["HSET", &keys.meta(), "state", "open", "rate", "1"])?;
     let rps = redis_benchmark(
         redis_url,

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
-use dropgate_functions::bench::{self, BenchArgs};
-use dropgate_functions::cli_event::{self, EventAdminCommand};
-use dropgate_functions::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
-use dropgate_functions::crowd::{self, DemoArgs};
-use dropgate_functions::event_settings::EventSettingsArgs;
+use dropgate_tools::bench::{self, BenchArgs};
+use dropgate_tools::cli_event::{self, EventAdminCommand};
+use dropgate_tools::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
+use dropgate_tools::crowd::{self, DemoArgs};
+use dropgate_tools::event_settings::EventSettingsArgs;
 
 /// mimalloc, as in the functions: the benchmark's load generator allocates per request.
 #[global_allocator]

@@ -96,7 +96,7 @@ async fn run(args: &BenchArgs) -> Result<()> {
     let event = format!("bench-drop-{}", std::process::id());
     let drop = crowd::run(&DemoArgs {
         api_url: Some(api.clone()),
-        database: crate::config::DatabaseArgs::url(env.database_url.clone()),
+        database: dropgate_functions::config::DatabaseArgs::url(env.database_url.clone()),
         redis: env.redis(),
         state_dir: env.state_dir.clone(),
         users: args.drop_users,
