@@ -7,9 +7,9 @@
 
 pub mod bench;
 pub mod chart;
-pub mod cli_event;
-pub mod cli_stack;
-pub mod crowd;
+pub mod demo;
+pub mod event_cli;
 pub mod event_settings;
 pub mod events;
 pub mod stack;
+pub mod stack_cli;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::cpu::CpuParts;
 use super::http1::{Connection, Target};
 use crate::chart::Series;
-use crate::crowd::percentile;
+use crate::demo::percentile;
 use crate::stack::StackEnv;
 
 /// Connection counts measured.

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::chart::{Chart, Series};
-use crate::crowd::{self, DemoArgs};
+use crate::demo::{self, DemoArgs};
 use crate::stack;
 
 /// `dropgate bench` settings.
@@ -94,7 +94,7 @@ async fn run(args: &BenchArgs) -> Result<()> {
 
     say("3/4 drop: a crowd entering as fast as it can, admission unthrottled");
     let event = format!("bench-drop-{}", std::process::id());
-    let drop = crowd::run(&DemoArgs {
+    let drop = demo::run(&DemoArgs {
         api_url: Some(api.clone()),
         database: dropgate_functions::config::DatabaseArgs::url(env.database_url.clone()),
         redis: env.redis(),
