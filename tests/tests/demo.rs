@@ -254,6 +254,6 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         "the timeline has samples"
     );
     let svg = std::fs::read_to_string(&report.svg_path).expect("SVG timeline written");
-    assert!(svg.starts_with("<svg") && svg.contains("series-queue"));
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("queue"));
     eprintln!("{}", report.summary());
 }

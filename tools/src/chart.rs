@@ -1,15 +1,27 @@
-//! A self-contained SVG line chart, written by hand: polylines, two axes with round
-//! ticks, and a legend, which any browser opens without a plotting library. The drop
-//! timeline and the benchmark plots use it.
+//! The SVG line charts of the drop timeline and the benchmark plots, drawn with
+//! plotters: a title, two axes from 0 with round ticks and their labels, horizontal
+//! grid lines, one line per series and a legend beside the plot. Any browser opens
+//! the file.
+//!
+//! plotters is built without a font library (no `ttf` feature, so no font-kit,
+//! fontconfig or freetype): its SVG backend writes every text as a `<text>` element
+//! that the viewer lays out, and needs fonts only to estimate text sizes for spacing,
+//! which its built-in estimate does.
 
-use std::fmt::Write as _;
+use anyhow::Result;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 460.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 170.0;
-const TOP: f64 = 50.0;
-const BOTTOM: f64 = 60.0;
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 460;
+/// Beside the plot, for the legend.
+const LEGEND_WIDTH: u32 = 170;
+/// plotters divides font sizes by 1.24 for SVG, so these come out near 12 and 16 px.
+const TEXT_SIZE: f64 = 15.0;
+const TITLE_SIZE: f64 = 20.0;
+const FONT: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(0xe5, 0xe5, 0xe5);
+const AXIS: RGBColor = RGBColor(0x33, 0x33, 0x33);
 
 /// Titles of a chart.
 #[derive(Debug, Clone, Copy)]
@@ -25,38 +37,27 @@ pub struct Chart<'a> {
 /// One line.
 #[derive(Debug, Clone)]
 pub struct Series<'a> {
-    /// Legend text (also the polyline's id).
+    /// Legend text.
     pub name: &'a str,
-    /// CSS colour.
-    pub colour: &'a str,
+    /// The line's colour.
+    pub colour: RGBColor,
     /// (x, y) points, x ascending.
     pub points: Vec<(f64, f64)>,
 }
 
-/// A round tick step (1, 2 or 5 times a power of ten) giving about `target` ticks
-/// over `0..=max`.
-fn tick_step(max: f64, target: f64) -> f64 {
-    if max <= 0.0 || !max.is_finite() {
-        return 1.0;
+/// The top of an axis over `values`: their maximum, or 1 when there is none above 0
+/// (plotters needs a range that is not empty).
+fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
+    let max = values.fold(0.0, f64::max);
+    if max > 0.0 && max.is_finite() {
+        max
+    } else {
+        1.0
     }
-    let raw = max / target;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|factor| factor * magnitude)
-        .find(|step| *step >= raw)
-        .unwrap_or(10.0 * magnitude);
-    step.max(f64::MIN_POSITIVE)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn label(value: f64) -> String {
+/// An axis label: whole numbers without decimals, others with one.
+fn label(value: &f64) -> String {
     if value.fract().abs() < 1e-9 {
         format!("{value:.0}")
     } else {
@@ -66,119 +67,60 @@ fn label(value: f64) -> String {
 
 impl Chart<'_> {
     /// The SVG of `series` (axes start at 0).
-    pub fn render(&self, series: &[Series]) -> String {
-        let plot_w = WIDTH - LEFT - RIGHT;
-        let plot_h = HEIGHT - TOP - BOTTOM;
-        let points = || series.iter().flat_map(|s| s.points.iter());
-        // Steps come from the same maxima the axes use, so an empty or all-zero series
-        // still gets a handful of ticks (a step derived from 0 would never end).
-        let x_data_max = points().map(|p| p.0).fold(0.0, f64::max);
-        let x_max = if x_data_max > 0.0 && x_data_max.is_finite() {
-            x_data_max
-        } else {
-            1.0
-        };
-        let x_step = tick_step(x_max, 8.0);
-        let y_data_max = points().map(|p| p.1).fold(0.0, f64::max);
-        let y_data_max = if y_data_max > 0.0 && y_data_max.is_finite() {
-            y_data_max
-        } else {
-            1.0
-        };
-        let y_step = tick_step(y_data_max, 6.0);
-        let y_max = (y_data_max / y_step).ceil() * y_step;
-        let x = |t: f64| LEFT + t / x_max * plot_w;
-        let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
-
+    pub fn render(&self, series: &[Series]) -> Result<String> {
         let mut svg = String::new();
-        // `write!` into a String cannot fail; the results are ignored on purpose.
-        let _ = writeln!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(
-            svg,
-            r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="28" text-anchor="middle" font-size="16">{}</text>"#,
-            LEFT + plot_w / 2.0,
-            escape(self.title)
-        );
-        let mut tick = 0.0;
-        while tick <= y_max + y_step / 2.0 {
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                LEFT + plot_w,
-                LEFT - 8.0,
-                y(tick) + 4.0,
-                label(tick),
-                py = y(tick),
-            );
-            tick += y_step;
+        self.draw(series, &mut svg)?;
+        Ok(svg)
+    }
+
+    fn draw(&self, series: &[Series], svg: &mut String) -> Result<()> {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let points = || series.iter().flat_map(|s| s.points.iter());
+        let x_max = axis_max(points().map(|p| p.0));
+        // Headroom, so the highest point does not run along the top of the frame.
+        let y_max = axis_max(points().map(|p| p.1)) * 1.05;
+
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(self.title, (FONT, TITLE_SIZE))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .max_light_lines(0)
+            .bold_line_style(GRID)
+            .axis_style(AXIS)
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&label)
+            .y_label_formatter(&label)
+            .label_style((FONT, TEXT_SIZE))
+            .x_desc(self.x_label)
+            .y_desc(self.y_label)
+            .draw()?;
+        for line in series {
+            chart.draw_series(LineSeries::new(
+                line.points.iter().copied(),
+                line.colour.stroke_width(2),
+            ))?;
         }
-        let mut tick = 0.0;
-        while tick <= x_max + x_step / 1e6 {
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#333"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-                TOP + plot_h,
-                TOP + plot_h + 5.0,
-                TOP + plot_h + 20.0,
-                label(tick),
-                px = x(tick),
-            );
-            tick += x_step;
-        }
-        let _ = writeln!(
-            svg,
-            r##"<path d="M{LEFT},{TOP} V{:.1} H{:.1}" fill="none" stroke="#333"/>"##,
-            TOP + plot_h,
-            LEFT + plot_w
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            LEFT + plot_w / 2.0,
-            HEIGHT - 15.0,
-            escape(self.x_label)
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">{}</text>"#,
-            TOP + plot_h / 2.0,
-            TOP + plot_h / 2.0,
-            escape(self.y_label)
-        );
+
+        let text =
+            TextStyle::from((FONT, TEXT_SIZE).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         for (index, line) in series.iter().enumerate() {
-            let points: Vec<String> = line
-                .points
-                .iter()
-                .map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline id="series-{}" fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
-                escape(line.name),
-                line.colour,
-                points.join(" ")
-            );
-            let ly = TOP + 10.0 + index as f64 * 22.0;
-            let lx = LEFT + plot_w + 20.0;
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
-                lx + 24.0,
-                line.colour,
-                lx + 30.0,
-                ly + 4.0,
-                escape(line.name)
-            );
+            let y = 60 + 22 * i32::try_from(index)?;
+            legend.draw(&PathElement::new(
+                vec![(10, y), (34, y)],
+                line.colour.stroke_width(3),
+            ))?;
+            legend.draw(&Text::new(line.name, (40, y), text.clone()))?;
         }
-        svg.push_str("</svg>\n");
-        svg
+        root.present()?;
+        Ok(())
     }
 }
 
@@ -194,21 +136,48 @@ mod tests {
             y_label: "y",
         };
         for points in [vec![], vec![(0.0, 0.0)], vec![(0.0, 5.0), (0.0, 7.0)]] {
-            let svg = chart.render(&[Series {
-                name: "s",
-                colour: "#000",
-                points,
-            }]);
+            let svg = chart
+                .render(&[Series {
+                    name: "s",
+                    colour: BLACK,
+                    points,
+                }])
+                .expect("renders");
             assert!(svg.len() < 20_000, "{} bytes", svg.len());
-            assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+            assert!(
+                svg.starts_with("<svg") && svg.ends_with("</svg>\n"),
+                "{svg}"
+            );
+            assert!(svg.matches("<text").count() >= 3 + 2, "{svg}");
         }
     }
 
     #[test]
-    fn ticks_are_round() {
-        assert_eq!(tick_step(10.0, 5.0), 2.0);
-        assert_eq!(tick_step(20_000.0, 6.0), 5_000.0);
-        assert_eq!(tick_step(0.9, 8.0), 0.2);
-        assert_eq!(tick_step(0.0, 8.0), 1.0);
+    fn tick_labels_are_round() {
+        let chart = Chart {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+        };
+        let svg = chart
+            .render(&[Series {
+                name: "s",
+                colour: BLACK,
+                points: vec![(0.0, 0.0), (9.3, 18_734.0)],
+            }])
+            .expect("renders");
+        let labels: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|text| text.rsplit('>').next())
+            .map(str::trim)
+            .filter(|text| text.parse::<f64>().is_ok())
+            .collect();
+        assert!(labels.len() >= 6, "{labels:?}");
+        for text in labels {
+            let significant = text.replace('.', "").trim_matches('0').len();
+            assert!(significant <= 2, "{text} is not a round tick");
+        }
+        assert_eq!(label(&2000.0), "2000");
+        assert_eq!(label(&0.5), "0.5");
     }
 }

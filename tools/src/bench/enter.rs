@@ -10,6 +10,7 @@ use dropgate_core::{EventId, EventState, UserKey};
 use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::queue::{ENTER_SCRIPT, EventMeta, QueueStore};
 use indicatif::{ProgressBar, ProgressStyle};
+use plotters::style::RGBColor;
 use serde_json::{Value, json};
 
 use super::cpu::CpuParts;
@@ -32,7 +33,7 @@ pub(super) struct EnterFigures {
 impl EnterFigures {
     /// One CDF line per connection count.
     pub(super) fn cdf_series(&self) -> Vec<Series<'static>> {
-        const COLOURS: [&str; 2] = ["#1b9e77", "#d95f02"];
+        const COLOURS: [RGBColor; 2] = [RGBColor(0x1b, 0x9e, 0x77), RGBColor(0xd9, 0x5f, 0x02)];
         const NAMES: [&str; 2] = ["64 connections", "256 connections"];
         self.latencies
             .iter()
