@@ -230,13 +230,20 @@ def test_workload_identity_annotations(rendered, name):
         assert re.fullmatch(rf"[a-z0-9-]+-{fn}@[a-z0-9-]+\.iam\.gserviceaccount\.com", email), email
 
 
+# Workloads that run the operator CLI's image; every other dropgate workload runs the
+# services image.
+ADMIN_WORKLOADS = {"db-migrate", "event-admin"}
+
+
 @overlay
 def test_images_come_from_artifact_registry(rendered, name):
     for doc in workloads(rendered[name]):
+        workload = doc["metadata"]["name"]
         for c in pod_spec(doc)["containers"]:
-            if doc["metadata"]["name"] == "redis":
+            if workload == "redis":
                 continue
-            assert re.fullmatch(r"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/dropgate(:[\w.-]+|@sha256:[0-9a-f]{64})", c["image"]), c["image"]
+            image = "dropgate-admin" if workload in ADMIN_WORKLOADS else "dropgate"
+            assert re.fullmatch(rf"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/{image}(:[\w.-]+|@sha256:[0-9a-f]{{64}})", c["image"]), f"{workload}: {c['image']}"
 
 
 @overlay

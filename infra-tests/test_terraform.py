@@ -321,6 +321,11 @@ def test_every_function_binary_exists_in_the_image(env_dev: TfDir):
         assert name in dockerfile
     call = env_dev.labelled("module")["cloudrun"]
     assert "/usr/local/bin/${k}" in str(call["services"])
+    # The services run the services image; the jobs run the CLI, in the admin image.
+    assert call["image"].endswith("/dropgate:${var.image_tag}"), call["image"]
+    assert call["admin_image"].endswith("/dropgate-admin:${var.image_tag}"), call["admin_image"]
+    for job in call["jobs"].values():
+        assert job["command"][0] == "/usr/local/bin/dropgate", job["command"]
 
 
 def test_modules_are_all_used(env_dev: TfDir):

@@ -1,22 +1,18 @@
-//! dropgate's adapters: everything that touches the outside world (configuration,
-//! logs, and, as the functions grow, Redis, Kafka, PostgreSQL and HTTP), kept apart
-//! from the rules in `dropgate-core`.
+//! dropgate's services: the four functions (queue-api, admitter, goods-worker,
+//! result-relay), one binary each in `src/bin/`, and the adapters they share:
+//! configuration, logs, Redis, Kafka or Pub/Sub, PostgreSQL and HTTP, kept apart from
+//! the rules in `dropgate-core`.
 //!
-//! Each binary in `src/bin/` is thin: it parses one config struct, wires adapters from
-//! here and calls core for every decision. A business rule found in a binary belongs
-//! in core.
+//! Each binary is thin: it parses one config struct, wires adapters from here and
+//! calls core for every decision. A business rule found in a binary belongs in core.
+//! The operator CLI, the local stack, the demo and the benchmarks are in
+//! `dropgate-tools`, which depends on this crate and never the other way round, so the
+//! services' image holds the services only.
 
 pub mod admitter;
 pub mod auth;
-pub mod bench;
 pub mod bus;
-pub mod chart;
-pub mod cli_event;
-pub mod cli_stack;
 pub mod config;
-pub mod crowd;
-pub mod event_settings;
-pub mod events;
 pub mod failpoint;
 pub mod goods;
 pub mod http;
@@ -29,6 +25,5 @@ pub mod queue;
 pub mod relay;
 pub mod service;
 pub mod settings_table;
-pub mod stack;
 pub mod telemetry;
 pub mod tls;

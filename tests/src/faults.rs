@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dropgate_core::EventId;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID, sign_with};
-use dropgate_functions::crowd::{self, DemoArgs, Report, Verdict};
-use dropgate_functions::events;
 use dropgate_functions::http::QueueView;
 use dropgate_functions::queue::QueueStore;
-use dropgate_functions::stack::functions::{self, FunctionsOptions};
-use dropgate_functions::stack::{self, Component, StopMode};
+use dropgate_tools::demo::{self, DemoArgs, Report, Verdict};
+use dropgate_tools::events;
+use dropgate_tools::stack::functions::{self, FunctionsOptions};
+use dropgate_tools::stack::{self, Component, StopMode};
 use futures_util::StreamExt as _;
 use jwt_simple::prelude::RS256KeyPair;
 use rand::{Rng as _, SeedableRng as _};
@@ -238,7 +238,7 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         })
     };
     let crowd_started = Instant::now();
-    let report = crowd::run(&args).await;
+    let report = demo::run(&args).await;
     let _ = crowd_done.send(true);
     let strike = striker
         .await

@@ -10,9 +10,9 @@ use dropgate_core::{
     Message as _, UserKey,
 };
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs};
-use dropgate_functions::events;
 use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_tools::events;
 use futures_util::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
-use dropgate_functions::stack::{self, StackEnv, StackOptions};
+use dropgate_tools::stack::{self, StackEnv, StackOptions};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 use tokio::sync::OnceCell;

@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs};
-use dropgate_functions::crowd::{self, DemoArgs, Verdict};
 use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
 use dropgate_functions::http::Application;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::relay::{Relay, RelayArgs};
 use dropgate_tests::TestStack;
 use dropgate_tests::api::default_args;
+use dropgate_tools::demo::{self, DemoArgs, Verdict};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -167,7 +167,7 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         timeout: Duration::from_secs(150),
     };
     let started = Instant::now();
-    let report = crowd::run(&args).await;
+    let report = demo::run(&args).await;
     eprintln!("demo ran in {:.1} s", started.elapsed().as_secs_f64());
     functions.stop().await.expect("the functions stop cleanly");
     let report = report.expect("the demo runs");
@@ -254,6 +254,6 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         "the timeline has samples"
     );
     let svg = std::fs::read_to_string(&report.svg_path).expect("SVG timeline written");
-    assert!(svg.starts_with("<svg") && svg.contains("series-queue"));
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("queue"));
     eprintln!("{}", report.summary());
 }

@@ -7,8 +7,8 @@
 //!
 //! Needs the function binaries: `cargo build -p dropgate-functions --bins`.
 
-use dropgate_functions::stack::{Component, StopMode};
 use dropgate_tests::faults::{self, DropPlan, Fault};
+use dropgate_tools::stack::{Component, StopMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queue_api_killed_mid_drop() {

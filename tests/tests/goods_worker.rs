@@ -6,10 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dropgate_core::{DrawResult, EventState, Outcome};
-use dropgate_functions::events;
-use dropgate_functions::stack::{self, Component, StopMode};
 use dropgate_tests::goods::{DropFixture, Workers};
 use dropgate_tests::{TestStack, dropgate_binary, workspace_binary};
+use dropgate_tools::events;
+use dropgate_tools::stack::{self, Component, StopMode};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 

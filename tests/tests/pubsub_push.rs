@@ -17,7 +17,6 @@ use dropgate_core::{
 };
 use dropgate_functions::bus::Publisher;
 use dropgate_functions::config::{KafkaArgs, RedisArgs};
-use dropgate_functions::events;
 use dropgate_functions::goods::GoodsPush;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::pubsub::envelope;
@@ -26,6 +25,7 @@ use dropgate_functions::queue::{EventKeys, QueueStore};
 use dropgate_functions::relay::{RelayArgs, RelayPush};
 use dropgate_tests::TestStack;
 use dropgate_tests::goods::{DropFixture, Workers};
+use dropgate_tools::events;
 use futures_util::StreamExt;
 use jwt_simple::prelude::{
     Clock, Duration as JwtDuration, HS256Key, MACLike, RS256KeyPair, RSAKeyPairLike,

@@ -11,9 +11,9 @@ use dropgate_functions::auth::Claims;
 use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER};
 use dropgate_functions::http::QueueView;
 use dropgate_functions::queue::EventKeys;
-use dropgate_functions::stack::{Component, StopMode};
 use dropgate_tests::api::{ApiServer, SseReader, signing_key, token};
 use dropgate_tests::{TestStack, dropgate_binary, workspace_binary};
+use dropgate_tools::stack::{Component, StopMode};
 use futures_util::StreamExt;
 use jwt_simple::prelude::{
     Duration as JwtDuration, HS256Key, JWTClaims, MACLike, RS256KeyPair, RSAKeyPairLike,
@@ -941,7 +941,7 @@ async fn readiness_fails_when_redis_is_gone() {
     let server = ApiServer::start(&stack).await.expect("queue-api starts");
     let event = server.open_event(10).await.expect("event");
     let client = client();
-    dropgate_functions::stack::stop_component(stack.state_dir(), Component::Redis, StopMode::Crash)
+    dropgate_tools::stack::stop_component(stack.state_dir(), Component::Redis, StopMode::Crash)
         .expect("stop redis");
     let ready = client
         .get(format!("{}/readyz", server.base))

@@ -14,9 +14,9 @@ use dropgate_core::{
 use dropgate_functions::config::KafkaArgs;
 use dropgate_functions::kafka;
 use dropgate_functions::queue::{EventKeys, QueueStore};
-use dropgate_functions::stack::{self, Component, StopMode};
 use dropgate_tests::api::{ApiServer, SseReader, token};
 use dropgate_tests::{TestStack, workspace_binary};
+use dropgate_tools::stack::{self, Component, StopMode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

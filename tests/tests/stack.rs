@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dropgate_functions::stack::{self, Component, StopMode};
 use dropgate_tests::{TestStack, dropgate_binary, pid_alive};
+use dropgate_tools::stack::{self, Component, StopMode};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};

@@ -12,7 +12,7 @@ use dropgate_core::{
 };
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::config::{KafkaArgs, RedisArgs};
-use dropgate_functions::events;
+use dropgate_tools::events;
 use dropgate_functions::goods::store::record_batch;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};

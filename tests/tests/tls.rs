@@ -13,10 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TlsVerify};
-use dropgate_functions::stack::certs;
-use dropgate_functions::stack::{Component, StopMode};
 use dropgate_tests::faults::{self, DropPlan, Fault};
 use dropgate_tests::{TestStack, workspace_binary};
+use dropgate_tools::stack::certs;
+use dropgate_tools::stack::{Component, StopMode};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 

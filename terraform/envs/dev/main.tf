@@ -217,6 +217,7 @@ module "cloudrun" {
   region              = var.region
   labels              = local.labels
   image               = "${module.iam.repository.url}/dropgate:${var.image_tag}"
+  admin_image         = "${module.iam.repository.url}/dropgate-admin:${var.image_tag}"
   deletion_protection = true
   network = {
     network = module.network.ids.network

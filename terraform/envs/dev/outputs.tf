@@ -1,7 +1,7 @@
 # Outputs of the dev environment: what a deploy (Cloud Build, kubectl, gcloud) needs next.
 
 output "build" {
-  description = "What `gcloud builds submit --config deploy/cloudbuild.yaml` needs: the `service_account` builds run as (its resource name, for --service-account) and the `source_staging_dir` (for --gcs-source-staging-dir). The image goes to image_repository."
+  description = "What `gcloud builds submit --config deploy/cloudbuild.yaml` needs: the `service_account` builds run as (its resource name, for --service-account) and the `source_staging_dir` (for --gcs-source-staging-dir). The images go to image_repository."
   value = {
     service_account    = module.iam.ids["build"]
     source_staging_dir = module.build.source_bucket.staging_dir
@@ -27,7 +27,7 @@ output "gke" {
 }
 
 output "image_repository" {
-  description = "Docker prefix to tag and push the dropgate image with (<url>/dropgate:<tag>); deploy/cloudbuild.yaml's _IMAGE_REPOSITORY."
+  description = "Docker prefix to tag and push the dropgate images with (<url>/dropgate:<tag> for the services, <url>/dropgate-admin:<tag> for the operator CLI); deploy/cloudbuild.yaml's _IMAGE_REPOSITORY."
   value       = module.iam.repository.url
 }
 

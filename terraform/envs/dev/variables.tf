@@ -72,7 +72,7 @@ variable "gke" {
 }
 
 variable "image_tag" {
-  description = "Tag of the dropgate image in the environment's Artifact Registry repository (deploy/cloudbuild.yaml tags each build with its commit SHA) that Terraform deploys to Cloud Run. Null, the default, until the first image is pushed: the Cloud Run services, the migration job and the Pub/Sub push subscriptions are created by the first apply that sets it. Later deploys roll images without Terraform (docs/deploy.md). Not used on GKE, where the overlay names the image."
+  description = "Tag of the dropgate images in the environment's Artifact Registry repository (deploy/cloudbuild.yaml tags both images of a build, `dropgate` and `dropgate-admin`, with its commit SHA) that Terraform deploys to Cloud Run. Null, the default, until the first images are pushed: the Cloud Run services, the migration job and the Pub/Sub push subscriptions are created by the first apply that sets it. Later deploys roll images without Terraform (docs/deploy.md). Not used on GKE, where the overlay names the images."
   type        = string
   nullable    = true
   default     = null

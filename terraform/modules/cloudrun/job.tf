@@ -1,5 +1,5 @@
-# One-off jobs on the same image (the database migration), run with
-# `gcloud run jobs execute <prefix>-<job> --region <region> --wait`.
+# One-off jobs on the admin image (the database migration, event administration), run
+# with `gcloud run jobs execute <prefix>-<job> --region <region> --wait`.
 
 resource "google_cloud_run_v2_job" "job" {
   for_each            = var.jobs
@@ -37,7 +37,7 @@ resource "google_cloud_run_v2_job" "job" {
         }
       }
       containers {
-        image   = var.image
+        image   = var.admin_image
         command = each.value.command
         dynamic "env" {
           for_each = merge(local.base_env, each.value.env)

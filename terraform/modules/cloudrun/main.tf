@@ -1,4 +1,4 @@
-# One Cloud Run (v2) service per function, all from the same image with the binary
+# One Cloud Run (v2) service per function, all from the services image with the binary
 # chosen by `command`. Egress to private ranges goes straight into the VPC (direct VPC
 # egress, no connector). Deploys may roll the image outside Terraform. Secrets reach
 # the container as environment variables (`secret_env`) or as files (`secret_files`,

@@ -7,8 +7,18 @@ variable "deletion_protection" {
   default     = true
 }
 
+variable "admin_image" {
+  description = "The dropgate admin image (the operator CLI, /usr/local/bin/dropgate) that every job in var.jobs runs, as <repository url>/<name>:<tag> or @sha256:<digest>. Later deploys may change it outside Terraform (see ignore_changes)."
+  type        = string
+  nullable    = false
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/.+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.admin_image))
+    error_message = "admin_image must be a full reference with a tag or digest, for example europe-west1-docker.pkg.dev/my-project/dropgate/dropgate-admin:0.1.0."
+  }
+}
+
 variable "image" {
-  description = "The dropgate image (one image holds every function binary), as <repository url>/<name>:<tag> or @sha256:<digest>. Later deploys may change it outside Terraform (see ignore_changes)."
+  description = "The dropgate services image (one image holds the four function binaries), as <repository url>/<name>:<tag> or @sha256:<digest>. Later deploys may change it outside Terraform (see ignore_changes)."
   type        = string
   nullable    = false
   validation {
@@ -18,7 +28,7 @@ variable "image" {
 }
 
 variable "jobs" {
-  description = "One-off jobs on the same image, keyed by role (for example `db-migrate`): the `command`, the `service_account` email, plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version), `secret_files` (as for var.services), `timeout` and `max_retries`."
+  description = "One-off jobs on the admin image, keyed by role (for example `db-migrate`): the `command`, the `service_account` email, plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version), `secret_files` (as for var.services), `timeout` and `max_retries`."
   type = map(object({
     command         = list(string)
     service_account = string

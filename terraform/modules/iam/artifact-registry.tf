@@ -1,5 +1,5 @@
-# The Docker repository for the one dropgate image. Tags are immutable, so a tag
-# always means the same build; old untagged versions are cleaned up.
+# The Docker repository for dropgate's two images (services and admin). Tags are
+# immutable, so a tag always means the same build; old untagged versions are cleaned up.
 
 resource "google_artifact_registry_repository" "images" {
   # checkov:skip=CKV_GCP_84: images hold no secrets (config and credentials come from Secret Manager at run time), so Google-managed encryption suffices; a customer-managed key would add a KMS key ring and its rotation duties to every environment.

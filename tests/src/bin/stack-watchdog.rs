@@ -20,7 +20,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let state_dir = PathBuf::from(state_dir);
-    if let Err(e) = dropgate_functions::stack::down(&state_dir, true) {
+    if let Err(e) = dropgate_tools::stack::down(&state_dir, true) {
         eprintln!(
             "stack-watchdog: could not stop {}: {e:#}",
             state_dir.display()

@@ -7,17 +7,18 @@ use anyhow::{Context, Result};
 use dropgate_core::{
     Admitted, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Message as _, UserKey,
 };
+use dropgate_functions::config::KafkaArgs;
+use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
+use dropgate_functions::kafka;
+use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use futures_util::future::join_all;
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::cpu::CpuParts;
-use crate::config::KafkaArgs;
-use crate::goods::{GoodsArgs, GoodsWorker};
-use crate::ops_server::{OpsArgs, Readiness};
+use crate::events;
 use crate::stack::{self, StackEnv};
-use crate::{events, kafka};
 
 /// The draw figures.
 pub(super) struct DrawFigures {

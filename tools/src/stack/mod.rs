@@ -27,12 +27,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
-use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
-use crate::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
-
 pub use broker::{KAFKA_USER, TOPICS};
 pub use certs::StackCerts;
+use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 pub use postgres::{DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
 
@@ -236,7 +235,7 @@ impl StackEnv {
         if let Some(tls) = &self.tls {
             let ca = tls.ca_file.display().to_string();
             vars.extend([
-                (crate::tls::REQUIRE_TLS_ENV, "true".to_owned()),
+                (dropgate_functions::tls::REQUIRE_TLS_ENV, "true".to_owned()),
                 ("DROPGATE_REDIS_CA_FILE", ca.clone()),
                 ("DROPGATE_DATABASE_CA_FILE", ca.clone()),
                 ("DROPGATE_KAFKA_SECURITY_PROTOCOL", "sasl_ssl".to_owned()),
@@ -319,7 +318,7 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
         state_dir: dir.clone(),
         ..options.clone()
     };
-    crate::tls::install_crypto_provider();
+    dropgate_functions::tls::install_crypto_provider();
     let mut state = StackState::load(dir)?;
     if state.postgres_password.is_empty() {
         state.postgres_password = random_hex(16)?;

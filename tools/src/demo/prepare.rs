@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{EventConfig, EventId, EventSeed, EventState};
+use dropgate_functions::auth::dev::sign_with;
+use dropgate_functions::queue::QueueStore;
 use indicatif::MultiProgress;
 use jwt_simple::prelude::RS256KeyPair;
 use sqlx::PgPool;
@@ -13,9 +15,7 @@ use sqlx::PgPool;
 use super::drive::bar;
 use super::report::Verdict;
 use super::user::{Mode, User};
-use crate::auth::dev::sign_with;
 use crate::events;
-use crate::queue::QueueStore;
 
 /// Fails early, with the fix in the message, when queue-api does not answer.
 pub(super) async fn check_api(client: &reqwest::Client, api_url: &str) -> Result<()> {

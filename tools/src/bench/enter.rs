@@ -7,16 +7,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dropgate_core::{EventId, EventState, UserKey};
+use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::queue::scripts::enter::EnterScript;
+use dropgate_functions::queue::{EventMeta, QueueStore};
 use indicatif::{ProgressBar, ProgressStyle};
+use plotters::style::RGBColor;
 use serde_json::{Value, json};
 
 use super::cpu::CpuParts;
 use super::http1::{Connection, Target};
-use crate::auth::dev::DevKeys;
 use crate::chart::Series;
-use crate::crowd::percentile;
-use crate::queue::scripts::enter::EnterScript;
-use crate::queue::{EventMeta, QueueStore};
+use crate::demo::percentile;
 use crate::stack::StackEnv;
 
 /// Connection counts measured.
@@ -33,7 +34,7 @@ pub(super) struct EnterFigures {
 impl EnterFigures {
     /// One CDF line per connection count.
     pub(super) fn cdf_series(&self) -> Vec<Series<'static>> {
-        const COLOURS: [&str; 2] = ["#1b9e77", "#d95f02"];
+        const COLOURS: [RGBColor; 2] = [RGBColor(0x1b, 0x9e, 0x77), RGBColor(0xd9, 0x5f, 0x02)];
         const NAMES: [&str; 2] = ["64 connections", "256 connections"];
         self.latencies
             .iter()
@@ -146,7 +147,7 @@ fn script_rps(redis_url: &str, connections: usize, requests: u32, script: &str) 
     };
     let sha = cli(&["SCRIPT", "LOAD", script])?;
     let event = EventId::parse(format!("bench-script-{}-{connections}", std::process::id()))?;
-    let keys = crate::queue::EventKeys::new(&event);
+    let keys = dropgate_functions::queue::EventKeys::new(&event);
     cli(&[
         "HSET",
         &keys.meta(),

@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dropgate_functions::kafka::security::KafkaSecurityArgs;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use super::certs::{StackCerts, write_private};
 use super::process::{is_running, spawn_detached, wait_until};
 use super::{Component, StackOptions};
-use crate::kafka::security::KafkaSecurityArgs;
 
 /// Starts stunnel accepting TLS on `public_port` for tansu on `broker_port`.
 pub(crate) fn start(

@@ -6,11 +6,10 @@ use dropgate_core::{
     EventConfig, EventId, EventSeed, EventState, Outcome, QueueMode, RecordedDecision,
     SeedCommitment, UserKey, VerifyReport, WinProbability, verify,
 };
+use dropgate_functions::goods::store::from_stored;
+use dropgate_functions::queue::{EventMeta, QueueStore};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
-
-use crate::goods::store::from_stored;
-use crate::queue::{EventMeta, QueueStore};
 
 /// An event as stored.
 #[derive(Debug, Clone, Serialize)]

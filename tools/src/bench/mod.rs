@@ -19,10 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use plotters::style::RGBColor;
 use serde_json::{Value, json};
 
 use crate::chart::{Chart, Series};
-use crate::crowd::{self, DemoArgs};
+use crate::demo::{self, DemoArgs};
 use crate::stack;
 
 /// `dropgate bench` settings.
@@ -94,9 +95,9 @@ async fn run(args: &BenchArgs) -> Result<()> {
 
     say("3/4 drop: a crowd entering as fast as it can, admission unthrottled");
     let event = format!("bench-drop-{}", std::process::id());
-    let drop = crowd::run(&DemoArgs {
+    let drop = demo::run(&DemoArgs {
         api_url: Some(api.clone()),
-        database: crate::config::DatabaseArgs::url(env.database_url.clone()),
+        database: dropgate_functions::config::DatabaseArgs::url(env.database_url.clone()),
         redis: env.redis(),
         state_dir: env.state_dir.clone(),
         users: args.drop_users,
@@ -138,7 +139,7 @@ async fn run(args: &BenchArgs) -> Result<()> {
         x_label: "latency (ms)",
         y_label: "share of requests (%)",
     }
-    .render(&enter.cdf_series());
+    .render(&enter.cdf_series())?;
     std::fs::write(args.report_dir.join("enter-latency-cdf.svg"), cdf)?;
     let throughput = Chart {
         title: "draw pipeline throughput",
@@ -147,9 +148,9 @@ async fn run(args: &BenchArgs) -> Result<()> {
     }
     .render(&[Series {
         name: "draws/s",
-        colour: "#7570b3",
+        colour: RGBColor(0x75, 0x70, 0xb3),
         points: draw.throughput.clone(),
-    }]);
+    }])?;
     std::fs::write(args.report_dir.join("draw-throughput.svg"), throughput)?;
     let markdown = markdown(&report);
     std::fs::write(args.report_dir.join("report.md"), &markdown)?;

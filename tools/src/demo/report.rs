@@ -129,7 +129,7 @@ impl Report {
             "{}: {} users, stock {}",
             self.event_id, self.users, self.stock_total
         );
-        std::fs::write(&self.svg_path, render_svg(&self.timeline, &title))
+        std::fs::write(&self.svg_path, render_svg(&self.timeline, &title)?)
             .with_context(|| format!("Failed to write {}", self.svg_path.display()))?;
         Ok(())
     }

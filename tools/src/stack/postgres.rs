@@ -304,7 +304,7 @@ pub(crate) async fn prepare_database(
         .connect_with(connect_options(port, password, DATABASE, ca))
         .await
         .context("Failed to connect to the dropgate database")?;
-    crate::postgres::migrate(&pool).await?;
+    dropgate_functions::postgres::migrate(&pool).await?;
     Ok(pool)
 }
 

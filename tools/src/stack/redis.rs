@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
+use dropgate_functions::config::RedisArgs;
 
 use super::certs::{StackCerts, write_private};
 use super::process::{is_running, spawn_detached, wait_until};
 use super::{AppendFsync, StackOptions};
-use crate::config::RedisArgs;
 
 /// How a `--tls` stack's Redis is reached.
 #[derive(Debug, Clone)]

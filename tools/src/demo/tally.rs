@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dropgate_core::UserState;
+use dropgate_functions::http::QueueView;
 use serde::Serialize;
-
-use crate::http::QueueView;
 
 /// A state a user's client ends in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,12 +7,12 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 use dropgate_core::{EventId, EventSeed, EventState, QueueMode};
+use dropgate_functions::config::{DatabaseArgs, RedisArgs, Secret, TlsVerify};
+use dropgate_functions::queue::QueueStore;
 use sqlx::PgPool;
 
-use crate::config::{DatabaseArgs, RedisArgs, Secret, TlsVerify};
 use crate::event_settings::EventSettingsArgs;
 use crate::events::{self, EventRecord};
-use crate::queue::QueueStore;
 
 /// Which event, and where its stores are.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,7 +34,7 @@ pub struct EventTarget {
     #[arg(long = "redis-tls-verify", env = "DROPGATE_REDIS_TLS_VERIFY", value_enum, default_value_t = TlsVerify::Full)]
     pub redis_tls_verify: TlsVerify,
     /// Refuse plaintext or unverified connections to Redis.
-    #[arg(long = "redis-require-tls", env = crate::tls::REQUIRE_TLS_ENV)]
+    #[arg(long = "redis-require-tls", env = dropgate_functions::tls::REQUIRE_TLS_ENV)]
     pub redis_require_tls: bool,
 }
 

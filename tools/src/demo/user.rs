@@ -13,13 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dropgate_functions::http::QueueView;
 use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::sse::SseReader;
 use super::tally::{Final, Seen, Tally};
-use crate::http::QueueView;
 
 /// How a user follows their place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{EventConfig, EventId};
+use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID};
+use dropgate_functions::config::{DatabaseArgs, RedisArgs};
+use dropgate_functions::queue::QueueStore;
 use indicatif::MultiProgress;
 use jwt_simple::prelude::RS256KeyPair;
 
@@ -34,10 +37,7 @@ use self::tally::Tally;
 pub use self::tally::{Sample, percentile};
 pub use self::timeline::render_svg;
 use self::user::{Crowd, Slots};
-use crate::auth::dev::{DevKeys, LOCAL_KEY_ID};
-use crate::config::{DatabaseArgs, RedisArgs};
 use crate::events;
-use crate::queue::QueueStore;
 
 /// Tokens outlive the run by this much, so none expires mid-drop.
 const TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);

@@ -7,11 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dropgate_functions::kafka;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use super::{StackEnv, process};
-use crate::kafka;
 
 /// One running function instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

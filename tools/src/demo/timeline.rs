@@ -1,5 +1,8 @@
 //! The timeline as a self-contained SVG line chart (queue length, admitted, decided
-//! over time), drawn by the shared hand-written chart in [`crate::chart`].
+//! over time), drawn by the shared chart in [`crate::chart`].
+
+use anyhow::Result;
+use plotters::style::RGBColor;
 
 use super::tally::Sample;
 use crate::chart::{Chart, Series};
@@ -8,19 +11,19 @@ use crate::chart::{Chart, Series};
 type Read = fn(&Sample) -> u64;
 
 /// Each series: name in the legend, colour, and how to read it from a sample.
-const SERIES: [(&str, &str, Read); 3] = [
-    ("queue", "#d95f02", |s| s.queue),
-    ("admitted", "#1b9e77", |s| s.admitted),
-    ("decided", "#7570b3", |s| s.decided),
+const SERIES: [(&str, RGBColor, Read); 3] = [
+    ("queue", RGBColor(0xd9, 0x5f, 0x02), |s| s.queue),
+    ("admitted", RGBColor(0x1b, 0x9e, 0x77), |s| s.admitted),
+    ("decided", RGBColor(0x75, 0x70, 0xb3), |s| s.decided),
 ];
 
 /// The chart of `samples` under `title`.
-pub fn render_svg(samples: &[Sample], title: &str) -> String {
+pub fn render_svg(samples: &[Sample], title: &str) -> Result<String> {
     let series: Vec<Series> = SERIES
         .iter()
         .map(|(name, colour, read)| Series {
             name,
-            colour,
+            colour: *colour,
             points: samples.iter().map(|s| (s.t_s, read(s) as f64)).collect(),
         })
         .collect();
@@ -64,21 +67,41 @@ mod tests {
         assert!(open.is_empty(), "unclosed: {open:?}");
     }
 
+    /// The text of every `<text>` element.
+    fn texts(svg: &str) -> Vec<&str> {
+        svg.split("</text>")
+            .filter_map(|chunk| Some(chunk.rsplit_once("<text")?.1.split_once('>')?.1.trim()))
+            .collect()
+    }
+
     #[test]
     fn chart_has_axes_three_series_and_a_legend() {
         let samples: Vec<Sample> = (0..40)
             .map(|i| sample(i as f64 * 0.25, i * 50, i * 20, i * 18))
             .collect();
-        let svg = render_svg(&samples, "demo <1> & co");
+        let svg = render_svg(&samples, "demo <1> & co").expect("renders");
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_balanced(&svg);
-        for name in ["queue", "admitted", "decided"] {
-            assert!(svg.contains(&format!(r#"id="series-{name}""#)), "{name}");
-            assert!(svg.contains(&format!(">{name}</text>")), "legend {name}");
+        let texts = texts(&svg);
+        for (name, colour, _) in SERIES {
+            assert!(texts.contains(&name), "legend {name}: {texts:?}");
+            let stroke = format!(
+                r##"stroke="#{:02X}{:02X}{:02X}""##,
+                colour.0, colour.1, colour.2
+            );
+            assert_eq!(
+                svg.matches(&stroke).count(),
+                2,
+                "{name}: its line and legend mark"
+            );
         }
-        assert!(svg.contains("seconds since the crowd started"));
-        assert!(svg.contains("demo &lt;1&gt; &amp; co"), "title escaped");
+        assert!(
+            texts.contains(&"seconds since the crowd started"),
+            "{texts:?}"
+        );
+        assert!(texts.contains(&"users"), "{texts:?}");
+        assert!(texts.contains(&"demo &lt;1&gt; &amp; co"), "title escaped");
         assert!(svg.matches(',').count() >= 3 * 40, "every point drawn");
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
@@ -86,7 +109,7 @@ mod tests {
     #[test]
     fn empty_and_flat_timelines_still_render() {
         for samples in [vec![], vec![sample(0.0, 0, 0, 0)]] {
-            let svg = render_svg(&samples, "empty");
+            let svg = render_svg(&samples, "empty").expect("renders");
             assert!(svg.starts_with("<svg"));
             assert_balanced(&svg);
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");

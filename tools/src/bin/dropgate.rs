@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use dropgate_functions::auth::dev::DevKeys;
-use dropgate_functions::bench::{self, BenchArgs};
-use dropgate_functions::cli_event::{self, EventAdminCommand};
-use dropgate_functions::cli_stack::{self, LocalCommand, StackCommand, StateDirArg};
 use dropgate_functions::config::DatabaseArgs;
-use dropgate_functions::crowd::{self, DemoArgs};
-use dropgate_functions::event_settings::EventSettingsArgs;
+use dropgate_tools::bench::{self, BenchArgs};
+use dropgate_tools::demo::{self, DemoArgs};
+use dropgate_tools::event_cli::{self, EventAdminCommand};
+use dropgate_tools::event_settings::EventSettingsArgs;
+use dropgate_tools::stack_cli::{self, LocalCommand, StackCommand, StateDirArg};
 
 /// mimalloc, as in the functions: the benchmark's load generator allocates per request.
 #[global_allocator]
@@ -169,8 +169,8 @@ fn sign_token(user: &str, platform: &str, ttl: Duration, dir: &StateDirArg) -> E
 fn main() -> ExitCode {
     dropgate_functions::tls::install_crypto_provider();
     match Cli::parse().command {
-        Command::Stack { command } => block_on(cli_stack::run(command)),
-        Command::Local { command } => block_on(cli_stack::run_local(command)),
+        Command::Stack { command } => block_on(stack_cli::run(command)),
+        Command::Local { command } => block_on(stack_cli::run_local(command)),
         Command::Db {
             command: DbCommand::Migrate { database },
         } => block_on(migrate(database)),
@@ -185,8 +185,8 @@ fn main() -> ExitCode {
         } => check_event(settings),
         Command::Event {
             command: EventCommand::Admin(command),
-        } => block_on_code(cli_event::run(command)),
-        Command::Demo(args) => crowd::main(args),
+        } => block_on_code(event_cli::run(command)),
+        Command::Demo(args) => demo::main(args),
         Command::Bench(args) => bench::main(args),
     }
 }
