@@ -3,8 +3,10 @@
 //! configuration, logs, Redis, Kafka or Pub/Sub, PostgreSQL and HTTP, kept apart from
 //! the rules in `dropgate-core`.
 //!
-//! Each binary is thin: it parses one config struct, wires adapters from here and
-//! calls core for every decision. A business rule found in a binary belongs in core.
+//! Each service has a module named like its binary ([`queue_api`], [`admitter`],
+//! [`goods_worker`], [`result_relay`]) holding its settings and its
+//! [`service::Service`]; each binary is `service::main` over it. The other modules are
+//! the adapters they share. A business rule found outside core belongs in core.
 //! The operator CLI, the local stack, the demo and the benchmarks are in
 //! `dropgate-tools`, which depends on this crate and never the other way round, so the
 //! services' image holds the services only.
@@ -14,15 +16,15 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod failpoint;
-pub mod goods;
-pub mod http;
+pub mod goods_worker;
 pub mod kafka;
 pub mod lifecycle;
 pub mod ops_server;
 pub mod postgres;
 pub mod pubsub;
 pub mod queue;
-pub mod relay;
+pub mod queue_api;
+pub mod result_relay;
 pub mod service;
 pub mod settings_table;
 pub mod telemetry;

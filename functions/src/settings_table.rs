@@ -24,18 +24,21 @@ pub const OUTSIDE_CLAP: [(&str, &str, &str); 2] = [
 /// The four services' commands, by binary name.
 pub fn service_commands() -> Vec<(String, clap::Command)> {
     vec![
-        ("queue-api".to_owned(), crate::http::ApiConfig::command()),
+        (
+            "queue-api".to_owned(),
+            crate::queue_api::ApiConfig::command(),
+        ),
         (
             "admitter".to_owned(),
             crate::admitter::AdmitterConfig::command(),
         ),
         (
             "goods-worker".to_owned(),
-            crate::goods::GoodsConfig::command(),
+            crate::goods_worker::GoodsConfig::command(),
         ),
         (
             "result-relay".to_owned(),
-            crate::relay::RelayConfig::command(),
+            crate::result_relay::RelayConfig::command(),
         ),
     ]
 }

@@ -10,7 +10,7 @@ use dropgate_core::{
     Message as _, UserKey,
 };
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs};
-use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
+use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_tools::events;
 use futures_util::future::join_all;

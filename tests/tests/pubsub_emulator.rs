@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use dropgate_core::{DrawResult, Message as _};
 use dropgate_functions::bus::Publisher;
-use dropgate_functions::goods::GoodsPush;
+use dropgate_functions::goods_worker::GoodsPush;
 use dropgate_functions::ops_server::Readiness;
 use dropgate_functions::pubsub::PubSubArgs;
 use dropgate_functions::pubsub::oidc::PushAuth;

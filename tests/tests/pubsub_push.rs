@@ -17,12 +17,12 @@ use dropgate_core::{
 };
 use dropgate_functions::bus::Publisher;
 use dropgate_functions::config::{KafkaArgs, RedisArgs};
-use dropgate_functions::goods::GoodsPush;
+use dropgate_functions::goods_worker::GoodsPush;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::pubsub::envelope;
 use dropgate_functions::pubsub::oidc::PushAuth;
 use dropgate_functions::queue::{EventKeys, QueueStore};
-use dropgate_functions::relay::{RelayArgs, RelayPush};
+use dropgate_functions::result_relay::{RelayArgs, RelayPush};
 use dropgate_tests::TestStack;
 use dropgate_tests::goods::{DropFixture, Workers};
 use dropgate_tools::events;

@@ -12,8 +12,7 @@ use dropgate_core::{
 };
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::config::{KafkaArgs, RedisArgs};
-use dropgate_tools::events;
-use dropgate_functions::goods::store::record_batch;
+use dropgate_functions::goods_worker::store::record_batch;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
 use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScript};
@@ -22,6 +21,7 @@ use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
 use dropgate_functions::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
 use dropgate_tests::TestStack;
+use dropgate_tools::events;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 

@@ -6,7 +6,7 @@ use dropgate_core::{
     EventConfig, EventId, EventSeed, EventState, Outcome, QueueMode, RecordedDecision,
     SeedCommitment, UserKey, VerifyReport, WinProbability, verify,
 };
-use dropgate_functions::goods::store::from_stored;
+use dropgate_functions::goods_worker::store::from_stored;
 use dropgate_functions::queue::{EventMeta, QueueStore};
 use serde::Serialize;
 use sqlx::{PgPool, Row};

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use dropgate_functions::goods::GoodsService;
+use dropgate_functions::goods_worker::GoodsService;
 use dropgate_functions::{bus, service};
 
 #[tokio::main]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropgate_functions::http::{ApiConfig, Application};
+use dropgate_functions::queue_api::{ApiConfig, Application};
 use dropgate_functions::service;
 
 /// mimalloc: under load glibc malloc took a fifth of queue-api's CPU.

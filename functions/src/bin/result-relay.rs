@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use dropgate_functions::relay::RelayService;
+use dropgate_functions::result_relay::RelayService;
 use dropgate_functions::{bus, service};
 
 #[tokio::main]

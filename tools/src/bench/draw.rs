@@ -8,7 +8,7 @@ use dropgate_core::{
     Admitted, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Message as _, UserKey,
 };
 use dropgate_functions::config::KafkaArgs;
-use dropgate_functions::goods::{GoodsArgs, GoodsWorker};
+use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
 use dropgate_functions::kafka;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use futures_util::future::join_all;

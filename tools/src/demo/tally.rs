@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dropgate_core::UserState;
-use dropgate_functions::http::QueueView;
+use dropgate_functions::queue_api::QueueView;
 use serde::Serialize;
 
 /// A state a user's client ends in.

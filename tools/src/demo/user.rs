@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dropgate_functions::http::QueueView;
+use dropgate_functions::queue_api::QueueView;
 use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 use tokio::sync::Semaphore;
