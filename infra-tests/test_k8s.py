@@ -24,13 +24,13 @@ GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "PodMonito
 # What each function needs in its environment (see functions/src and docs/functions.md).
 REQUIRED_ENV = {
     "queue-api": {
-        "DROPGATE_HTTP_ADDR",
+        "DROPGATE_API_ADDR",
         "DROPGATE_REDIS_URL",
         "DROPGATE_JWKS_URL",
         "DROPGATE_JWT_ISSUER",
         "DROPGATE_JWT_AUDIENCE",
-        "DROPGATE_CORS_ORIGINS",
-        "DROPGATE_TRUSTED_PROXY_HOPS",
+        "DROPGATE_API_CORS_ORIGINS",
+        "DROPGATE_API_TRUSTED_PROXY_HOPS",
         "DROPGATE_LOG_FORMAT",
     },
     "admitter": {"DROPGATE_HEALTH_ADDR", "DROPGATE_REDIS_URL", "DROPGATE_KAFKA_BROKERS", "DROPGATE_TOPIC_WAITING_QUEUE"},
@@ -165,7 +165,7 @@ def test_functions_probe_their_health_routes(rendered, name):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         env = container_env(docs, c)
         if fn == "queue-api":
-            assert env["DROPGATE_HTTP_ADDR"] == "0.0.0.0:8080" and ports["http"] == 8080
+            assert env["DROPGATE_API_ADDR"] == "0.0.0.0:8080" and ports["http"] == 8080
             assert spec["terminationGracePeriodSeconds"] >= 30, "SSE streams need time to drain"
         else:
             assert env["DROPGATE_HEALTH_ADDR"] == "0.0.0.0:9090" and ports["health"] == 9090

@@ -705,7 +705,7 @@ def test_tfvars_example_matches_the_dev_overlay():
     assert f"{prefix}-ingress" in text
     api = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "queue-api-config")["data"]
     assert api["DROPGATE_JWT_AUDIENCE"] == example["auth"]["audience"]
-    assert api["DROPGATE_CORS_ORIGINS"] == ",".join(example["auth"]["cors_origins"])
+    assert api["DROPGATE_API_CORS_ORIGINS"] == ",".join(example["auth"]["cors_origins"])
 
 
 def _terraform_plan_runner():

@@ -268,23 +268,66 @@ pub struct KafkaArgs {
     /// Comma-separated bootstrap brokers, e.g. `127.0.0.1:9092`.
     #[arg(long = "kafka-brokers", env = "DROPGATE_KAFKA_BROKERS")]
     pub brokers: String,
-    /// Topic of admitted users (step ④).
-    #[arg(
-        long,
-        env = "DROPGATE_TOPIC_WAITING_QUEUE",
-        default_value = "waiting-queue"
-    )]
-    pub waiting_queue_topic: String,
-    /// Topic of draw results (step ⑦).
-    #[arg(
-        long,
-        env = "DROPGATE_TOPIC_RESULT_NOTIFICATION",
-        default_value = "result-notification"
-    )]
-    pub result_notification_topic: String,
     /// How the connection is encrypted and authenticated.
     #[command(flatten)]
     pub security: KafkaSecurityArgs,
+    /// This process's stable place in its consumer groups (`group.instance.id`): a
+    /// restarted member rejoins as itself, without a rebalance. Kubernetes sets the
+    /// pod name, the local stack the instance name; unset, membership is dynamic.
+    #[arg(long = "kafka-instance-id", env = "DROPGATE_KAFKA_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// librdkafka's own debug contexts (e.g. `cgrp,topic,fetch`), logged through the
+    /// service's log, for diagnosing group membership in the field.
+    #[arg(long = "kafka-debug", env = "DROPGATE_KAFKA_DEBUG")]
+    pub debug: Option<String>,
+}
+
+impl KafkaArgs {
+    /// Plaintext brokers at `brokers` with nothing else set (tools and tests).
+    pub fn brokers(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            security: KafkaSecurityArgs::default(),
+            instance_id: None,
+            debug: None,
+        }
+    }
+}
+
+/// The two topics between the services, on whichever transport carries them (Kafka
+/// topics, or Pub/Sub topics of the same names).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    /// Topic of admitted users (step ④).
+    #[arg(
+        long = "waiting-queue-topic",
+        env = "DROPGATE_TOPIC_WAITING_QUEUE",
+        default_value = "waiting-queue"
+    )]
+    pub waiting_queue: String,
+    /// Topic of draw results (step ⑦).
+    #[arg(
+        long = "result-notification-topic",
+        env = "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+        default_value = "result-notification"
+    )]
+    pub result_notification: String,
+}
+
+impl TopicArgs {
+    /// The given topic names.
+    pub fn new(waiting_queue: impl Into<String>, result_notification: impl Into<String>) -> Self {
+        Self {
+            waiting_queue: waiting_queue.into(),
+            result_notification: result_notification.into(),
+        }
+    }
+}
+
+impl Default for TopicArgs {
+    fn default() -> Self {
+        Self::new("waiting-queue", "result-notification")
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
-use crate::config::{KafkaArgs, RedisArgs};
+use crate::config::{KafkaArgs, RedisArgs, TopicArgs};
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
@@ -40,9 +40,12 @@ pub struct RelayArgs {
     /// Where Redis is.
     #[command(flatten)]
     pub redis: RedisArgs,
-    /// Where Kafka is; the relay reads `result_notification_topic`.
+    /// Where Kafka is.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The relay reads the result-notification topic.
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// Health and metrics port.
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -100,7 +103,7 @@ impl Relay {
         let store = QueueStore::connect(&args.redis)
             .await
             .context("Redis (DROPGATE_REDIS_URL) is not usable")?;
-        let topic = &args.kafka.result_notification_topic;
+        let topic = &args.topics.result_notification;
         let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group, topic).await?);
         check_topic(&consumer, topic, &args.kafka.brokers).await?;
         Ok(Self {

@@ -1,6 +1,7 @@
 //! The table of every setting in docs/configuration.md, generated from the clap
 //! definitions themselves, so the docs cannot drift from the code: a test renders it
-//! and compares (see the tools crate's `config_docs` test).
+//! with the `dropgate` CLI's settings added and compares (the tools crate's
+//! `settings_docs` test).
 
 use std::collections::BTreeMap;
 
@@ -57,7 +58,7 @@ struct Row {
 pub fn markdown(commands: &[(String, clap::Command)]) -> String {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (name, command) in commands {
-        collect(name, command, &mut rows);
+        collect(name, command, 0, &mut rows);
     }
     let mut text = String::from("| Variable | Flag | Default | Read by | Meaning |\n");
     text.push_str("|---|---|---|---|---|\n");
@@ -79,7 +80,9 @@ pub fn markdown(commands: &[(String, clap::Command)]) -> String {
     text
 }
 
-fn collect(path: &str, command: &clap::Command, rows: &mut BTreeMap<String, Row>) {
+/// Readers are named down to the first subcommand (`dropgate event`), which keeps the
+/// column short where a whole command family reads a setting.
+fn collect(path: &str, command: &clap::Command, depth: usize, rows: &mut BTreeMap<String, Row>) {
     for arg in command.get_arguments() {
         let Some(variable) = arg.get_env() else {
             continue;
@@ -109,7 +112,11 @@ fn collect(path: &str, command: &clap::Command, rows: &mut BTreeMap<String, Row>
         }
     }
     for sub in command.get_subcommands() {
-        collect(&format!("{path} {}", sub.get_name()), sub, rows);
+        if depth == 0 {
+            collect(&format!("{path} {}", sub.get_name()), sub, 1, rows);
+        } else {
+            collect(path, sub, depth + 1, rows);
+        }
     }
 }
 

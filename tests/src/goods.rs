@@ -9,7 +9,7 @@ use dropgate_core::{
     Admitted, DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION,
     Message as _, UserKey,
 };
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, TopicArgs};
 use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_tools::events;
@@ -119,12 +119,8 @@ impl DropFixture {
     pub fn args(&self, group: &str) -> GoodsArgs {
         GoodsArgs {
             database: DatabaseArgs::url(self.database_url.clone()),
-            kafka: KafkaArgs {
-                brokers: self.brokers.clone(),
-                waiting_queue_topic: self.waiting_topic.clone(),
-                result_notification_topic: self.results_topic.clone(),
-                security: Default::default(),
-            },
+            kafka: KafkaArgs::brokers(self.brokers.clone()),
+            topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dropgate_core::{Admitted, EventId, EventState, Message as _, UserKey, UserRecord, UserState};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs};
+use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::scripts::finished::FinishedScript;
 use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
@@ -86,12 +86,8 @@ impl Fixture {
     fn args(&self, lease_ms: u64) -> AdmitterArgs {
         AdmitterArgs {
             redis: RedisArgs::url(self.redis_url.clone()),
-            kafka: KafkaArgs {
-                brokers: self.brokers.clone(),
-                waiting_queue_topic: self.waiting_topic.clone(),
-                result_notification_topic: self.results_topic.clone(),
-                security: Default::default(),
-            },
+            kafka: KafkaArgs::brokers(self.brokers.clone()),
+            topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },
@@ -299,7 +295,7 @@ async fn a_crash_between_script_and_delivery_loses_nobody() {
             .env("DROPGATE_KAFKA_BROKERS", &fixture.brokers)
             .env("DROPGATE_TOPIC_WAITING_QUEUE", &fixture.waiting_topic)
             .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
-            .env("DROPGATE_LEASE_MS", "500")
+            .env("DROPGATE_ADMITTER_LEASE_MS", "500")
             .env("DROPGATE_ADMITTER_EVENTS", fixture.event.as_str())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::auth::dev::DevKeys;
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue_api::Application;
@@ -35,12 +35,8 @@ impl Functions {
     /// result-relay.
     async fn start(stack: &TestStack, event: &str, database_url: &str) -> Result<Self> {
         let (waiting_queue, results) = stack.fresh_topics(3)?;
-        let kafka = KafkaArgs {
-            brokers: stack.env.kafka_brokers.clone(),
-            waiting_queue_topic: waiting_queue,
-            result_notification_topic: results,
-            security: Default::default(),
-        };
+        let kafka = KafkaArgs::brokers(stack.env.kafka_brokers.clone());
+        let topics = TopicArgs::new(waiting_queue, results);
         let redis = RedisArgs::url(stack.env.redis_url.clone());
         let ops = OpsArgs {
             health_addr: "127.0.0.1:0".parse()?,
@@ -68,6 +64,7 @@ impl Functions {
             &AdmitterArgs {
                 redis: redis.clone(),
                 kafka: kafka.clone(),
+                topics: topics.clone(),
                 ops: ops.clone(),
                 tick_ms: 100,
                 lease_ms: 2_000,
@@ -84,6 +81,7 @@ impl Functions {
         let goods = GoodsArgs {
             database: DatabaseArgs::url(database_url.to_owned()),
             kafka: kafka.clone(),
+            topics: topics.clone(),
             ops: ops.clone(),
             group: TestStack::unique("goods"),
             batch_size: 500,
@@ -101,6 +99,7 @@ impl Functions {
             &RelayArgs {
                 redis,
                 kafka,
+                topics,
                 ops,
                 group: TestStack::unique("relay"),
                 batch_size: 100,

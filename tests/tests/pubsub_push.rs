@@ -16,7 +16,7 @@ use dropgate_core::{
     Message as _, Outcome, UserKey, UserRecord, UserState,
 };
 use dropgate_functions::bus::Publisher;
-use dropgate_functions::config::{KafkaArgs, RedisArgs};
+use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::goods_worker::GoodsPush;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::pubsub::envelope;
@@ -171,12 +171,8 @@ impl PushServer {
     async fn relay(stack: &TestStack) -> Self {
         let args = RelayArgs {
             redis: RedisArgs::url(stack.env.redis_url.clone()),
-            kafka: KafkaArgs {
-                brokers: String::new(),
-                waiting_queue_topic: String::new(),
-                result_notification_topic: String::new(),
-                security: Default::default(),
-            },
+            kafka: KafkaArgs::brokers(""),
+            topics: TopicArgs::default(),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },

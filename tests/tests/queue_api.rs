@@ -976,8 +976,8 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
         command.env(name, value);
     }
     let child = command
-        .env("DROPGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("DROPGATE_IP_RATE", "0")
+        .env("DROPGATE_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("DROPGATE_API_IP_RATE", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

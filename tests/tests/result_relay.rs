@@ -59,12 +59,7 @@ struct Setup<'a> {
 impl<'a> Setup<'a> {
     async fn new(stack: &'a TestStack) -> Self {
         let (_, topic) = stack.fresh_topics(PARTITIONS).expect("topics");
-        let args = KafkaArgs {
-            brokers: stack.env.kafka_brokers.clone(),
-            waiting_queue_topic: String::new(),
-            result_notification_topic: topic.clone(),
-            security: Default::default(),
-        };
+        let args = KafkaArgs::brokers(stack.env.kafka_brokers.clone());
         Self {
             stack,
             group: TestStack::unique("relay"),

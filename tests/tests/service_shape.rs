@@ -63,7 +63,7 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
     std::fs::write(&jwks, jwks_for(signing_key())).expect("jwks");
     let child = Command::new(workspace_binary("queue-api").expect("built"))
         .env_clear()
-        .env("DROPGATE_HTTP_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_API_ADDR", "127.0.0.1:0")
         .env("DROPGATE_REDIS_URL", &stack.env.redis_url)
         .env("DROPGATE_JWKS_FILE", &jwks)
         .env("DROPGATE_JWT_ISSUER", LOCAL_ISSUER)

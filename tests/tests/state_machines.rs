@@ -11,7 +11,7 @@ use dropgate_core::{
     UserKey, UserRecord, UserState,
 };
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs};
+use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::goods_worker::store::record_batch;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
@@ -311,12 +311,8 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             .expect("limits");
         let args = AdmitterArgs {
             redis: RedisArgs::url(stack.env.redis_url.clone()),
-            kafka: KafkaArgs {
-                brokers: stack.env.kafka_brokers.clone(),
-                waiting_queue_topic: waiting_topic.clone(),
-                result_notification_topic: results_topic.clone(),
-                security: Default::default(),
-            },
+            kafka: KafkaArgs::brokers(stack.env.kafka_brokers.clone()),
+            topics: TopicArgs::new(waiting_topic.clone(), results_topic.clone()),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },

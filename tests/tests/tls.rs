@@ -232,7 +232,7 @@ async fn functions_refuse_to_start_on_an_unverified_connection() {
             command.env(name, value);
         }
         command.env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0");
-        command.env("DROPGATE_HTTP_ADDR", "127.0.0.1:0");
+        command.env("DROPGATE_API_ADDR", "127.0.0.1:0");
         for (name, value) in extra {
             command.env(name, value);
         }

@@ -22,7 +22,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
-use crate::config::{KafkaArgs, RedisArgs};
+use crate::config::{KafkaArgs, RedisArgs, TopicArgs};
 use crate::failpoint;
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
@@ -40,22 +40,25 @@ pub struct AdmitterArgs {
     /// Where Kafka is.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The topic admissions go to.
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// Health and metrics port.
     #[command(flatten)]
     pub ops: OpsArgs,
     /// Milliseconds between ticks.
-    #[arg(long, env = "DROPGATE_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    #[arg(long, env = "DROPGATE_ADMITTER_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub tick_ms: u64,
     /// How long a lease lasts without renewal: the longest a dead leader's events go
     /// without admissions before another admitter takes over.
-    #[arg(long, env = "DROPGATE_LEASE_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
+    #[arg(long, env = "DROPGATE_ADMITTER_LEASE_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
     pub lease_ms: u64,
     /// Serve only these events (comma-separated ids); none means every event the
     /// queue side knows. Lets a big drop have admitters of its own.
     #[arg(long, env = "DROPGATE_ADMITTER_EVENTS", value_delimiter = ',')]
     pub events: Vec<String>,
     /// Most waiting users swept to sold_out per tick once the stock is gone.
-    #[arg(long, env = "DROPGATE_SWEEP_BATCH", default_value_t = 5_000)]
+    #[arg(long, env = "DROPGATE_ADMITTER_SWEEP_BATCH", default_value_t = 5_000)]
     pub sweep_batch: u32,
 }
 
@@ -113,7 +116,7 @@ pub struct Admitter {
 impl Admitter {
     /// Connects to Redis and creates the Kafka producer.
     pub async fn connect(args: &AdmitterArgs, readiness: Readiness) -> Result<Self> {
-        let publisher = Publisher::kafka(&args.kafka, &args.kafka.waiting_queue_topic).await?;
+        let publisher = Publisher::kafka(&args.kafka, &args.topics.waiting_queue).await?;
         Self::connect_with(args, publisher, readiness).await
     }
 
@@ -473,7 +476,7 @@ impl crate::service::Service for AdmitterService {
         config.transport.require_brokers(kafka)?;
         let publisher = config
             .transport
-            .publisher(kafka, &kafka.waiting_queue_topic)
+            .publisher(kafka, &config.admitter.topics.waiting_queue)
             .await?;
         let readiness = Readiness::default();
         let ops = crate::ops_server::spawn(&config.admitter.ops, readiness.clone()).await?;

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
-use crate::config::{DatabaseArgs, KafkaArgs};
+use crate::config::{DatabaseArgs, KafkaArgs, TopicArgs};
 use crate::failpoint;
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
@@ -40,6 +40,9 @@ pub struct GoodsArgs {
     /// Where Kafka is.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The topics admissions come from and results go to.
+    #[command(flatten)]
+    pub topics: TopicArgs,
     /// Health and metrics port.
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -47,13 +50,13 @@ pub struct GoodsArgs {
     #[arg(long, env = "DROPGATE_GOODS_GROUP", default_value = "goods-worker")]
     pub group: String,
     /// Most users decided per transaction.
-    #[arg(long, env = "DROPGATE_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "DROPGATE_GOODS_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// How long a batch waits to fill after its first message (ms).
-    #[arg(long, env = "DROPGATE_BATCH_WAIT_MS", default_value_t = 5)]
+    #[arg(long, env = "DROPGATE_GOODS_BATCH_WAIT_MS", default_value_t = 5)]
     pub batch_wait_ms: u64,
     /// Database connections.
-    #[arg(long, env = "DROPGATE_DB_POOL", default_value_t = 4)]
+    #[arg(long, env = "DROPGATE_GOODS_DB_POOL", default_value_t = 4)]
     pub db_pool: u32,
 }
 
@@ -176,9 +179,8 @@ impl GoodsWorker {
     pub async fn connect(args: &GoodsArgs, readiness: Readiness) -> Result<Self> {
         let pool = connect_database(args).await?;
         let consumer =
-            kafka::consumer(&args.kafka, &args.group, &args.kafka.waiting_queue_topic).await?;
-        let publisher =
-            Publisher::kafka(&args.kafka, &args.kafka.result_notification_topic).await?;
+            kafka::consumer(&args.kafka, &args.group, &args.topics.waiting_queue).await?;
+        let publisher = Publisher::kafka(&args.kafka, &args.topics.result_notification).await?;
         Ok(Self {
             settler: Settler { pool, publisher },
             consumer,
@@ -435,7 +437,7 @@ impl crate::service::Service for GoodsService {
             crate::bus::Transport::PubSub => {
                 let publisher = config
                     .transport
-                    .publisher(kafka, &kafka.result_notification_topic)
+                    .publisher(kafka, &config.goods.topics.result_notification)
                     .await?;
                 let auth = config.transport.push.auth().await?;
                 let worker =

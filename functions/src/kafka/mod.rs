@@ -66,9 +66,7 @@ async fn base(args: &KafkaArgs) -> Result<(ClientConfig, KafkaContext)> {
     } else {
         None
     };
-    // librdkafka's own debug contexts (e.g. `cgrp,topic,fetch`), logged through the
-    // function's log, for diagnosing group membership in the field.
-    if let Ok(contexts) = std::env::var("DROPGATE_KAFKA_DEBUG") {
+    if let Some(contexts) = args.debug.as_deref().filter(|c| !c.is_empty()) {
         config.set("debug", contexts);
     }
     Ok((config, KafkaContext { tokens }))
@@ -93,23 +91,16 @@ pub async fn producer(args: &KafkaArgs) -> Result<Producer> {
         .context("Failed to create the Kafka producer")
 }
 
-/// The variable naming this process's stable place in its consumer groups
-/// (`group.instance.id`): the local stack sets the instance name, Kubernetes the pod
-/// name.
-pub const INSTANCE_ID_ENV: &str = "DROPGATE_KAFKA_INSTANCE_ID";
-
 /// A consumer in `group` subscribed to `topic`, committing only by hand. A new group
 /// starts from the earliest message, so nothing produced before it joined is skipped.
 ///
-/// With [`INSTANCE_ID_ENV`] set the member is static: a restarted process rejoins
+/// With [`KafkaArgs::instance_id`] set the member is static: a restarted process rejoins
 /// under the identity it had, taking over its partitions (and the group leadership,
 /// if it held it) without a rebalance. Without it, a member killed while it led the
 /// group can leave the survivors of a tansu group agreeing on an empty assignment.
 pub async fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<Consumer> {
     let (mut config, context) = base(args).await?;
-    if let Ok(instance) = std::env::var(INSTANCE_ID_ENV)
-        && !instance.is_empty()
-    {
+    if let Some(instance) = args.instance_id.as_deref().filter(|id| !id.is_empty()) {
         config.set("group.instance.id", instance);
     }
     let consumer: Consumer = config

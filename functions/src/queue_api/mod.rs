@@ -42,7 +42,7 @@ pub const MAX_BODY_BYTES: usize = 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
     /// Address to listen on.
-    #[arg(long, env = "DROPGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "DROPGATE_API_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Where Redis is.
     #[command(flatten)]
@@ -66,36 +66,36 @@ pub struct ApiArgs {
     #[arg(long, env = "DROPGATE_JWT_AUDIENCE")]
     pub jwt_audience: String,
     /// Browser origins allowed to call the API (comma-separated); none means no CORS.
-    #[arg(long, env = "DROPGATE_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "DROPGATE_API_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Most open result streams on this instance; beyond it clients are told to poll.
-    #[arg(long, env = "DROPGATE_MAX_STREAMS", default_value_t = 10_000)]
+    #[arg(long, env = "DROPGATE_API_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: usize,
     /// Requests per second per user (0 disables).
-    #[arg(long, env = "DROPGATE_USER_RATE", default_value_t = 5)]
+    #[arg(long, env = "DROPGATE_API_USER_RATE", default_value_t = 5)]
     pub user_rate_per_s: u32,
     /// Burst per user.
-    #[arg(long, env = "DROPGATE_USER_BURST", default_value_t = 20)]
+    #[arg(long, env = "DROPGATE_API_USER_BURST", default_value_t = 20)]
     pub user_burst: u32,
     /// Requests per second per client address (0 disables). Venues and mobile
     /// carriers put many users behind one address, so this is generous.
-    #[arg(long, env = "DROPGATE_IP_RATE", default_value_t = 500)]
+    #[arg(long, env = "DROPGATE_API_IP_RATE", default_value_t = 500)]
     pub ip_rate_per_s: u32,
     /// Burst per client address.
-    #[arg(long, env = "DROPGATE_IP_BURST", default_value_t = 1_000)]
+    #[arg(long, env = "DROPGATE_API_IP_BURST", default_value_t = 1_000)]
     pub ip_burst: u32,
     /// Entries the trusted proxies in front append to `X-Forwarded-For` (0: ignore
     /// the header). The client address is the entry this many places from the right:
     /// Google's load balancers append `<client>, <load balancer>`, so 2 there. Entries
     /// further left come from the client and can be forged.
-    #[arg(long, env = "DROPGATE_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    #[arg(long, env = "DROPGATE_API_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: u8,
     /// Verified tokens kept in memory.
-    #[arg(long, env = "DROPGATE_TOKEN_CACHE", default_value_t = 200_000)]
+    #[arg(long, env = "DROPGATE_API_TOKEN_CACHE", default_value_t = 200_000)]
     pub token_cache: usize,
     /// Local mode only: the local stack's private key PEM. Enables `POST /dev/token`,
     /// the waiting room's local sign-in; without it that route does not exist.
-    #[arg(long, env = "DROPGATE_DEV_SIGNING_KEY")]
+    #[arg(long, env = "DROPGATE_API_DEV_SIGNING_KEY")]
     pub dev_token_key: Option<PathBuf>,
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use dropgate_core::{
     Admitted, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Message as _, UserKey,
 };
-use dropgate_functions::config::KafkaArgs;
+use dropgate_functions::config::TopicArgs;
 use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
 use dropgate_functions::kafka;
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
@@ -52,11 +52,8 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
     for topic in [&waiting, &results] {
         stack::create_topic(&env.state_dir, topic, 6)?;
     }
-    let kafka_args = KafkaArgs {
-        waiting_queue_topic: waiting.clone(),
-        result_notification_topic: results.clone(),
-        ..env.kafka()
-    };
+    let kafka_args = env.kafka();
+    let topics = TopicArgs::new(waiting.clone(), results.clone());
 
     // Preload, timing the raw produce.
     let producer = kafka::producer(&kafka_args).await?;
@@ -115,6 +112,7 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
         let args = GoodsArgs {
             database: env.database(),
             kafka: kafka_args.clone(),
+            topics: topics.clone(),
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse()?,
             },

@@ -58,7 +58,7 @@ pub struct DemoArgs {
     #[arg(long, env = "DROPGATE_STATE_DIR", default_value = ".dropgate")]
     pub state_dir: PathBuf,
     /// Simulated users.
-    #[arg(long, env = "USERS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "DROPGATE_DEMO_USERS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub users: u32,
     /// Units for sale.
     #[arg(long, default_value_t = 100)]

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dropgate_functions::kafka;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -144,13 +143,13 @@ fn start(
         // The simulated crowd comes from one loopback address: a per-address limit
         // would throttle the demo, not protect anything.
         command
-            .env("DROPGATE_HTTP_ADDR", &address)
-            .env("DROPGATE_IP_RATE", "0");
+            .env("DROPGATE_API_ADDR", &address)
+            .env("DROPGATE_API_IP_RATE", "0");
     } else {
         command.env("DROPGATE_HEALTH_ADDR", &address);
         // A restarted instance takes its old place in its consumer group at once
         // (static membership) instead of waiting for the dead member to time out.
-        command.env(kafka::INSTANCE_ID_ENV, name);
+        command.env("DROPGATE_KAFKA_INSTANCE_ID", name);
     }
     command.env(
         "RUST_LOG",

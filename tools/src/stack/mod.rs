@@ -30,7 +30,7 @@ use nix::sys::signal::Signal;
 pub use broker::{KAFKA_USER, TOPICS};
 pub use certs::StackCerts;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TopicArgs};
 use dropgate_functions::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 pub use postgres::{DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
@@ -195,14 +195,17 @@ impl StackEnv {
         }
     }
 
-    /// The Kafka settings of this stack, with its two topics.
+    /// The Kafka settings of this stack.
     pub fn kafka(&self) -> KafkaArgs {
         KafkaArgs {
-            brokers: self.kafka_brokers.clone(),
-            waiting_queue_topic: TOPICS[0].to_owned(),
-            result_notification_topic: TOPICS[1].to_owned(),
             security: kafka_security(self.tls.as_ref()),
+            ..KafkaArgs::brokers(self.kafka_brokers.clone())
         }
+    }
+
+    /// The stack's two topics.
+    pub fn topics(&self) -> TopicArgs {
+        TopicArgs::new(TOPICS[0], TOPICS[1])
     }
 
     /// The variables every function reads, as `(name, value)` pairs.
@@ -223,7 +226,7 @@ impl StackEnv {
             ),
             // Local mode only: lets the waiting-room page sign in a made-up user.
             (
-                "DROPGATE_DEV_SIGNING_KEY",
+                "DROPGATE_API_DEV_SIGNING_KEY",
                 DevKeys::in_state_dir(&self.state_dir)
                     .private_key
                     .display()
