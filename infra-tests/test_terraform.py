@@ -449,8 +449,8 @@ def test_pubsub_service_agent_and_push_identity_iam(modules):
 def test_push_subscriptions_target_the_routes_the_functions_serve(env_dev: TfDir):
     topics = env_dev.labelled("module")["pubsub"]["topics"]
     sources = {
-        "/pubsub/waiting-queue": REPO / "functions" / "src" / "goods" / "push.rs",
-        "/pubsub/result-notification": REPO / "functions" / "src" / "relay" / "push.rs",
+        "/pubsub/waiting-queue": REPO / "functions" / "src" / "goods_worker" / "push.rs",
+        "/pubsub/result-notification": REPO / "functions" / "src" / "result_relay" / "push.rs",
     }
     for route, source in sources.items():
         assert route in str(topics), f"no push subscription targets {route}"

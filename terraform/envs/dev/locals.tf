@@ -77,12 +77,12 @@ locals {
       concurrency   = 250
       timeout       = "3600s"
       env = {
-        DROPGATE_API_ADDR      = "0.0.0.0:8080"
-        DROPGATE_JWKS_URL       = var.auth.jwks_url
-        DROPGATE_JWT_ISSUER     = var.auth.issuer
-        DROPGATE_JWT_AUDIENCE   = var.auth.audience
-        DROPGATE_JWT_ALGORITHMS = var.auth.algorithms
-        DROPGATE_API_CORS_ORIGINS   = join(",", var.auth.cors_origins)
+        DROPGATE_API_ADDR         = "0.0.0.0:8080"
+        DROPGATE_JWKS_URL         = var.auth.jwks_url
+        DROPGATE_JWT_ISSUER       = var.auth.issuer
+        DROPGATE_JWT_AUDIENCE     = var.auth.audience
+        DROPGATE_JWT_ALGORITHMS   = var.auth.algorithms
+        DROPGATE_API_CORS_ORIGINS = join(",", var.auth.cors_origins)
         # Only the load balancer reaches this service (its ingress setting), and it
         # appends "<client>, <load balancer>" to X-Forwarded-For.
         DROPGATE_API_TRUSTED_PROXY_HOPS = "2"
