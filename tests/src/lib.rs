@@ -210,6 +210,36 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing
+/// running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The wall clock, as the services read it.
+pub mod clock {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Now, in Unix seconds.
+    pub fn now_s() -> u64 {
+        now_ms() / 1000
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is past 1970")
+            .as_millis() as u64
+    }
+}
+
 /// Whether `pid` is a live process (not a zombie awaiting its parent).
 pub fn pid_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
