@@ -258,7 +258,7 @@ async fn a_decided_user_gets_the_result_by_poll_by_stream_and_after_reconnecting
     let resume_from = first.id.clone().expect("events carry ids");
 
     server
-        .decide(&event, &user, 'W', 1, 1)
+        .decide(&event, &user, dropgate_core::UserState::Won, 1, 1)
         .await
         .expect("decide");
     let result = stream.next(PATIENCE).await.expect("event").expect("result");
