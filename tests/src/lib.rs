@@ -9,6 +9,7 @@
 pub mod api;
 pub mod faults;
 pub mod goods;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
