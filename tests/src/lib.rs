@@ -6,6 +6,7 @@
 //! down when the binary exits, even if a test panicked or the binary was killed.
 //! [`TestStack::dedicated`] gives a test its own stack, stopped when it is dropped.
 
+pub mod admitter;
 pub mod api;
 pub mod faults;
 pub mod goods;
