@@ -10,6 +10,7 @@ pub mod admitter;
 pub mod api;
 pub mod faults;
 pub mod goods;
+pub mod push;
 pub mod relay;
 
 use std::path::{Path, PathBuf};
