@@ -1,22 +1,26 @@
 //! A real queue-api on port 0 against the test stack's Redis, with keys of the test's
-//! own, and the client helpers tests use to talk to it over HTTP.
+//! own, and the client helpers tests use to talk to it over HTTP: enter, poll, open a
+//! stream, and read error codes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dropgate_core::{EventId, EventState, UserKey};
-use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for, sign_with};
+use dropgate_core::{Decided, EventId, EventState, UserKey, UserRecord, UserState};
+use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for, sign_with};
 use dropgate_functions::auth::{Algorithm, KeySourceArgs};
 use dropgate_functions::config::RedisArgs;
 use dropgate_functions::queue::{EventKeys, EventMeta, Notice, QueueStore};
 use dropgate_functions::queue_api::{ApiArgs, Application};
 use jwt_simple::prelude::RS256KeyPair;
+use reqwest::StatusCode;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::TestStack;
+use crate::clock::now_ms;
 
 /// The signing key every test server trusts (generated once per test binary: RSA key
 /// generation is slow).
@@ -67,6 +71,9 @@ pub struct ApiServer {
     pub base: String,
     /// Redis access for arranging and checking state.
     pub store: QueueStore,
+    /// The HTTP client the helpers use (with room for many idle connections, for tests
+    /// that send thousands of requests).
+    client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
     _keys_dir: tempfile::TempDir,
@@ -94,10 +101,29 @@ impl ApiServer {
         Ok(Self {
             base,
             store: QueueStore::connect(&stack.env.redis()).await?,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(512)
+                .build()?,
             stop: Some(stop),
             task: Some(task),
             _keys_dir: keys_dir,
         })
+    }
+
+    /// Starts queue-api in local mode: it trusts the stack's own key and signs tokens
+    /// with it on `POST /dev/token`.
+    pub async fn start_local_mode(stack: &TestStack) -> Result<Self> {
+        let keys = DevKeys::in_state_dir(stack.state_dir());
+        Self::start_with(stack, |args| {
+            args.keys.jwks_file = Some(keys.jwks.clone());
+            args.dev_token_key = Some(keys.private_key.clone());
+        })
+        .await
+    }
+
+    /// The HTTP client the helpers use, for requests they do not cover.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// A new open event of this test's own, admitting `rate_per_s`.
@@ -124,23 +150,44 @@ impl ApiServer {
         self.store.put_event_meta(event, &meta).await
     }
 
-    /// Writes a decided record for `user` (state code W, L or S, its ticket and
-    /// decision order) and publishes the stream notice, as result-relay does.
+    /// Sets the event's serving counter, as the admitter moves it.
+    pub async fn set_serving(&self, event: &EventId, serving: u64) {
+        let _: () = redis::cmd("SET")
+            .arg(EventKeys::new(event).serving())
+            .arg(serving)
+            .query_async(&mut self.store.connection())
+            .await
+            .expect("SET serving");
+    }
+
+    /// Writes `user`'s decided record (`state` is the outcome: won, lost or sold out;
+    /// with its ticket and decision order) and publishes the stream notice, as
+    /// result-relay does.
     pub async fn decide(
         &self,
         event: &EventId,
         user: &UserKey,
-        code: char,
+        state: UserState,
         ticket: u64,
         order: u64,
     ) -> Result<()> {
+        anyhow::ensure!(
+            matches!(state, UserState::Won | UserState::Lost | UserState::SoldOut),
+            "{state} is not an outcome a draw decides"
+        );
         let keys = EventKeys::new(event);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as u64;
-        let record = format!("{code}|{ticket}|{}|{order}|{now_ms}", now_ms / 1000);
+        let now_ms = now_ms();
+        let record = UserRecord {
+            state,
+            ticket,
+            last_seen_s: now_ms / 1000,
+            decided: Some(Decided {
+                decision_order: order,
+                decided_at_ms: now_ms,
+            }),
+        };
         let _: () = redis::pipe()
-            .hset(keys.users(), user.member(), record)
+            .hset(keys.users(), user.member(), record.encode())
             .publish(keys.channel(), Notice::Result(user.member()).encode())
             .query_async(&mut self.store.connection())
             .await?;
@@ -150,6 +197,61 @@ impl ApiServer {
     /// `<base>/v1/events/<event>/queue<suffix>`.
     pub fn queue_url(&self, event: &EventId, suffix: &str) -> String {
         format!("{}/v1/events/{event}/queue{suffix}", self.base)
+    }
+
+    /// `<base>/e/<event>`: the event's waiting-room page.
+    pub fn page_url(&self, event: &EventId) -> String {
+        format!("{}/e/{event}", self.base)
+    }
+
+    /// `POST .../queue` with `token`: the status and the JSON body.
+    pub async fn enter(&self, event: &EventId, token: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.queue_url(event, ""))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("enter answers");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// `GET .../queue/me` with `token`: the status and the JSON body.
+    pub async fn status(&self, event: &EventId, token: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(self.queue_url(event, "/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("status answers");
+        let code = response.status();
+        (code, response.json().await.expect("JSON body"))
+    }
+
+    /// `GET .../queue/me/stream` with `token` (resuming after `last_event_id` if
+    /// given); asserts it opened as an event stream.
+    pub async fn open_stream(
+        &self,
+        event: &EventId,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> SseReader {
+        let mut request = self
+            .client
+            .get(self.queue_url(event, "/me/stream"))
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("stream answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().expect("ascii"),
+            "text/event-stream"
+        );
+        SseReader::new(response)
     }
 
     /// Stops accepting, tells streams to reconnect, drains; waits for the end.
@@ -176,6 +278,11 @@ impl Drop for ApiServer {
             task.abort();
         }
     }
+}
+
+/// The `error.code` of a JSON error body (`<no error code>` when it has none).
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 /// One Server-Sent Event as a client sees it.

@@ -50,19 +50,32 @@ impl DropFixture {
         probability: f64,
         seed: [u8; 32],
     ) -> Result<Self> {
+        let event = EventId::parse(TestStack::unique("drop"))?;
+        Self::open_as(stack, &event, partitions, stock, probability, seed).await
+    }
+
+    /// Like [`DropFixture::open`], for an event named `event` (in a database of its
+    /// own, so two drops may share an event id).
+    pub async fn open_as(
+        stack: &TestStack,
+        event: &EventId,
+        partitions: u32,
+        stock: u32,
+        probability: f64,
+        seed: [u8; 32],
+    ) -> Result<Self> {
         let (pool, database_url) = stack.fresh_database().await?;
         let (waiting_topic, results_topic) = stack.fresh_topics(partitions)?;
-        let event = EventId::parse(TestStack::unique("drop"))?;
         let mut config = EventConfig::new(stock, 0);
         config.win_probability = probability;
-        events::create(&pool, &event, &config, &EventSeed::from_bytes(seed)).await?;
-        events::transition(&pool, &event, EventState::Open).await?;
+        events::create(&pool, event, &config, &EventSeed::from_bytes(seed)).await?;
+        events::transition(&pool, event, EventState::Open).await?;
         Ok(Self {
             pool,
             database_url,
             waiting_topic,
             results_topic,
-            event,
+            event: event.clone(),
             brokers: stack.env.kafka_brokers.clone(),
         })
     }

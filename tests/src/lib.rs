@@ -6,9 +6,12 @@
 //! down when the binary exits, even if a test panicked or the binary was killed.
 //! [`TestStack::dedicated`] gives a test its own stack, stopped when it is dropped.
 
+pub mod admitter;
 pub mod api;
 pub mod faults;
 pub mod goods;
+pub mod push;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -208,6 +211,36 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
         binary.display()
     );
     Ok(binary)
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing
+/// running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The wall clock, as the services read it.
+pub mod clock {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Now, in Unix seconds.
+    pub fn now_s() -> u64 {
+        now_ms() / 1000
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is past 1970")
+            .as_millis() as u64
+    }
 }
 
 /// Whether `pid` is a live process (not a zombie awaiting its parent).

@@ -2,187 +2,16 @@
 //! bound, no one lost to a crash, one leader at a time with takeover, and sold out.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use dropgate_core::{Admitted, EventId, EventState, Message as _, UserKey, UserRecord, UserState};
-use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
-use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_core::{EventState, UserRecord, UserState};
 use dropgate_functions::queue::scripts::finished::FinishedScript;
-use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
-use dropgate_tests::api::{ApiServer, SseReader, token};
-use dropgate_tests::{TestStack, workspace_binary};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message as _;
+use dropgate_functions::queue::{EventKeys, EventMeta};
+use dropgate_tests::admitter::{Fixture, Running};
+use dropgate_tests::api::{ApiServer, token};
+use dropgate_tests::{KillOnDrop, TestStack, workspace_binary};
 use redis::AsyncCommands;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-struct Fixture {
-    store: QueueStore,
-    event: EventId,
-    waiting_topic: String,
-    results_topic: String,
-    redis_url: String,
-    brokers: String,
-}
-
-impl Fixture {
-    async fn new(stack: &TestStack, rate_per_s: u32, stock_left: u32) -> Self {
-        let store = QueueStore::connect(&stack.env.redis())
-            .await
-            .expect("redis");
-        let (waiting_topic, results_topic) = stack.fresh_topics(3).expect("topics");
-        let event = EventId::parse(TestStack::unique("adm")).expect("valid");
-        let meta = EventMeta {
-            state: EventState::Open,
-            rate_per_s,
-            abandon_timeout_ms: 10_000,
-            opens_at_ms: 0,
-        };
-        store.put_event_meta(&event, &meta).await.expect("meta");
-        store
-            .put_draw_limits(&event, 100_000, stock_left)
-            .await
-            .expect("limits");
-        Self {
-            store,
-            event,
-            waiting_topic,
-            results_topic,
-            redis_url: stack.env.redis_url.clone(),
-            brokers: stack.env.kafka_brokers.clone(),
-        }
-    }
-
-    fn user(n: u64) -> UserKey {
-        UserKey::parse("shop", &format!("u{n}")).expect("valid")
-    }
-
-    /// Enters users 1..=count; those in `absent` were last seen long ago.
-    async fn enter(&self, count: u64, absent: &[u64]) {
-        for n in 1..=count {
-            let seen = if absent.contains(&n) {
-                now_s() - 3_600
-            } else {
-                now_s()
-            };
-            self.store
-                .enter(&self.event, &Self::user(n), seen)
-                .await
-                .expect("enter");
-        }
-    }
-
-    fn args(&self, lease_ms: u64) -> AdmitterArgs {
-        AdmitterArgs {
-            redis: RedisArgs::url(self.redis_url.clone()),
-            kafka: KafkaArgs::brokers(self.brokers.clone()),
-            topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
-            ops: OpsArgs {
-                health_addr: "127.0.0.1:0".parse().expect("address"),
-            },
-            tick_ms: 100,
-            lease_ms,
-            // Tests share one Redis: each admitter serves its own test's event only.
-            events: vec![self.event.to_string()],
-            sweep_batch: 1_000,
-        }
-    }
-
-    async fn records(&self) -> HashMap<u64, UserRecord> {
-        let raw: HashMap<String, String> = self
-            .store
-            .connection()
-            .hgetall(EventKeys::new(&self.event).users())
-            .await
-            .expect("HGETALL");
-        raw.into_values()
-            .map(|text| {
-                let record = UserRecord::decode(&text).expect("record");
-                (record.ticket, record)
-            })
-            .collect()
-    }
-
-    /// Reads `waiting-queue` until `expected` distinct users arrived (or patience
-    /// runs out), then a little longer; returns messages per user.
-    async fn admitted_messages(
-        &self,
-        expected: usize,
-        patience: Duration,
-    ) -> HashMap<String, Vec<Admitted>> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", TestStack::unique("reader"))
-            .set("group.id", TestStack::unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("consumer");
-        consumer
-            .subscribe(&[&self.waiting_topic])
-            .expect("subscribe");
-        let mut seen: HashMap<String, Vec<Admitted>> = HashMap::new();
-        let deadline = Instant::now() + patience;
-        let mut quiet_until: Option<Instant> = None;
-        while Instant::now() < deadline && quiet_until.is_none_or(|until| Instant::now() < until) {
-            if let Ok(Ok(message)) =
-                tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await
-            {
-                let admitted =
-                    Admitted::decode(message.payload().unwrap_or_default()).expect("Admitted");
-                assert_eq!(
-                    admitted.event_id,
-                    self.event,
-                    "a message of another event in {}",
-                    message.topic()
-                );
-                seen.entry(admitted.user.member())
-                    .or_default()
-                    .push(admitted);
-                if seen.len() >= expected && quiet_until.is_none() {
-                    quiet_until = Some(Instant::now() + Duration::from_secs(1));
-                }
-            }
-        }
-        seen
-    }
-}
-
-/// In-process admitters, stopped (without releasing leases) when dropped.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn start(args: &AdmitterArgs) -> (Self, String) {
-        let admitter = Admitter::connect(args, Readiness::default())
-            .await
-            .expect("admitter");
-        let instance = admitter.instance().to_owned();
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(admitter.run(stopped));
-        (Self { stop, task }, instance)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        self.task.abort();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admits_in_ticket_order_and_skips_the_abandoned() {
@@ -274,15 +103,6 @@ async fn never_admits_faster_than_the_rate_allows() {
     assert!(admitted > 0, "the admitter admitted somebody");
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_script_and_delivery_loses_nobody() {
     let stack = TestStack::shared().await;
@@ -303,7 +123,7 @@ async fn a_crash_between_script_and_delivery_loses_nobody() {
         if let Some(failpoint) = failpoint {
             command.env("DROPGATE_FAILPOINT", failpoint);
         }
-        Process(command.spawn().expect("admitter starts"))
+        KillOnDrop(command.spawn().expect("admitter starts"))
     };
     let mut crashing = spawn(Some("admitter_after_script_before_delivery"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -406,15 +226,10 @@ async fn sold_out_stops_admission_and_tells_every_waiting_user() {
     let server = ApiServer::start(stack).await.expect("queue-api");
     let fixture = Fixture::new(stack, 1, 100).await;
     fixture.enter(50, &[]).await;
-    let client = reqwest::Client::new();
     let waiting_token = token("shop", "u50");
-    let response = client
-        .get(server.queue_url(&fixture.event, "/me/stream"))
-        .bearer_auth(&waiting_token)
-        .send()
-        .await
-        .expect("stream");
-    let mut stream = SseReader::new(response);
+    let mut stream = server
+        .open_stream(&fixture.event, &waiting_token, None)
+        .await;
     assert_eq!(
         stream
             .next(Duration::from_secs(10))
@@ -477,15 +292,7 @@ async fn sold_out_stops_admission_and_tells_every_waiting_user() {
         .await
         .expect("HGET");
     assert_eq!(state, "sold_out");
-    let polled: serde_json::Value = client
-        .get(server.queue_url(&fixture.event, "/me"))
-        .bearer_auth(&waiting_token)
-        .send()
-        .await
-        .expect("poll")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, polled) = server.status(&fixture.event, &waiting_token).await;
     assert_eq!(polled["state"], "sold_out");
 }
 

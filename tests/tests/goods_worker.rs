@@ -2,12 +2,12 @@
 //! twice, never lose a result, through duplicates, crashes and a database restart.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dropgate_core::{DrawResult, EventState, Outcome};
 use dropgate_tests::goods::{DropFixture, Workers};
-use dropgate_tests::{TestStack, dropgate_binary, workspace_binary};
+use dropgate_tests::{KillOnDrop, TestStack, dropgate_binary, workspace_binary};
 use dropgate_tools::events;
 use dropgate_tools::stack::{self, Component, StopMode};
 
@@ -121,17 +121,7 @@ async fn certain_wins_stop_exactly_at_the_stock() {
     assert!(outcomes.values().any(|result| result.stock_left == 0));
 }
 
-/// A goods-worker process, killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(drop: &DropFixture, group: &str, failpoint: Option<&str>) -> Process {
+fn spawn_worker(drop: &DropFixture, group: &str, failpoint: Option<&str>) -> KillOnDrop {
     let mut command = Command::new(workspace_binary("goods-worker").expect("built"));
     for (name, value) in drop.env(group) {
         command.env(name, value);
@@ -139,7 +129,7 @@ fn spawn_worker(drop: &DropFixture, group: &str, failpoint: Option<&str>) -> Pro
     if let Some(failpoint) = failpoint {
         command.env("DROPGATE_FAILPOINT", failpoint);
     }
-    Process(
+    KillOnDrop(
         command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -149,7 +139,7 @@ fn spawn_worker(drop: &DropFixture, group: &str, failpoint: Option<&str>) -> Pro
     )
 }
 
-fn wait_for_exit(process: &mut Process, patience: Duration) -> std::process::ExitStatus {
+fn wait_for_exit(process: &mut KillOnDrop, patience: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + patience;
     loop {
         if let Some(status) = process.0.try_wait().expect("wait") {

@@ -6,8 +6,8 @@
 //!
 //! The emulator pushes without OIDC tokens, so the endpoint runs here with
 //! `PushAuth::Unverified`, which only code can choose; the token check itself is
-//! tested in `pubsub_push.rs`. Without an emulator each test says so on stderr and
-//! checks nothing.
+//! tested in `goods_worker_push.rs` and `result_relay_push.rs`. Without an emulator
+//! each test says so on stderr and checks nothing.
 //!
 //! Runs only with the `pubsub` feature: `cargo test -p dropgate-tests --features pubsub
 //! --test pubsub_emulator` (part of `make test`).

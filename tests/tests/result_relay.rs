@@ -4,333 +4,17 @@
 //! should not.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use dropgate_core::{
-    DrawResult, EventId, MESSAGE_VERSION, Message as _, Outcome, UserKey, UserRecord, UserState,
-};
-use dropgate_functions::config::KafkaArgs;
-use dropgate_functions::kafka;
-use dropgate_functions::queue::{EventKeys, QueueStore};
-use dropgate_tests::api::{ApiServer, SseReader, token};
-use dropgate_tests::{TestStack, workspace_binary};
+use dropgate_core::{DrawResult, Outcome, UserKey, UserRecord, UserState};
+use dropgate_functions::queue::EventKeys;
+use dropgate_tests::TestStack;
+use dropgate_tests::api::{ApiServer, token};
+use dropgate_tests::clock::now_s;
+use dropgate_tests::relay::{FAILPOINT, PATIENCE, Setup};
 use dropgate_tools::stack::{self, Component, StopMode};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use redis::AsyncCommands;
-use reqwest::StatusCode;
 use serde_json::Value;
-
-/// Joining a consumer group on tansu takes a few seconds; results then take
-/// milliseconds.
-const PATIENCE: Duration = Duration::from_secs(60);
-const PARTITIONS: u32 = 3;
-const FAILPOINT: &str = "relay_after_redis_before_commit";
-
-/// A running result-relay process; killed when dropped, so a failing test leaves
-/// nothing running.
-struct RelayProcess {
-    child: Child,
-    ops: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What one test relays: its own topic, consumer group and event.
-struct Setup<'a> {
-    stack: &'a TestStack,
-    topic: String,
-    group: String,
-    event: EventId,
-    store: QueueStore,
-    producer: kafka::Producer,
-}
-
-impl<'a> Setup<'a> {
-    async fn new(stack: &'a TestStack) -> Self {
-        let (_, topic) = stack.fresh_topics(PARTITIONS).expect("topics");
-        let args = KafkaArgs::brokers(stack.env.kafka_brokers.clone());
-        Self {
-            stack,
-            group: TestStack::unique("relay"),
-            event: EventId::parse(TestStack::unique("ev")).expect("event id"),
-            store: QueueStore::connect(&stack.env.redis())
-                .await
-                .expect("redis"),
-            producer: kafka::producer(&args).await.expect("producer"),
-            topic,
-        }
-    }
-
-    /// Starts the relay binary and waits until it is ready.
-    async fn start_relay(&self) -> RelayProcess {
-        let mut relay = self.spawn_relay(None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if relay.ready().await {
-                return relay;
-            }
-            if let Ok(Some(status)) = relay.child.try_wait() {
-                panic!("result-relay exited with {status}: {}", relay.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "result-relay not ready: {}",
-                relay.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Starts the relay binary, with `failpoint` armed if given.
-    fn spawn_relay(&self, failpoint: Option<&str>) -> RelayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("relay.log");
-        let mut command = Command::new(workspace_binary("result-relay").expect("built"));
-        for (name, value) in self.stack.env.vars() {
-            command.env(name, value);
-        }
-        command
-            .env("DROPGATE_TOPIC_RESULT_NOTIFICATION", &self.topic)
-            .env("DROPGATE_RELAY_GROUP", &self.group)
-            .env("DROPGATE_HEALTH_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .env("DROPGATE_LOG_FORMAT", "json")
-            .env_remove("DROPGATE_FAILPOINT")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        if let Some(point) = failpoint {
-            command.env("DROPGATE_FAILPOINT", point);
-        }
-        RelayProcess {
-            child: command.spawn().expect("result-relay starts"),
-            ops: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Sends `payload` keyed by `key`; returns its (partition, offset).
-    async fn produce(&self, key: &str, payload: &[u8]) -> (i32, i64) {
-        let delivery = self
-            .producer
-            .send(
-                FutureRecord::to(&self.topic).key(key).payload(payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(error, _)| error)
-            .expect("delivered");
-        (delivery.partition, delivery.offset)
-    }
-
-    async fn produce_result(&self, result: &DrawResult) -> (i32, i64) {
-        self.produce(&result.key(), &result.encode()).await
-    }
-
-    fn result(&self, user: &UserKey, ticket: u64, outcome: Outcome, order: u64) -> DrawResult {
-        DrawResult {
-            version: MESSAGE_VERSION,
-            event_id: self.event.clone(),
-            user: user.clone(),
-            ticket,
-            outcome,
-            decision_order: order,
-            stock_left: 10,
-            decided_at_ms: now_ms(),
-        }
-    }
-
-    /// Writes `user` as the admitter leaves them: admitted, out of the queue.
-    async fn admit(&self, user: &UserKey, ticket: u64) {
-        let keys = EventKeys::new(&self.event);
-        let _: () = redis::pipe()
-            .hset(
-                keys.users(),
-                user.member(),
-                format!("a|{ticket}|{}", now_ms() / 1000),
-            )
-            .zrem(keys.queue(), user.member())
-            .query_async(&mut self.store.connection())
-            .await
-            .expect("admit");
-    }
-
-    async fn try_record(&self, user: &UserKey) -> redis::RedisResult<Option<UserRecord>> {
-        let text: Option<String> = self
-            .store
-            .connection()
-            .hget(EventKeys::new(&self.event).users(), user.member())
-            .await?;
-        Ok(text.map(|text| UserRecord::decode(&text).expect("a well-formed record")))
-    }
-
-    async fn record(&self, user: &UserKey) -> Option<UserRecord> {
-        self.try_record(user).await.expect("HGET")
-    }
-
-    /// Waits until `user` has a final state.
-    async fn decided(&self, user: &UserKey, relay: &RelayProcess) -> UserRecord {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            // Errors are retried: the connection breaks once when Redis restarts.
-            if let Ok(Some(record)) = self.try_record(user).await
-                && record.state.is_final()
-            {
-                return record;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{user:?} not decided: {}",
-                relay.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stats(&self) -> HashMap<String, u64> {
-        self.store.stats(&self.event).await.expect("stats")
-    }
-
-    async fn stock_left(&self) -> Option<u64> {
-        self.store
-            .connection()
-            .hget(EventKeys::new(&self.event).meta(), "stock_left")
-            .await
-            .expect("HGET")
-    }
-
-    /// The group's committed offset of `partition` (`None` if nothing is committed).
-    fn committed(&self, partition: i32) -> Option<i64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.stack.env.kafka_brokers)
-            .set("group.id", &self.group)
-            .create()
-            .expect("consumer");
-        let mut wanted = TopicPartitionList::new();
-        wanted.add_partition(&self.topic, partition);
-        let committed = consumer
-            .committed_offsets(wanted, Duration::from_secs(10))
-            .expect("offsets");
-        match committed
-            .find_partition(&self.topic, partition)
-            .map(|element| element.offset())
-        {
-            Some(Offset::Offset(offset)) => Some(offset),
-            _ => None,
-        }
-    }
-
-    /// Waits until the group committed past `offset` in `partition`.
-    async fn committed_past(&self, partition: i32, offset: i64, relay: &RelayProcess) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.committed(partition) != Some(offset + 1) {
-            assert!(
-                Instant::now() < deadline,
-                "offset {offset} of partition {partition} not committed: {}",
-                relay.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl RelayProcess {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The sum of every sample of the counter `name` on /metrics (0 when absent).
-    async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.ops))
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    async fn ready(&self) -> bool {
-        reqwest::get(format!("{}/readyz", self.ops))
-            .await
-            .is_ok_and(|response| response.status() == StatusCode::OK)
-    }
-
-    /// Waits until /readyz answers `ready`.
-    async fn wait_ready(&self, ready: bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.ready().await != ready {
-            assert!(
-                Instant::now() < deadline,
-                "readiness never became {ready}: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until the counter `name` reaches `at_least`.
-    async fn wait_metric(&self, name: &str, at_least: f64) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.metric(name).await < at_least {
-            assert!(
-                Instant::now() < deadline,
-                "{name} stayed below {at_least}: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits (at most `patience`) for the process to end.
-    async fn exit(&mut self, patience: Duration) -> ExitStatus {
-        let deadline = Instant::now() + patience;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "result-relay still running: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
 
 fn user(name: &str) -> UserKey {
     UserKey::parse("shop", name).expect("valid user")
@@ -352,31 +36,17 @@ async fn results_reach_records_counters_stock_and_open_streams() {
         .hset(EventKeys::new(&setup.event).meta(), "stock_left", 10)
         .await
         .expect("stock");
-    let client = reqwest::Client::new();
     let names = ["ana", "ben", "cid", "dan"];
     let mut tickets = HashMap::new();
     for name in names {
-        let body: Value = client
-            .post(server.queue_url(&setup.event, ""))
-            .bearer_auth(token("shop", name))
-            .send()
-            .await
-            .expect("enter")
-            .json()
-            .await
-            .expect("JSON");
+        let (_, body) = server.enter(&setup.event, &token("shop", name)).await;
         let ticket = body["ticket"].as_u64().expect("a ticket");
         setup.admit(&user(name), ticket).await;
         tickets.insert(name, ticket);
     }
-    let response = client
-        .get(server.queue_url(&setup.event, "/me/stream"))
-        .bearer_auth(token("shop", "ana"))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut stream = SseReader::new(response);
+    let mut stream = server
+        .open_stream(&setup.event, &token("shop", "ana"), None)
+        .await;
     let first = stream
         .next(Duration::from_secs(10))
         .await
@@ -565,7 +235,7 @@ async fn the_last_unit_sets_stock_to_zero_and_leaves_waiting_users_to_the_admitt
         .hset(
             keys.users(),
             ben.member(),
-            format!("w|2|{}", now_ms() / 1000),
+            UserRecord::waiting(2, now_s()).encode(),
         )
         .zadd(keys.queue(), ben.member(), 2)
         .query_async(&mut setup.store.connection())

@@ -9,20 +9,10 @@ use std::time::Duration;
 
 use dropgate_functions::auth::dev::{LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for};
 use dropgate_tests::api::signing_key;
-use dropgate_tests::{TestStack, workspace_binary};
+use dropgate_tests::{KillOnDrop, TestStack, workspace_binary};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The JSON log lines of a child's stderr, as they arrive.
 fn log_lines(child: &mut Child) -> mpsc::Receiver<Value> {
@@ -74,7 +64,7 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("queue-api starts");
-    let mut child = Running(child);
+    let mut child = KillOnDrop(child);
     let lines = log_lines(&mut child.0);
 
     let listening = wait_for(&lines, "the listening line", |line| {

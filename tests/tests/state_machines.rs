@@ -4,8 +4,6 @@
 //! draws); the scripts, the admitter and the goods SQL that depend on an event's state
 //! are run for every `EventState` and compared with `EventState`'s rules.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use dropgate_core::{
     DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Outcome, Step,
     UserKey, UserRecord, UserState,
@@ -21,18 +19,12 @@ use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
 use dropgate_functions::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
 use dropgate_tests::TestStack;
+use dropgate_tests::clock::now_s;
 use dropgate_tools::events;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 const TICKET: u64 = 7;
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// One event in Redis, with this test holding its admitter lease.
 struct Event {

@@ -1,6 +1,8 @@
-//! The waiting-room page: its HTTP surface (content type, security headers, the dev
-//! sign-in route that exists only in local mode), and the page itself in a real
-//! headless Chromium driven over WebDriver against a real queue-api on the test stack.
+//! The waiting-room page in a real headless Chromium, driven over WebDriver against a
+//! real queue-api on the test stack: the place in line and the result over a stream
+//! (or by polling without one) through reloads, bad tokens as sentences, the local
+//! sign-in by keyboard, and embedding by a shop that hands the token over by
+//! postMessage. The page's HTTP surface is specified in `waiting_room_http.rs`.
 //!
 //! Chromium and chromedriver are Debian's (`scripts/setup.sh` installs them). When
 //! either is missing the browser tests fail and say so: a skipped browser test would
@@ -10,14 +12,15 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dropgate_core::{EventId, UserKey};
+use dropgate_core::{UserKey, UserState};
 use dropgate_functions::auth::Claims;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, LOCAL_KEY_ID};
 use dropgate_tests::TestStack;
 use dropgate_tests::api::{ApiServer, token};
+use dropgate_tests::clock::now_ms;
 use jwt_simple::prelude::{Duration as JwtDuration, RS256KeyPair, RSAKeyPairLike};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -206,38 +209,6 @@ impl Browser {
 
 // ---------------------------------------------------------------- helpers
 
-fn page_url(server: &ApiServer, event: &EventId) -> String {
-    format!("{}/e/{event}", server.base)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
-
-async fn enter(server: &ApiServer, event: &EventId, token: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(server.queue_url(event, ""))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("enter answers");
-    let status = response.status();
-    (status, response.json().await.expect("JSON body"))
-}
-
-/// A queue-api in local mode: it trusts the stack's own key and signs with it.
-async fn local_mode_server(stack: &TestStack) -> Result<ApiServer> {
-    let keys = DevKeys::in_state_dir(stack.state_dir());
-    ApiServer::start_with(stack, |args| {
-        args.keys.jwks_file = Some(keys.jwks.clone());
-        args.dev_token_key = Some(keys.private_key.clone());
-    })
-    .await
-}
-
 /// A token signed with the local stack's key that expired ten minutes ago.
 fn expired_local_token(stack: &TestStack, platform: &str, user: &str) -> String {
     let pem = std::fs::read_to_string(DevKeys::in_state_dir(stack.state_dir()).private_key)
@@ -264,137 +235,6 @@ fn text<'a>(snapshot: &'a Value, field: &str) -> &'a str {
     snapshot[field].as_str().unwrap_or("")
 }
 
-// ---------------------------------------------------------------- HTTP surface
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_page_is_html_with_strict_security_headers_and_hashed_assets() {
-    let stack = TestStack::shared().await;
-    let server = ApiServer::start(stack).await.expect("queue-api starts");
-    let client = reqwest::Client::new();
-
-    let response = client
-        .get(format!("{}/e/summer-drop", server.base))
-        .send()
-        .await
-        .expect("page");
-    assert_eq!(response.status(), StatusCode::OK);
-    let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
-    assert_eq!(headers["x-content-type-options"], "nosniff");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
-    let csp = headers["content-security-policy"].to_str().expect("ascii");
-    for directive in [
-        "default-src 'none'",
-        "script-src 'self'",
-        "connect-src 'self'",
-        // Only the configured frontend (ApiServer's CORS origin) may frame the page.
-        "frame-ancestors 'self' https://shop.example",
-    ] {
-        assert!(csp.contains(directive), "{directive} missing from {csp}");
-    }
-    assert!(!csp.contains("unsafe"), "{csp}");
-    let html = response.text().await.expect("html");
-    assert!(html.contains(r#"name="dropgate-dev-login" content="off""#));
-    assert!(!html.contains("<script>"), "no inline script");
-
-    // Both assets are linked by hashed name and served with the same headers.
-    let mut linked = 0;
-    for piece in html.split('"').filter(|piece| piece.starts_with("assets/")) {
-        linked += 1;
-        let response = client
-            .get(format!("{}/e/{piece}", server.base))
-            .send()
-            .await
-            .expect("asset");
-        assert_eq!(response.status(), StatusCode::OK, "{piece}");
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-        assert!(
-            response.headers()["cache-control"]
-                .to_str()
-                .expect("ascii")
-                .contains("immutable")
-        );
-        let content_type = response.headers()["content-type"].to_str().expect("ascii");
-        assert!(
-            content_type.starts_with("text/css") || content_type.starts_with("text/javascript"),
-            "{piece}: {content_type}"
-        );
-    }
-    assert_eq!(linked, 2, "one stylesheet and one script: {html}");
-
-    // Errors stay JSON, on the page's routes too.
-    for (path, status, code) in [
-        ("/e/assets/nope.js", StatusCode::NOT_FOUND, "not_found"),
-        ("/e/bad%20id", StatusCode::BAD_REQUEST, "invalid_event_id"),
-        ("/dev/token", StatusCode::NOT_FOUND, "not_found"),
-    ] {
-        let response = client
-            .request(
-                if path == "/dev/token" {
-                    reqwest::Method::POST
-                } else {
-                    reqwest::Method::GET
-                },
-                format!("{}{path}", server.base),
-            )
-            .json(&json!({"platform": "shop", "user": "ana"}))
-            .send()
-            .await
-            .expect("answer");
-        assert_eq!(response.status(), status, "{path}");
-        let body: Value = response.json().await.expect("JSON error");
-        assert_eq!(body["error"]["code"], code, "{path}: {body}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn local_mode_signs_tokens_queue_api_accepts() {
-    let stack = TestStack::shared().await;
-    let server = local_mode_server(stack).await.expect("queue-api starts");
-    let event = server.open_event(10).await.expect("event");
-    let client = reqwest::Client::new();
-    let dev_token = format!("{}/dev/token", server.base);
-
-    let page = client
-        .get(page_url(&server, &event))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
-    assert!(page.contains(r#"name="dropgate-dev-login" content="on""#));
-
-    let response = client
-        .post(&dev_token)
-        .json(&json!({"platform": "shop", "user": "dev-ana"}))
-        .send()
-        .await
-        .expect("dev token");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    let body: Value = response.json().await.expect("json");
-    let signed = body["token"].as_str().expect("token");
-    let (status, view) = enter(&server, &event, signed).await;
-    assert_eq!(status, StatusCode::CREATED, "{view}");
-
-    for bad in [
-        json!({"platform": "shop", "user": "has space"}),
-        json!({"platform": "shop"}),
-        json!("not an object"),
-    ] {
-        let response = client
-            .post(&dev_token)
-            .json(&bad)
-            .send()
-            .await
-            .expect("answer");
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
-        let body: Value = response.json().await.expect("JSON error");
-        assert_eq!(body["error"]["code"], "malformed_body", "{bad}: {body}");
-    }
-}
-
 // ---------------------------------------------------------------- in Chromium
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,16 +243,12 @@ async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads(
     let server = ApiServer::start(stack).await.expect("queue-api starts");
     let event = server.open_event(1).await.expect("event");
     // Someone is ahead, so the page has a real place to show.
-    let (status, _) = enter(&server, &event, &token("shop", "first")).await;
+    let (status, _) = server.enter(&event, &token("shop", "first")).await;
     assert_eq!(status, StatusCode::CREATED);
     let ana = UserKey::parse("shop", "ana").expect("user");
     let browser = Browser::start().await.expect("browser starts");
 
-    let url = format!(
-        "{}#token={}",
-        page_url(&server, &event),
-        token("shop", "ana")
-    );
+    let url = format!("{}#token={}", server.page_url(&event), token("shop", "ana"));
     browser.driver.goto(url).await.expect("goto");
     let waiting = browser
         .wait_until("a place in line over a stream", |s| {
@@ -441,7 +277,7 @@ async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads(
 
     let decided = Instant::now();
     server
-        .decide(&event, &ana, 'W', 2, 1)
+        .decide(&event, &ana, UserState::Won, 2, 1)
         .await
         .expect("decide");
     let won = browser
@@ -462,7 +298,7 @@ async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads(
         .await
         .expect("result after reload");
     assert_eq!(after["result_ticket"], "2");
-    let (status, view) = enter(&server, &event, &token("shop", "ana")).await;
+    let (status, view) = server.enter(&event, &token("shop", "ana")).await;
     assert_eq!(status, StatusCode::OK, "reloads never made a new entry");
     assert_eq!(view["ticket"], 2);
     browser.quit().await.expect("quit");
@@ -471,11 +307,13 @@ async fn the_page_shows_the_place_then_the_result_over_sse_and_survives_reloads(
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tokens_read_as_sentences_and_the_local_sign_in_works_by_keyboard() {
     let stack = TestStack::shared().await;
-    let server = local_mode_server(stack).await.expect("queue-api starts");
+    let server = ApiServer::start_local_mode(stack)
+        .await
+        .expect("queue-api starts");
     let event = server.open_event(1).await.expect("event");
     let browser = Browser::start().await.expect("browser starts");
 
-    let url = format!("{}#token=not-a-jwt", page_url(&server, &event));
+    let url = format!("{}#token=not-a-jwt", server.page_url(&event));
     browser.driver.goto(url).await.expect("goto");
     let error = browser
         .wait_until("an error", |s| s["state"] == "error")
@@ -492,7 +330,7 @@ async fn bad_tokens_read_as_sentences_and_the_local_sign_in_works_by_keyboard() 
     browser.driver.goto("about:blank").await.expect("blank");
     let url = format!(
         "{}#token={}",
-        page_url(&server, &event),
+        server.page_url(&event),
         expired_local_token(stack, "shop", "late")
     );
     browser.driver.goto(url).await.expect("goto");
@@ -544,11 +382,7 @@ async fn without_streams_the_page_polls_and_still_gets_the_result() {
     let bo = UserKey::parse("shop", "bo").expect("user");
     let browser = Browser::start().await.expect("browser starts");
 
-    let url = format!(
-        "{}#token={}",
-        page_url(&server, &event),
-        token("shop", "bo")
-    );
+    let url = format!("{}#token={}", server.page_url(&event), token("shop", "bo"));
     browser.driver.goto(url).await.expect("goto");
     browser
         .wait_until("a place by polling", |s| {
@@ -556,7 +390,10 @@ async fn without_streams_the_page_polls_and_still_gets_the_result() {
         })
         .await
         .expect("polling");
-    server.decide(&event, &bo, 'L', 1, 1).await.expect("decide");
+    server
+        .decide(&event, &bo, UserState::Lost, 1, 1)
+        .await
+        .expect("decide");
     let lost = browser
         .wait_until("the result by polling", |s| s["state"] == "lost")
         .await
@@ -663,7 +500,7 @@ async fn an_embedding_shop_hands_the_token_over_by_post_message() {
         if !decided && shop["position"] == "1" {
             // The frame entered the queue with the token the shop posted.
             server
-                .decide(&event, &fay, 'W', 1, 1)
+                .decide(&event, &fay, UserState::Won, 1, 1)
                 .await
                 .expect("decide");
             decided = true;

@@ -1,291 +1,25 @@
-//! The Pub/Sub push endpoints against real PostgreSQL, Redis and tansu, with requests
-//! in Pub/Sub's push format carrying OIDC tokens signed by a test key configured as
-//! trusted (no Pub/Sub is needed: the endpoint only sees HTTP).
+//! goods-worker's Pub/Sub push endpoint against real PostgreSQL and tansu, with
+//! requests in Pub/Sub's push format carrying OIDC tokens signed by a test key
+//! configured as trusted (no Pub/Sub is needed: the endpoint only sees HTTP).
 //!
-//! goods-worker's push path must record exactly what its Kafka path records, answer
-//! 204 only once a result is in the outbox, stay idempotent under redelivery, and
-//! refuse anything malformed or unauthenticated with a 4xx JSON error.
+//! The push path must record exactly what the Kafka path records, answer 204 only once
+//! a result is in the outbox, stay idempotent under redelivery, and refuse anything
+//! malformed or unauthenticated with a 4xx JSON error.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use dropgate_core::{
-    Admitted, DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION,
-    Message as _, Outcome, UserKey, UserRecord, UserState,
-};
-use dropgate_functions::bus::Publisher;
-use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
-use dropgate_functions::goods_worker::GoodsPush;
-use dropgate_functions::ops_server::{OpsArgs, Readiness};
-use dropgate_functions::pubsub::envelope;
-use dropgate_functions::pubsub::oidc::PushAuth;
-use dropgate_functions::queue::{EventKeys, QueueStore};
-use dropgate_functions::result_relay::{RelayArgs, RelayPush};
+use dropgate_core::{Admitted, DrawResult, EventId, EventState, Message as _, Outcome};
 use dropgate_tests::TestStack;
 use dropgate_tests::goods::{DropFixture, Workers};
+use dropgate_tests::push::{PushServer, Token, assert_refused, bearer, envelope_for};
 use dropgate_tools::events;
 use futures_util::StreamExt;
-use jwt_simple::prelude::{
-    Clock, Duration as JwtDuration, HS256Key, MACLike, RS256KeyPair, RSAKeyPairLike,
-};
-use redis::AsyncCommands;
+use jwt_simple::prelude::{Duration as JwtDuration, HS256Key, MACLike, RS256KeyPair};
 use reqwest::StatusCode;
-use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-const AUDIENCE: &str = "https://goods-worker-test.a.run.app/pubsub/waiting-queue";
-const PUSHER: &str = "pubsub-push@dropgate-test.iam.gserviceaccount.com";
-const SUBSCRIPTION: &str = "projects/dropgate-test/subscriptions/goods-worker";
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// The key the test trusts as Google's.
-fn google_key() -> &'static RS256KeyPair {
-    static KEY: OnceLock<RS256KeyPair> = OnceLock::new();
-    KEY.get_or_init(|| {
-        RS256KeyPair::generate(2048)
-            .expect("RSA key generation")
-            .with_key_id("google-test-1")
-    })
-}
-
-/// A JWKS file with [`google_key`], written once per test binary.
-fn jwks_file() -> &'static PathBuf {
-    static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &FILE
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("google-certs.json");
-            std::fs::write(&path, dropgate_functions::auth::dev::jwks_for(google_key()))
-                .expect("write JWKS");
-            (dir, path)
-        })
-        .1
-}
-
-#[derive(Serialize)]
-struct PushClaims {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email_verified: Option<bool>,
-}
-
-/// What a test token says; [`Token::default`] is what Pub/Sub sends.
-struct Token {
-    issuer: &'static str,
-    audience: &'static str,
-    email: Option<&'static str>,
-    verified: Option<bool>,
-    expired: bool,
-}
-
-impl Default for Token {
-    fn default() -> Self {
-        Self {
-            issuer: "https://accounts.google.com",
-            audience: AUDIENCE,
-            email: Some(PUSHER),
-            verified: Some(true),
-            expired: false,
-        }
-    }
-}
-
-impl Token {
-    fn sign_with(&self, key: &RS256KeyPair) -> String {
-        let mut claims = jwt_simple::prelude::Claims::with_custom_claims(
-            PushClaims {
-                email: self.email.map(str::to_owned),
-                email_verified: self.verified,
-            },
-            JwtDuration::from_secs(3600),
-        )
-        .with_issuer(self.issuer)
-        .with_audience(self.audience)
-        .with_subject("112233445566778899");
-        if self.expired {
-            let past = Clock::now_since_epoch() - JwtDuration::from_secs(600);
-            claims.issued_at = Some(past - JwtDuration::from_secs(3600));
-            claims.expires_at = Some(past);
-        }
-        key.sign(claims).expect("sign")
-    }
-
-    fn sign(&self) -> String {
-        self.sign_with(google_key())
-    }
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// The push body Pub/Sub would send for `payload`.
-fn envelope_for(payload: &[u8], key: &str, message_id: &str) -> Vec<u8> {
-    let attributes = HashMap::from([("key".to_owned(), key.to_owned())]);
-    envelope::encode(payload, &attributes, message_id, SUBSCRIPTION)
-}
-
-/// A push server in this process, stopped when dropped (also when a test fails).
-struct PushServer {
-    url: String,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    client: reqwest::Client,
-}
-
-impl Drop for PushServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl PushServer {
-    /// goods-worker's push endpoint on `drop`, publishing results to its Kafka
-    /// results topic (the transports are independent: what matters here is the push
-    /// side, and the results can be read back).
-    async fn goods(drop: &DropFixture) -> Self {
-        let args = drop.args(&TestStack::unique("push"));
-        let publisher = Publisher::kafka(&args.kafka, &drop.results_topic)
-            .await
-            .expect("Kafka publisher");
-        let auth = trusted_auth().await;
-        let goods = GoodsPush::connect(&args, publisher, auth, Readiness::default())
-            .await
-            .expect("goods push");
-        let (stop, stopped) = watch::channel(false);
-        let (address, task) = goods
-            .start("127.0.0.1:0".parse().expect("address"), stopped)
-            .await
-            .expect("serving");
-        Self::new(format!("http://{address}"), stop, task)
-    }
-
-    async fn relay(stack: &TestStack) -> Self {
-        let args = RelayArgs {
-            redis: RedisArgs::url(stack.env.redis_url.clone()),
-            kafka: KafkaArgs::brokers(""),
-            topics: TopicArgs::default(),
-            ops: OpsArgs {
-                health_addr: "127.0.0.1:0".parse().expect("address"),
-            },
-            group: String::new(),
-            batch_size: 100,
-            batch_wait_ms: 5,
-        };
-        let relay = RelayPush::connect(&args, trusted_auth().await, Readiness::default())
-            .await
-            .expect("relay push");
-        let (stop, stopped) = watch::channel(false);
-        let (address, task) = relay
-            .start(args.ops.health_addr, stopped)
-            .await
-            .expect("serving");
-        Self::new(format!("http://{address}"), stop, task)
-    }
-
-    fn new(url: String, stop: watch::Sender<bool>, task: JoinHandle<anyhow::Result<()>>) -> Self {
-        Self {
-            url,
-            stop,
-            task: Some(task),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(
-        &self,
-        route: &str,
-        authorization: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}{route}", self.url))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
-        };
-        (status, json)
-    }
-
-    /// Pushes `admitted` as Pub/Sub would, with a valid token.
-    async fn push_admission(&self, admitted: &Admitted, message_id: &str) -> (StatusCode, Value) {
-        let body = envelope_for(&admitted.encode(), &admitted.key(), message_id);
-        self.post(
-            "/pubsub/waiting-queue",
-            Some(&bearer(&Token::default().sign())),
-            body,
-        )
-        .await
-    }
-
-    /// Stops the server and waits for it.
-    async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("stops in time")
-                .expect("joins")
-                .expect("served cleanly");
-        }
-    }
-}
-
-async fn trusted_auth() -> PushAuth {
-    PushAuth::load(
-        jwks_file().to_str().expect("utf-8 path"),
-        Some(AUDIENCE),
-        Some(PUSHER),
-    )
-    .await
-    .expect("push auth")
-}
-
-/// An open event `event` of `stock` units in a fresh database and topics of its own.
-async fn drop_with_event(
-    stack: &TestStack,
-    event: &EventId,
-    stock: u32,
-    probability: f64,
-    partitions: u32,
-) -> DropFixture {
-    let (pool, database_url) = stack.fresh_database().await.expect("database");
-    let (waiting_topic, results_topic) = stack.fresh_topics(partitions).expect("topics");
-    let mut config = EventConfig::new(stock, 0);
-    config.win_probability = probability;
-    events::create(&pool, event, &config, &EventSeed::from_bytes([42; 32]))
-        .await
-        .expect("create");
-    events::transition(&pool, event, EventState::Open)
-        .await
-        .expect("open");
-    DropFixture {
-        pool,
-        database_url,
-        waiting_topic,
-        results_topic,
-        event: event.clone(),
-        brokers: stack.env.kafka_brokers.clone(),
-    }
-}
 
 /// Every recorded draw: (platform, user, ticket, outcome, decision order, draw value).
 async fn draws(drop: &DropFixture) -> Vec<(String, String, i64, String, i64, i64)> {
@@ -310,8 +44,12 @@ async fn unsent(drop: &DropFixture) -> i64 {
 async fn pushed_admissions_are_drawn_exactly_as_the_kafka_path_draws_them() {
     let stack = TestStack::shared().await;
     let event = EventId::parse(TestStack::unique("same")).expect("event id");
-    let by_push = drop_with_event(stack, &event, 20, 0.2, 1).await;
-    let by_kafka = drop_with_event(stack, &event, 20, 0.2, 1).await;
+    let by_push = DropFixture::open_as(stack, &event, 1, 20, 0.2, [42; 32])
+        .await
+        .expect("drop");
+    let by_kafka = DropFixture::open_as(stack, &event, 1, 20, 0.2, [42; 32])
+        .await
+        .expect("drop");
     let users = by_push.users(200);
 
     // Kafka: one partition, so decisions follow the tickets.
@@ -492,20 +230,6 @@ async fn a_redelivered_push_re_announces_and_never_draws_again() {
         let result = DrawResult::decode(payload).expect("result");
         assert_eq!((result.outcome, result.decision_order), (Outcome::Won, 1));
     }
-}
-
-/// Asserts a 4xx JSON error with `code`.
-fn assert_refused(answer: &(StatusCode, Value), status: StatusCode, code: &str, case: &str) {
-    let (got, body) = answer;
-    assert_eq!(*got, status, "{case}: {body}");
-    assert!(got.is_client_error(), "{case}");
-    assert_eq!(body["error"]["code"], code, "{case}: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{case}: {body}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -748,77 +472,5 @@ async fn malformed_pushes_and_bad_tokens_get_4xx_json_and_record_nothing() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), StatusCode::OK);
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn result_relay_applies_pushed_results_once_and_refuses_bad_pushes() {
-    let stack = TestStack::shared().await;
-    let event = EventId::parse(TestStack::unique("relay")).expect("event id");
-    let store = QueueStore::connect(&stack.env.redis())
-        .await
-        .expect("redis");
-    let keys = EventKeys::new(&event);
-    let user = UserKey::parse("web", "pushed-1").expect("user");
-    let _: () = store
-        .connection()
-        .hset(keys.users(), user.member(), "a|7|1700000000")
-        .await
-        .expect("admit");
-    let result = DrawResult {
-        version: MESSAGE_VERSION,
-        event_id: event.clone(),
-        user: user.clone(),
-        ticket: 7,
-        outcome: Outcome::Won,
-        decision_order: 1,
-        stock_left: 9,
-        decided_at_ms: 1_700_000_000_000,
-    };
-    let server = PushServer::relay(stack).await;
-    let route = "/pubsub/result-notification";
-    let valid = bearer(&Token::default().sign());
-    let body = envelope_for(&result.encode(), &result.key(), "r1");
-    for _ in 0..3 {
-        let (status, answer) = server.post(route, Some(&valid), body.clone()).await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
-    }
-    let text: String = store
-        .connection()
-        .hget(keys.users(), user.member())
-        .await
-        .expect("record");
-    let record = UserRecord::decode(&text).expect("record");
-    assert_eq!(record.state, UserState::Won);
-    let stats = store.stats(&event).await.expect("stats");
-    assert_eq!(stats.get("won"), Some(&1), "applied once: {stats:?}");
-
-    let answer = server
-        .post(
-            route,
-            Some(&valid),
-            envelope_for(b"[]", "web:pushed-1", "r2"),
-        )
-        .await;
-    assert_refused(
-        &answer,
-        StatusCode::BAD_REQUEST,
-        "malformed_message",
-        "not a result",
-    );
-    let answer = server.post(route, None, body.clone()).await;
-    assert_refused(
-        &answer,
-        StatusCode::UNAUTHORIZED,
-        "missing_token",
-        "no token",
-    );
-    let answer = server.post(route, Some(&valid), b"{}".to_vec()).await;
-    assert_refused(
-        &answer,
-        StatusCode::BAD_REQUEST,
-        "malformed_envelope",
-        "empty envelope",
-    );
     server.stop().await;
 }

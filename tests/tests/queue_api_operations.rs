@@ -1,0 +1,274 @@
+//! queue-api as operated: rate and stream limits answer 429 and 503 with Retry-After,
+//! a shutdown tells open streams to reconnect, health, readiness (failing without
+//! Redis), metrics and CORS, and the queue-api binary trusting `dropgate token` and
+//! stopping cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use dropgate_core::{EventId, EventState};
+use dropgate_tests::api::{ApiServer, error_code, token};
+use dropgate_tests::{KillOnDrop, TestStack, dropgate_binary, workspace_binary};
+use dropgate_tools::stack::{Component, StopMode};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_answer_429_and_503_with_retry_after() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start_with(stack, |args| {
+        args.user_rate_per_s = 1;
+        args.user_burst = 3;
+        args.max_streams = 1;
+    })
+    .await
+    .expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let client = server.client();
+    let first = token("shop", "s1");
+    let second = token("shop", "s2");
+    server.enter(&event, &first).await;
+    server.enter(&event, &second).await;
+
+    let mut open = server.open_stream(&event, &first, None).await;
+    assert_eq!(
+        open.next(PATIENCE)
+            .await
+            .expect("event")
+            .expect("open")
+            .name,
+        "position"
+    );
+    let refused = client
+        .get(server.queue_url(&event, "/me/stream"))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(error_code(&body), "too_many_streams");
+    // Polling still works for the one turned away.
+    let (code, _) = server.status(&event, &second).await;
+    assert_eq!(code, StatusCode::OK);
+
+    // s2 has spent 3 of 3 (enter, stream, status): the next is limited.
+    let (code, body) = server.status(&event, &second).await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "rate_limited");
+    drop(open);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_tells_open_streams_to_reconnect() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let token = token("shop", "patient");
+    server.enter(&event, &token).await;
+    let mut stream = server.open_stream(&event, &token, None).await;
+    assert_eq!(
+        stream
+            .next(PATIENCE)
+            .await
+            .expect("event")
+            .expect("open")
+            .name,
+        "position"
+    );
+    let stopping = tokio::spawn(server.stop());
+    let told = stream
+        .next(PATIENCE)
+        .await
+        .expect("event")
+        .expect("reconnect");
+    assert_eq!(told.name, "reconnect");
+    assert_eq!(stream.next(PATIENCE).await.expect("end"), None);
+    stopping.await.expect("join").expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_metrics_and_cors() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let client = server.client();
+    server.enter(&event, &token("shop", "m1")).await;
+
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("dropgate_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dropgate_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("dropgate_queue_length{{event=\"{event}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dropgate_sse_open_streams"), "{metrics}");
+
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, server.queue_url(&event, ""))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.expect("preflight");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_when_redis_is_gone() {
+    let stack = TestStack::dedicated().await.expect("stack");
+    let server = ApiServer::start(&stack).await.expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let client = server.client();
+    dropgate_tools::stack::stop_component(stack.state_dir(), Component::Redis, StopMode::Crash)
+        .expect("stop redis");
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (code, body) = server.enter(&event, &token("shop", "r1")).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sigterm() {
+    let stack = TestStack::shared().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let mut command = std::process::Command::new(workspace_binary("queue-api").expect("built"));
+    for (name, value) in stack.env.vars() {
+        command.env(name, value);
+    }
+    let child = command
+        .env("DROPGATE_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("DROPGATE_API_IP_RATE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("queue-api starts");
+    let mut running = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue-api did not answer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let output = std::process::Command::new(dropgate_binary().expect("built"))
+        .args([
+            "token",
+            "--user",
+            "cli-user",
+            "--platform",
+            "shop",
+            "--ttl",
+            "10m",
+            "--state-dir",
+        ])
+        .arg(stack.state_dir())
+        .output()
+        .expect("dropgate token runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+
+    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis())
+        .await
+        .expect("redis");
+    let event = EventId::parse(TestStack::unique("bin")).expect("valid");
+    let meta = dropgate_functions::queue::EventMeta {
+        state: EventState::Open,
+        rate_per_s: 10,
+        abandon_timeout_ms: 120_000,
+        opens_at_ms: 0,
+    };
+    store.put_event_meta(&event, &meta).await.expect("meta");
+    let response = client
+        .post(format!("{base}/v1/events/{event}/queue"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("enter");
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let bad_identity = std::process::Command::new(dropgate_binary().expect("built"))
+        .args([
+            "token",
+            "--user",
+            "has space",
+            "--platform",
+            "shop",
+            "--state-dir",
+        ])
+        .arg(stack.state_dir())
+        .output()
+        .expect("dropgate token runs");
+    assert_eq!(bad_identity.status.code(), Some(2));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = running.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue-api ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
