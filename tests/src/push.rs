@@ -211,7 +211,13 @@ impl PushServer {
             url,
             stop,
             task: Some(task),
-            client: reqwest::Client::new(),
+            // A fresh connection per push: the server closes one whose body it refused
+            // unread (413), and a pooled client could send the next push into that
+            // closing connection and fail with a broken pipe.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
         }
     }
 

@@ -70,7 +70,9 @@ pub fn event_constant(state: EventState) -> String {
 
 /// The prelude for `body`. The constants cost nothing at run time; a table is built on
 /// every call of the script, so only the tables the body names are included (the enter
-/// script, the hottest, needs one).
+/// script, the hottest, needs one). Measured on the enter script with redis-benchmark
+/// (32 connections, 200,000 new users, three runs each): 63,444 EVALSHA/s with the
+/// prelude against 63,894/s for the hand-spelled script, within run-to-run noise.
 fn prelude(body: &str) -> String {
     let mut text = String::from(
         "-- Generated from dropgate-core's state machines (functions/src/queue/scripts/mod.rs).\n",
