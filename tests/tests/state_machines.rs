@@ -2,7 +2,9 @@
 //! script that writes a user's state runs against real Redis for every starting state
 //! and is compared with `UserState::step` (or `UserState::record_outcome` for recorded
 //! draws); the scripts, the admitter and the goods SQL that depend on an event's state
-//! are run for every `EventState` and compared with `EventState`'s rules.
+//! are run for every `EventState` and compared with `EventState`'s rules. The
+//! admitter's own writes (the sold-out mark, the token bucket) are made only by the
+//! lease holder, and the stock left only ever goes down.
 
 use dropgate_core::{
     DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Outcome, Step,
@@ -16,6 +18,7 @@ use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitS
 use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScript};
 use dropgate_functions::queue::scripts::enter::EnterScript;
 use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
+use dropgate_functions::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use dropgate_functions::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
 use dropgate_tests::TestStack;
@@ -113,6 +116,7 @@ impl Event {
             now_s,
             abandon_s,
             look_budget: 10,
+            bucket_after: (0, 0),
         };
         AdmitScript::default()
             .call(&mut self.redis, &self.keys, request)
@@ -286,6 +290,143 @@ async fn entering_and_admitting_follow_the_event_state() {
             assert_eq!(queued.len(), 1, "a {state} event keeps its line");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sold_out_mark_follows_event_step_and_only_the_lease_holder_writes_it() {
+    let stack = TestStack::shared().await;
+    for state in EventState::ALL {
+        let mut event = Event::new(stack, state).await;
+        let script = MarkSoldOutScript::default();
+        let refused = script
+            .call(&mut event.redis, &event.keys, "ex-leader|1")
+            .await
+            .expect("mark");
+        assert_eq!(refused, MarkSoldOutReply::NotLeader, "a {state} event");
+        let stored: String = event
+            .redis
+            .hget(event.keys.meta(), "state")
+            .await
+            .expect("HGET");
+        assert_eq!(
+            stored,
+            state.as_str(),
+            "an ex-leader changed a {state} event"
+        );
+
+        let reply = script
+            .call(&mut event.redis, &event.keys, &event.lease_value)
+            .await
+            .expect("mark");
+        let stored: String = event
+            .redis
+            .hget(event.keys.meta(), "state")
+            .await
+            .expect("HGET");
+        match state.step(EventState::SoldOut) {
+            Ok(to) => {
+                assert_eq!(reply, MarkSoldOutReply::Marked, "a {state} event");
+                assert_eq!(stored, to.as_str());
+            }
+            Err(_) => {
+                assert_eq!(reply, MarkSoldOutReply::NotAllowed, "a {state} event");
+                assert_eq!(stored, state.as_str());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_lease_holder_carries_the_token_bucket() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::Open).await;
+    let bucket = |redis: &mut ConnectionManager, keys: &EventKeys| {
+        let key = keys.bucket();
+        let mut redis = redis.clone();
+        async move {
+            let parts: (Option<u64>, Option<u64>) =
+                redis.hget(&key, &["milli", "at_ms"]).await.expect("HGET");
+            parts
+        }
+    };
+    event.place(UserState::Waiting, now_s()).await;
+    // The leader asked for 3 tokens (7,000 thousandths left) and found one user: the
+    // two it did not use go back.
+    let lease_value = event.lease_value.clone();
+    let leader = AdmitRequest {
+        lease_value: &lease_value,
+        want: 3,
+        now_s: now_s(),
+        abandon_s: 60,
+        look_budget: 10,
+        bucket_after: (7_000, 1_234),
+    };
+    let reply = AdmitScript::default()
+        .call(&mut event.redis, &event.keys, leader)
+        .await
+        .expect("admit");
+    assert_eq!(
+        reply,
+        AdmitReply::Done {
+            admitted: 1,
+            expired: 0
+        }
+    );
+    assert_eq!(
+        bucket(&mut event.redis, &event.keys).await,
+        (Some(9_000), Some(1_234))
+    );
+
+    // An ex-leader whose lease lapsed mid-tick writes nothing, bucket included.
+    event.place(UserState::Waiting, now_s()).await;
+    let stale = AdmitRequest {
+        lease_value: "ex-leader|1",
+        bucket_after: (1_000_000, 99),
+        ..leader
+    };
+    let reply = AdmitScript::default()
+        .call(&mut event.redis, &event.keys, stale)
+        .await
+        .expect("admit");
+    assert_eq!(reply, AdmitReply::NotLeader);
+    assert_eq!(
+        bucket(&mut event.redis, &event.keys).await,
+        (Some(9_000), Some(1_234))
+    );
+    assert_eq!(event.record().await.state, UserState::Waiting);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stock_left_never_goes_back_up() {
+    let stack = TestStack::shared().await;
+    let event = Event::new(stack, EventState::Open).await;
+    let meta = event.keys.meta();
+    event
+        .store
+        .put_draw_limits(&event.event, 100, 400)
+        .await
+        .expect("limits");
+    // The event admin keeps writing its older figure while result-relay lowers the
+    // stock unit by unit: the stored figure must never climb back above the latest.
+    let store = event.store.clone();
+    let id = event.event.clone();
+    let admin = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            store.put_draw_limits(&id, 100, 400).await.expect("limits");
+        }
+    });
+    let mut redis = event.redis.clone();
+    for stock in (0..400u64).rev() {
+        let _: () = redis.hset(&meta, "stock_left", stock).await.expect("HSET");
+        let stored: u64 = redis.hget(&meta, "stock_left").await.expect("HGET");
+        assert!(
+            stored <= stock,
+            "stock went back up from {stock} to {stored}"
+        );
+    }
+    admin.await.expect("admin task");
+    let stored: u64 = redis.hget(&meta, "stock_left").await.expect("HGET");
+    assert_eq!(stored, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,6 +28,7 @@ use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
 use crate::queue::scripts::finished::FinishedScript;
 use crate::queue::scripts::lease::{Lease, LeaseScript};
+use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use crate::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
 
@@ -101,6 +102,7 @@ pub struct Admitter {
     lease: LeaseScript,
     admit: AdmitScript,
     sweep: SweepSoldOutScript,
+    mark_sold_out: MarkSoldOutScript,
     finished: FinishedScript,
     /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
     retired: HashSet<EventId>,
@@ -140,6 +142,7 @@ impl Admitter {
             lease: LeaseScript::default(),
             admit: AdmitScript::default(),
             sweep: SweepSoldOutScript::default(),
+            mark_sold_out: MarkSoldOutScript::default(),
             finished: FinishedScript::default(),
             retired: HashSet::new(),
             leading: HashMap::new(),
@@ -227,17 +230,21 @@ impl Admitter {
         let lease_value = Lease::value(&self.instance, token);
         let view = self.read(event).await?;
         let stock_gone = view.stock_left == Some(0);
-        let may_sell_out = view
-            .state
-            .is_some_and(|state| state.step(EventState::SoldOut).is_ok());
-
-        if stock_gone && may_sell_out {
-            let _: () = self
-                .redis
-                .hset(keys.meta(), "state", EventState::SoldOut.as_str())
+        let mut state = view.state;
+        if stock_gone && state.is_some_and(|state| state.step(EventState::SoldOut).is_ok()) {
+            let reply = self
+                .mark_sold_out
+                .call(&mut self.redis, &keys, &lease_value)
                 .await?;
+            if reply == MarkSoldOutReply::NotLeader {
+                self.leading.remove(event);
+                return Ok(());
+            }
+            if reply == MarkSoldOutReply::Marked {
+                state = Some(EventState::SoldOut);
+            }
         }
-        if stock_gone || view.state == Some(EventState::SoldOut) {
+        if stock_gone || state == Some(EventState::SoldOut) {
             self.announce_sold_out(event).await?;
             let reply = self
                 .sweep
@@ -246,12 +253,12 @@ impl Admitter {
             if let SweepReply::Swept(swept @ 1..) = reply {
                 tracing::info!(%event, swept, "waiting users told the event is sold out");
             }
-        } else if view.state.is_some_and(EventState::admits) {
+        } else if state.is_some_and(EventState::admits) {
             self.admit_event(event, &keys, &lease_value, &view).await?;
         }
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
         self.publish_admitting(event, &keys).await?;
-        if stock_gone || matches!(view.state, Some(EventState::SoldOut | EventState::Closed)) {
+        if stock_gone || matches!(state, Some(EventState::SoldOut | EventState::Closed)) {
             self.retire_if_finished(event, &keys).await?;
         }
         Ok(())
@@ -333,39 +340,32 @@ impl Admitter {
             stock_left: view.stock_left.unwrap_or(u64::MAX),
         };
         let admission = admit(bucket, &limits, downstream, now);
-        let mut admitted = 0u64;
-        if admission.admit > 0 {
-            let request = AdmitRequest {
-                lease_value,
-                want: admission.admit,
-                now_s: now / 1_000,
-                abandon_s: view.abandon_ms / 1_000,
-                look_budget: admission.admit + LOOK_BUDGET_EXTRA,
-            };
-            let (count, expired) = match self.admit.call(&mut self.redis, keys, request).await? {
-                AdmitReply::Done { admitted, expired } => (admitted, expired),
-                reply @ (AdmitReply::NotLeader | AdmitReply::NotAdmitting) => {
-                    tracing::debug!(%event, ?reply, "admission skipped");
-                    return Ok(());
-                }
-            };
-            admitted = count;
-            metrics::counter!("dropgate_admitter_admitted_total", "event" => event.to_string())
-                .increment(count);
-            metrics::counter!("dropgate_admitter_expired_total", "event" => event.to_string())
-                .increment(expired);
-            failpoint::hit("admitter_after_script_before_delivery");
+        // Nothing to admit leaves the stored bucket as it was: refilling it later
+        // from the older time gives the same tokens (the refill is linear up to the
+        // burst), and only the lease holder writes it, inside the admit script.
+        if admission.admit == 0 {
+            return Ok(());
         }
-        // Tokens not used (fewer waiting than allowed) go back into the bucket.
-        let (milli, at_ms) = admission.bucket.to_parts();
-        let refund = admission.admit.saturating_sub(admitted) * 1_000;
-        let _: () = self
-            .redis
-            .hset_multiple(
-                keys.bucket(),
-                &[("milli", milli + refund), ("at_ms", at_ms)],
-            )
-            .await?;
+        let request = AdmitRequest {
+            lease_value,
+            want: admission.admit,
+            now_s: now / 1_000,
+            abandon_s: view.abandon_ms / 1_000,
+            look_budget: admission.admit + LOOK_BUDGET_EXTRA,
+            bucket_after: admission.bucket.to_parts(),
+        };
+        let (admitted, expired) = match self.admit.call(&mut self.redis, keys, request).await? {
+            AdmitReply::Done { admitted, expired } => (admitted, expired),
+            reply @ (AdmitReply::NotLeader | AdmitReply::NotAdmitting) => {
+                tracing::debug!(%event, ?reply, "admission skipped");
+                return Ok(());
+            }
+        };
+        metrics::counter!("dropgate_admitter_admitted_total", "event" => event.to_string())
+            .increment(admitted);
+        metrics::counter!("dropgate_admitter_expired_total", "event" => event.to_string())
+            .increment(expired);
+        failpoint::hit("admitter_after_script_before_delivery");
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisArgs;
+use scripts::draw_limits::DrawLimitsScript;
 use scripts::enter::EnterScript;
 use scripts::retick::RetickScript;
 use scripts::status::StatusScript;
@@ -172,27 +173,20 @@ impl QueueStore {
     }
 
     /// Writes what the admitter needs from the draw side: the in-flight cap, and the
-    /// stock left (lowered only: result-relay may already know a smaller figure).
+    /// stock left (lowered only, in one script: result-relay may already know a
+    /// smaller figure).
     pub async fn put_draw_limits(
         &self,
         event: &EventId,
         max_in_flight: u32,
         stock_left: u32,
     ) -> Result<()> {
-        let meta = EventKeys::new(event).meta();
-        let known: Option<u64> = self.redis.clone().hget(&meta, "stock_left").await?;
-        let stock_left = known.map_or(u64::from(stock_left), |known| {
-            known.min(u64::from(stock_left))
-        });
-        let _: () = self
-            .redis
-            .clone()
-            .hset_multiple(
-                &meta,
-                &[
-                    ("max_in_flight", u64::from(max_in_flight)),
-                    ("stock_left", stock_left),
-                ],
+        DrawLimitsScript::default()
+            .call(
+                &mut self.redis.clone(),
+                &EventKeys::new(event),
+                max_in_flight,
+                stock_left,
             )
             .await?;
         Ok(())

@@ -3,9 +3,13 @@
 -- no-shows cannot stall the line. The serving counter advances past everyone who left
 -- the queue, which is what positions are computed from. A user moves only where core's
 -- STEP table allows it; anyone else (already decided, unreadable) just leaves the queue.
--- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats
+-- The admission token bucket is written here too, under the same lease check, so an
+-- ex-leader that lost its lease mid-tick cannot overwrite the new leader's bucket: the
+-- tokens taken for N are in ARGV 6, and those not used (fewer users than N) go back.
+-- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats, 8 bucket
 -- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
---       5 most users to look at (admitted + expired)
+--       5 most users to look at (admitted + expired), 6 bucket thousandths of tokens
+--       left after taking N, 7 bucket refill time (Unix ms)
 -- Returns {status, admitted count, expired count}; status is ok | not_leader |
 -- not_admitting.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -58,6 +62,8 @@ while admitted < want and looked < budget do
   end
 end
 redis.call('SET', KEYS[5], serving)
+redis.call('HSET', KEYS[8], 'milli', string.format('%.0f', tonumber(ARGV[6]) + (want - admitted) * 1000),
+  'at_ms', ARGV[7])
 if admitted > 0 then
   redis.call('HINCRBY', KEYS[7], 'admitted', admitted)
 end

@@ -1,4 +1,5 @@
-//! `admit.lua`: move up to N users from the head of an event's queue to the draw.
+//! `admit.lua`: move up to N users from the head of an event's queue to the draw,
+//! and carry the admission token bucket to the next tick, both fenced by the lease.
 
 use anyhow::{Context, Result};
 use redis::aio::ConnectionLike;
@@ -22,6 +23,9 @@ pub struct AdmitRequest<'a> {
     pub abandon_s: u64,
     /// Most users to look at (admitted and expired together).
     pub look_budget: u64,
+    /// The token bucket after taking `want` tokens: (thousandths of tokens, refill
+    /// time in Unix ms). Written with the tokens not used given back.
+    pub bucket_after: (u64, u64),
 }
 
 /// What the script did.
@@ -68,11 +72,14 @@ impl AdmitScript {
             .key(keys.serving())
             .key(keys.admitting())
             .key(keys.stats())
+            .key(keys.bucket())
             .arg(request.lease_value)
             .arg(request.want)
             .arg(request.now_s)
             .arg(request.abandon_s)
             .arg(request.look_budget)
+            .arg(request.bucket_after.0)
+            .arg(request.bucket_after.1)
             .invoke_async(redis)
             .await
             .context("The admit script failed")?;

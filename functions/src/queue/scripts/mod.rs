@@ -6,16 +6,19 @@
 //! states as Lua constants, and, where a script uses them, core's transition tables
 //! ([`UserState::step`] as `STEP`, [`UserState::record_outcome`] as `RECORD_OUTCOME`)
 //! and event predicates ([`EventState::accepts_entries`] as `ACCEPTS_ENTRIES`,
-//! [`EventState::admits`] as `ADMITS`). A script moves a user only when the table says
+//! [`EventState::admits`] as `ADMITS`, the states [`EventState::step`] lets become
+//! sold out as `MAY_SELL_OUT`). A script moves a user only when the table says
 //! `MOVED`, so the rule lives in core and the scripts only apply it; the tests in
 //! `tests/tests/scripts.rs` run each script against real Redis for every pair of
 //! states and compare with core.
 
 pub mod admit;
 pub mod apply_result;
+pub mod draw_limits;
 pub mod enter;
 pub mod finished;
 pub mod lease;
+pub mod mark_sold_out;
 pub mod retick;
 pub mod status;
 pub mod sweep_sold_out;
@@ -97,6 +100,10 @@ fn prelude(body: &str) -> String {
         ),
         ("ACCEPTS_ENTRIES", event_set(EventState::accepts_entries)),
         ("ADMITS", event_set(EventState::admits)),
+        (
+            "MAY_SELL_OUT",
+            event_set(|state| state.step(EventState::SoldOut).is_ok()),
+        ),
     ];
     for (name, table) in tables {
         if mentions(body, name) {
@@ -179,9 +186,12 @@ mod tests {
         let bodies = [
             admit::BODY,
             apply_result::BODY,
+            draw_limits::BODY,
             enter::BODY,
             finished::BODY,
             lease::BODY,
+            lease::RELEASE_BODY,
+            mark_sold_out::BODY,
             retick::BODY,
             status::BODY,
             sweep_sold_out::BODY,
