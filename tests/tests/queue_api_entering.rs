@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dropgate_core::{EventState, UserKey, UserState};
-use dropgate_functions::queue::EventKeys;
+use dropgate_core::{EventConfig, EventId, EventState, UserKey, UserState};
+use dropgate_functions::queue::{EventKeys, EventMeta};
 use dropgate_functions::queue_api::QueueView;
 use dropgate_tests::TestStack;
 use dropgate_tests::api::{ApiServer, error_code, token};
@@ -123,6 +123,49 @@ async fn concurrent_reentries_of_one_user_share_one_ticket() {
         .filter(|(status, _)| *status == StatusCode::CREATED)
         .count();
     assert_eq!(created, 1, "exactly one request created the entry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_far_back_is_told_to_poll_well_within_the_abandon_timeout() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = EventId::parse(TestStack::unique("ev")).expect("event id");
+    // The shortest abandon timeout an event may have, and a long line at 1 user/s:
+    // an ETA of hours would ask for a 30 s poll, which would expire the user.
+    let meta = EventMeta {
+        state: EventState::Open,
+        rate_per_s: 1,
+        abandon_timeout_ms: EventConfig::MIN_ABANDON_TIMEOUT_MS,
+        opens_at_ms: 0,
+    };
+    server
+        .store
+        .put_event_meta(&event, &meta)
+        .await
+        .expect("event");
+    let _: () = redis::cmd("SET")
+        .arg(EventKeys::new(&event).seq())
+        .arg(50_000)
+        .query_async(&mut server.store.connection())
+        .await
+        .expect("SET seq");
+    let user = token("shop", "far-back");
+    let (status, entered) = server.enter(&event, &user).await;
+    assert_eq!(status, StatusCode::CREATED, "{entered}");
+    assert!(
+        entered["eta_s"].as_u64().expect("eta_s") > 3_600,
+        "{entered}"
+    );
+    for _ in 0..20 {
+        let (status, polled) = server.status(&event, &user).await;
+        assert_eq!(status, StatusCode::OK, "{polled}");
+        let poll_after = polled["poll_after_ms"].as_u64().expect("poll_after_ms");
+        assert!(
+            poll_after <= EventConfig::MIN_ABANDON_TIMEOUT_MS / 2,
+            "told to come back in {poll_after} ms; the user is expired after {} ms",
+            EventConfig::MIN_ABANDON_TIMEOUT_MS
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

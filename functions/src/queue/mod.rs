@@ -62,6 +62,9 @@ pub struct Standing {
     pub serving: u64,
     /// Event admission rate.
     pub rate_per_s: u32,
+    /// Waiting users not seen for this long are skipped (ms): the poll interval
+    /// stays well below it.
+    pub abandon_timeout_ms: u64,
     /// Event state.
     pub event_state: EventState,
 }

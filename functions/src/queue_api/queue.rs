@@ -74,6 +74,7 @@ impl QueueView {
                     record.ticket,
                     standing.serving,
                     standing.rate_per_s,
+                    standing.abandon_timeout_ms,
                     rand::random::<f64>(),
                 );
                 (

@@ -3,23 +3,23 @@
 -- (How many entered is seq itself: every new entry takes the next ticket, so no
 -- separate counter is written on the hottest path.)
 -- ARGV: 1 member (<platform>:<user>), 2 now (Unix s)
--- Returns {outcome, record, serving, rate, event state}; outcome is one of
+-- Returns {outcome, record, serving, rate, event state, abandon timeout (ms)}; outcome is one of
 -- new | existing | unknown_event | not_accepting (the event state says why).
-local meta = redis.call('HMGET', KEYS[1], 'state', 'rate')
-local state, rate = meta[1], meta[2]
+local meta = redis.call('HMGET', KEYS[1], 'state', 'rate', 'abandon_ms')
+local state, rate, abandon = meta[1], meta[2], meta[3] or ''
 if not state then
-  return {'unknown_event', '', '0', '0', ''}
+  return {'unknown_event', '', '0', '0', '', ''}
 end
 local serving = redis.call('GET', KEYS[5]) or '0'
 local record = redis.call('HGET', KEYS[4], ARGV[1])
 if record then
-  return {'existing', record, serving, rate, state}
+  return {'existing', record, serving, rate, state, abandon}
 end
 if not ACCEPTS_ENTRIES[state] then
-  return {'not_accepting', '', serving, rate, state}
+  return {'not_accepting', '', serving, rate, state, abandon}
 end
 local ticket = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], ticket, ARGV[1])
 record = WAITING .. '|' .. ticket .. '|' .. ARGV[2]
 redis.call('HSET', KEYS[4], ARGV[1], record)
-return {'new', record, serving, rate, state}
+return {'new', record, serving, rate, state, abandon}

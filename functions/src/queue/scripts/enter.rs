@@ -51,9 +51,9 @@ impl EnterScript {
 }
 
 /// The reply shared by the enter and status scripts: `{outcome, record, serving,
-/// rate, event state}`.
+/// rate, event state, abandon timeout}`.
 pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
-    let [outcome, record, serving, rate, state] = <[String; 5]>::try_from(reply)
+    let [outcome, record, serving, rate, state, abandon] = <[String; 6]>::try_from(reply)
         .map_err(|reply| anyhow::anyhow!("unexpected script reply {reply:?}"))?;
     let event_state = || -> Result<EventState> {
         state
@@ -66,6 +66,9 @@ pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
             record: UserRecord::decode(&record)?,
             serving: serving.parse().unwrap_or(0),
             rate_per_s: rate.parse().unwrap_or(1),
+            abandon_timeout_ms: abandon
+                .parse()
+                .unwrap_or(dropgate_core::EventConfig::DEFAULT_ABANDON_TIMEOUT_MS),
             event_state: event_state()?,
         }))
     };
