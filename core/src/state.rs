@@ -211,6 +211,12 @@ impl EventState {
         self == EventState::Open
     }
 
+    /// Whether the last unit going moves this event to sold out: the states
+    /// [`EventState::step`] lets become [`EventState::SoldOut`].
+    pub fn may_sell_out(self) -> bool {
+        self.step(EventState::SoldOut).is_ok()
+    }
+
     /// Whether new users may join the queue.
     pub fn accepts_entries(self) -> bool {
         matches!(
@@ -317,6 +323,17 @@ mod tests {
         }
         assert_eq!(UserState::from_code("ww"), None);
         assert_eq!(UserState::from_code(""), None);
+    }
+
+    #[test]
+    fn only_an_open_or_paused_event_may_sell_out() {
+        for state in EventState::ALL {
+            assert_eq!(
+                state.may_sell_out(),
+                matches!(state, EventState::Open | EventState::Paused),
+                "{state}"
+            );
+        }
     }
 
     #[test]

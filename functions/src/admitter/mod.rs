@@ -231,7 +231,7 @@ impl Admitter {
         let view = self.read(event).await?;
         let stock_gone = view.stock_left == Some(0);
         let mut state = view.state;
-        if stock_gone && state.is_some_and(|state| state.step(EventState::SoldOut).is_ok()) {
+        if stock_gone && state.is_some_and(EventState::may_sell_out) {
             let reply = self
                 .mark_sold_out
                 .call(&mut self.redis, &keys, &lease_value)

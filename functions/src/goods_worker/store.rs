@@ -12,12 +12,12 @@ use dropgate_core::{
 };
 use sqlx::{PgPool, Row};
 
-/// The event states that become sold out when a batch takes the last unit: core's
-/// [`EventState::step`], so the SQL never lists them itself.
+/// The event states that become sold out when a batch takes the last unit
+/// ([`EventState::may_sell_out`]), so the SQL never lists them itself.
 static MAY_SELL_OUT: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     EventState::ALL
         .into_iter()
-        .filter(|state| state.step(EventState::SoldOut).is_ok())
+        .filter(|state| state.may_sell_out())
         .map(EventState::as_str)
         .collect()
 });

@@ -1,6 +1,6 @@
 -- mark_sold_out: the leader records that an event's stock is gone. Only the lease
 -- holder writes (an ex-leader that lost its lease mid-tick is refused), and only from
--- a state core's EventState::step lets become sold out (MAY_SELL_OUT).
+-- a state core's EventState::may_sell_out allows (MAY_SELL_OUT).
 -- KEYS: 1 leader, 2 meta
 -- ARGV: 1 lease value (<instance>|<token>)
 -- Returns 1 when the event became sold out, 0 when its state does not allow it, -1

@@ -6,8 +6,8 @@
 //! states as Lua constants, and, where a script uses them, core's transition tables
 //! ([`UserState::step`] as `STEP`, [`UserState::record_outcome`] as `RECORD_OUTCOME`)
 //! and event predicates ([`EventState::accepts_entries`] as `ACCEPTS_ENTRIES`,
-//! [`EventState::admits`] as `ADMITS`, the states [`EventState::step`] lets become
-//! sold out as `MAY_SELL_OUT`). A script moves a user only when the table says
+//! [`EventState::admits`] as `ADMITS`, [`EventState::may_sell_out`] as
+//! `MAY_SELL_OUT`). A script moves a user only when the table says
 //! `MOVED`, so the rule lives in core and the scripts only apply it; the tests in
 //! `tests/tests/scripts.rs` run each script against real Redis for every pair of
 //! states and compare with core.
@@ -100,10 +100,7 @@ fn prelude(body: &str) -> String {
         ),
         ("ACCEPTS_ENTRIES", event_set(EventState::accepts_entries)),
         ("ADMITS", event_set(EventState::admits)),
-        (
-            "MAY_SELL_OUT",
-            event_set(|state| state.step(EventState::SoldOut).is_ok()),
-        ),
+        ("MAY_SELL_OUT", event_set(EventState::may_sell_out)),
     ];
     for (name, table) in tables {
         if mentions(body, name) {
