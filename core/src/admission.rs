@@ -22,6 +22,12 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// What one admitted user costs, in the bucket's thousandths of a token. An
+    /// admission asks for a number of users before it knows how many are still there;
+    /// each user it could not admit gives this much back (the admit script does, in
+    /// the same atomic step that admits).
+    pub const THOUSANDTHS_PER_USER: u64 = MILLI;
+
     /// A full bucket at `now_ms`: the first tick after opening may admit a burst.
     pub fn full(limits: &AdmissionLimits, now_ms: u64) -> Self {
         Self {

@@ -9,7 +9,8 @@
 -- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats, 8 bucket
 -- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
 --       5 most users to look at (admitted + expired), 6 bucket thousandths of tokens
---       left after taking N, 7 bucket refill time (Unix ms)
+--       left after taking N, 7 bucket refill time (Unix ms), 8 thousandths one user
+--       costs (core's TokenBucket::THOUSANDTHS_PER_USER)
 -- Returns {status, admitted count, expired count}; status is ok | not_leader |
 -- not_admitting.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -62,7 +63,7 @@ while admitted < want and looked < budget do
   end
 end
 redis.call('SET', KEYS[5], serving)
-redis.call('HSET', KEYS[8], 'milli', string.format('%.0f', tonumber(ARGV[6]) + (want - admitted) * 1000),
+redis.call('HSET', KEYS[8], 'milli', string.format('%.0f', tonumber(ARGV[6]) + (want - admitted) * tonumber(ARGV[8])),
   'at_ms', ARGV[7])
 if admitted > 0 then
   redis.call('HINCRBY', KEYS[7], 'admitted', admitted)

@@ -2,6 +2,7 @@
 //! and carry the admission token bucket to the next tick, both fenced by the lease.
 
 use anyhow::{Context, Result};
+use dropgate_core::TokenBucket;
 use redis::aio::ConnectionLike;
 
 use super::LuaScript;
@@ -80,6 +81,7 @@ impl AdmitScript {
             .arg(request.look_budget)
             .arg(request.bucket_after.0)
             .arg(request.bucket_after.1)
+            .arg(TokenBucket::THOUSANDTHS_PER_USER)
             .invoke_async(redis)
             .await
             .context("The admit script failed")?;
