@@ -25,6 +25,7 @@ use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
 use crate::queue::scripts::apply_result::{Applied, ApplyResultScript};
+use crate::service::Runner;
 pub use push::RelayPush;
 
 /// How long start-up waits for the broker to describe the results topic.
@@ -361,17 +362,7 @@ pub struct RelayConfig {
 
 /// result-relay as a [`crate::service::Service`]: a consumer-group member on Kafka, a
 /// push endpoint on Pub/Sub.
-pub enum RelayService {
-    /// Kafka: the consumer loop and its ops port.
-    Consumer {
-        /// The relay.
-        relay: Relay,
-        /// Its ops port.
-        ops: std::net::SocketAddr,
-    },
-    /// Pub/Sub: the push server, already bound and serving.
-    Push(crate::pubsub::push::PushServer),
-}
+pub struct RelayService(Runner);
 
 impl crate::service::Service for RelayService {
     const NAME: &'static str = "result-relay";
@@ -388,7 +379,9 @@ impl crate::service::Service for RelayService {
                 let readiness = Readiness::default();
                 let relay = Relay::connect(&config.relay, readiness.clone()).await?;
                 let ops = crate::ops_server::spawn(&config.relay.ops, readiness).await?;
-                Ok(Self::Consumer { relay, ops })
+                Ok(Self(Runner::looping(ops, move |shutdown| {
+                    relay.run(shutdown)
+                })))
             }
             crate::bus::Transport::PubSub => {
                 let auth = config.transport.push.auth().await?;
@@ -397,22 +390,16 @@ impl crate::service::Service for RelayService {
                     relay.start(config.relay.ops.health_addr, stopped)
                 })
                 .await?;
-                Ok(Self::Push(server))
+                Ok(Self(Runner::Push(server)))
             }
         }
     }
 
     fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
-        match self {
-            Self::Consumer { ops, .. } => vec![("ops", *ops)],
-            Self::Push(server) => vec![("push and ops", server.address())],
-        }
+        self.0.addresses()
     }
 
     async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
-        match self {
-            Self::Consumer { relay, .. } => relay.run(shutdown).await,
-            Self::Push(server) => server.run(shutdown).await,
-        }
+        self.0.run(shutdown).await
     }
 }

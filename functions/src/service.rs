@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::watch;
 
 use crate::{lifecycle, telemetry, tls};
@@ -71,6 +72,51 @@ pub async fn main<S: Service>(config: S::Config) -> ExitCode {
             tracing::error!(error = %format!("{error:#}"), "{} failed", S::NAME);
             eprintln!("{}: {error:#}", S::NAME);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the admitter, goods-worker and result-relay run once built: their loop with
+/// the ops port beside it, or, on the Pub/Sub transport, a push endpoint that serves
+/// the ops routes on its own port.
+pub enum Runner {
+    /// The loop (run until shutdown) and the address of its ops port.
+    Loop {
+        /// Starts the loop with the shutdown signal.
+        work: Box<dyn FnOnce(watch::Receiver<bool>) -> LocalBoxFuture<'static, Result<()>>>,
+        /// Its ops port.
+        ops: SocketAddr,
+    },
+    /// The push server, already bound and serving.
+    Push(crate::pubsub::push::PushServer),
+}
+
+impl Runner {
+    /// A loop that `run` starts, with its ops port at `ops`.
+    pub fn looping<F, Fut>(ops: SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        Self::Loop {
+            work: Box::new(move |shutdown| Box::pin(run(shutdown))),
+            ops,
+        }
+    }
+
+    /// The bound addresses, for [`Service::addresses`].
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        match self {
+            Self::Loop { ops, .. } => vec![("ops", *ops)],
+            Self::Push(server) => vec![("push and ops", server.address())],
+        }
+    }
+
+    /// Runs the loop or serves pushes until `shutdown`, for [`Service::run`].
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        match self {
+            Self::Loop { work, .. } => work(shutdown).await,
+            Self::Push(server) => server.run(shutdown).await,
         }
     }
 }

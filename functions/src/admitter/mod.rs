@@ -31,6 +31,7 @@ use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use crate::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
 use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
+use crate::service::Runner;
 
 /// admitter settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -457,11 +458,8 @@ pub struct AdmitterConfig {
     pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
-/// The admitter as a [`crate::service::Service`]: its ops port and its tick loop.
-pub struct AdmitterService {
-    admitter: Admitter,
-    ops: std::net::SocketAddr,
-}
+/// The admitter as a [`crate::service::Service`]: its tick loop and its ops port.
+pub struct AdmitterService(Runner);
 
 impl crate::service::Service for AdmitterService {
     const NAME: &'static str = "admitter";
@@ -480,15 +478,17 @@ impl crate::service::Service for AdmitterService {
             .await?;
         let readiness = Readiness::default();
         let ops = crate::ops_server::spawn(&config.admitter.ops, readiness.clone()).await?;
-        let admitter = Admitter::connect_with(&config.admitter, publisher, readiness).await?;
-        Ok(Self { admitter, ops })
+        let work = Admitter::connect_with(&config.admitter, publisher, readiness).await?;
+        Ok(Self(Runner::looping(ops, move |shutdown| {
+            work.run(shutdown)
+        })))
     }
 
     fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
-        vec![("ops", self.ops)]
+        self.0.addresses()
     }
 
     async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
-        self.admitter.run(shutdown).await
+        self.0.run(shutdown).await
     }
 }

@@ -28,6 +28,7 @@ use crate::config::{DatabaseArgs, KafkaArgs, TopicArgs};
 use crate::failpoint;
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
+use crate::service::Runner;
 pub use push::GoodsPush;
 pub use store::{BatchOutcome, OutboxRow, record_batch};
 
@@ -404,17 +405,7 @@ pub struct GoodsConfig {
 
 /// goods-worker as a [`crate::service::Service`]: a consumer-group member on Kafka,
 /// a push endpoint on Pub/Sub.
-pub enum GoodsService {
-    /// Kafka: the consumer loop and its ops port.
-    Consumer {
-        /// The worker.
-        worker: GoodsWorker,
-        /// Its ops port.
-        ops: std::net::SocketAddr,
-    },
-    /// Pub/Sub: the push server, already bound and serving.
-    Push(crate::pubsub::push::PushServer),
-}
+pub struct GoodsService(Runner);
 
 impl crate::service::Service for GoodsService {
     const NAME: &'static str = "goods-worker";
@@ -432,7 +423,9 @@ impl crate::service::Service for GoodsService {
                 let readiness = Readiness::default();
                 let ops = crate::ops_server::spawn(&config.goods.ops, readiness.clone()).await?;
                 let worker = GoodsWorker::connect(&config.goods, readiness).await?;
-                Ok(Self::Consumer { worker, ops })
+                Ok(Self(Runner::looping(ops, move |shutdown| {
+                    worker.run(shutdown)
+                })))
             }
             crate::bus::Transport::PubSub => {
                 let publisher = config
@@ -447,22 +440,16 @@ impl crate::service::Service for GoodsService {
                     worker.start(config.goods.ops.health_addr, stopped)
                 })
                 .await?;
-                Ok(Self::Push(server))
+                Ok(Self(Runner::Push(server)))
             }
         }
     }
 
     fn addresses(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
-        match self {
-            Self::Consumer { ops, .. } => vec![("ops", *ops)],
-            Self::Push(server) => vec![("push and ops", server.address())],
-        }
+        self.0.addresses()
     }
 
     async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
-        match self {
-            Self::Consumer { worker, .. } => worker.run(shutdown).await,
-            Self::Push(server) => server.run(shutdown).await,
-        }
+        self.0.run(shutdown).await
     }
 }
