@@ -75,6 +75,8 @@ pub struct QueueStore {
     redis: ConnectionManager,
     enter: EnterScript,
     status: StatusScript,
+    retick: RetickScript,
+    draw_limits: DrawLimitsScript,
 }
 
 impl std::fmt::Debug for QueueStore {
@@ -114,6 +116,8 @@ impl QueueStore {
             redis,
             enter: EnterScript::default(),
             status: StatusScript::default(),
+            retick: RetickScript::default(),
+            draw_limits: DrawLimitsScript::default(),
         }
     }
 
@@ -151,10 +155,12 @@ impl QueueStore {
     /// blocks for long. Returns how many moved.
     pub async fn retick(&self, event: &EventId, assignments: &[(String, u64)]) -> Result<u64> {
         let keys = EventKeys::new(event);
-        let script = RetickScript::default();
         let mut moved = 0;
         for chunk in assignments.chunks(5_000) {
-            moved += script.call(&mut self.redis.clone(), &keys, chunk).await?;
+            moved += self
+                .retick
+                .call(&mut self.redis.clone(), &keys, chunk)
+                .await?;
         }
         Ok(moved)
     }
@@ -184,7 +190,7 @@ impl QueueStore {
         max_in_flight: u32,
         stock_left: u32,
     ) -> Result<()> {
-        DrawLimitsScript::default()
+        self.draw_limits
             .call(
                 &mut self.redis.clone(),
                 &EventKeys::new(event),
