@@ -26,6 +26,5 @@ pub mod queue;
 pub mod queue_api;
 pub mod result_relay;
 pub mod service;
-pub mod settings_table;
 pub mod telemetry;
 pub mod tls;

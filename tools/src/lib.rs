@@ -12,5 +12,6 @@ pub mod demo;
 pub mod event_cli;
 pub mod event_settings;
 pub mod events;
+pub mod settings_table;
 pub mod stack;
 pub mod stack_cli;

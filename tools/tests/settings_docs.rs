@@ -4,8 +4,8 @@
 //! rewrites it after a change.
 
 use clap::CommandFactory;
-use dropgate_functions::settings_table::{markdown, service_commands};
 use dropgate_tools::cli::Cli;
+use dropgate_tools::settings_table::{markdown, service_commands};
 
 const BEGIN: &str = "<!-- settings table: generated, do not edit by hand -->\n";
 const END: &str = "<!-- end of the generated table -->\n";

@@ -1,7 +1,7 @@
 //! The table of every setting in docs/configuration.md, generated from the clap
-//! definitions themselves, so the docs cannot drift from the code: a test renders it
-//! with the `dropgate` CLI's settings added and compares (the tools crate's
-//! `settings_docs` test).
+//! definitions of the four services and the `dropgate` CLI, so the docs cannot drift
+//! from the code: `tests/settings_docs.rs` renders it and compares. Tooling, so it
+//! lives here rather than in the services' crate.
 
 use std::collections::BTreeMap;
 
@@ -27,19 +27,19 @@ pub fn service_commands() -> Vec<(String, clap::Command)> {
     vec![
         (
             "queue-api".to_owned(),
-            crate::queue_api::ApiConfig::command(),
+            dropgate_functions::queue_api::ApiConfig::command(),
         ),
         (
             "admitter".to_owned(),
-            crate::admitter::AdmitterConfig::command(),
+            dropgate_functions::admitter::AdmitterConfig::command(),
         ),
         (
             "goods-worker".to_owned(),
-            crate::goods_worker::GoodsConfig::command(),
+            dropgate_functions::goods_worker::GoodsConfig::command(),
         ),
         (
             "result-relay".to_owned(),
-            crate::result_relay::RelayConfig::command(),
+            dropgate_functions::result_relay::RelayConfig::command(),
         ),
     ]
 }
