@@ -122,3 +122,65 @@ async fn a_service_that_cannot_start_says_why_in_one_line_and_fails() {
         "the last line names the service and the cause: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn result_relay_on_pub_sub_serves_pushes_and_ops_on_one_port_and_stops_on_sigterm() {
+    let stack = TestStack::shared().await;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(&jwks, jwks_for(signing_key())).expect("jwks");
+    let child = Command::new(workspace_binary("result-relay").expect("built"))
+        .env_clear()
+        .env("DROPGATE_TRANSPORT", "pubsub")
+        .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_REDIS_URL", &stack.env.redis_url)
+        .env("DROPGATE_PUSH_JWKS", &jwks)
+        .env("DROPGATE_PUSH_AUDIENCE", "https://result-relay.example")
+        .env(
+            "DROPGATE_PUSH_SERVICE_ACCOUNT",
+            "push@example.iam.gserviceaccount.com",
+        )
+        .env("DROPGATE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("result-relay starts");
+    let mut child = KillOnDrop(child);
+    let lines = log_lines(&mut child.0);
+
+    let listening = wait_for(&lines, "the listening line", |line| {
+        message(line) == "listening"
+    });
+    assert_eq!(listening["fields"]["service"], "result-relay");
+    assert_eq!(listening["fields"]["purpose"], "push and ops");
+    let address = listening["fields"]["address"]
+        .as_str()
+        .expect("address logged");
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{address}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        200,
+        "the push endpoint's port serves the ops routes"
+    );
+    let unsigned = client
+        .post(format!("http://{address}/pubsub/result-notification"))
+        .body("{}")
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(unsigned.status(), 401, "a push without a token is refused");
+
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    wait_for(&lines, "the stop line", |line| message(line) == "stopped");
+    let exit = child.0.wait().expect("wait");
+    assert!(
+        exit.success(),
+        "result-relay exits cleanly on SIGTERM: {exit}"
+    );
+}
