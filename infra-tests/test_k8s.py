@@ -33,7 +33,13 @@ REQUIRED_ENV = {
         "DROPGATE_API_TRUSTED_PROXY_HOPS",
         "DROPGATE_LOG_FORMAT",
     },
-    "admitter": {"DROPGATE_HEALTH_ADDR", "DROPGATE_REDIS_URL", "DROPGATE_KAFKA_BROKERS", "DROPGATE_TOPIC_WAITING_QUEUE"},
+    "admitter": {
+        "DROPGATE_HEALTH_ADDR",
+        "DROPGATE_REDIS_URL",
+        "DATABASE_URL",
+        "DROPGATE_KAFKA_BROKERS",
+        "DROPGATE_TOPIC_WAITING_QUEUE",
+    },
     "goods-worker": {
         "DROPGATE_HEALTH_ADDR",
         "DATABASE_URL",
@@ -303,10 +309,43 @@ def test_network_policies_admit_only_what_the_design_allows(rendered, name):
     }
     assert uses == {
         "queue-api": {"redis"},
-        "admitter": {"redis", "kafka"},
+        "admitter": {"redis", "kafka", "postgres"},
         "goods-worker": {"kafka", "postgres"},
         "result-relay": {"redis", "kafka"},
     }
+    # Terraform's function catalogue says the same (its `bus` is Kafka here).
+    terraform_uses = {
+        fn: {"kafka" if u == "bus" else u for u in spec["uses"]} for fn, spec in TfDir(ENV_DEV).locals()["functions"].items()
+    }
+    assert uses == terraform_uses
+
+
+@overlay
+def test_database_clients_reach_postgres_and_only_they_do(rendered, name):
+    docs = rendered[name]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    postgres = policies["functions-to-postgres"]
+    assert postgres["podSelector"] == {"matchLabels": {"dropgate/uses-postgres": "true"}}
+    assert postgres["policyTypes"] == ["Egress"]
+    (rule,) = postgres["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+    # Only the Private Service Access range Cloud SQL sits in (Terraform's default
+    # network_ranges.psa, as networkpolicies.yaml says), never anything wider.
+    ranges = str(TfDir(ENV_DEV).labelled("variable")["network_ranges"]["type"])
+    psa = re.search(r'psa\s*=\s*optional\(string,\s*"([0-9./]+)"\)', ranges)
+    assert psa, ranges
+    assert [peer["ipBlock"]["cidr"] for peer in rule["to"]] == [psa.group(1)]
+    # A workload with DATABASE_URL carries the label that opens that egress, and a
+    # workload with the label has DATABASE_URL: no database client is cut off, and
+    # nothing else may reach PostgreSQL.
+    clients = set()
+    for doc in workloads(docs):
+        labelled = doc["spec"]["template"]["metadata"]["labels"].get("dropgate/uses-postgres") == "true"
+        has_url = any("DATABASE_URL" in container_env(docs, c) for c in pod_spec(doc)["containers"])
+        assert labelled == has_url, f"{doc['kind']}/{doc['metadata']['name']}: uses-postgres label {labelled}, DATABASE_URL {has_url}"
+        if has_url:
+            clients.add(doc["metadata"]["name"])
+    assert clients == {"admitter", "goods-worker", "db-migrate", "event-admin"}, clients
 
 
 @overlay
@@ -400,7 +439,7 @@ def test_every_workload_requires_tls_and_mounts_the_store_cas(rendered, name):
                 assert env["DROPGATE_KAFKA_SASL_MECHANISM"] == "OAUTHBEARER", where
     for fn in ("queue-api", "admitter", "result-relay", "event-admin"):
         assert (fn, "DROPGATE_REDIS_URL") in checked, fn
-    for fn in ("goods-worker", "db-migrate", "event-admin"):
+    for fn in ("admitter", "goods-worker", "db-migrate", "event-admin"):
         assert (fn, "DATABASE_URL") in checked, fn
 
 

@@ -633,6 +633,63 @@ def test_database_url_verifies_the_server(modules):
             assert mode in {"verify-ca", "verify-full"}, f"{path.relative_to(REPO)}: sslmode={mode}"
 
 
+# --- who reaches PostgreSQL ---------------------------------------------------------
+
+# The functions that use PostgreSQL: goods-worker records the draws; the admitter keeps
+# each event's lifecycle there (closing, closed, the users it sweeps to a final state).
+POSTGRES_FUNCTIONS = {"goods-worker", "admitter"}
+# The functions that log in with a Cloud SQL IAM database user of their own; every other
+# PostgreSQL user logs in as the built-in password user in DATABASE_URL.
+POSTGRES_IAM_USERS = {"goods-worker"}
+
+
+def role_literals(project_roles: str) -> set[str]:
+    return set(re.findall(r'"(roles/[A-Za-z.]+)"', project_roles))
+
+
+def test_every_postgres_function_gets_the_database_the_same_way(modules, env_dev: TfDir):
+    local_values = env_dev.locals()
+    functions = local_values["functions"]
+    on_postgres = {name for name, spec in functions.items() if "postgres" in spec["uses"]}
+    assert on_postgres == POSTGRES_FUNCTIONS
+    for name in on_postgres:
+        # The same Cloud SQL client role for every function that connects.
+        assert "roles/cloudsql.client" in role_literals(functions[name]["project_roles"]), name
+    for name in set(functions) - on_postgres:
+        assert not any(r.startswith("roles/cloudsql.") for r in role_literals(str(functions[name]["project_roles"]))), name
+    # The database secrets (URL, password, CA) are readable by exactly the PostgreSQL
+    # functions and the operator CLI.
+    assert local_values["postgres_users"] == '${[for k, f in local.functions : k if contains(f.uses, "postgres")]}'
+    assert local_values["postgres_secret_readers"] == '${concat(local.postgres_users, ["event-admin"])}'
+    call = env_dev.labelled("module")["cloudsql"]
+    assert call["secret_accessors"] == "${{for k in local.postgres_secret_readers : k => module.iam.members[k]}}"
+    # On Cloud Run, `uses` gives them DATABASE_URL and the CA (checked with the TLS
+    # contract above); on GKE every function's service account has its Workload
+    # Identity binding, and deploy/k8s gives the same Secret keys (test_k8s.py).
+    assert "keys(local.functions)" in env_dev.labelled("module")["gke"]["workload_identity"]
+
+
+def test_no_database_user_beyond_the_password_user_and_the_iam_logins(modules, env_dev: TfDir):
+    users = {name for (rtype, name) in modules["cloudsql"].resources() if rtype == "google_sql_user"}
+    assert users == {"app", "iam"}, users
+    database = modules["cloudsql"].resources()[("google_sql_user", "iam")]
+    assert database["for_each"] == "${var.iam_users}"
+    # An IAM database user only where the function may log in with it (instanceUser):
+    # goods-worker. The admitter logs in as the password user, like goods-worker's
+    # DATABASE_URL, so it gets neither the role nor a user.
+    local_values = env_dev.locals()
+    iam_users = local_values["postgres_iam_users"]
+    assert 'contains(f.uses, "postgres")' in iam_users and 'contains(f.project_roles, "roles/cloudsql.instanceUser")' in iam_users
+    assert env_dev.labelled("module")["cloudsql"]["iam_users"] == "${{for k in local.postgres_iam_users : k => module.iam.emails[k]}}"
+    functions = local_values["functions"]
+    logging_in = {n for n in POSTGRES_FUNCTIONS if "roles/cloudsql.instanceUser" in role_literals(functions[n]["project_roles"])}
+    assert logging_in == POSTGRES_IAM_USERS
+    # Nothing outside the cloudsql module makes database users.
+    for path in tf_files():
+        if path.parent.name != "cloudsql":
+            assert "google_sql_user" not in path.read_text(), path
+
+
 def test_redis_urls_are_rediss_with_a_ca(modules):
     memorystore = modules["memorystore"]
     redis = memorystore.resources()[("google_redis_instance", "queue")]

@@ -149,6 +149,10 @@ pub enum Outcome {
     Lost,
     /// No stock was left when this user's turn came.
     SoldOut,
+    /// Not drawn: the admission reached the goods side after the event closed and
+    /// its seed was revealed (see [`crate::EventState::draws`]). [`decide`] never
+    /// gives it.
+    Closed,
 }
 
 impl Outcome {
@@ -158,6 +162,7 @@ impl Outcome {
             Outcome::Won => "won",
             Outcome::Lost => "lost",
             Outcome::SoldOut => "sold_out",
+            Outcome::Closed => "closed",
         }
     }
 
@@ -167,6 +172,7 @@ impl Outcome {
             Outcome::Won => crate::UserState::Won,
             Outcome::Lost => crate::UserState::Lost,
             Outcome::SoldOut => crate::UserState::SoldOut,
+            Outcome::Closed => crate::UserState::Closed,
         }
     }
 }
@@ -184,6 +190,7 @@ impl std::str::FromStr for Outcome {
             "won" => Ok(Outcome::Won),
             "lost" => Ok(Outcome::Lost),
             "sold_out" => Ok(Outcome::SoldOut),
+            "closed" => Ok(Outcome::Closed),
             other => Err(crate::state::UnknownState(other.to_owned())),
         }
     }

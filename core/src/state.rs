@@ -29,6 +29,8 @@ pub enum UserState {
     SoldOut,
     /// Left the queue: not seen for longer than the event's abandon timeout.
     Expired,
+    /// The drop ended before this user's turn: never drawn.
+    Closed,
 }
 
 /// A move the state machine does not allow.
@@ -54,40 +56,41 @@ pub enum Step {
 impl UserState {
     /// What a user in this state is told while the event is in `event`: once the
     /// stock is gone nobody still waiting can win, so they hear `sold_out` at once
-    /// instead of waiting for an admission that cannot help them.
+    /// instead of waiting for an admission that cannot help them; once the event is
+    /// closing nobody still waiting will be admitted, so they hear `closed`.
     pub fn as_told(self, event: EventState) -> UserState {
         match (self, event) {
             (UserState::Waiting, EventState::SoldOut) => UserState::SoldOut,
+            (UserState::Waiting, EventState::Closing | EventState::Closed) => UserState::Closed,
             (state, _) => state,
         }
     }
 
     /// All states, for exhaustive tests and metrics labels.
-    pub const ALL: [UserState; 6] = [
+    pub const ALL: [UserState; 7] = [
         UserState::Waiting,
         UserState::Admitted,
         UserState::Won,
         UserState::Lost,
         UserState::SoldOut,
         UserState::Expired,
+        UserState::Closed,
     ];
 
     /// A final state never changes again.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            UserState::Won | UserState::Lost | UserState::SoldOut | UserState::Expired
-        )
+        !matches!(self, UserState::Waiting | UserState::Admitted)
     }
 
     /// The one rule for moving a user: waiting → admitted → won | lost | sold_out,
-    /// and waiting → sold_out (stock gone) | expired (abandoned). Asking a final state
-    /// for itself again is [`Step::Repeated`] (results are delivered at least once);
-    /// anything else is an [`IllegalTransition`].
+    /// and waiting → sold_out (stock gone) | expired (abandoned) | closed (the event
+    /// closed first). Asking a final state for itself again is [`Step::Repeated`]
+    /// (results are delivered at least once); anything else is an
+    /// [`IllegalTransition`].
     pub fn step(self, to: UserState) -> Result<Step, IllegalTransition> {
         use UserState::*;
         match (self, to) {
-            (Waiting, Admitted | SoldOut | Expired) => Ok(Step::Moved(to)),
+            (Waiting, Admitted | SoldOut | Expired | Closed) => Ok(Step::Moved(to)),
             (Admitted, Won | Lost | SoldOut) => Ok(Step::Moved(to)),
             (from, to) if from == to && from.is_final() => Ok(Step::Repeated(to)),
             (from, to) => Err(IllegalTransition { from, to }),
@@ -99,13 +102,14 @@ impl UserState {
     /// when [`UserState::step`] would not lead there (a waiting record means Redis lost
     /// the admission, e.g. in a failover, after the draw had it). The same outcome
     /// again is [`Step::Repeated`]; another final state stands, and the result is an
-    /// [`IllegalTransition`] (a conflict to report). Only outcomes a draw gives (won,
-    /// lost, sold out) may be recorded.
+    /// [`IllegalTransition`] (a conflict to report). Only outcomes the goods side
+    /// records may be: won, lost, sold out, and closed for an admission that reached
+    /// the draw after the event's seed was revealed (it is never drawn).
     pub fn record_outcome(self, outcome: UserState) -> Result<Step, IllegalTransition> {
         use UserState::*;
         match (self, outcome) {
-            (Waiting | Admitted, Won | Lost | SoldOut) => Ok(Step::Moved(outcome)),
-            (from, to) if from == to && matches!(to, Won | Lost | SoldOut) => {
+            (Waiting | Admitted, Won | Lost | SoldOut | Closed) => Ok(Step::Moved(outcome)),
+            (from, to) if from == to && matches!(to, Won | Lost | SoldOut | Closed) => {
                 Ok(Step::Repeated(to))
             }
             (from, to) => Err(IllegalTransition { from, to }),
@@ -122,6 +126,7 @@ impl UserState {
             UserState::Lost => 'L',
             UserState::SoldOut => 'S',
             UserState::Expired => 'X',
+            UserState::Closed => 'C',
         }
     }
 
@@ -141,6 +146,7 @@ impl UserState {
             UserState::Lost => "lost",
             UserState::SoldOut => "sold_out",
             UserState::Expired => "expired",
+            UserState::Closed => "closed",
         }
     }
 }
@@ -167,7 +173,8 @@ impl FromStr for UserState {
 }
 
 /// Where an event stands. Operators move it with `dropgate event open|pause|close`;
-/// the draw moves it to sold out.
+/// the draw moves it to sold out; the admitter moves it to closing at its `closes_at`
+/// and from closing to closed once every admitted user is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventState {
@@ -179,29 +186,38 @@ pub enum EventState {
     Paused,
     /// Every unit is won; remaining users are told so.
     SoldOut,
-    /// Over; the seed is revealed so anyone can verify the draw.
+    /// Ending: nobody enters or is admitted any more and everyone still waiting is
+    /// told `closed`, while the users already admitted are still drawn. The seed stays
+    /// secret until that last draw.
+    Closing,
+    /// Over; the seed is revealed so anyone can verify the draw, and nothing is
+    /// drawn any more.
     Closed,
 }
 
 impl EventState {
     /// All states.
-    pub const ALL: [EventState; 5] = [
+    pub const ALL: [EventState; 6] = [
         EventState::Scheduled,
         EventState::Open,
         EventState::Paused,
         EventState::SoldOut,
+        EventState::Closing,
         EventState::Closed,
     ];
 
-    /// The legal operator and system moves. Closing is allowed from anywhere but
-    /// closed; reopening a closed event is not, because its seed is public by then.
+    /// The legal operator and system moves. Closing may start from any state before
+    /// it, and closed is reached only through closing: the seed is revealed only once
+    /// the line is told and the admitted users are drawn. Nothing leaves closing or
+    /// closed but forward.
     pub fn step(self, to: EventState) -> Result<EventState, IllegalEventTransition> {
         use EventState::*;
         match (self, to) {
             (Scheduled | Paused, Open)
             | (Open, Paused)
             | (Open | Paused, SoldOut)
-            | (Scheduled | Open | Paused | SoldOut, Closed) => Ok(to),
+            | (Scheduled | Open | Paused | SoldOut, Closing)
+            | (Closing, Closed) => Ok(to),
             (from, to) => Err(IllegalEventTransition { from, to }),
         }
     }
@@ -215,6 +231,18 @@ impl EventState {
     /// [`EventState::step`] lets become [`EventState::SoldOut`].
     pub fn may_sell_out(self) -> bool {
         self.step(EventState::SoldOut).is_ok()
+    }
+
+    /// Whether an admitted user may still be drawn: until the seed is revealed.
+    /// Afterwards anyone could pick identities whose draw value wins, so an admission
+    /// that arrives late is recorded `closed` instead.
+    pub fn draws(self) -> bool {
+        self != EventState::Closed
+    }
+
+    /// Whether the seed is public.
+    pub fn seed_revealed(self) -> bool {
+        self == EventState::Closed
     }
 
     /// Whether new users may join the queue.
@@ -232,6 +260,7 @@ impl EventState {
             EventState::Open => "open",
             EventState::Paused => "paused",
             EventState::SoldOut => "sold_out",
+            EventState::Closing => "closing",
             EventState::Closed => "closed",
         }
     }
@@ -274,6 +303,7 @@ mod tests {
             (Waiting, Admitted),
             (Waiting, SoldOut),
             (Waiting, Expired),
+            (Waiting, Closed),
             (Admitted, Won),
             (Admitted, Lost),
             (Admitted, SoldOut),
@@ -294,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_recorded_outcome_overrides_only_records_not_yet_final() {
-        let outcomes = [Won, Lost, SoldOut];
+        let outcomes = [Won, Lost, SoldOut, Closed];
         for from in UserState::ALL {
             for to in UserState::ALL {
                 let got = from.record_outcome(to);
@@ -391,6 +421,19 @@ mod tests {
         for to in EventState::ALL {
             assert!(EventState::Closed.step(to).is_err());
         }
+        for from in EventState::ALL {
+            assert_eq!(
+                from.step(EventState::Closed).is_ok(),
+                from == EventState::Closing,
+                "{from} -> closed: the seed is revealed only after closing"
+            );
+            if !matches!(from, EventState::Closing | EventState::Closed) {
+                assert!(EventState::Closing.step(from).is_err(), "closing -> {from}");
+            }
+        }
+        for state in EventState::ALL {
+            assert_eq!(state.draws(), !state.seed_revealed(), "{state}");
+        }
         assert_eq!(
             EventState::Paused.step(EventState::Open),
             Ok(EventState::Open)
@@ -400,12 +443,16 @@ mod tests {
     }
 
     #[test]
-    fn only_waiting_users_of_a_sold_out_event_are_told_sold_out() {
+    fn only_waiting_users_of_a_sold_out_or_closing_event_are_told_otherwise() {
         for state in UserState::ALL {
             for event in EventState::ALL {
                 let told = state.as_told(event);
                 if state == UserState::Waiting && event == EventState::SoldOut {
                     assert_eq!(told, UserState::SoldOut);
+                } else if state == UserState::Waiting
+                    && matches!(event, EventState::Closing | EventState::Closed)
+                {
+                    assert_eq!(told, UserState::Closed);
                 } else {
                     assert_eq!(told, state, "{state:?} in a {event:?} event");
                 }

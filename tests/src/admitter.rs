@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dropgate_core::{Admitted, EventId, EventState, Message as _, UserKey, UserRecord};
 use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
+use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
 use rdkafka::ClientConfig;
@@ -34,6 +34,9 @@ pub struct Fixture {
     pub redis_url: String,
     /// The stack's brokers.
     pub brokers: String,
+    /// The stack's database URL (the fixture's event is in Redis only: the admitter
+    /// goes by Redis for events PostgreSQL does not know).
+    pub database_url: String,
 }
 
 impl Fixture {
@@ -62,6 +65,7 @@ impl Fixture {
             results_topic,
             redis_url: stack.env.redis_url.clone(),
             brokers: stack.env.kafka_brokers.clone(),
+            database_url: stack.env.database_url.clone(),
         }
     }
 
@@ -89,6 +93,7 @@ impl Fixture {
     pub fn args(&self, lease_ms: u64) -> AdmitterArgs {
         AdmitterArgs {
             redis: RedisArgs::url(self.redis_url.clone()),
+            database: DatabaseArgs::url(self.database_url.clone()),
             kafka: KafkaArgs::brokers(self.brokers.clone()),
             topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
             ops: OpsArgs {
@@ -99,6 +104,7 @@ impl Fixture {
             // Tests share one Redis: each admitter serves its own test's event only.
             events: vec![self.event.to_string()],
             sweep_batch: 1_000,
+            close_drain_ms: 300_000,
         }
     }
 
@@ -161,6 +167,28 @@ impl Fixture {
         }
         seen
     }
+}
+
+/// An admitter for `event` alone, on the stack's Redis and the database at
+/// `database_url`, with topics of its own: what an operator's close needs running to
+/// complete (the admitter finishes a close and reveals the seed).
+pub async fn serve(stack: &TestStack, database_url: &str, event: &EventId) -> Running {
+    let (waiting_topic, results_topic) = stack.fresh_topics(1).expect("topics");
+    let args = AdmitterArgs {
+        redis: RedisArgs::url(stack.env.redis_url.clone()),
+        database: DatabaseArgs::url(database_url.to_owned()),
+        kafka: KafkaArgs::brokers(stack.env.kafka_brokers.clone()),
+        topics: TopicArgs::new(waiting_topic, results_topic),
+        ops: OpsArgs {
+            health_addr: "127.0.0.1:0".parse().expect("address"),
+        },
+        tick_ms: 100,
+        lease_ms: 2_000,
+        events: vec![event.to_string()],
+        sweep_batch: 1_000,
+        close_drain_ms: 300_000,
+    };
+    Running::start(&args).await.0
 }
 
 /// In-process admitters, stopped (without releasing leases) when dropped.

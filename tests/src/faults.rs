@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dropgate_core::EventId;
+use dropgate_core::{EventId, EventState};
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID, sign_with};
 use dropgate_functions::queue::QueueStore;
 use dropgate_functions::queue_api::QueueView;
@@ -41,6 +41,14 @@ pub enum Fault {
     /// Stop one server of the stack (`Crash` = SIGKILL) and start it again on the same
     /// port with the same data.
     Restart(Component, StopMode),
+    /// The operator closes the event (`dropgate event close`: PostgreSQL, then the
+    /// Redis mirror).
+    Close,
+    /// The operator closes the event but the Redis mirror write never happens (no
+    /// `DROPGATE_REDIS_URL`, or Redis refused it): PostgreSQL alone knows.
+    CloseWithoutMirror,
+    /// The event's `closes_at` comes due: nobody acts, the admitter closes it.
+    ClosesAtDue,
 }
 
 impl std::fmt::Display for Fault {
@@ -53,6 +61,9 @@ impl std::fmt::Display for Fault {
             Fault::Restart(component, StopMode::Graceful) => {
                 write!(f, "restart {}", component.name())
             }
+            Fault::Close => f.write_str("event close"),
+            Fault::CloseWithoutMirror => f.write_str("event close without the Redis mirror"),
+            Fault::ClosesAtDue => f.write_str("closes_at due"),
         }
     }
 }
@@ -280,7 +291,7 @@ pub async fn run(fault: Fault, plan: DropPlan) {
 
     let line = format!(
         "faults: {fault} at {:.1} s ({} drawn, stock {} left, away {:.1} s): {} users, \
-         {} entered (+{} sold out at the door), won {}/{}, lost {}, sold_out {}, expired {}; \
+         {} entered (+{} refused at the door), won {}/{}, lost {}, sold_out {}, expired {}, closed {}; \
          {} draws; {} API states checked; {} retries, {} stream reconnects; verify pass; \
          crowd {crowd_s:.1} s, test {:.1} s (seed {seed})",
         strike.at_s,
@@ -289,12 +300,13 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         strike.outage.as_secs_f64(),
         report.users,
         report.entered,
-        report.sold_out_at_entry,
+        report.sold_out_at_entry + report.closed_at_entry,
         report.won,
         report.stock_total,
         report.lost,
         report.sold_out,
         report.expired,
+        report.closed,
         checked.draws,
         checked.api_states,
         report.retries,
@@ -362,6 +374,19 @@ async fn strike(
             stack::restart_component(&stack_options, component, mode, &mut quiet)
                 .await
                 .with_context(|| format!("{fault}: restarting it"))?;
+        }
+        Fault::Close | Fault::CloseWithoutMirror => {
+            let record = events::transition(&pool, &event, EventState::Closing).await?;
+            if matches!(fault, Fault::Close) {
+                let store = QueueStore::connect(&env.redis()).await?;
+                events::mirror(&store, &record).await?;
+            }
+        }
+        Fault::ClosesAtDue => {
+            sqlx::query("update events set closes_at = now() where event_id = $1")
+                .bind(event.as_str())
+                .execute(&pool)
+                .await?;
         }
     }
     Ok(Some(Strike {
@@ -452,6 +477,27 @@ async fn check(
             record.stock_left
         );
     }
+    // Nothing drawn once the seed was public.
+    let late: i64 = sqlx::query_scalar(
+        "select count(*) from draws d join events e using (event_id)
+          where d.event_id = $1 and e.seed_revealed_at is not null and d.decided_at > e.seed_revealed_at",
+    )
+    .bind(event.as_str())
+    .fetch_one(pool)
+    .await?;
+    if late > 0 {
+        bail!("{late} users were drawn after the seed was revealed");
+    }
+    // PostgreSQL knows the final state of everyone told one without a draw.
+    let undrawn: HashMap<(String, String), String> = sqlx::query_as::<_, (String, String, String)>(
+        "select platform_id, user_id, state from final_states where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(platform, user, state)| ((platform, user), state))
+    .collect();
     if record.decisions_made != draws.len() as u64 {
         bail!(
             "decisions_made is {} but {} draws are recorded",
@@ -499,7 +545,7 @@ async fn check(
         let Some(view) = view else {
             // 404 not_in_queue: refused at the door, never entered.
             at_the_door += 1;
-            if seen.state != "sold_out" || recorded.is_some() {
+            if !matches!(seen.state, "sold_out" | "closed") || recorded.is_some() {
                 problems.push(format!(
                     "{who} is not in the queue, yet saw {} and has draw {recorded:?}",
                     seen.state
@@ -541,7 +587,13 @@ async fn check(
                 }
             }
             None => match state {
-                "sold_out" => {
+                "sold_out" | "closed" => {
+                    let known = undrawn.get(&(seen.platform.clone(), seen.user.clone()));
+                    if known.map(String::as_str) != Some(state) {
+                        problems.push(format!(
+                            "{who}: the API says {state}, PostgreSQL records {known:?}"
+                        ));
+                    }
                     if min_swept.as_ref().is_none_or(|(t, _)| view.ticket < *t) {
                         min_swept = Some((view.ticket, who.clone()));
                     }
@@ -553,17 +605,17 @@ async fn check(
             },
         }
     }
-    if at_the_door != report.sold_out_at_entry {
+    if at_the_door != report.sold_out_at_entry + report.closed_at_entry {
         problems.push(format!(
             "{at_the_door} users are not in the queue, the crowd counted {} refused at the door",
-            report.sold_out_at_entry
+            report.sold_out_at_entry + report.closed_at_entry
         ));
     }
     if let (Some((drawn, drawn_who)), Some((swept, swept_who))) = (&max_drawn, &min_swept)
         && drawn >= swept
     {
         problems.push(format!(
-            "not FIFO: {drawn_who} (ticket {drawn}) was drawn, {swept_who} (ticket {swept}) ahead of it was swept sold out"
+            "not FIFO: {drawn_who} (ticket {drawn}) was drawn, {swept_who} (ticket {swept}) ahead of it was told it had no draw"
         ));
     }
     if !problems.is_empty() {

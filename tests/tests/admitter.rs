@@ -112,6 +112,7 @@ async fn a_crash_between_script_and_delivery_loses_nobody() {
         let mut command = Command::new(workspace_binary("admitter").expect("built"));
         command
             .env("DROPGATE_REDIS_URL", &fixture.redis_url)
+            .env("DATABASE_URL", &fixture.database_url)
             .env("DROPGATE_KAFKA_BROKERS", &fixture.brokers)
             .env("DROPGATE_TOPIC_WAITING_QUEUE", &fixture.waiting_topic)
             .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")

@@ -63,6 +63,7 @@ impl Functions {
         let admitter = Admitter::connect(
             &AdmitterArgs {
                 redis: redis.clone(),
+                database: DatabaseArgs::url(database_url.to_owned()),
                 kafka: kafka.clone(),
                 topics: topics.clone(),
                 ops: ops.clone(),
@@ -70,6 +71,7 @@ impl Functions {
                 lease_ms: 2_000,
                 events: vec![event.to_owned()],
                 sweep_batch: 5_000,
+                close_drain_ms: 300_000,
             },
             Readiness::default(),
         )

@@ -91,7 +91,11 @@ async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
         "the seed stays secret until close"
     );
 
-    let closed = run(&["event", "close", "--id", &id]);
+    // The admitter finishes the close (it reveals the seed once the line is told and
+    // nobody admitted is undecided).
+    let event_id = EventId::parse(id.as_str()).expect("valid");
+    let _admitter = dropgate_tests::admitter::serve(stack, &database_url, &event_id).await;
+    let closed = run(&["event", "close", "--id", &id, "--wait-secs", "30"]);
     assert!(closed.status.success(), "{}", text(&closed.stderr));
     assert!(
         text(&closed.stdout).contains("seed (revealed"),
@@ -237,7 +241,8 @@ async fn a_randomized_pre_queue_is_shuffled_at_open_with_the_event_seed() {
     );
 
     // Anyone can re-derive the order once the seed is revealed.
-    let closed = run(&["event", "close", "--id", &id]);
+    let _admitter = dropgate_tests::admitter::serve(stack, &database_url, &event).await;
+    let closed = run(&["event", "close", "--id", &id, "--wait-secs", "30"]);
     let seed = text(&closed.stdout)
         .lines()
         .find_map(|line| {

@@ -1,7 +1,7 @@
 //! The fault suite: a drop of a few thousand simulated users through the real HTTP
 //! API, with queue-api, the admitter, two goods-workers and result-relay running as
-//! real processes on a stack of the test's own, and one fault struck mid-drop per
-//! test. After recovery each test checks the invariants of docs/architecture.md: winners <= stock, one
+//! real processes on a stack of the test's own, and one fault (or operator act) struck
+//! mid-drop per test. After recovery each test checks the invariants of docs/architecture.md: winners <= stock, one
 //! draw per user, every user in exactly one final state that the API shows and the
 //! database agrees with, FIFO admission, and `verify`.
 //!
@@ -76,4 +76,25 @@ async fn postgres_restarted_mid_drop() {
         DropPlan::default(),
     )
     .await;
+}
+
+/// Closed mid-drop with most of the line still waiting: everyone waiting is told
+/// `closed` (and PostgreSQL records it), the admitted are still drawn, and only then
+/// is the seed revealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_closed_mid_drop() {
+    faults::run(Fault::Close, DropPlan::default()).await;
+}
+
+/// The close reaches PostgreSQL only: the admitter corrects the Redis mirror, and no
+/// draw is recorded after the seed is revealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_closed_mid_drop_without_the_redis_mirror() {
+    faults::run(Fault::CloseWithoutMirror, DropPlan::default()).await;
+}
+
+/// `closes_at` comes due mid-drop and nobody acts: the admitter closes the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closes_at_reached_mid_drop() {
+    faults::run(Fault::ClosesAtDue, DropPlan::default()).await;
 }

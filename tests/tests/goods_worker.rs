@@ -231,7 +231,9 @@ async fn verify_passes_on_a_finished_event_and_fails_on_an_altered_draw() {
     );
     assert!(String::from_utf8_lossy(&early.stderr).contains("closed"));
 
-    let closed = cli(&["event", "close", "--id", &event]);
+    // The admitter finishes the close; it mirrors the event into Redis by itself.
+    let _admitter = dropgate_tests::admitter::serve(stack, &drop.database_url, &drop.event).await;
+    let closed = cli(&["event", "close", "--id", &event, "--wait-secs", "30"]);
     assert!(
         closed.status.success(),
         "{}",

@@ -110,6 +110,7 @@ async fn a_service_that_cannot_start_says_why_in_one_line_and_fails() {
     let output = Command::new(workspace_binary("admitter").expect("built"))
         .env_clear()
         .env("DROPGATE_REDIS_URL", "redis://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://dropgate@127.0.0.1:1/dropgate")
         .env("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1")
         .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
         .output()

@@ -19,7 +19,7 @@ use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScrip
 use dropgate_functions::queue::scripts::enter::EnterScript;
 use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
 use dropgate_functions::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
-use dropgate_functions::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
+use dropgate_functions::queue::scripts::sweep::{SweepReply, SweepScript};
 use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
 use dropgate_tests::TestStack;
 use dropgate_tests::clock::now_s;
@@ -174,32 +174,50 @@ async fn the_admit_script_moves_exactly_the_users_step_allows() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_sold_out_sweep_moves_exactly_the_users_step_allows() {
+async fn the_sweeps_move_exactly_the_users_step_allows() {
     let stack = TestStack::shared().await;
-    let mut event = Event::new(stack, EventState::SoldOut).await;
-    for from in UserState::ALL {
-        event.place(from, now_s()).await;
-        let reply = SweepSoldOutScript::default()
-            .call(&mut event.redis, &event.keys, &event.lease_value, 10)
+    let members = [Event::user().member()];
+    for (event_state, to) in [
+        (EventState::SoldOut, UserState::SoldOut),
+        (EventState::Closing, UserState::Closed),
+    ] {
+        let mut event = Event::new(stack, event_state).await;
+        for from in UserState::ALL {
+            event.place(from, now_s()).await;
+            let reply = SweepScript::default()
+                .call(
+                    &mut event.redis,
+                    &event.keys,
+                    &event.lease_value,
+                    to,
+                    &members,
+                )
+                .await
+                .expect("sweep");
+            let expected = expect_move(from.step(to), from);
+            assert_eq!(
+                event.record().await.state,
+                expected,
+                "sweep to {to} of a {from} user"
+            );
+            assert_eq!(
+                reply,
+                SweepReply::Swept(u64::from(expected != from)),
+                "{from} -> {to}"
+            );
+            let queued: Option<u64> = event
+                .redis
+                .zscore(event.keys.queue(), Event::user().member())
+                .await
+                .expect("ZSCORE");
+            assert_eq!(queued, None, "{from}: a swept user has left the line");
+        }
+        let reply = SweepScript::default()
+            .call(&mut event.redis, &event.keys, "someone|else", to, &members)
             .await
             .expect("sweep");
-        let expected = expect_move(from.step(UserState::SoldOut), from);
-        assert_eq!(
-            event.record().await.state,
-            expected,
-            "sweep of a {from} user"
-        );
-        assert_eq!(
-            reply,
-            SweepReply::Swept(u64::from(expected != from)),
-            "{from}"
-        );
+        assert_eq!(reply, SweepReply::NotLeader);
     }
-    let reply = SweepSoldOutScript::default()
-        .call(&mut event.redis, &event.keys, "someone|else", 10)
-        .await
-        .expect("sweep");
-    assert_eq!(reply, SweepReply::NotLeader);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -207,7 +225,12 @@ async fn a_recorded_result_lands_exactly_as_record_outcome_says() {
     let stack = TestStack::shared().await;
     let mut event = Event::new(stack, EventState::Open).await;
     let script = ApplyResultScript::default();
-    for outcome in [Outcome::Won, Outcome::Lost, Outcome::SoldOut] {
+    for outcome in [
+        Outcome::Won,
+        Outcome::Lost,
+        Outcome::SoldOut,
+        Outcome::Closed,
+    ] {
         let to = outcome.user_state();
         for from in UserState::ALL {
             event.place(from, now_s()).await;
@@ -270,7 +293,10 @@ async fn entering_and_admitting_follow_the_event_state() {
                 assert_eq!(standing.event_state, state);
             }
             Lookup::SoldOut => assert_eq!(state, EventState::SoldOut),
-            Lookup::Closed => assert_eq!(state, EventState::Closed),
+            Lookup::Closed => assert!(
+                matches!(state, EventState::Closing | EventState::Closed),
+                "a {state} event answered closed"
+            ),
             other => panic!("a {state} event answered {other:?}"),
         }
         event.place(UserState::Waiting, now_s()).await;
@@ -444,6 +470,7 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             .expect("limits");
         let args = AdmitterArgs {
             redis: RedisArgs::url(stack.env.redis_url.clone()),
+            database: stack.env.database(),
             kafka: KafkaArgs::brokers(stack.env.kafka_brokers.clone()),
             topics: TopicArgs::new(waiting_topic.clone(), results_topic.clone()),
             ops: OpsArgs {
@@ -453,6 +480,7 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             lease_ms: 2_000,
             events: vec![event.event.to_string()],
             sweep_batch: 100,
+            close_drain_ms: 300_000,
         };
         let mut admitter = Admitter::connect(&args, Readiness::default())
             .await
@@ -485,12 +513,17 @@ async fn the_draw_marks_sold_out_only_where_event_step_allows() {
             .expect("create");
         // Put the row in `state` directly: this checks the SQL's rule, not the way
         // there.
-        sqlx::query("update events set state = $2 where event_id = $1")
-            .bind(event.as_str())
-            .bind(state.as_str())
-            .execute(&pool)
-            .await
-            .expect("state");
+        sqlx::query(
+            "update events set state = $2,
+                    seed_revealed_at = case when $3 then now() end
+              where event_id = $1",
+        )
+        .bind(event.as_str())
+        .bind(state.as_str())
+        .bind(state.seed_revealed())
+        .execute(&pool)
+        .await
+        .expect("state");
         let admitted = dropgate_core::Admitted {
             version: MESSAGE_VERSION,
             event_id: event.clone(),
@@ -498,11 +531,26 @@ async fn the_draw_marks_sold_out_only_where_event_step_allows() {
             ticket: 1,
             admitted_at_ms: 0,
         };
-        record_batch(&pool, &event, &[admitted], 1_000, || {})
+        let batch = record_batch(&pool, &event, &[admitted], 1_000, || {})
             .await
             .expect("batch")
             .expect("decided");
         let stored = events::load(&pool, &event).await.expect("load");
+        let draws: i64 = sqlx::query_scalar("select count(*) from draws where event_id = $1")
+            .bind(event.as_str())
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if !state.draws() {
+            // The seed is public: nobody is drawn any more, the admission is recorded
+            // closed and the stock stays.
+            assert_eq!(draws, 0, "a draw in a {state} event");
+            assert_eq!(stored.stock_left, 1, "a {state} event's stock");
+            assert_eq!(batch.decided.get(&Outcome::Closed), Some(&1));
+            assert_eq!(stored.state, state);
+            continue;
+        }
+        assert_eq!(draws, 1, "a {state} event draws");
         assert_eq!(stored.stock_left, 0, "a certain win takes the only unit");
         let expected = state.step(EventState::SoldOut).unwrap_or(state);
         assert_eq!(

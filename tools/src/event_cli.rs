@@ -84,11 +84,17 @@ pub enum EventAdminCommand {
         #[command(flatten)]
         target: EventTarget,
     },
-    /// End the event and reveal its seed (irreversible).
+    /// End the event (irreversible): entry and admission stop at once, everyone
+    /// still in line is told `closed`, the users already admitted are still drawn,
+    /// and then the admitter closes the event and reveals its seed.
     Close {
         /// Which event.
         #[command(flatten)]
         target: EventTarget,
+        /// Wait until the event is closed and print the revealed seed (gives up after
+        /// this many seconds; 0 returns once closing has begun).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
     },
     /// Settings, counters, commitment (and the seed once closed), as JSON.
     Show {
@@ -158,7 +164,36 @@ pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
         }
         EventAdminCommand::Open { target } => change_state(target, EventState::Open).await,
         EventAdminCommand::Pause { target } => change_state(target, EventState::Paused).await,
-        EventAdminCommand::Close { target } => change_state(target, EventState::Closed).await,
+        EventAdminCommand::Close { target, wait_secs } => {
+            let (event, pool) = connect(&target).await?;
+            let before = events::load(&pool, &event).await?;
+            if !matches!(before.state, EventState::Closing | EventState::Closed) {
+                change_state(target, EventState::Closing).await?;
+                eprintln!(
+                    "the line is told `closed`; the admitter closes the event and reveals the seed once every admitted user is decided"
+                );
+            }
+            if wait_secs == 0 {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+            loop {
+                let record = events::load(&pool, &event).await?;
+                if let (EventState::Closed, Some(seed)) = (record.state, &record.seed) {
+                    println!("event {event} is closed");
+                    println!("seed (revealed; anyone can now verify the draw): {seed}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if std::time::Instant::now() >= deadline {
+                    eprintln!(
+                        "event {event} is still {} after {wait_secs} s; is an admitter running?",
+                        record.state
+                    );
+                    return Ok(ExitCode::from(3));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
         EventAdminCommand::Show { target } => {
             let (event, pool) = connect(&target).await?;
             let record = events::load(&pool, &event).await?;

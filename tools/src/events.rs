@@ -130,7 +130,9 @@ pub async fn create(
     Ok(commitment)
 }
 
-/// Moves an event to `to` if the lifecycle allows it; closing reveals the seed.
+/// Moves an event to `to` if the lifecycle allows it. Closing records when it began;
+/// closed (which only the admitter asks for, once the closing event is drained)
+/// reveals the seed.
 pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Result<EventRecord> {
     let mut tx = pool.begin().await?;
     let state: Option<String> =
@@ -148,12 +150,14 @@ pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Resul
         .map_err(|illegal| anyhow::anyhow!("{illegal}"))?;
     sqlx::query(
         "update events set state = $2, updated_at = now(),
-                seed_revealed_at = case when $2 = $3 then coalesce(seed_revealed_at, now()) else seed_revealed_at end
+                seed_revealed_at = case when $2 = $3 then coalesce(seed_revealed_at, now()) else seed_revealed_at end,
+                closing_at = case when $2 = $4 then coalesce(closing_at, now()) else closing_at end
           where event_id = $1",
     )
     .bind(event.as_str())
     .bind(to.as_str())
     .bind(EventState::Closed.as_str())
+    .bind(EventState::Closing.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

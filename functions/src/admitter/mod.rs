@@ -7,6 +7,13 @@
 //! acknowledged their message. Whatever is in the set (after a crash, a failed
 //! delivery or a new leader taking over) is published again on the next tick;
 //! goods-worker ignores the duplicates.
+//!
+//! PostgreSQL is the authority on an event's lifecycle; Redis mirrors it. Each tick
+//! the leader reads the event's row, corrects a mirror that disagrees (a close that
+//! could not reach Redis), starts closing at `closes_at`, and finishes a close (the
+//! seed revealed) once the line is told and every admitted user is decided. Users it
+//! tells a final state without a draw (sold out, closed) are recorded in PostgreSQL
+//! before Redis tells them.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use dropgate_core::{
     AdmissionLimits, Admitted, Downstream, EventId, EventState, MESSAGE_VERSION, Message as _,
-    TokenBucket, UserKey, admit,
+    TokenBucket, UserKey, UserState, admit,
 };
 use futures_util::future::join_all;
 use redis::AsyncCommands;
@@ -22,15 +29,17 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
-use crate::config::{KafkaArgs, RedisArgs, TopicArgs};
+use crate::config::{DatabaseArgs, KafkaArgs, RedisArgs, TopicArgs};
+use crate::event_lifecycle::{self, EventRow};
 use crate::failpoint;
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
+use crate::queue::scripts::correct_state::{CorrectStateReply, CorrectStateScript};
 use crate::queue::scripts::finished::FinishedScript;
 use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
-use crate::queue::scripts::sweep_sold_out::{SweepReply, SweepSoldOutScript};
-use crate::queue::{EVENTS_KEY, EventKeys, Notice, QueueStore};
+use crate::queue::scripts::sweep::{SweepReply, SweepScript};
+use crate::queue::{EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore};
 use crate::service::Runner;
 
 /// admitter settings.
@@ -39,6 +48,9 @@ pub struct AdmitterArgs {
     /// Where Redis is.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Where PostgreSQL is: the authority on each event's state.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// Where Kafka is.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -59,9 +71,15 @@ pub struct AdmitterArgs {
     /// queue side knows. Lets a big drop have admitters of its own.
     #[arg(long, env = "DROPGATE_ADMITTER_EVENTS", value_delimiter = ',')]
     pub events: Vec<String>,
-    /// Most waiting users swept to sold_out per tick once the stock is gone.
+    /// Most waiting users told sold_out or closed per tick once the stock is gone or
+    /// the event is closing.
     #[arg(long, env = "DROPGATE_ADMITTER_SWEEP_BATCH", default_value_t = 5_000)]
     pub sweep_batch: u32,
+    /// Longest a closing event waits for its admitted users to be decided before it
+    /// is closed anyway (ms). Admissions that reach the draw after the close are
+    /// recorded `closed`, never drawn: the seed is public by then.
+    #[arg(long, env = "DROPGATE_ADMITTER_CLOSE_DRAIN_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub close_drain_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -92,18 +110,50 @@ struct EventView {
     bucket: Option<(u64, u64)>,
 }
 
+impl EventView {
+    /// Admitted users whose result has not been applied yet.
+    fn in_flight(&self) -> u64 {
+        self.admitted.saturating_sub(self.decided)
+    }
+}
+
+/// What PostgreSQL said of an event this tick.
+#[derive(Debug)]
+enum Authority {
+    /// Its row (Redis now agrees with it).
+    Known(EventRow),
+    /// PostgreSQL has no such event: Redis alone runs it (nothing to record).
+    Unknown,
+    /// PostgreSQL could not be asked: admissions go on by Redis, but nobody is told a
+    /// final state that could not be recorded first.
+    Unreachable,
+}
+
+impl Authority {
+    fn row(&self) -> Option<&EventRow> {
+        match self {
+            Authority::Known(row) => Some(row),
+            Authority::Unknown | Authority::Unreachable => None,
+        }
+    }
+}
+
 /// One admitter instance.
 pub struct Admitter {
     redis: ConnectionManager,
+    store: QueueStore,
+    pool: sqlx::PgPool,
     publisher: Publisher,
     instance: String,
     tick: Duration,
     lease_ms: u64,
     sweep_batch: u32,
+    close_drain_ms: u64,
     lease: LeaseScript,
     admit: AdmitScript,
-    sweep: SweepSoldOutScript,
+    sweep: SweepScript,
     mark_sold_out: MarkSoldOutScript,
+    correct_state: CorrectStateScript,
     finished: FinishedScript,
     /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
     retired: HashSet<EventId>,
@@ -117,33 +167,38 @@ pub struct Admitter {
 }
 
 impl Admitter {
-    /// Connects to Redis and creates the Kafka producer.
+    /// Connects to Redis and PostgreSQL and creates the Kafka producer.
     pub async fn connect(args: &AdmitterArgs, readiness: Readiness) -> Result<Self> {
         let publisher = Publisher::kafka(&args.kafka, &args.topics.waiting_queue).await?;
         Self::connect_with(args, publisher, readiness).await
     }
 
-    /// Connects to Redis; admissions go out through `publisher` (a Pub/Sub one on
-    /// Cloud Run).
+    /// Connects to Redis and PostgreSQL; admissions go out through `publisher` (a
+    /// Pub/Sub one on Cloud Run).
     pub async fn connect_with(
         args: &AdmitterArgs,
         publisher: Publisher,
         readiness: Readiness,
     ) -> Result<Self> {
         let store = QueueStore::connect(&args.redis).await?;
+        let pool = args.database.pool(2).await?;
         let mut id = [0u8; 8];
         rand::fill(&mut id);
         Ok(Self {
             redis: store.connection(),
+            store,
+            pool,
             publisher,
             instance: dropgate_core::hex::encode(&id),
             tick: Duration::from_millis(args.tick_ms),
             lease_ms: args.lease_ms,
             sweep_batch: args.sweep_batch.max(1),
+            close_drain_ms: args.close_drain_ms,
             lease: LeaseScript::default(),
             admit: AdmitScript::default(),
-            sweep: SweepSoldOutScript::default(),
+            sweep: SweepScript::default(),
             mark_sold_out: MarkSoldOutScript::default(),
+            correct_state: CorrectStateScript::default(),
             finished: FinishedScript::default(),
             retired: HashSet::new(),
             leading: HashMap::new(),
@@ -189,7 +244,7 @@ impl Admitter {
 
     /// One pass over every event this instance serves.
     pub async fn tick_once(&mut self) -> Result<()> {
-        let ids: Vec<String> = if self.only.is_empty() {
+        let mut ids: Vec<String> = if self.only.is_empty() {
             self.redis
                 .smembers(EVENTS_KEY)
                 .await
@@ -197,6 +252,30 @@ impl Admitter {
         } else {
             self.only.iter().cloned().collect()
         };
+        // PostgreSQL's live events too: a Redis that lost the events set, or a close
+        // recorded only in PostgreSQL, must still be served. A database outage only
+        // narrows the list to what Redis knows.
+        match event_lifecycle::live_events(&self.pool).await {
+            Ok(live) => {
+                for (id, state) in live {
+                    if !self.only.is_empty() && !self.only.contains(&id) {
+                        continue;
+                    }
+                    if state == EventState::Closing
+                        && let Ok(event) = EventId::parse(id.as_str())
+                    {
+                        // Retired while sold out, now closing: it has work again.
+                        self.retired.remove(&event);
+                    }
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot list live events in PostgreSQL; serving those Redis knows")
+            }
+        }
         for id in ids {
             let Ok(event) = EventId::parse(id.as_str()) else {
                 tracing::warn!(%id, "ignoring an invalid event id in the events set");
@@ -229,7 +308,20 @@ impl Admitter {
             tracing::info!(%event, token, instance = %self.instance, "leading admissions");
         }
         let lease_value = Lease::value(&self.instance, token);
-        let view = self.read(event).await?;
+        let mut view = self.read(event).await?;
+        let authority = match self.authority(event, &keys, &lease_value, &mut view).await {
+            Ok(Some(row)) => Authority::Known(row),
+            Ok(None) => Authority::Unknown,
+            Err(error) => {
+                tracing::warn!(%event, error = %format!("{error:#}"), "cannot read the event in PostgreSQL; going by Redis");
+                Authority::Unreachable
+            }
+        };
+        if matches!(view.state, Some(EventState::Closing | EventState::Closed)) {
+            return self
+                .close_event(event, &keys, &lease_value, &view, &authority)
+                .await;
+        }
         let stock_gone = view.stock_left == Some(0);
         let mut state = view.state;
         if stock_gone && state.is_some_and(EventState::may_sell_out) {
@@ -247,11 +339,10 @@ impl Admitter {
         }
         if stock_gone || state == Some(EventState::SoldOut) {
             self.announce_sold_out(event).await?;
-            let reply = self
-                .sweep
-                .call(&mut self.redis, &keys, &lease_value, self.sweep_batch)
+            let swept = self
+                .sweep_line(event, &keys, &lease_value, UserState::SoldOut, &authority)
                 .await?;
-            if let SweepReply::Swept(swept @ 1..) = reply {
+            if swept > 0 {
                 tracing::info!(%event, swept, "waiting users told the event is sold out");
             }
         } else if state.is_some_and(EventState::admits) {
@@ -259,10 +350,188 @@ impl Admitter {
         }
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
         self.publish_admitting(event, &keys).await?;
-        if stock_gone || matches!(state, Some(EventState::SoldOut | EventState::Closed)) {
+        if stock_gone || state == Some(EventState::SoldOut) {
             self.retire_if_finished(event, &keys).await?;
         }
         Ok(())
+    }
+
+    /// Reads the event's row in PostgreSQL and makes Redis agree with it: starts
+    /// closing when `closes_at` has passed, rebuilds a missing mirror, and writes the
+    /// authoritative state over a different one. `view.state` is what Redis holds
+    /// afterwards. None when PostgreSQL does not know the event (Redis alone runs it).
+    async fn authority(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        lease_value: &str,
+        view: &mut EventView,
+    ) -> Result<Option<EventRow>> {
+        let Some(mut row) = event_lifecycle::read(&self.pool, event).await? else {
+            return Ok(None);
+        };
+        if row.close_due
+            && row.state.step(EventState::Closing).is_ok()
+            && event_lifecycle::begin_closing(&self.pool, event).await?
+        {
+            tracing::info!(%event, "closes_at reached: closing");
+            row.state = EventState::Closing;
+            row.closing_for_ms = Some(0);
+        }
+        if view.state == Some(row.state) {
+            return Ok(Some(row));
+        }
+        if view.state.is_none() {
+            // The mirror is gone (a Redis that lost its data): rebuild it.
+            self.store
+                .put_event_meta(
+                    event,
+                    &EventMeta {
+                        state: row.state,
+                        rate_per_s: row.admission_rate_per_s,
+                        abandon_timeout_ms: row.abandon_timeout_ms,
+                        opens_at_ms: row.opens_at_ms,
+                    },
+                )
+                .await?;
+            self.store
+                .put_draw_limits(event, row.max_in_flight, row.stock_left)
+                .await?;
+            tracing::warn!(%event, state = %row.state, "event missing in Redis: mirrored again from PostgreSQL");
+            metrics::counter!("dropgate_admitter_mirror_corrections_total", "event" => event.to_string())
+                .increment(1);
+            *view = self.read(event).await?;
+            return Ok(Some(row));
+        }
+        let reply = self
+            .correct_state
+            .call(&mut self.redis, keys, lease_value, view.state, row.state)
+            .await?;
+        if reply == CorrectStateReply::Corrected {
+            tracing::warn!(%event, redis = ?view.state, postgres = %row.state, "Redis disagreed with PostgreSQL on the event's state: corrected");
+            metrics::counter!("dropgate_admitter_mirror_corrections_total", "event" => event.to_string())
+                .increment(1);
+            view.state = Some(row.state);
+            if row.state == EventState::Closing {
+                // Open streams re-read at once rather than at their next refresh.
+                let _: () = self
+                    .redis
+                    .publish(keys.channel(), Notice::Closing.encode())
+                    .await?;
+            }
+        }
+        Ok(Some(row))
+    }
+
+    /// A closing event: nobody new is admitted; everyone still in line is told
+    /// `closed`; the admitted users still go to the draw. Once none is left undecided
+    /// (or the drain timeout has passed) the event is closed and its seed revealed.
+    /// A closed event is only swept (a line the close left behind) until finished.
+    async fn close_event(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        lease_value: &str,
+        view: &EventView,
+        authority: &Authority,
+    ) -> Result<()> {
+        let swept = self
+            .sweep_line(event, keys, lease_value, UserState::Closed, authority)
+            .await?;
+        if swept > 0 {
+            tracing::info!(%event, swept, "waiting users told the event closed");
+        }
+        self.publish_admitting(event, keys).await?;
+        if view.state == Some(EventState::Closed) {
+            return self.retire_if_finished(event, keys).await;
+        }
+        let Some(row) = authority.row() else {
+            // Only PostgreSQL can reveal the seed; without it the event stays closing.
+            return Ok(());
+        };
+        let (line, admitting): (u64, u64) = redis::pipe()
+            .zcard(keys.queue())
+            .zcard(keys.admitting())
+            .query_async(&mut self.redis)
+            .await?;
+        let drained = line == 0 && admitting == 0 && view.in_flight() == 0;
+        let timed_out = row
+            .closing_for_ms
+            .is_some_and(|ms| ms >= self.close_drain_ms);
+        if !drained && !timed_out {
+            return Ok(());
+        }
+        if timed_out && !drained {
+            tracing::warn!(%event, undecided = view.in_flight(), line, admitting, "close drain timeout: closing with users undecided; their admissions are recorded closed");
+        }
+        if event_lifecycle::finish_closing(&self.pool, event).await? {
+            tracing::info!(%event, "closed: seed revealed");
+        }
+        let reply = self
+            .correct_state
+            .call(
+                &mut self.redis,
+                keys,
+                lease_value,
+                Some(EventState::Closing),
+                EventState::Closed,
+            )
+            .await?;
+        if reply == CorrectStateReply::Corrected {
+            tracing::info!(%event, "Redis mirror closed");
+        }
+        Ok(())
+    }
+
+    /// Tells up to a sweep batch of users at the head of the line `to`: recorded in
+    /// PostgreSQL first (when it knows the event), then in Redis. Returns how many
+    /// were moved. While PostgreSQL cannot be reached nobody is swept: they are told
+    /// the same on every read meanwhile ([`UserState::as_told`]).
+    async fn sweep_line(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        lease_value: &str,
+        to: UserState,
+        authority: &Authority,
+    ) -> Result<u64> {
+        if matches!(authority, Authority::Unreachable) {
+            return Ok(0);
+        }
+        let head: Vec<(String, u64)> = self
+            .redis
+            .zrange_withscores(keys.queue(), 0, self.sweep_batch as isize - 1)
+            .await?;
+        if head.is_empty() {
+            return Ok(0);
+        }
+        let users: Vec<(UserKey, u64)> = head
+            .iter()
+            .filter_map(|(member, ticket)| {
+                UserKey::from_member(member)
+                    .ok()
+                    .map(|user| (user, *ticket))
+            })
+            .collect();
+        if matches!(authority, Authority::Known(_)) {
+            event_lifecycle::record_final_states(&self.pool, event, &users, to).await?;
+        }
+        let members: Vec<String> = head.into_iter().map(|(member, _)| member).collect();
+        match self
+            .sweep
+            .call(&mut self.redis, keys, lease_value, to, &members)
+            .await?
+        {
+            SweepReply::Swept(swept) => {
+                metrics::counter!("dropgate_admitter_swept_total", "event" => event.to_string(), "state" => to.as_str())
+                    .increment(swept);
+                Ok(swept)
+            }
+            SweepReply::NotLeader => {
+                self.leading.remove(event);
+                Ok(0)
+            }
+        }
     }
 
     /// Stops ticking an event nothing can happen to any more, so finished drops do
@@ -288,7 +557,13 @@ impl Admitter {
             Option<u64>,
             Option<u64>,
         );
-        type Stats = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+        type Stats = (
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        );
         let (meta, waiting, stats, bucket): (Meta, u64, Stats, (Option<u64>, Option<u64>)) =
             redis::pipe()
                 .hget(
@@ -296,13 +571,16 @@ impl Admitter {
                     &["state", "rate", "max_in_flight", "abandon_ms", "stock_left"],
                 )
                 .zcard(keys.queue())
-                .hget(keys.stats(), &["admitted", "won", "lost", "sold_out"])
+                .hget(
+                    keys.stats(),
+                    &["admitted", "won", "lost", "sold_out", "closed"],
+                )
                 .hget(keys.bucket(), &["milli", "at_ms"])
                 .query_async(&mut self.redis)
                 .await
                 .context("Failed to read the event")?;
         let (state, rate, max_in_flight, abandon_ms, stock_left) = meta;
-        let (admitted, won, lost, sold_out) = stats;
+        let (admitted, won, lost, sold_out, closed) = stats;
         Ok(EventView {
             state: state.and_then(|state| state.parse().ok()),
             rate_per_s: rate.unwrap_or(1).max(1),
@@ -313,7 +591,10 @@ impl Admitter {
             stock_left,
             waiting,
             admitted: admitted.unwrap_or(0),
-            decided: won.unwrap_or(0) + lost.unwrap_or(0) + sold_out.unwrap_or(0),
+            decided: [won, lost, sold_out, closed]
+                .into_iter()
+                .map(|count| count.unwrap_or(0))
+                .sum(),
             bucket: bucket.0.zip(bucket.1),
         })
     }

@@ -69,8 +69,9 @@ pub fn from_stored(value: i64) -> u64 {
 /// The event row is locked first (`FOR UPDATE`), so batches of the same event from
 /// several workers take turns: the decision order stays gap-free, the stock guard is
 /// a plain read, and a user redelivered to two workers at once is found by whichever
-/// comes second. A user already in `draws` is never drawn again; their recorded
-/// outcome is re-announced.
+/// comes second. A user already in `draws` or `final_states` is never drawn again;
+/// their recorded outcome is re-announced. Once the event is closed (its seed public,
+/// read under the same lock) nobody is drawn: a late admission is recorded `closed`.
 pub async fn record_batch(
     pool: &PgPool,
     event: &EventId,
@@ -83,7 +84,7 @@ pub async fn record_batch(
         .await
         .context("Failed to begin a transaction")?;
     let row = sqlx::query(
-        "select stock_left, win_probability, seed, decisions_made from events where event_id = $1 for update",
+        "select state, stock_left, win_probability, seed, decisions_made from events where event_id = $1 for update",
     )
     .bind(event.as_str())
     .fetch_optional(&mut *tx)
@@ -99,6 +100,10 @@ pub async fn record_batch(
     let seed = EventSeed::from_hex(row.get::<&str, _>("seed"))
         .map_err(|e| anyhow::anyhow!("event {event} has an unreadable seed: {e}"))?;
     let decisions_made: i64 = row.get("decisions_made");
+    let event_state: EventState = row
+        .get::<&str, _>("state")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("event {event} has an unknown state: {e}"))?;
 
     // One entry per user, earliest ticket first (a user admitted twice keeps one).
     let mut by_user: HashMap<&UserKey, &Admitted> = HashMap::with_capacity(admissions.len());
@@ -123,7 +128,14 @@ pub async fn record_batch(
            from draws d
            join unnest($2::text[], $3::text[]) as b(platform_id, user_id)
              on d.platform_id = b.platform_id and d.user_id = b.user_id
-          where d.event_id = $1",
+          where d.event_id = $1
+         union all
+         select f.platform_id, f.user_id, f.ticket, f.state, 0,
+                (extract(epoch from f.decided_at) * 1000)::bigint
+           from final_states f
+           join unnest($2::text[], $3::text[]) as b(platform_id, user_id)
+             on f.platform_id = b.platform_id and f.user_id = b.user_id
+          where f.event_id = $1",
     )
     .bind(event.as_str())
     .bind(&platforms)
@@ -164,6 +176,14 @@ pub async fn record_batch(
         .copied()
         .collect();
     fresh.sort_by(|a, b| a.ticket.cmp(&b.ticket).then_with(|| a.user.cmp(&b.user)));
+    let mut decided: HashMap<Outcome, u64> = HashMap::new();
+    if !event_state.draws() {
+        record_closed(&mut tx, event, &fresh, decided_at_ms, &mut results).await?;
+        if !fresh.is_empty() {
+            decided.insert(Outcome::Closed, fresh.len() as u64);
+        }
+        fresh.clear();
+    }
     let decisions = decide_batch(
         &seed,
         event,
@@ -176,7 +196,6 @@ pub async fn record_batch(
         .map(|(_, decision)| decision.stock_left)
         .unwrap_or(u32::try_from(stock_left).unwrap_or(0));
 
-    let mut decided: HashMap<Outcome, u64> = HashMap::new();
     if !fresh.is_empty() {
         let mut platform_ids = Vec::with_capacity(fresh.len());
         let mut user_ids = Vec::with_capacity(fresh.len());
@@ -281,6 +300,50 @@ pub async fn record_batch(
         reannounced,
         stock_left: u64::from(new_stock_left),
     }))
+}
+
+/// Records admissions that arrived after the event's seed was revealed as `closed`
+/// (never drawn) and adds their results.
+async fn record_closed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    event: &EventId,
+    late: &[&Admitted],
+    decided_at_ms: u64,
+    results: &mut Vec<DrawResult>,
+) -> Result<()> {
+    if late.is_empty() {
+        return Ok(());
+    }
+    let platforms: Vec<&str> = late.iter().map(|a| a.user.platform_id.as_str()).collect();
+    let users: Vec<&str> = late.iter().map(|a| a.user.user_id.as_str()).collect();
+    let tickets: Vec<i64> = late.iter().map(|a| a.ticket as i64).collect();
+    sqlx::query(
+        "insert into final_states (event_id, platform_id, user_id, ticket, state, decided_at)
+         select $1, p, u, t, $5, to_timestamp($6::double precision / 1000)
+           from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
+         on conflict do nothing",
+    )
+    .bind(event.as_str())
+    .bind(&platforms)
+    .bind(&users)
+    .bind(&tickets)
+    .bind(Outcome::Closed.as_str())
+    .bind(decided_at_ms as f64)
+    .execute(&mut **tx)
+    .await
+    .context("Failed to record admissions after the close")?;
+    tracing::warn!(%event, users = late.len(), "admissions reached the draw after the event closed: recorded closed, not drawn");
+    results.extend(late.iter().map(|admitted| DrawResult {
+        version: MESSAGE_VERSION,
+        event_id: event.clone(),
+        user: admitted.user.clone(),
+        ticket: admitted.ticket,
+        outcome: Outcome::Closed,
+        decision_order: 0,
+        stock_left: 0,
+        decided_at_ms,
+    }));
+    Ok(())
 }
 
 /// Marks delivered outbox rows sent.

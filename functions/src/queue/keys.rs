@@ -81,14 +81,17 @@ pub enum Notice {
     Result(String),
     /// The event's stock is gone.
     SoldOut,
+    /// The event is closing: nobody still in line will be admitted.
+    Closing,
 }
 
 impl Notice {
-    /// The published text: `r|<member>` or `sold_out`.
+    /// The published text: `r|<member>`, `sold_out` or `closing`.
     pub fn encode(&self) -> String {
         match self {
             Notice::Result(member) => format!("r|{member}"),
             Notice::SoldOut => "sold_out".to_owned(),
+            Notice::Closing => "closing".to_owned(),
         }
     }
 
@@ -97,6 +100,7 @@ impl Notice {
         match text.split_once('|') {
             Some(("r", member)) if !member.is_empty() => Some(Notice::Result(member.to_owned())),
             _ if text == "sold_out" => Some(Notice::SoldOut),
+            _ if text == "closing" => Some(Notice::Closing),
             _ => None,
         }
     }

@@ -34,7 +34,7 @@ pub struct QueueView {
 /// A decided outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultView {
-    /// won | lost | sold_out.
+    /// won | lost | sold_out | closed.
     pub outcome: Outcome,
     /// Place in the event's decision order (for verification).
     pub decision_order: Option<u64>,
@@ -61,11 +61,16 @@ impl QueueView {
             UserState::Won => Some(Outcome::Won),
             UserState::Lost => Some(Outcome::Lost),
             UserState::SoldOut => Some(Outcome::SoldOut),
-            _ => None,
+            UserState::Closed => Some(Outcome::Closed),
+            UserState::Waiting | UserState::Admitted | UserState::Expired => None,
         }
         .map(|outcome| ResultView {
             outcome,
-            decision_order: record.decided.map(|d| d.decision_order),
+            // Decision orders start at 1; a result recorded without a draw carries 0.
+            decision_order: record
+                .decided
+                .map(|d| d.decision_order)
+                .filter(|order| *order > 0),
             decided_at_ms: record.decided.map(|d| d.decided_at_ms),
         });
         let (position, eta_s, poll_after_ms) = match record.state {

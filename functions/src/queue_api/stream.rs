@@ -257,7 +257,7 @@ async fn subscribe(inner: Arc<Inner>) {
                 let payload: String = message.get_payload().unwrap_or_default();
                 match Notice::decode(&payload) {
                     Some(Notice::Result(member)) => inner.notify_member(&event, &member),
-                    Some(Notice::SoldOut) => inner.notify_event(&event),
+                    Some(Notice::SoldOut | Notice::Closing) => inner.notify_event(&event),
                     None => tracing::debug!(%payload, "unknown notification ignored"),
                 }
             }
@@ -330,12 +330,15 @@ enum Told {
     Result(QueueView),
     /// The stock is gone before the user was admitted.
     SoldOut(QueueView),
+    /// The drop ended before the user's turn.
+    Closed(QueueView),
 }
 
 impl Told {
     fn of(view: QueueView) -> Self {
         match view.state {
             UserState::Waiting | UserState::Admitted => Told::Position(view),
+            UserState::Closed => Told::Closed(view),
             // Never drawn: the stock ran out while the user was still in line.
             UserState::SoldOut
                 if view
@@ -362,6 +365,7 @@ impl Told {
             ),
             Told::Result(view) => ("result", "result".to_owned(), view),
             Told::SoldOut(view) => ("sold_out", "sold_out".to_owned(), view),
+            Told::Closed(view) => ("closed", "closed".to_owned(), view),
         };
         let data = serde_json::to_string(view).unwrap_or_else(|_| "{}".to_owned());
         Event::default().event(name).id(id).data(data)
@@ -488,10 +492,7 @@ impl Session {
                     let record = &self.standing.record;
                     if record.state == UserState::Waiting
                         && (self.standing.serving >= record.ticket
-                            || matches!(
-                                self.standing.event_state,
-                                EventState::SoldOut | EventState::Closed
-                            ))
+                            || !self.standing.event_state.accepts_entries())
                     {
                         self.refresh().await;
                     }
@@ -548,6 +549,7 @@ fn told_key(told: &Told) -> (&'static str, u64, UserState) {
         Told::Position(view) => ("position", view.position, view.state),
         Told::Result(view) => ("result", 0, view.state),
         Told::SoldOut(view) => ("sold_out", 0, view.state),
+        Told::Closed(view) => ("closed", 0, view.state),
     }
 }
 

@@ -88,12 +88,19 @@ locals {
         DROPGATE_API_TRUSTED_PROXY_HOPS = "2"
       }
     }
+    # PostgreSQL is the authority on an event's lifecycle: the admitter moves events to
+    # closing and closed there, corrects the Redis mirror from it and records the users
+    # it sweeps to a final state. It logs in as the same password user as goods-worker
+    # (DATABASE_URL), so it gets the Cloud SQL client role but no IAM database user
+    # (no roles/cloudsql.instanceUser, not in local.postgres_iam_users).
     admitter = {
-      description   = "admitter: admits the head of each queue to the draw; Redis and the message bus."
-      uses          = ["redis", "bus"]
-      project_roles = concat(local.telemetry_roles, local.transport_roles)
-      ingress       = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-      port          = 9090
+      description = "admitter: admits the head of each queue to the draw and keeps event lifecycles; Redis, the message bus and PostgreSQL."
+      uses        = ["redis", "bus", "postgres"]
+      project_roles = concat(local.telemetry_roles, local.transport_roles, [
+        "roles/cloudsql.client",
+      ])
+      ingress = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      port    = 9090
       # One admitter: the admission rate is enforced per process.
       min_instances = 1
       max_instances = 1
@@ -172,6 +179,12 @@ locals {
 
   redis_users    = [for k, f in local.functions : k if contains(f.uses, "redis")]
   postgres_users = [for k, f in local.functions : k if contains(f.uses, "postgres")]
+  # Cloud SQL IAM database users: only for the PostgreSQL users that may log in with
+  # IAM (roles/cloudsql.instanceUser), today goods-worker. The others log in as the
+  # password user in DATABASE_URL and get no database user of their own.
+  postgres_iam_users = [
+    for k, f in local.functions : k if contains(f.uses, "postgres") && contains(f.project_roles, "roles/cloudsql.instanceUser")
+  ]
   # The operator CLI changes events in PostgreSQL and mirrors them into Redis, so its
   # Cloud Run job reads both stores' secrets too (it logs in with the password, so it
   # needs no Cloud SQL IAM user).

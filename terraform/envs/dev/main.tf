@@ -82,7 +82,7 @@ module "cloudsql" {
     psa_range      = module.network.names.psa_range
     psa_connection = module.network.psa_connection
   }
-  iam_users        = { for k in local.postgres_users : k => module.iam.emails[k] }
+  iam_users        = { for k in local.postgres_iam_users : k => module.iam.emails[k] }
   secret_accessors = { for k in local.postgres_secret_readers : k => module.iam.members[k] }
   depends_on       = [google_project_service.apis]
 }

@@ -31,7 +31,7 @@ variable "config" {
 }
 
 variable "database" {
-  description = "Name of the application database and of its built-in (password) user; the migrations and goods-worker use them."
+  description = "Name of the application database and of its built-in (password) user; the migrations, goods-worker, the admitter and the operator CLI use them."
   type = object({
     name = optional(string, "dropgate")
     user = optional(string, "dropgate")
@@ -95,7 +95,7 @@ variable "region" {
 }
 
 variable "secret_accessors" {
-  description = "IAM members (`serviceAccount:...`) allowed to read the database URL and password secrets: goods-worker and the migration job. Keyed by a name known at plan time (the workload), since the members themselves may not be."
+  description = "IAM members (`serviceAccount:...`) allowed to read the database URL, password and CA secrets: the functions that use PostgreSQL (goods-worker, whose identity the migration job runs as, and the admitter) and the operator CLI. Keyed by a name known at plan time (the workload), since the members themselves may not be."
   type        = map(string)
   nullable    = false
   default     = {}

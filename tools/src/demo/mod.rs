@@ -253,7 +253,11 @@ fn build_report(
     let get = Tally::get;
     let latencies = tally.sorted_enter_latencies();
     let ms = |p| percentile(&latencies, p).map(|d| d.as_secs_f64() * 1_000.0);
-    let finals = get(&tally.won) + get(&tally.lost) + get(&tally.sold_out) + get(&tally.expired);
+    let finals = get(&tally.won)
+        + get(&tally.lost)
+        + get(&tally.sold_out)
+        + get(&tally.expired)
+        + get(&tally.closed);
     let users = u64::from(args.users);
     Report {
         event_id: plan.event.to_string(),
@@ -264,7 +268,9 @@ fn build_report(
         lost: get(&tally.lost),
         sold_out: get(&tally.sold_out),
         sold_out_at_entry: get(&tally.sold_out_at_entry),
+        closed_at_entry: get(&tally.closed_at_entry),
         expired: get(&tally.expired),
+        closed: get(&tally.closed),
         errors: get(&tally.errors),
         unfinished: users.saturating_sub(finals + get(&tally.errors)),
         stock_total: args.stock,

@@ -13,6 +13,10 @@ use jwt_simple::prelude::RS256KeyPair;
 use sqlx::PgPool;
 
 use super::drive::bar;
+
+/// How long the demo waits for the admitter to finish closing the event: the users
+/// still in the draw are decided first.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(120);
 use super::report::Verdict;
 use super::user::{Mode, User};
 use crate::events;
@@ -107,7 +111,8 @@ pub(super) async fn open_event(
     Ok(commitment.to_string())
 }
 
-/// Closes the event (revealing its seed), tells Redis, and replays the draw.
+/// Closes the event, tells Redis, waits for the admitter to finish the close (the
+/// seed revealed once every admitted user is decided) and replays the draw.
 pub(super) async fn close_and_verify(
     pool: &PgPool,
     store: &QueueStore,
@@ -118,13 +123,23 @@ pub(super) async fn close_and_verify(
     let verified = async {
         let record = retrying(|| async {
             let record = events::load(pool, event).await?;
-            if record.state == EventState::Closed {
+            if matches!(record.state, EventState::Closing | EventState::Closed) {
                 return Ok(record);
             }
-            events::transition(pool, event, EventState::Closed).await
+            events::transition(pool, event, EventState::Closing).await
         })
         .await?;
         retrying(|| events::mirror(store, &record)).await?;
+        let deadline = tokio::time::Instant::now() + CLOSE_PATIENCE;
+        while retrying(|| events::load(pool, event)).await?.state != EventState::Closed {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the event is still closing after {} s: is the admitter running?",
+                    CLOSE_PATIENCE.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         retrying(|| events::verify_event(pool, event)).await
     }
     .await;

@@ -44,6 +44,11 @@ pub struct Report {
     pub sold_out_at_entry: u64,
     /// Users expired as abandoned.
     pub expired: u64,
+    /// Users still waiting when the event closed, including those refused at the
+    /// door.
+    pub closed: u64,
+    /// Of `closed`: refused at entry because the event was closing or closed.
+    pub closed_at_entry: u64,
     /// Users who gave up on an error before a final state.
     pub errors: u64,
     /// Users still without a final state when the run ended (timeout or Ctrl-C).
@@ -108,7 +113,7 @@ pub struct UserFinal {
 impl Report {
     /// Users with a final state.
     pub fn finals(&self) -> u64 {
-        self.won + self.lost + self.sold_out + self.expired
+        self.won + self.lost + self.sold_out + self.expired + self.closed
     }
 
     /// Verify passed and every user reached a final state.
@@ -159,6 +164,7 @@ impl Report {
             ("lost", self.lost),
             ("sold_out", self.sold_out),
             ("expired", self.expired),
+            ("closed", self.closed),
         ] {
             let _ = writeln!(text, "  {name:<11} {value:>8}");
         }

@@ -17,6 +17,7 @@ pub(crate) enum Final {
     Lost,
     SoldOut,
     Expired,
+    Closed,
 }
 
 impl Final {
@@ -27,6 +28,7 @@ impl Final {
             Final::Lost => "lost",
             Final::SoldOut => "sold_out",
             Final::Expired => "expired",
+            Final::Closed => "closed",
         }
     }
 
@@ -36,6 +38,7 @@ impl Final {
             UserState::Lost => Some(Final::Lost),
             UserState::SoldOut => Some(Final::SoldOut),
             UserState::Expired => Some(Final::Expired),
+            UserState::Closed => Some(Final::Closed),
             UserState::Waiting | UserState::Admitted => None,
         }
     }
@@ -55,9 +58,13 @@ pub(crate) struct Tally {
     pub(crate) lost: AtomicU64,
     pub(crate) sold_out: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) closed: AtomicU64,
     /// Users refused at the door because the stock was already gone (410
     /// `event_sold_out`): final, counted in `sold_out` too, but never entered.
     pub(crate) sold_out_at_entry: AtomicU64,
+    /// Users refused at the door because the event was closing or closed (410
+    /// `event_closed`): final, counted in `closed` too, but never entered.
+    pub(crate) closed_at_entry: AtomicU64,
     /// Users who gave up without a final state.
     pub(crate) errors: AtomicU64,
     /// 429/503 answers waited out (`Retry-After`).
@@ -123,6 +130,7 @@ impl Tally {
                     Final::Lost => &self.lost,
                     Final::SoldOut => &self.sold_out,
                     Final::Expired => &self.expired,
+                    Final::Closed => &self.closed,
                 });
                 bump(&self.decided);
                 let mut times = self

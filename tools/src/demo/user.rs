@@ -98,6 +98,8 @@ enum Reply {
     View(QueueView),
     /// 410 `event_sold_out` at the door.
     SoldOutAtEntry,
+    /// 410 `event_closed` at the door.
+    ClosedAtEntry,
 }
 
 /// How a stream ended.
@@ -129,6 +131,7 @@ impl Crowd {
     async fn poller(&self, user: &User, seen: &mut Seen) -> Result<Final, String> {
         match self.ask(user, Ask::Enter, false).await? {
             Reply::SoldOutAtEntry => Ok(self.sold_out_at_entry()),
+            Reply::ClosedAtEntry => Ok(self.closed_at_entry()),
             Reply::View(view) => self.poll_until_final(user, seen, Some(view)).await,
         }
     }
@@ -136,6 +139,11 @@ impl Crowd {
     fn sold_out_at_entry(&self) -> Final {
         self.tally.sold_out_at_entry.fetch_add(1, ordering());
         Final::SoldOut
+    }
+
+    fn closed_at_entry(&self) -> Final {
+        self.tally.closed_at_entry.fetch_add(1, ordering());
+        Final::Closed
     }
 
     /// Polls at the suggested interval until `poll_after_ms` is 0.
@@ -157,7 +165,9 @@ impl Crowd {
             }
             view = match self.ask(user, Ask::Status, false).await? {
                 Reply::View(next) => Some(next),
-                Reply::SoldOutAtEntry => return Err("status answered 410 event_sold_out".into()),
+                Reply::SoldOutAtEntry | Reply::ClosedAtEntry => {
+                    return Err("status answered 410 at the door".into());
+                }
             };
         }
     }
@@ -171,6 +181,7 @@ impl Crowd {
             .map_err(|_| "the crowd stopped".to_owned())?;
         let view = match self.ask(user, Ask::Enter, true).await? {
             Reply::SoldOutAtEntry => return Ok(StreamEnd::Final(self.sold_out_at_entry())),
+            Reply::ClosedAtEntry => return Ok(StreamEnd::Final(self.closed_at_entry())),
             Reply::View(view) => view,
         };
         if let Some(state) = seen.observe(&self.tally, &view) {
@@ -226,7 +237,7 @@ impl Crowd {
                     reconnect_after = retry;
                 }
                 match event.name.as_str() {
-                    "position" | "result" | "sold_out" => {
+                    "position" | "result" | "sold_out" | "closed" => {
                         failures = 0;
                         let view: QueueView = serde_json::from_str(&event.data)
                             .map_err(|e| format!("unreadable {} event: {e}", event.name))?;
@@ -325,6 +336,7 @@ impl Crowd {
                     let status = response.status();
                     match error_code(response).await.as_deref() {
                         Some("event_sold_out") => return Ok(Reply::SoldOutAtEntry),
+                        Some("event_closed") => return Ok(Reply::ClosedAtEntry),
                         code => return Err(format!("Enter: {status} {}", code.unwrap_or("?"))),
                     }
                 }

@@ -77,7 +77,7 @@ pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
         "not_entered" => Ok(Lookup::NotEntered),
         "not_accepting" => match event_state()? {
             EventState::SoldOut => Ok(Lookup::SoldOut),
-            EventState::Closed => Ok(Lookup::Closed),
+            EventState::Closing | EventState::Closed => Ok(Lookup::Closed),
             other => anyhow::bail!("enter refused by a {other} event, which accepts entries"),
         },
         "new" => standing(true),

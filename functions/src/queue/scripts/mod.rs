@@ -14,6 +14,7 @@
 
 pub mod admit;
 pub mod apply_result;
+pub mod correct_state;
 pub mod draw_limits;
 pub mod enter;
 pub mod finished;
@@ -21,7 +22,7 @@ pub mod lease;
 pub mod mark_sold_out;
 pub mod retick;
 pub mod status;
-pub mod sweep_sold_out;
+pub mod sweep;
 
 use std::fmt::Write as _;
 
@@ -183,6 +184,7 @@ mod tests {
         let bodies = [
             admit::BODY,
             apply_result::BODY,
+            correct_state::BODY,
             draw_limits::BODY,
             enter::BODY,
             finished::BODY,
@@ -191,7 +193,7 @@ mod tests {
             mark_sold_out::BODY,
             retick::BODY,
             status::BODY,
-            sweep_sold_out::BODY,
+            sweep::BODY,
         ];
         for body in bodies {
             for state in UserState::ALL {

@@ -11,7 +11,7 @@
     return element ? element.content : "";
   };
 
-  const FINAL_STATES = new Set(["won", "lost", "sold_out", "expired"]);
+  const FINAL_STATES = new Set(["won", "lost", "sold_out", "expired", "closed"]);
   // Consecutive stream failures (no event received) before settling on polling.
   const STREAM_ATTEMPTS = 3;
   // The server sends a heartbeat every 15 s; silence this long means a stuck proxy.
@@ -124,6 +124,7 @@
     lost: ["Not this time", "You were not drawn in this drop. Thank you for waiting."],
     sold_out: ["Sold out", "Everything was gone before your turn came. Thank you for waiting."],
     expired: ["Your place has expired", "You were away when your turn came, so your place passed to the next person."],
+    closed: ["The drop has ended", "It closed before your turn came, so there was no draw for you. Thank you for waiting."],
   };
 
   // --- small view helpers
@@ -352,7 +353,7 @@
     if (message.retry !== null) retryMs = message.retry;
     if (message.id !== null) lastEventId = message.id;
     if (message.data.length === 0) return false;
-    if (message.event === "position" || message.event === "result" || message.event === "sold_out") {
+    if (message.event === "position" || message.event === "result" || message.event === "sold_out" || message.event === "closed") {
       render(JSON.parse(message.data.join("\n")));
       return true;
     }

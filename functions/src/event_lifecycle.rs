@@ -1,0 +1,161 @@
+//! PostgreSQL's side of an event's lifecycle, the authority Redis mirrors: which
+//! events are live, the moves into closing and closed, and the users who reached a
+//! final state without a draw. The operator commands and the admitter both go
+//! through here, so every move is checked by [`EventState::step`] in one place.
+
+use std::sync::LazyLock;
+
+use anyhow::{Context, Result};
+use dropgate_core::{EventId, EventState, UserKey, UserState};
+use sqlx::{PgPool, Row};
+
+/// The states an event may start closing from ([`EventState::step`]).
+static MAY_START_CLOSING: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    EventState::ALL
+        .into_iter()
+        .filter(|state| state.step(EventState::Closing).is_ok())
+        .map(EventState::as_str)
+        .collect()
+});
+
+/// What the admitter reads of an event in PostgreSQL each tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// The authoritative state.
+    pub state: EventState,
+    /// `closes_at` has passed.
+    pub close_due: bool,
+    /// How long ago closing began (ms), while closing.
+    pub closing_for_ms: Option<u64>,
+    /// Admissions per second.
+    pub admission_rate_per_s: u32,
+    /// Most admitted users not yet decided.
+    pub max_in_flight: u32,
+    /// Waiting users not seen for this long are skipped (ms).
+    pub abandon_timeout_ms: u64,
+    /// Opening time (Unix ms).
+    pub opens_at_ms: u64,
+    /// Units not yet won.
+    pub stock_left: u32,
+}
+
+/// The events not closed yet: the admitter ticks these even when the Redis mirror
+/// lost them, so a close recorded only in PostgreSQL still completes.
+pub async fn live_events(pool: &PgPool) -> Result<Vec<(String, EventState)>> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("select event_id, state from events where state <> $1")
+            .bind(EventState::Closed.as_str())
+            .fetch_all(pool)
+            .await
+            .context("Failed to list live events")?;
+    rows.into_iter()
+        .map(|(id, state)| {
+            let state = state
+                .parse()
+                .map_err(|e| anyhow::anyhow!("event {id} has a stored state: {e}"))?;
+            Ok((id, state))
+        })
+        .collect()
+}
+
+/// The event's row, or None when PostgreSQL does not know it.
+pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
+    let row = sqlx::query(
+        "select state, coalesce(closes_at <= now(), false) as close_due,
+                (extract(epoch from (now() - closing_at)) * 1000)::bigint as closing_for_ms,
+                admission_rate_per_s, max_in_flight, abandon_timeout_ms,
+                (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms, stock_left
+           from events where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_optional(pool)
+    .await
+    .context("Failed to read the event")?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let state: EventState = row
+        .get::<&str, _>("state")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("event {event} has a stored state: {e}"))?;
+    let non_negative = |value: i64| u64::try_from(value).unwrap_or(0);
+    Ok(Some(EventRow {
+        state,
+        close_due: row.get("close_due"),
+        closing_for_ms: row
+            .get::<Option<i64>, _>("closing_for_ms")
+            .map(non_negative),
+        admission_rate_per_s: u32::try_from(row.get::<i32, _>("admission_rate_per_s")).unwrap_or(1),
+        max_in_flight: u32::try_from(row.get::<i32, _>("max_in_flight")).unwrap_or(1),
+        abandon_timeout_ms: non_negative(row.get("abandon_timeout_ms")),
+        opens_at_ms: non_negative(row.get("opens_at_ms")),
+        stock_left: u32::try_from(row.get::<i32, _>("stock_left")).unwrap_or(0),
+    }))
+}
+
+/// Starts closing the event if its state allows; true when this call did it.
+pub async fn begin_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
+    let moved = sqlx::query(
+        "update events set state = $2, closing_at = coalesce(closing_at, now()), updated_at = now()
+          where event_id = $1 and state = any($3::text[])",
+    )
+    .bind(event.as_str())
+    .bind(EventState::Closing.as_str())
+    .bind(&*MAY_START_CLOSING)
+    .execute(pool)
+    .await
+    .context("Failed to start closing the event")?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+/// Closes a closing event and reveals its seed; true when this call did it. Taking
+/// the event row's lock, it waits for a draw batch in progress to commit, and every
+/// batch after it sees the event closed and draws nothing.
+pub async fn finish_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
+    let moved = sqlx::query(
+        "update events set state = $2, seed_revealed_at = now(), updated_at = now()
+          where event_id = $1 and state = $3",
+    )
+    .bind(event.as_str())
+    .bind(EventState::Closed.as_str())
+    .bind(EventState::Closing.as_str())
+    .execute(pool)
+    .await
+    .context("Failed to close the event")?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+/// Records users who reached `state` without a draw (still in line when the stock
+/// ran out or the event closed). A user recorded before keeps their first state.
+pub async fn record_final_states(
+    pool: &PgPool,
+    event: &EventId,
+    users: &[(UserKey, u64)],
+    state: UserState,
+) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let platforms: Vec<&str> = users.iter().map(|(u, _)| u.platform_id.as_str()).collect();
+    let ids: Vec<&str> = users.iter().map(|(u, _)| u.user_id.as_str()).collect();
+    let tickets: Vec<i64> = users
+        .iter()
+        .map(|(_, ticket)| i64::try_from(*ticket).unwrap_or(i64::MAX))
+        .collect();
+    sqlx::query(
+        "insert into final_states (event_id, platform_id, user_id, ticket, state)
+         select $1, p, u, t, $5 from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
+         on conflict do nothing",
+    )
+    .bind(event.as_str())
+    .bind(&platforms)
+    .bind(&ids)
+    .bind(&tickets)
+    .bind(state.as_str())
+    .execute(pool)
+    .await
+    .context("Failed to record final states")?;
+    Ok(())
+}
