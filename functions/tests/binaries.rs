@@ -55,7 +55,7 @@ fn functions_say_what_they_cannot_reach_without_leaking_the_password() {
         ),
         (
             env!("CARGO_BIN_EXE_admitter"),
-            vec![redis, kafka, ops],
+            vec![redis, database, kafka, ops],
             "Redis",
         ),
         (
@@ -86,6 +86,7 @@ fn functions_say_what_they_cannot_reach_without_leaking_the_password() {
 fn help_never_shows_a_secret_taken_from_the_environment() {
     for binary in [
         env!("CARGO_BIN_EXE_queue-api"),
+        env!("CARGO_BIN_EXE_admitter"),
         env!("CARGO_BIN_EXE_goods-worker"),
         env!("CARGO_BIN_EXE_result-relay"),
     ] {
