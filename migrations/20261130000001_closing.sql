@@ -27,3 +27,8 @@ create table final_states (
     constraint final_states_event_fkey foreign key (event_id) references events (event_id),
     constraint final_states_state_check check (state in ('sold_out', 'closed'))
 );
+
+-- The highest ticket the admitter has seen handed out, recorded before it admits any
+-- user up to it: a Redis that lost recent writes has its ticket counter raised back
+-- above it, so no ticket that reached the draw is ever handed out again.
+alter table events add column tickets_issued bigint not null default 0;

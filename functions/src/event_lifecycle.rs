@@ -6,7 +6,9 @@
 use std::sync::LazyLock;
 
 use anyhow::{Context, Result};
-use dropgate_core::{EventId, EventState, UserKey, UserState};
+use dropgate_core::{
+    DrawResult, EventId, EventState, MESSAGE_VERSION, Outcome, UserKey, UserState,
+};
 use sqlx::{PgPool, Row};
 
 /// The states an event may start closing from ([`EventState::step`]).
@@ -37,6 +39,8 @@ pub struct EventRow {
     pub opens_at_ms: u64,
     /// Units not yet won.
     pub stock_left: u32,
+    /// The highest ticket recorded as handed out.
+    pub tickets_issued: u64,
 }
 
 /// The events not closed yet: the admitter ticks these even when the Redis mirror
@@ -64,7 +68,8 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
         "select state, coalesce(closes_at <= now(), false) as close_due,
                 (extract(epoch from (now() - closing_at)) * 1000)::bigint as closing_for_ms,
                 admission_rate_per_s, max_in_flight, abandon_timeout_ms,
-                (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms, stock_left
+                (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms, stock_left,
+                tickets_issued
            from events where event_id = $1",
     )
     .bind(event.as_str())
@@ -90,7 +95,63 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
         abandon_timeout_ms: non_negative(row.get("abandon_timeout_ms")),
         opens_at_ms: non_negative(row.get("opens_at_ms")),
         stock_left: u32::try_from(row.get::<i32, _>("stock_left")).unwrap_or(0),
+        tickets_issued: non_negative(row.get("tickets_issued")),
     }))
+}
+
+/// Records that tickets up to `highest` have been handed out (it never goes down).
+pub async fn record_tickets_issued(pool: &PgPool, event: &EventId, highest: u64) -> Result<()> {
+    sqlx::query(
+        "update events set tickets_issued = greatest(tickets_issued, $2) where event_id = $1",
+    )
+    .bind(event.as_str())
+    .bind(i64::try_from(highest).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await
+    .context("Failed to record the tickets issued")?;
+    Ok(())
+}
+
+/// Every final state PostgreSQL holds for the event, as results Redis can apply
+/// again: the draws in decision order, then the users told a final state without a
+/// draw (decision order 0).
+pub async fn recorded_outcomes(pool: &PgPool, event: &EventId) -> Result<Vec<DrawResult>> {
+    let rows: Vec<(String, String, i64, String, i64, i64, i32)> = sqlx::query_as(
+        "select d.platform_id, d.user_id, d.ticket, d.outcome, d.decision_order,
+                (extract(epoch from d.decided_at) * 1000)::bigint, e.stock_left
+           from draws d join events e using (event_id)
+          where d.event_id = $1
+         union all
+         select f.platform_id, f.user_id, f.ticket, f.state, 0,
+                (extract(epoch from f.decided_at) * 1000)::bigint, e.stock_left
+           from final_states f join events e using (event_id)
+          where f.event_id = $1
+         order by 5",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await
+    .context("Failed to read the recorded outcomes")?;
+    rows.into_iter()
+        .map(
+            |(platform, user, ticket, outcome, order, decided_at_ms, stock_left)| {
+                let outcome: Outcome = outcome
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("a recorded outcome: {e}"))?;
+                Ok(DrawResult {
+                    version: MESSAGE_VERSION,
+                    event_id: event.clone(),
+                    user: UserKey::parse(&platform, &user)
+                        .context("a recorded outcome has an invalid user")?,
+                    ticket: u64::try_from(ticket).unwrap_or(0),
+                    outcome,
+                    decision_order: u64::try_from(order).unwrap_or(0),
+                    stock_left: u64::try_from(stock_left).unwrap_or(0),
+                    decided_at_ms: u64::try_from(decided_at_ms).unwrap_or(0),
+                })
+            },
+        )
+        .collect()
 }
 
 /// Starts closing the event if its state allows; true when this call did it.

@@ -105,6 +105,7 @@ impl Fixture {
             events: vec![self.event.to_string()],
             sweep_batch: 1_000,
             close_drain_ms: 300_000,
+            redeliver_ms: 30_000,
         }
     }
 
@@ -187,6 +188,7 @@ pub async fn serve(stack: &TestStack, database_url: &str, event: &EventId) -> Ru
         events: vec![event.to_string()],
         sweep_batch: 1_000,
         close_drain_ms: 300_000,
+        redeliver_ms: 30_000,
     };
     Running::start(&args).await.0
 }

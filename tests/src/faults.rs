@@ -49,6 +49,12 @@ pub enum Fault {
     CloseWithoutMirror,
     /// The event's `closes_at` comes due: nobody acts, the admitter closes it.
     ClosesAtDue,
+    /// Redis comes back from a crash with the data of a copy of its AOF taken this
+    /// long before: the acknowledged writes since are lost, as in a failover to an
+    /// asynchronous replica or a restore from periodic persistence.
+    RedisRolledBack(Duration),
+    /// Redis comes back empty (`FLUSHALL`): every queue, record and counter gone.
+    RedisEmptied,
 }
 
 impl std::fmt::Display for Fault {
@@ -64,6 +70,10 @@ impl std::fmt::Display for Fault {
             Fault::Close => f.write_str("event close"),
             Fault::CloseWithoutMirror => f.write_str("event close without the Redis mirror"),
             Fault::ClosesAtDue => f.write_str("closes_at due"),
+            Fault::RedisRolledBack(behind) => {
+                write!(f, "Redis rolled back {:.1} s", behind.as_secs_f64())
+            }
+            Fault::RedisEmptied => f.write_str("Redis emptied"),
         }
     }
 }
@@ -387,6 +397,32 @@ async fn strike(
                 .bind(event.as_str())
                 .execute(&pool)
                 .await?;
+        }
+        Fault::RedisRolledBack(behind) => {
+            let redis_dir = options.state_dir.join("redis");
+            let aof = redis_dir.join("appendonlydir");
+            let older = redis_dir.join("appendonlydir-older");
+            copy_dir(&aof, &older).context("copying the AOF")?;
+            tokio::time::sleep(behind).await;
+            stack::restart_component_with(
+                &stack_options,
+                Component::Redis,
+                StopMode::Crash,
+                |_| {
+                    std::fs::remove_dir_all(&aof)?;
+                    std::fs::rename(&older, &aof)?;
+                    Ok(())
+                },
+                &mut quiet,
+            )
+            .await
+            .with_context(|| format!("{fault}: restarting it"))?;
+        }
+        Fault::RedisEmptied => {
+            let mut redis = redis::Client::open(env.redis_url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut redis).await?;
         }
     }
     Ok(Some(Strike {

@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dropgate_core::{EventState, UserRecord, UserState};
+use dropgate_core::{DrawResult, EventState, MESSAGE_VERSION, Outcome, UserRecord, UserState};
+use dropgate_functions::queue::scripts::apply_result::ApplyResultScript;
 use dropgate_functions::queue::scripts::finished::FinishedScript;
 use dropgate_functions::queue::{EventKeys, EventMeta};
 use dropgate_tests::admitter::{Fixture, Running};
@@ -418,4 +419,68 @@ async fn an_event_is_finished_only_when_no_tick_can_change_it() {
             "{state} with {waiting} waiting and {admitting} admitting"
         );
     }
+}
+
+/// A user sent to the draw whose result never lands (lost with Redis' last writes, or
+/// set aside by a goods-worker that could not read it) is sent again after the
+/// redelivery delay, until a result lands; then never again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admission_without_a_result_is_sent_again_until_one_lands() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 1_000, 100).await;
+    fixture.enter(3, &[]).await;
+    let mut args = fixture.args(2_000);
+    args.redeliver_ms = 1_000;
+    let (_running, _) = Running::start(&args).await;
+
+    // Nobody answers: within four seconds every user is sent at least twice.
+    let messages = fixture
+        .admitted_messages(usize::MAX, Duration::from_secs(4))
+        .await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for (member, sent) in &messages {
+        assert!(sent.len() >= 2, "{member} was sent {} times", sent.len());
+        assert!(
+            sent.iter()
+                .all(|admitted| admitted.ticket == sent[0].ticket),
+            "{member} is always sent with its own ticket"
+        );
+    }
+
+    // Results land for everyone: the admissions stop.
+    let results: Vec<DrawResult> = messages
+        .values()
+        .map(|sent| DrawResult {
+            version: MESSAGE_VERSION,
+            event_id: fixture.event.clone(),
+            user: sent[0].user.clone(),
+            ticket: sent[0].ticket,
+            outcome: Outcome::Lost,
+            decision_order: sent[0].ticket,
+            stock_left: 100,
+            decided_at_ms: 1_000,
+        })
+        .collect();
+    ApplyResultScript::default()
+        .apply_all(&mut fixture.store.connection(), &results)
+        .await
+        .expect("apply");
+    // Whatever was already on its way arrives first; then nothing for three seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = fixture
+        .admitted_messages(usize::MAX, Duration::from_secs(3))
+        .await;
+    let total = |seen: &HashMap<String, Vec<dropgate_core::Admitted>>| -> usize {
+        seen.values().map(Vec::len).sum()
+    };
+    let settled = total(&later);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = fixture
+        .admitted_messages(usize::MAX, Duration::from_secs(1))
+        .await;
+    assert_eq!(
+        total(&again),
+        settled,
+        "users with a result were sent to the draw again"
+    );
 }

@@ -72,6 +72,7 @@ impl Functions {
                 events: vec![event.to_owned()],
                 sweep_batch: 5_000,
                 close_drain_ms: 300_000,
+                redeliver_ms: 30_000,
             },
             Readiness::default(),
         )

@@ -98,3 +98,23 @@ async fn event_closed_mid_drop_without_the_redis_mirror() {
 async fn closes_at_reached_mid_drop() {
     faults::run(Fault::ClosesAtDue, DropPlan::default()).await;
 }
+
+/// Redis loses its last acknowledged writes (restored from an AOF copy two seconds
+/// older): results already applied, tickets already handed out, admissions already
+/// made. Afterwards a fresh status for every user equals PostgreSQL, no ticket is held
+/// twice, and verify passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_rolled_back_mid_drop() {
+    faults::run(
+        Fault::RedisRolledBack(std::time::Duration::from_secs(2)),
+        DropPlan::default(),
+    )
+    .await;
+}
+
+/// Redis comes back empty mid-drop: the event is mirrored again and every recorded
+/// outcome written back from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_emptied_mid_drop() {
+    faults::run(Fault::RedisEmptied, DropPlan::default()).await;
+}

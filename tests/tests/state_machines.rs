@@ -110,6 +110,10 @@ impl Event {
     }
 
     async fn admit(&mut self, now_s: u64, abandon_s: u64) -> AdmitReply {
+        self.admit_up_to(now_s, abandon_s, u64::MAX).await
+    }
+
+    async fn admit_up_to(&mut self, now_s: u64, abandon_s: u64, highest_ticket: u64) -> AdmitReply {
         let request = AdmitRequest {
             lease_value: &self.lease_value,
             want: 10,
@@ -117,6 +121,7 @@ impl Event {
             abandon_s,
             look_budget: 10,
             bucket_after: (0, 0),
+            highest_ticket,
         };
         AdmitScript::default()
             .call(&mut self.redis, &self.keys, request)
@@ -131,6 +136,76 @@ fn expect_move(rule: Result<Step, dropgate_core::IllegalTransition>, from: UserS
         Ok(Step::Moved(to)) => to,
         _ => from,
     }
+}
+
+/// A ticket PostgreSQL has not recorded as issued is never admitted (a Redis that
+/// lost writes could have handed it out before), and an admitted user is in flight
+/// until a result, of whatever kind, lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn admission_stops_above_the_recorded_tickets_and_tracks_the_user_until_a_result() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::Open).await;
+    let member = Event::user().member();
+    event.place(UserState::Waiting, now_s()).await;
+    let reply = event.admit_up_to(now_s(), 60, TICKET - 1).await;
+    assert_eq!(
+        reply,
+        AdmitReply::Done {
+            admitted: 0,
+            expired: 0
+        }
+    );
+    assert_eq!(event.record().await.state, UserState::Waiting);
+    let queued: Option<u64> = event
+        .redis
+        .zscore(event.keys.queue(), &member)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(
+        queued,
+        Some(TICKET),
+        "a ticket not yet recorded stays in line"
+    );
+
+    let reply = event.admit_up_to(now_s(), 60, TICKET).await;
+    assert_eq!(
+        reply,
+        AdmitReply::Done {
+            admitted: 1,
+            expired: 0
+        }
+    );
+    let in_flight: Option<u64> = event
+        .redis
+        .zscore(event.keys.inflight(), &member)
+        .await
+        .expect("ZSCORE");
+    assert!(in_flight.is_some(), "an admitted user is in flight");
+
+    let result = DrawResult {
+        version: MESSAGE_VERSION,
+        event_id: event.event.clone(),
+        user: Event::user(),
+        ticket: TICKET,
+        outcome: Outcome::Closed,
+        decision_order: 0,
+        stock_left: 5,
+        decided_at_ms: 1_000,
+    };
+    ApplyResultScript::default()
+        .apply_all(&mut event.redis, std::slice::from_ref(&result))
+        .await
+        .expect("apply");
+    let in_flight: Option<u64> = event
+        .redis
+        .zscore(event.keys.inflight(), &member)
+        .await
+        .expect("ZSCORE");
+    assert_eq!(
+        in_flight, None,
+        "a user with a result is no longer in flight"
+    );
+    assert_eq!(event.record().await.state, UserState::Closed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -386,6 +461,7 @@ async fn only_the_lease_holder_carries_the_token_bucket() {
         abandon_s: 60,
         look_budget: 10,
         bucket_after: (7_000, 1_234),
+        highest_ticket: u64::MAX,
     };
     let reply = AdmitScript::default()
         .call(&mut event.redis, &event.keys, leader)
@@ -481,6 +557,7 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             events: vec![event.event.to_string()],
             sweep_batch: 100,
             close_drain_ms: 300_000,
+            redeliver_ms: 30_000,
         };
         let mut admitter = Admitter::connect(&args, Readiness::default())
             .await

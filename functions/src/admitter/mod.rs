@@ -14,6 +14,14 @@
 //! seed revealed) once the line is told and every admitted user is decided. Users it
 //! tells a final state without a draw (sold out, closed) are recorded in PostgreSQL
 //! before Redis tells them.
+//!
+//! Redis is rebuildable. Tickets are admitted only up to the highest one recorded in
+//! PostgreSQL as issued; a Redis whose ticket counter is below that record (it lost
+//! recent writes: an asynchronous replica promoted, persistence behind) or that lost
+//! the event altogether is repaired from PostgreSQL: the counter raised, the event
+//! mirrored again and every recorded outcome applied again. A user sent to the draw
+//! whose result has not landed after a while is sent again (the goods worker
+//! re-announces a recorded outcome and never draws twice).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,10 +42,12 @@ use crate::event_lifecycle::{self, EventRow};
 use crate::failpoint;
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
+use crate::queue::scripts::apply_result::{Applied, ApplyResultScript};
 use crate::queue::scripts::correct_state::{CorrectStateReply, CorrectStateScript};
 use crate::queue::scripts::finished::FinishedScript;
 use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
+use crate::queue::scripts::raise_seq::RaiseSeqScript;
 use crate::queue::scripts::sweep::{SweepReply, SweepScript};
 use crate::queue::{EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore};
 use crate::service::Runner;
@@ -80,6 +90,11 @@ pub struct AdmitterArgs {
     /// recorded `closed`, never drawn: the seed is public by then.
     #[arg(long, env = "DROPGATE_ADMITTER_CLOSE_DRAIN_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub close_drain_ms: u64,
+    /// A user sent to the draw whose result has not landed after this long (ms) is
+    /// sent again: a result lost with a Redis failover, or an admission a goods-worker
+    /// could not read during a rolling upgrade.
+    #[arg(long, env = "DROPGATE_ADMITTER_REDELIVER_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub redeliver_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -105,16 +120,11 @@ struct EventView {
     abandon_ms: u64,
     stock_left: Option<u64>,
     waiting: u64,
-    admitted: u64,
-    decided: u64,
+    /// Users sent to the draw whose result has not been applied yet.
+    in_flight: u64,
+    /// The ticket counter.
+    seq: u64,
     bucket: Option<(u64, u64)>,
-}
-
-impl EventView {
-    /// Admitted users whose result has not been applied yet.
-    fn in_flight(&self) -> u64 {
-        self.admitted.saturating_sub(self.decided)
-    }
 }
 
 /// What PostgreSQL said of an event this tick.
@@ -149,11 +159,14 @@ pub struct Admitter {
     lease_ms: u64,
     sweep_batch: u32,
     close_drain_ms: u64,
+    redeliver_ms: u64,
     lease: LeaseScript,
     admit: AdmitScript,
     sweep: SweepScript,
     mark_sold_out: MarkSoldOutScript,
     correct_state: CorrectStateScript,
+    raise_seq: RaiseSeqScript,
+    apply_result: ApplyResultScript,
     finished: FinishedScript,
     /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
     retired: HashSet<EventId>,
@@ -194,11 +207,14 @@ impl Admitter {
             lease_ms: args.lease_ms,
             sweep_batch: args.sweep_batch.max(1),
             close_drain_ms: args.close_drain_ms,
+            redeliver_ms: args.redeliver_ms,
             lease: LeaseScript::default(),
             admit: AdmitScript::default(),
             sweep: SweepScript::default(),
             mark_sold_out: MarkSoldOutScript::default(),
             correct_state: CorrectStateScript::default(),
+            raise_seq: RaiseSeqScript::default(),
+            apply_result: ApplyResultScript::default(),
             finished: FinishedScript::default(),
             retired: HashSet::new(),
             leading: HashMap::new(),
@@ -346,10 +362,22 @@ impl Admitter {
                 tracing::info!(%event, swept, "waiting users told the event is sold out");
             }
         } else if state.is_some_and(EventState::admits) {
-            self.admit_event(event, &keys, &lease_value, &view).await?;
+            // Nobody is admitted past what PostgreSQL has recorded as issued, and
+            // while PostgreSQL cannot record it, nobody is (nobody can be drawn then
+            // anyway).
+            let highest_ticket = match &authority {
+                Authority::Known(row) => Some(row.tickets_issued),
+                Authority::Unknown => Some(u64::MAX),
+                Authority::Unreachable => None,
+            };
+            if let Some(highest_ticket) = highest_ticket {
+                self.admit_event(event, &keys, &lease_value, &view, highest_ticket)
+                    .await?;
+            }
         }
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
         self.publish_admitting(event, &keys).await?;
+        self.redeliver_stale(event, &keys).await?;
         if stock_gone || state == Some(EventState::SoldOut) {
             self.retire_if_finished(event, &keys).await?;
         }
@@ -378,8 +406,33 @@ impl Admitter {
             row.state = EventState::Closing;
             row.closing_for_ms = Some(0);
         }
+        let rebuilt = view.state.is_none();
+        self.mirror_state(event, keys, lease_value, view, &row)
+            .await?;
+        if rebuilt || view.seq < row.tickets_issued {
+            self.repair(event, keys, &row, view.seq).await?;
+            *view = self.read(event).await?;
+        }
+        if view.seq > row.tickets_issued {
+            // Recorded before any of these tickets can be admitted.
+            event_lifecycle::record_tickets_issued(&self.pool, event, view.seq).await?;
+            row.tickets_issued = view.seq;
+        }
+        Ok(Some(row))
+    }
+
+    /// Makes the Redis mirror of the event's state PostgreSQL's (see
+    /// [`Admitter::authority`]).
+    async fn mirror_state(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        lease_value: &str,
+        view: &mut EventView,
+        row: &EventRow,
+    ) -> Result<()> {
         if view.state == Some(row.state) {
-            return Ok(Some(row));
+            return Ok(());
         }
         if view.state.is_none() {
             // The mirror is gone (a Redis that lost its data): rebuild it.
@@ -401,7 +454,7 @@ impl Admitter {
             metrics::counter!("dropgate_admitter_mirror_corrections_total", "event" => event.to_string())
                 .increment(1);
             *view = self.read(event).await?;
-            return Ok(Some(row));
+            return Ok(());
         }
         let reply = self
             .correct_state
@@ -420,7 +473,43 @@ impl Admitter {
                     .await?;
             }
         }
-        Ok(Some(row))
+        Ok(())
+    }
+
+    /// Brings a Redis that lost writes back in line with PostgreSQL: the ticket
+    /// counter above every ticket recorded as issued, and every recorded outcome
+    /// applied again (a repeat changes nothing; a lost one is written back).
+    async fn repair(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        row: &EventRow,
+        seq_found: u64,
+    ) -> Result<()> {
+        let seq = self
+            .raise_seq
+            .call(&mut self.redis, keys, row.tickets_issued)
+            .await?;
+        let outcomes = event_lifecycle::recorded_outcomes(&self.pool, event).await?;
+        let mut written = 0u64;
+        for chunk in outcomes.chunks(2_000) {
+            let applied = self.apply_result.apply_all(&mut self.redis, chunk).await?;
+            written += applied
+                .iter()
+                .filter(|applied| matches!(applied, Applied::New { .. }))
+                .count() as u64;
+        }
+        tracing::warn!(
+            %event,
+            seq_found,
+            seq,
+            outcomes = outcomes.len(),
+            written,
+            "Redis had lost writes for this event: repaired from PostgreSQL"
+        );
+        metrics::counter!("dropgate_admitter_repairs_total", "event" => event.to_string())
+            .increment(1);
+        Ok(())
     }
 
     /// A closing event: nobody new is admitted; everyone still in line is told
@@ -442,6 +531,7 @@ impl Admitter {
             tracing::info!(%event, swept, "waiting users told the event closed");
         }
         self.publish_admitting(event, keys).await?;
+        self.redeliver_stale(event, keys).await?;
         if view.state == Some(EventState::Closed) {
             return self.retire_if_finished(event, keys).await;
         }
@@ -454,7 +544,7 @@ impl Admitter {
             .zcard(keys.admitting())
             .query_async(&mut self.redis)
             .await?;
-        let drained = line == 0 && admitting == 0 && view.in_flight() == 0;
+        let drained = line == 0 && admitting == 0 && view.in_flight == 0;
         let timed_out = row
             .closing_for_ms
             .is_some_and(|ms| ms >= self.close_drain_ms);
@@ -462,7 +552,7 @@ impl Admitter {
             return Ok(());
         }
         if timed_out && !drained {
-            tracing::warn!(%event, undecided = view.in_flight(), line, admitting, "close drain timeout: closing with users undecided; their admissions are recorded closed");
+            tracing::warn!(%event, undecided = view.in_flight, line, admitting, "close drain timeout: closing with users undecided; their admissions are recorded closed");
         }
         if event_lifecycle::finish_closing(&self.pool, event).await? {
             tracing::info!(%event, "closed: seed revealed");
@@ -557,30 +647,20 @@ impl Admitter {
             Option<u64>,
             Option<u64>,
         );
-        type Stats = (
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-        );
-        let (meta, waiting, stats, bucket): (Meta, u64, Stats, (Option<u64>, Option<u64>)) =
-            redis::pipe()
-                .hget(
-                    keys.meta(),
-                    &["state", "rate", "max_in_flight", "abandon_ms", "stock_left"],
-                )
-                .zcard(keys.queue())
-                .hget(
-                    keys.stats(),
-                    &["admitted", "won", "lost", "sold_out", "closed"],
-                )
-                .hget(keys.bucket(), &["milli", "at_ms"])
-                .query_async(&mut self.redis)
-                .await
-                .context("Failed to read the event")?;
+        type Reads = (Meta, u64, u64, Option<u64>, (Option<u64>, Option<u64>));
+        let (meta, waiting, in_flight, seq, bucket): Reads = redis::pipe()
+            .hget(
+                keys.meta(),
+                &["state", "rate", "max_in_flight", "abandon_ms", "stock_left"],
+            )
+            .zcard(keys.queue())
+            .zcard(keys.inflight())
+            .get(keys.seq())
+            .hget(keys.bucket(), &["milli", "at_ms"])
+            .query_async(&mut self.redis)
+            .await
+            .context("Failed to read the event")?;
         let (state, rate, max_in_flight, abandon_ms, stock_left) = meta;
-        let (admitted, won, lost, sold_out, closed) = stats;
         Ok(EventView {
             state: state.and_then(|state| state.parse().ok()),
             rate_per_s: rate.unwrap_or(1).max(1),
@@ -590,11 +670,8 @@ impl Admitter {
                 .unwrap_or(dropgate_core::EventConfig::DEFAULT_ABANDON_TIMEOUT_MS),
             stock_left,
             waiting,
-            admitted: admitted.unwrap_or(0),
-            decided: [won, lost, sold_out, closed]
-                .into_iter()
-                .map(|count| count.unwrap_or(0))
-                .sum(),
+            in_flight,
+            seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
         })
     }
@@ -605,6 +682,7 @@ impl Admitter {
         keys: &EventKeys,
         lease_value: &str,
         view: &EventView,
+        highest_ticket: u64,
     ) -> Result<()> {
         let now = now_ms();
         let limits = AdmissionLimits::for_tick(
@@ -618,7 +696,7 @@ impl Admitter {
         };
         let downstream = Downstream {
             waiting: view.waiting,
-            in_flight: view.admitted.saturating_sub(view.decided),
+            in_flight: view.in_flight,
             stock_left: view.stock_left.unwrap_or(u64::MAX),
         };
         let admission = admit(bucket, &limits, downstream, now);
@@ -635,6 +713,7 @@ impl Admitter {
             abandon_s: view.abandon_ms / 1_000,
             look_budget: admission.admit + LOOK_BUDGET_EXTRA,
             bucket_after: admission.bucket.to_parts(),
+            highest_ticket,
         };
         let (admitted, expired) = match self.admit.call(&mut self.redis, keys, request).await? {
             AdmitReply::Done { admitted, expired } => (admitted, expired),
@@ -693,6 +772,68 @@ impl Admitter {
             let _: () = self.redis.zrem(keys.admitting(), &delivered).await?;
             metrics::counter!("dropgate_admitter_published_total")
                 .increment(delivered.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Sends again the users whose result has not landed within the redelivery
+    /// delay, and pushes their next attempt one delay further. A result lost with
+    /// Redis' last writes, or an admission a goods-worker set aside as unreadable,
+    /// thus still ends in a final state.
+    async fn redeliver_stale(&mut self, event: &EventId, keys: &EventKeys) -> Result<()> {
+        let now_s = now_ms() / 1_000;
+        let due = now_s.saturating_sub(self.redeliver_ms / 1_000);
+        let stale: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.inflight())
+            .arg("-inf")
+            .arg(due)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(REPUBLISH_LIMIT)
+            .query_async(&mut self.redis)
+            .await?;
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<Option<String>> = self.redis.hget(keys.users(), &stale).await?;
+        let admitted_at_ms = now_ms();
+        let mut sent = Vec::with_capacity(stale.len());
+        for (member, record) in stale.iter().zip(records) {
+            let (Ok(user), Some(Ok(record))) = (
+                UserKey::from_member(member),
+                record.as_deref().map(dropgate_core::UserRecord::decode),
+            ) else {
+                tracing::warn!(%event, %member, "an in-flight user without a readable record: dropped");
+                let _: () = self.redis.zrem(keys.inflight(), member).await?;
+                continue;
+            };
+            let message = Admitted {
+                version: MESSAGE_VERSION,
+                event_id: event.clone(),
+                user,
+                ticket: record.ticket,
+                admitted_at_ms,
+            };
+            match self.publisher.publish(member, &message.encode()).await {
+                Ok(()) => sent.push(member.clone()),
+                Err(error) => {
+                    tracing::warn!(%event, error = %format!("{error:#}"), "redelivery failed; retried next tick");
+                    break;
+                }
+            }
+        }
+        if !sent.is_empty() {
+            // XX: a result that landed meanwhile removed the user; do not add it back.
+            let mut bump = redis::cmd("ZADD");
+            bump.arg(keys.inflight()).arg("XX");
+            for member in &sent {
+                bump.arg(now_s).arg(member);
+            }
+            let _: () = bump.query_async(&mut self.redis).await?;
+            tracing::warn!(%event, users = sent.len(), "users without a result after the redelivery delay: sent to the draw again");
+            metrics::counter!("dropgate_admitter_redelivered_total", "event" => event.to_string())
+                .increment(sent.len() as u64);
         }
         Ok(())
     }

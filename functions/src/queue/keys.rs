@@ -46,6 +46,12 @@ impl EventKeys {
     pub fn admitting(&self) -> String {
         self.key("admitting")
     }
+    /// ZSET of members sent to the draw whose result is not applied yet, scored by
+    /// when they were last sent (Unix s): the in-flight count, and what the admitter
+    /// sends again when a result never comes back.
+    pub fn inflight(&self) -> String {
+        self.key("inflight")
+    }
     /// HASH of counters: entered, admitted, won, lost, sold_out, expired.
     pub fn stats(&self) -> String {
         self.key("stats")

@@ -481,7 +481,7 @@ impl Session {
                 _ = self.shutdown.wait_for(|stopping| *stopping) => Wake::Shutdown,
                 _ = self.sender.closed() => return,
             };
-            match wake {
+            let known = match wake {
                 Wake::Notified => self.refresh().await,
                 Wake::Pulse => {
                     self.apply_pulse();
@@ -494,12 +494,14 @@ impl Session {
                         && (self.standing.serving >= record.ticket
                             || !self.standing.event_state.accepts_entries())
                     {
-                        self.refresh().await;
+                        self.refresh().await
+                    } else {
+                        true
                     }
                 }
                 Wake::Refresh => {
-                    self.refresh().await;
                     next_refresh = tokio::time::Instant::now() + self.refresh_interval();
+                    self.refresh().await
                 }
                 Wake::Shutdown => {
                     let goodbye = Event::default()
@@ -508,6 +510,15 @@ impl Session {
                     let _ = self.sender.send(goodbye).await;
                     return;
                 }
+            };
+            if !known {
+                // The queue no longer knows this user (a Redis that lost data): the
+                // reconnect is answered 404, and the client enters again.
+                let goodbye = Event::default()
+                    .event("reconnect")
+                    .data(r#"{"reason":"the queue lost this entry; reconnect"}"#);
+                let _ = self.sender.send(goodbye).await;
+                return;
             }
         }
     }
@@ -530,15 +541,24 @@ impl Session {
         }
     }
 
-    async fn refresh(&mut self) {
+    /// Re-reads the user's standing; false when the queue no longer knows the user
+    /// or the event (a failed read keeps the last standing and counts as known).
+    async fn refresh(&mut self) -> bool {
         match self.store.status(&self.event, &self.user, now_s()).await {
             Ok(lookup) => match found(lookup) {
-                Ok(standing) => self.standing = standing,
+                Ok(standing) => {
+                    self.standing = standing;
+                    true
+                }
                 Err(error) => {
-                    tracing::debug!(code = error.code(), "stream refresh found no standing")
+                    tracing::debug!(code = error.code(), "stream refresh found no standing");
+                    false
                 }
             },
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "stream refresh failed"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "stream refresh failed");
+                true
+            }
         }
     }
 }

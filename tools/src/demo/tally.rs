@@ -69,6 +69,8 @@ pub(crate) struct Tally {
     pub(crate) errors: AtomicU64,
     /// 429/503 answers waited out (`Retry-After`).
     pub(crate) retries: AtomicU64,
+    /// Users who entered again after the queue lost their entry.
+    pub(crate) reentered: AtomicU64,
     /// Streams opened again after a disconnect.
     pub(crate) reconnects: AtomicU64,
     /// Streaming users told `too_many_streams` who polled instead.

@@ -100,6 +100,9 @@ enum Reply {
     SoldOutAtEntry,
     /// 410 `event_closed` at the door.
     ClosedAtEntry,
+    /// 404 `not_in_queue` to a status request: the queue lost this user's entry (a
+    /// Redis that lost data); a client enters again, as the page does.
+    NotInQueue,
 }
 
 /// How a stream ended.
@@ -132,6 +135,7 @@ impl Crowd {
         match self.ask(user, Ask::Enter, false).await? {
             Reply::SoldOutAtEntry => Ok(self.sold_out_at_entry()),
             Reply::ClosedAtEntry => Ok(self.closed_at_entry()),
+            Reply::NotInQueue => Err("enter answered not_in_queue".into()),
             Reply::View(view) => self.poll_until_final(user, seen, Some(view)).await,
         }
     }
@@ -165,6 +169,15 @@ impl Crowd {
             }
             view = match self.ask(user, Ask::Status, false).await? {
                 Reply::View(next) => Some(next),
+                Reply::NotInQueue => {
+                    self.tally.reentered.fetch_add(1, ordering());
+                    match self.ask(user, Ask::Enter, false).await? {
+                        Reply::View(next) => Some(next),
+                        Reply::SoldOutAtEntry => return Ok(self.sold_out_at_entry()),
+                        Reply::ClosedAtEntry => return Ok(self.closed_at_entry()),
+                        Reply::NotInQueue => return Err("enter answered not_in_queue".into()),
+                    }
+                }
                 Reply::SoldOutAtEntry | Reply::ClosedAtEntry => {
                     return Err("status answered 410 at the door".into());
                 }
@@ -182,6 +195,7 @@ impl Crowd {
         let view = match self.ask(user, Ask::Enter, true).await? {
             Reply::SoldOutAtEntry => return Ok(StreamEnd::Final(self.sold_out_at_entry())),
             Reply::ClosedAtEntry => return Ok(StreamEnd::Final(self.closed_at_entry())),
+            Reply::NotInQueue => return Err("enter answered not_in_queue".into()),
             Reply::View(view) => view,
         };
         if let Some(state) = seen.observe(&self.tally, &view) {
@@ -221,6 +235,8 @@ impl Crowd {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
+                // The queue lost the event or this user's entry: polling re-enters.
+                StatusCode::NOT_FOUND => return Ok(StreamEnd::Poll),
                 status => return Err(refusal("stream", status, response).await),
             }
             let mut reader = SseReader::new(response);
@@ -331,6 +347,27 @@ impl Crowd {
                     drop(slot);
                     self.tally.retries.fetch_add(1, ordering());
                     tokio::time::sleep(wait).await;
+                }
+                StatusCode::NOT_FOUND => {
+                    match error_code(response).await.as_deref() {
+                        Some("not_in_queue") if ask == Ask::Status => {
+                            return Ok(Reply::NotInQueue);
+                        }
+                        // The queue side lost the event itself; the admitter mirrors it
+                        // again from PostgreSQL within a tick.
+                        Some("unknown_event") => {
+                            drop(slot);
+                            failures += 1;
+                            if failures >= MAX_FAILURES {
+                                return Err(format!("{ask:?}: the event stayed unknown"));
+                            }
+                            self.tally.retries.fetch_add(1, ordering());
+                            tokio::time::sleep(backoff(failures)).await;
+                        }
+                        code => {
+                            return Err(format!("{ask:?}: 404 {}", code.unwrap_or("?")));
+                        }
+                    }
                 }
                 StatusCode::GONE if ask == Ask::Enter => {
                     let status = response.status();

@@ -558,6 +558,27 @@ pub async fn restart_component(
     start_component(options, &mut state, component, progress).await
 }
 
+/// Like [`restart_component`], running `while_stopped` on the state directory between
+/// the stop and the start: the fault tests replace a server's data there (a Redis
+/// restored from an older copy of its AOF).
+pub async fn restart_component_with(
+    options: &StackOptions,
+    component: Component,
+    mode: StopMode,
+    while_stopped: impl FnOnce(&Path) -> Result<()>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dir = std::fs::canonicalize(&options.state_dir)?;
+    let options = &StackOptions {
+        state_dir: dir.clone(),
+        ..options.clone()
+    };
+    stop_component(&dir, component, mode)?;
+    while_stopped(&dir)?;
+    let mut state = StackState::load(&dir)?;
+    start_component(options, &mut state, component, progress).await
+}
+
 /// Stops every recorded server (each by its own clean shutdown) and forgets their
 /// pids; data stays unless `purge`. Returns the names of the servers it stopped.
 pub fn down(state_dir: &Path, purge: bool) -> Result<Vec<&'static str>> {

@@ -6,11 +6,15 @@
 -- The admission token bucket is written here too, under the same lease check, so an
 -- ex-leader that lost its lease mid-tick cannot overwrite the new leader's bucket: the
 -- tokens taken for N are in ARGV 6, and those not used (fewer users than N) go back.
--- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats, 8 bucket
+-- Only tickets up to the highest one PostgreSQL has recorded as issued are admitted,
+-- so a Redis that loses recent writes never hands a ticket that reached the draw to
+-- somebody else. Admitted users are tracked in `inflight` until their result lands.
+-- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats, 8 bucket,
+--       9 inflight
 -- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
 --       5 most users to look at (admitted + expired), 6 bucket thousandths of tokens
 --       left after taking N, 7 bucket refill time (Unix ms), 8 thousandths one user
---       costs (core's TokenBucket::THOUSANDTHS_PER_USER)
+--       costs (core's TokenBucket::THOUSANDTHS_PER_USER), 9 highest ticket admissible
 -- Returns {status, admitted count, expired count}; status is ok | not_leader |
 -- not_admitting.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -23,9 +27,11 @@ local want = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local abandon = tonumber(ARGV[4])
 local budget = tonumber(ARGV[5])
+local highest = tonumber(ARGV[9])
 local admitted, expired, looked = 0, 0, 0
+local blocked = false
 local serving = tonumber(redis.call('GET', KEYS[5]) or '0')
-while admitted < want and looked < budget do
+while admitted < want and looked < budget and not blocked do
   local head = redis.call('ZRANGE', KEYS[3], 0, 99, 'WITHSCORES')
   if #head == 0 then
     break
@@ -35,6 +41,10 @@ while admitted < want and looked < budget do
       break
     end
     local member, ticket = head[i], tonumber(head[i + 1])
+    if ticket > highest then
+      blocked = true
+      break
+    end
     looked = looked + 1
     redis.call('ZREM', KEYS[3], member)
     if ticket > serving then
@@ -54,6 +64,7 @@ while admitted < want and looked < budget do
         redis.call('HSET', KEYS[4], member, to .. '|' .. ticket .. '|' .. seen)
         if to == ADMITTED then
           redis.call('ZADD', KEYS[6], ticket, member)
+          redis.call('ZADD', KEYS[9], now, member)
           admitted = admitted + 1
         else
           expired = expired + 1

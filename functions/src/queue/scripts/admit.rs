@@ -27,6 +27,9 @@ pub struct AdmitRequest<'a> {
     /// The token bucket after taking `want` tokens: (thousandths of tokens, refill
     /// time in Unix ms). Written with the tokens not used given back.
     pub bucket_after: (u64, u64),
+    /// Tickets above this are not admitted yet: the highest ticket PostgreSQL has
+    /// recorded as issued (`u64::MAX` for an event PostgreSQL does not know).
+    pub highest_ticket: u64,
 }
 
 /// What the script did.
@@ -74,6 +77,7 @@ impl AdmitScript {
             .key(keys.admitting())
             .key(keys.stats())
             .key(keys.bucket())
+            .key(keys.inflight())
             .arg(request.lease_value)
             .arg(request.want)
             .arg(request.now_s)
@@ -82,6 +86,7 @@ impl AdmitScript {
             .arg(request.bucket_after.0)
             .arg(request.bucket_after.1)
             .arg(TokenBucket::THOUSANDTHS_PER_USER)
+            .arg(request.highest_ticket)
             .invoke_async(redis)
             .await
             .context("The admit script failed")?;

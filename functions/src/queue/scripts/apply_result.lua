@@ -2,7 +2,7 @@
 -- record may become is core's RECORD_OUTCOME table: a record not yet final takes the
 -- outcome (the draw is recorded, so it is the authority), the same outcome again is a
 -- redelivery, and another final state stands.
--- KEYS: 1 users, 2 stats, 3 meta, 4 queue
+-- KEYS: 1 users, 2 stats, 3 meta, 4 queue, 5 inflight
 -- ARGV: 1 member, 2 state code of the outcome, 3 ticket, 4 last seen (Unix s, used
 --       only when the record is missing), 5 decision order, 6 decided at (Unix ms),
 --       7 stats counter (the outcome's name), 8 stock left, 9 channel, 10 notice
@@ -21,6 +21,9 @@ if known == nil or stock_left < known then
   end
 end
 
+-- Decided, whatever the record says: no longer waiting for a result.
+redis.call('ZREM', KEYS[5], ARGV[1])
+
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 local ticket, seen, code = ARGV[3], ARGV[4], nil
 if previous then
@@ -36,7 +39,9 @@ if previous then
       -- A final state is never overwritten; the first outcome stands.
       return {'conflict', previous, sold_out_now}
     end
-    ticket, seen = t, s
+    -- The ticket the draw recorded: a user whose entry Redis lost and who entered
+    -- again holds a newer one that never reached the draw.
+    seen = s
   end
   -- An unreadable record is rebuilt from the result: the draw is the authority.
 end

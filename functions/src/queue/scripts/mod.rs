@@ -20,6 +20,7 @@ pub mod enter;
 pub mod finished;
 pub mod lease;
 pub mod mark_sold_out;
+pub mod raise_seq;
 pub mod retick;
 pub mod status;
 pub mod sweep;
@@ -191,6 +192,7 @@ mod tests {
             lease::BODY,
             lease::RELEASE_BODY,
             mark_sold_out::BODY,
+            raise_seq::BODY,
             retick::BODY,
             status::BODY,
             sweep::BODY,
