@@ -46,13 +46,25 @@ REQUIRED_ENV = {
         "DROPGATE_KAFKA_BROKERS",
         "DROPGATE_TOPIC_WAITING_QUEUE",
         "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+        "DROPGATE_TOPIC_DEAD_LETTER",
     },
     "result-relay": {
         "DROPGATE_HEALTH_ADDR",
         "DROPGATE_REDIS_URL",
         "DROPGATE_KAFKA_BROKERS",
         "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+        "DROPGATE_TOPIC_DEAD_LETTER",
     },
+}
+# The operator CLI's pod: `dropgate event` (both stores) and `dropgate dead-letter`
+# (the dead-letter topic, and the topics it replays to).
+ADMIN_ENV = {
+    "DROPGATE_REDIS_URL",
+    "DATABASE_URL",
+    "DROPGATE_KAFKA_BROKERS",
+    "DROPGATE_TOPIC_WAITING_QUEUE",
+    "DROPGATE_TOPIC_RESULT_NOTIFICATION",
+    "DROPGATE_TOPIC_DEAD_LETTER",
 }
 # Secrets are made at deploy time from Secret Manager (docs/deploy.md), never in git.
 EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis"}
@@ -195,6 +207,11 @@ def test_functions_get_the_environment_they_read(rendered, name):
     config = find(docs, "ConfigMap", "dropgate-config")["data"]
     assert config["DROPGATE_TOPIC_WAITING_QUEUE"] == "waiting-queue"
     assert config["DROPGATE_TOPIC_RESULT_NOTIFICATION"] == "result-notification"
+    assert config["DROPGATE_TOPIC_DEAD_LETTER"] == "dead-letter"
+    # The topics Terraform creates in Managed Kafka, under the same names.
+    local_values = TfDir(ENV_DEV).locals()
+    assert {config["DROPGATE_TOPIC_WAITING_QUEUE"], config["DROPGATE_TOPIC_RESULT_NOTIFICATION"]} == set(local_values["topics"].values())
+    assert config["DROPGATE_TOPIC_DEAD_LETTER"] == local_values["dead_letter_topic"]
     api = find(docs, "ConfigMap", "queue-api-config")["data"]
     assert api["DROPGATE_JWKS_URL"].startswith("https://") and ".invalid" not in api["DROPGATE_JWKS_URL"]
 
@@ -229,8 +246,22 @@ def test_config_and_secret_references_resolve(rendered, name):
 
 
 @overlay
+def test_event_admin_can_run_the_dead_letter_commands(rendered, name):
+    docs = rendered[name]
+    deployment = find(docs, "Deployment", "event-admin")
+    (c,) = pod_spec(deployment)["containers"]
+    env = container_env(docs, c)
+    assert ADMIN_ENV <= set(env), f"event-admin lacks {ADMIN_ENV - set(env)}"
+    assert not env["DROPGATE_KAFKA_BROKERS"].endswith(".invalid:9092"), f"{name} must set the Kafka address"
+    # The NetworkPolicy that opens the brokers, and the Workload Identity its Kafka
+    # tokens come from (test_workload_identity_annotations).
+    assert deployment["spec"]["template"]["metadata"]["labels"].get("dropgate/uses-kafka") == "true"
+    assert pod_spec(deployment)["serviceAccountName"] == "event-admin"
+
+
+@overlay
 def test_workload_identity_annotations(rendered, name):
-    for fn in FUNCTIONS:
+    for fn in (*FUNCTIONS, "event-admin"):
         sa = find(rendered[name], "ServiceAccount", fn)
         email = sa["metadata"].get("annotations", {}).get("iam.gke.io/gcp-service-account", "")
         assert re.fullmatch(rf"[a-z0-9-]+-{fn}@[a-z0-9-]+\.iam\.gserviceaccount\.com", email), email

@@ -202,7 +202,7 @@ def test_data_services_attach_to_the_private_network(env_dev: TfDir):
     assert calls["kafka"]["subnet_id"] == "${module.network.ids.private_subnet}"
 
 
-def test_kafka_cluster_and_both_topics(modules, env_dev: TfDir):
+def test_kafka_cluster_and_its_topics(modules, env_dev: TfDir):
     kafka = modules["kafka"].resources()
     cluster = kafka[("google_managed_kafka_cluster", "main")]
     network = one(one(one(cluster["gcp_config"])["access_config"])["network_configs"])
@@ -210,9 +210,24 @@ def test_kafka_cluster_and_both_topics(modules, env_dev: TfDir):
     topic = kafka[("google_managed_kafka_topic", "topics")]
     assert topic["partition_count"] == "${each.value.partition_count}"
     assert topic["replication_factor"] == "${each.value.replication_factor}"
-    assert set(env_dev.locals()["topics"].values()) == {"waiting-queue", "result-notification"}
+    assert topic["configs"] == "${each.value.configs}"
+    local_values = env_dev.locals()
+    assert set(local_values["topics"].values()) == {"waiting-queue", "result-notification"}
+    assert local_values["dead_letter_topic"] == "dead-letter"
     topics = env_dev.labelled("module")["kafka"]["topics"]
-    assert "var.kafka.partitions" in topics and "var.kafka.replication_factor" in topics
+    # The two message topics: as many partitions as var.kafka says, a week of retention.
+    messages, _, dead = topics.partition("(local.dead_letter_topic) = ")
+    assert "for name in values(local.topics)" in messages
+    assert "var.kafka.partitions" in messages and "var.kafka.replication_factor" in messages
+    assert '"retention.ms" = "604800000"' in messages
+    # The dead-letter topic: replicated like them, kept two weeks (letters wait for an
+    # operator), a few partitions of its own.
+    assert dead, "the kafka module call creates no dead-letter topic"
+    assert "replication_factor = var.kafka.replication_factor" in dead
+    assert '"retention.ms" = "1209600000"' in dead
+    assert '"min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))' in dead
+    partitions = re.search(r"partition_count = (\d+)", dead)
+    assert partitions and 1 <= int(partitions.group(1)) <= 6, dead
 
 
 def test_network_private_subnet_nat_psa_and_firewall(modules):
@@ -388,9 +403,42 @@ def test_each_transport_gives_the_functions_what_they_read(env_dev: TfDir):
     # Every variable Terraform sets for the bus is documented (the functions' settings
     # in docs/functions.md, the transport security ones in docs/deploy.md).
     documented = (REPO / "docs" / "functions.md").read_text() + (REPO / "docs" / "deploy.md").read_text()
-    background = str({k: v for k, v in functions.items() if k != "queue-api"})
+    background = str({k: v for k, v in functions.items() if k != "queue-api"}) + str(local_values["dead_letter_env"])
     for name in re.findall(r"DROPGATE_[A-Z_]+", env + background):
         assert re.search(rf"`{name}[`=]", documented), f"{name} is in neither docs/functions.md nor docs/deploy.md"
+
+
+def test_the_consumers_dead_letter_to_the_kafka_topic(env_dev: TfDir):
+    local_values = env_dev.locals()
+    # Kafka only: on Pub/Sub a refused push goes to its subscription's dead-letter
+    # topic, and the functions read no DROPGATE_TOPIC_DEAD_LETTER there.
+    assert local_values["dead_letter_env"] == "${local.use_kafka ? {DROPGATE_TOPIC_DEAD_LETTER = local.dead_letter_topic} : {}}"
+    functions = local_values["functions"]
+    producers = {name for name, spec in functions.items() if "local.dead_letter_env" in str(spec["env"])}
+    assert producers == {"goods-worker", "result-relay"}, producers
+
+
+def test_event_admin_runs_any_cli_command_and_reaches_kafka(env_dev: TfDir):
+    # `dropgate dead-letter list|replay` runs where `dropgate event` does: the job runs
+    # the bare CLI (the subcommand is the first argument), as the event-admin identity.
+    job = env_dev.labelled("module")["cloudrun"]["jobs"]["event-admin"]
+    assert job["command"] == ["/usr/local/bin/dropgate"], job["command"]
+    assert job["service_account"] == '${module.iam.emails["event-admin"]}'
+    assert "local.use_kafka ? local.transport_env : {}" in job["env"], "the job reaches Kafka only with Kafka"
+    assert "local.dead_letter_env" in job["env"]
+    # Its Kafka tokens need the functions' client role (only with Kafka: transport_roles)
+    # and, on GKE, a Workload Identity binding like theirs.
+    accounts = str(env_dev.locals()["service_accounts"])
+    assert re.search(r"event-admin = \{description = [^}]*project_roles = local\.transport_roles\}", accounts), accounts
+    gke = env_dev.labelled("module")["gke"]["workload_identity"]
+    assert 'concat(keys(local.functions), ["event-admin"])' in gke
+    k8s = env_dev.labelled("output")["k8s"]["value"]["service_account"]
+    assert 'concat(keys(local.functions), ["event-admin"])' in k8s
+    # The guide's `admin` helper passes the subcommand on both targets.
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert "-- dropgate \"$@\"" in guide
+    for command in ("admin event create", "admin dead-letter list", "admin dead-letter replay"):
+        assert command in guide, command
 
 
 def test_pubsub_push_subscriptions_authenticate_retry_and_dead_letter(modules):
@@ -756,7 +804,7 @@ def test_tfvars_example_matches_the_dev_overlay():
     project, prefix = example["project_id"], example["prefix"]
     text = json.dumps(docs)
     assert f"-docker.pkg.dev/{project}/dropgate/dropgate" in text, "the overlay's image repository is the example's"
-    for fn in ("queue-api", "admitter", "goods-worker", "result-relay"):
+    for fn in ("queue-api", "admitter", "goods-worker", "result-relay", "event-admin"):
         assert f"{prefix}-{fn}@{project}.iam.gserviceaccount.com" in text, fn
     assert f"bootstrap.{prefix}-kafka.{example['region']}.managedkafka.{project}.cloud.goog:9092" in text
     assert f"{prefix}-ingress" in text

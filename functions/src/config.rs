@@ -312,14 +312,23 @@ pub struct TopicArgs {
         default_value = "result-notification"
     )]
     pub result_notification: String,
+    /// Topic of messages a consumer could not read (unknown version, malformed), kept
+    /// with the reason for `dropgate dead-letter replay`.
+    #[arg(
+        long = "dead-letter-topic",
+        env = "DROPGATE_TOPIC_DEAD_LETTER",
+        default_value = "dead-letter"
+    )]
+    pub dead_letter: String,
 }
 
 impl TopicArgs {
-    /// The given topic names.
+    /// The given topic names, with the default dead-letter topic.
     pub fn new(waiting_queue: impl Into<String>, result_notification: impl Into<String>) -> Self {
         Self {
             waiting_queue: waiting_queue.into(),
             result_notification: result_notification.into(),
+            dead_letter: "dead-letter".to_owned(),
         }
     }
 }

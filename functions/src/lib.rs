@@ -15,6 +15,7 @@ pub mod admitter;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod dead_letter;
 pub mod event_lifecycle;
 pub mod failpoint;
 pub mod goods_worker;

@@ -20,7 +20,9 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
+use crate::bus::Publisher;
 use crate::config::{KafkaArgs, RedisArgs, TopicArgs};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
 use crate::queue::QueueStore;
@@ -69,6 +71,7 @@ pub struct Relay {
     /// Shared with the blocking tasks that commit offsets.
     consumer: Arc<kafka::Consumer>,
     script: ApplyResultScript,
+    dead_letters: DeadLetters,
     batch_size: usize,
     batch_wait: Duration,
     /// Off while Redis refuses batches, so the orchestrator sees the relay stalled.
@@ -92,8 +95,8 @@ struct Batch {
     origins: Vec<(i32, i64)>,
     /// What to commit.
     positions: Positions,
-    /// Messages no build can read, skipped.
-    malformed: usize,
+    /// Messages no decoder of this build reads: dead-lettered before the commit.
+    unreadable: Vec<DeadLetter>,
 }
 
 impl Relay {
@@ -107,10 +110,13 @@ impl Relay {
         let topic = &args.topics.result_notification;
         let consumer = Arc::new(kafka::consumer(&args.kafka, &args.group, topic).await?);
         check_topic(&consumer, topic, &args.kafka.brokers).await?;
+        let dead_letters =
+            DeadLetters::new(Publisher::kafka(&args.kafka, &args.topics.dead_letter).await?);
         Ok(Self {
             redis: store.connection(),
             consumer,
             script: ApplyResultScript::default(),
+            dead_letters,
             batch_size: args.batch_size as usize,
             batch_wait: Duration::from_millis(args.batch_wait_ms),
             readiness,
@@ -183,9 +189,10 @@ impl Relay {
                 answer,
             );
         }
-        if batch.malformed > 0 {
-            metrics::counter!("dropgate_relay_malformed_total").increment(batch.malformed as u64);
-        }
+        self.dead_letters
+            .send(&batch.unreadable, shutdown)
+            .await
+            .context("the batch's unreadable messages were not dead-lettered")?;
         crate::failpoint::hit("relay_after_redis_before_commit");
         self.commit(batch.positions).await;
         metrics::histogram!("dropgate_relay_batch_duration_seconds")
@@ -229,17 +236,9 @@ impl Batch {
                 self.results.push(result);
                 self.origins.push((message.partition(), message.offset()));
             }
-            Err(error) => {
-                // Skipped and committed: a message no build can read must not hold up
-                // the results behind it in its partition.
-                tracing::error!(
-                    %error,
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    "malformed result skipped"
-                );
-                self.malformed += 1;
-            }
+            // Set aside, not skipped: dead-lettered before the offset is committed, so
+            // it neither holds up the results behind it nor is lost.
+            Err(error) => self.unreadable.push(DeadLetter::of(message, &error)),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct DropFixture {
     pub waiting_topic: String,
     /// Results come out here.
     pub results_topic: String,
+    /// Unreadable admissions go here.
+    pub dead_letter_topic: String,
     /// The event.
     pub event: EventId,
     /// Brokers.
@@ -75,6 +77,7 @@ impl DropFixture {
             database_url,
             waiting_topic,
             results_topic,
+            dead_letter_topic: stack.fresh_topic("dead-letter", 1)?,
             event: event.clone(),
             brokers: stack.env.kafka_brokers.clone(),
         })
@@ -133,7 +136,10 @@ impl DropFixture {
         GoodsArgs {
             database: DatabaseArgs::url(self.database_url.clone()),
             kafka: KafkaArgs::brokers(self.brokers.clone()),
-            topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
+            topics: TopicArgs {
+                dead_letter: self.dead_letter_topic.clone(),
+                ..TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone())
+            },
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },
@@ -154,6 +160,7 @@ impl DropFixture {
                 "DROPGATE_TOPIC_RESULT_NOTIFICATION",
                 self.results_topic.clone(),
             ),
+            ("DROPGATE_TOPIC_DEAD_LETTER", self.dead_letter_topic.clone()),
             ("DROPGATE_GOODS_GROUP", group.to_owned()),
             ("DROPGATE_HEALTH_ADDR", "127.0.0.1:0".to_owned()),
         ]

@@ -137,6 +137,53 @@ impl TestStack {
         }
         Ok((waiting, results))
     }
+
+    /// One fresh topic named after `purpose` (e.g. a test's own dead-letter topic).
+    pub fn fresh_topic(&self, purpose: &str, partitions: u32) -> Result<String> {
+        let topic = format!("{}-{purpose}", Self::unique("t"));
+        stack::create_topic(self.state_dir(), &topic, partitions)?;
+        Ok(topic)
+    }
+
+    /// Reads `topic` from the start until `expected` dead letters arrived (or
+    /// `patience` ran out), then a moment longer to catch any more.
+    pub async fn dead_letters(
+        &self,
+        topic: &str,
+        expected: usize,
+        patience: std::time::Duration,
+    ) -> Vec<dropgate_functions::dead_letter::DeadLetter> {
+        use rdkafka::consumer::{Consumer as _, StreamConsumer};
+        use rdkafka::message::Message as _;
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.env.kafka_brokers)
+            .set("group.id", Self::unique("dead-letter-reader"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let deadline = std::time::Instant::now() + patience;
+        let mut quiet_until: Option<std::time::Instant> = None;
+        let mut letters = Vec::new();
+        while std::time::Instant::now() < deadline
+            && quiet_until.is_none_or(|until| std::time::Instant::now() < until)
+        {
+            if let Ok(Ok(message)) =
+                tokio::time::timeout(std::time::Duration::from_millis(300), consumer.recv()).await
+            {
+                letters.push(
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .expect("a dead letter"),
+                );
+                if letters.len() >= expected && quiet_until.is_none() {
+                    quiet_until =
+                        Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+                }
+            }
+        }
+        letters
+    }
 }
 
 impl Drop for TestStack {

@@ -54,6 +54,8 @@ pub struct Setup<'a> {
     pub stack: &'a TestStack,
     /// The results topic the relay reads (a fresh one).
     pub topic: String,
+    /// Where the relay sets unreadable results aside (a fresh one).
+    pub dead_letter: String,
     /// The relay's consumer group.
     pub group: String,
     /// The event the results are for.
@@ -76,6 +78,7 @@ impl<'a> Setup<'a> {
                 .await
                 .expect("redis"),
             producer: kafka::producer(&args).await.expect("producer"),
+            dead_letter: stack.fresh_topic("dead-letter", 1).expect("topic"),
             topic,
         }
     }
@@ -114,6 +117,7 @@ impl<'a> Setup<'a> {
         }
         command
             .env("DROPGATE_TOPIC_RESULT_NOTIFICATION", &self.topic)
+            .env("DROPGATE_TOPIC_DEAD_LETTER", &self.dead_letter)
             .env("DROPGATE_RELAY_GROUP", &self.group)
             .env("DROPGATE_HEALTH_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")

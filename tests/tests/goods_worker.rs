@@ -298,3 +298,51 @@ async fn a_database_restart_mid_run_loses_nothing() {
     let (rows, distinct) = draws_per_user(&drop).await;
     assert_eq!((rows, distinct), (6_000, 6_000));
 }
+
+/// An admission no decoder of this build reads (a newer producer's version during a
+/// rolling upgrade, or garbage) is set aside in the dead-letter topic with the reason,
+/// and the admissions behind it in its partition are decided as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_admission_is_dead_lettered_and_the_partition_goes_on() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 1, 10, 0.5, [4; 32])
+        .await
+        .expect("drop");
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &drop.brokers)
+        .create()
+        .expect("producer");
+    let newer = format!(
+        r#"{{"version":2,"event_id":"{}","user":{{"platform_id":"shop","user_id":"skew"}},"ticket":1}}"#,
+        drop.event
+    );
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&drop.waiting_topic)
+                .key("shop:skew")
+                .payload(newer.as_bytes()),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .expect("delivered");
+    let users = drop.users(3);
+    drop.admit(&users, 1).await.expect("admit");
+
+    let workers = Workers::start(&drop, 1, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    let results = drop.results(3, PATIENCE).await.expect("results");
+    assert_eq!(results.len(), 3, "the admissions behind it were decided");
+    let letters = stack
+        .dead_letters(&drop.dead_letter_topic, 1, PATIENCE)
+        .await;
+    workers.stop().await.expect("stop");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, "unknown_version");
+    assert_eq!(letters[0].source_topic, drop.waiting_topic);
+    assert_eq!(letters[0].key.as_deref(), Some("shop:skew"));
+    assert_eq!(letters[0].payload().expect("hex"), newer.as_bytes());
+    let (draws, _) = draws_per_user(&drop).await;
+    assert_eq!(draws, 3, "nobody was drawn from the unreadable admission");
+}

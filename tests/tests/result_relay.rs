@@ -174,14 +174,15 @@ async fn a_crash_between_redis_and_the_commit_redelivers_without_doubling() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unreadable_message_does_not_hold_up_the_results_behind_it() {
-    let setup = Setup::new(TestStack::shared().await).await;
+async fn an_unreadable_message_is_dead_lettered_and_does_not_hold_up_the_results_behind_it() {
+    let stack = TestStack::shared().await;
+    let setup = Setup::new(stack).await;
     let ana = user("ana");
     let relay = setup.start_relay().await;
-    // Same key, so the same partition and this order: the bad one comes first. What
-    // becomes of the unreadable message itself is not asserted: today it is skipped
-    // and lost, which is a gap (a newer version's message would be lost the same way),
-    // not a rule to pin.
+    // Same key, so the same partition and this order: the bad ones come first. A
+    // newer producer's result (version 2) and bytes nobody can read.
+    let newer = br#"{"version":2,"event_id":"e","user":{"platform_id":"shop","user_id":"ana"}}"#;
+    let (partition, offset) = setup.produce(&ana.member(), newer).await;
     setup.produce(&ana.member(), b"{not json").await;
     // No record yet: the result creates it from its own ticket.
     setup
@@ -191,8 +192,40 @@ async fn an_unreadable_message_does_not_hold_up_the_results_behind_it() {
     let record = setup.decided(&ana, &relay).await;
     assert_eq!(record.state, UserState::Won);
     assert_eq!(record.ticket, 5);
-    assert_eq!(relay.metric("dropgate_relay_malformed_total").await, 1.0);
-    assert!(relay.log_text().contains("malformed result skipped"));
+
+    let letters = stack.dead_letters(&setup.dead_letter, 2, PATIENCE).await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(reasons, ["unknown_version", "malformed"], "{letters:?}");
+    let first = &letters[0];
+    assert_eq!(first.source_topic, setup.topic);
+    assert_eq!((first.partition, first.offset), (partition, offset));
+    assert_eq!(first.key.as_deref(), Some(ana.member().as_str()));
+    assert_eq!(first.payload().expect("hex"), newer);
+    assert_eq!(relay.metric("dropgate_dead_letters_total").await, 2.0);
+
+    // Replayed, the letters go back to the results topic; this relay still cannot
+    // read them, so they are set aside again rather than lost.
+    let replayed = std::process::Command::new(dropgate_tests::dropgate_binary().expect("built"))
+        .args(["dead-letter", "replay"])
+        .env("DROPGATE_KAFKA_BROKERS", &stack.env.kafka_brokers)
+        .env("DROPGATE_TOPIC_DEAD_LETTER", &setup.dead_letter)
+        .output()
+        .expect("dropgate runs");
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("2 dead letters replayed"),
+        "{}",
+        String::from_utf8_lossy(&replayed.stdout)
+    );
+    let letters = stack.dead_letters(&setup.dead_letter, 4, PATIENCE).await;
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    assert_eq!(letters[2].payload().expect("hex"), newer);
+    assert_eq!(letters[2].source_topic, setup.topic);
+    assert_eq!(setup.decided(&ana, &relay).await.state, UserState::Won);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ use dropgate_functions::auth::dev::DevKeys;
 use dropgate_functions::config::DatabaseArgs;
 
 use crate::bench::{self, BenchArgs};
+use crate::dead_letter_cli::{self, DeadLetterCommand};
 use crate::demo::{self, DemoArgs};
 use crate::event_cli::{self, EventAdminCommand};
 use crate::event_settings::EventSettingsArgs;
@@ -61,6 +62,12 @@ enum Command {
     Event {
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Messages the consumers could not read (unknown version, malformed): list
+    /// them, or send them back to their topic once the consumers read them.
+    DeadLetter {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
     },
     /// Run a whole drop against running functions: create and open an event, drive a
     /// simulated crowd through the HTTP API, close, verify and report (JSON + SVG).
@@ -185,6 +192,7 @@ pub fn main() -> ExitCode {
         Command::Event {
             command: EventCommand::Admin(command),
         } => block_on_code(event_cli::run(command)),
+        Command::DeadLetter { command } => block_on_code(dead_letter_cli::run(command)),
         Command::Demo(args) => demo::main(args),
         Command::Bench(args) => bench::main(args),
     }

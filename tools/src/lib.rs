@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod chart;
 pub mod cli;
+pub mod dead_letter_cli;
 pub mod demo;
 pub mod event_cli;
 pub mod event_settings;

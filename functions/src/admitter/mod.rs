@@ -406,11 +406,21 @@ impl Admitter {
             row.state = EventState::Closing;
             row.closing_for_ms = Some(0);
         }
-        let rebuilt = view.state.is_none();
+        let seq_found = view.seq;
+        let lost_writes = view.state.is_none() || view.seq < row.tickets_issued;
+        if lost_writes {
+            // Before the event is mirrored again: the mirror opens the door, and the
+            // next entry must get a ticket nobody holds.
+            let seq = self
+                .raise_seq
+                .call(&mut self.redis, keys, row.tickets_issued)
+                .await?;
+            view.seq = seq;
+        }
         self.mirror_state(event, keys, lease_value, view, &row)
             .await?;
-        if rebuilt || view.seq < row.tickets_issued {
-            self.repair(event, keys, &row, view.seq).await?;
+        if lost_writes {
+            self.repair(event, seq_found, view.seq).await?;
             *view = self.read(event).await?;
         }
         if view.seq > row.tickets_issued {
@@ -476,20 +486,10 @@ impl Admitter {
         Ok(())
     }
 
-    /// Brings a Redis that lost writes back in line with PostgreSQL: the ticket
-    /// counter above every ticket recorded as issued, and every recorded outcome
-    /// applied again (a repeat changes nothing; a lost one is written back).
-    async fn repair(
-        &mut self,
-        event: &EventId,
-        keys: &EventKeys,
-        row: &EventRow,
-        seq_found: u64,
-    ) -> Result<()> {
-        let seq = self
-            .raise_seq
-            .call(&mut self.redis, keys, row.tickets_issued)
-            .await?;
+    /// Brings a Redis that lost writes back in line with PostgreSQL once its ticket
+    /// counter is raised: every recorded outcome applied again (a repeat changes
+    /// nothing; a lost one is written back).
+    async fn repair(&mut self, event: &EventId, seq_found: u64, seq: u64) -> Result<()> {
         let outcomes = event_lifecycle::recorded_outcomes(&self.pool, event).await?;
         let mut written = 0u64;
         for chunk in outcomes.chunks(2_000) {

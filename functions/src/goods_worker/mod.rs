@@ -15,7 +15,7 @@ pub mod store;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use dropgate_core::{Admitted, EventId, Message as _};
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer as _};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::bus::Publisher;
 use crate::config::{DatabaseArgs, KafkaArgs, TopicArgs};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::failpoint;
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
@@ -161,6 +162,7 @@ async fn connect_database(args: &GoodsArgs) -> Result<PgPool> {
 /// The worker's connections.
 pub struct GoodsWorker {
     settler: Settler,
+    dead_letters: DeadLetters,
     consumer: kafka::Consumer,
     batch_size: usize,
     batch_wait: Duration,
@@ -171,7 +173,8 @@ pub struct GoodsWorker {
 struct Batch {
     admissions: Vec<Admitted>,
     positions: Positions,
-    malformed: u64,
+    /// Messages no decoder of this build reads: dead-lettered before the commit.
+    unreadable: Vec<DeadLetter>,
 }
 
 impl GoodsWorker {
@@ -182,8 +185,11 @@ impl GoodsWorker {
         let consumer =
             kafka::consumer(&args.kafka, &args.group, &args.topics.waiting_queue).await?;
         let publisher = Publisher::kafka(&args.kafka, &args.topics.result_notification).await?;
+        let dead_letters =
+            DeadLetters::new(Publisher::kafka(&args.kafka, &args.topics.dead_letter).await?);
         Ok(Self {
             settler: Settler { pool, publisher },
+            dead_letters,
             consumer,
             batch_size: args.batch_size as usize,
             batch_wait: Duration::from_millis(args.batch_wait_ms),
@@ -202,7 +208,7 @@ impl GoodsWorker {
             let mut batch = Batch {
                 admissions: Vec::with_capacity(self.batch_size),
                 positions: Positions::default(),
-                malformed: 0,
+                unreadable: Vec::new(),
             };
             let collected = kafka::collect_batch(
                 &self.consumer,
@@ -276,9 +282,10 @@ impl GoodsWorker {
             }
             self.readiness.set(true);
         }
-        if batch.malformed > 0 {
-            metrics::counter!("dropgate_goods_malformed_total").increment(batch.malformed);
-        }
+        self.dead_letters
+            .send(&batch.unreadable, shutdown)
+            .await
+            .context("the batch's unreadable messages were not dead-lettered")?;
         self.commit(&batch.positions, CommitMode::Async)?;
         metrics::histogram!("dropgate_goods_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -306,17 +313,9 @@ impl Batch {
         self.positions.pass(message);
         match Admitted::decode(message.payload().unwrap_or_default()) {
             Ok(admitted) => self.admissions.push(admitted),
-            Err(error) => {
-                // Skipped (and committed): a message no build can read must not block
-                // its partition forever.
-                tracing::error!(
-                    %error,
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    "malformed admission skipped"
-                );
-                self.malformed += 1;
-            }
+            // Set aside, not skipped: dead-lettered before the offset is committed, so
+            // it neither blocks its partition nor is lost.
+            Err(error) => self.unreadable.push(DeadLetter::of(message, &error)),
         }
     }
 }

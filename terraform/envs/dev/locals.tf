@@ -52,6 +52,12 @@ locals {
   # Pub/Sub topics share the project's namespace with everything else in it, so they
   # carry the prefix; Kafka topics live in a cluster of their own.
   topic_names = { for k, name in local.topics : k => local.use_pubsub ? "${var.prefix}-${name}" : name }
+  # Where goods-worker and result-relay set aside every message they cannot read (an
+  # unknown message version, malformed bytes) before committing past it, until an
+  # operator runs `dropgate dead-letter replay` (event-admin). Kafka only: on Pub/Sub a
+  # refused push is dead-lettered by its subscription instead (modules/pubsub).
+  dead_letter_topic = "dead-letter"
+  dead_letter_env   = local.use_kafka ? { DROPGATE_TOPIC_DEAD_LETTER = local.dead_letter_topic } : {}
 
   # What a function on the message bus needs of the transport, and the role it gets.
   transport_roles = local.use_kafka ? ["roles/managedkafka.client"] : []
@@ -131,7 +137,7 @@ locals {
         DROPGATE_HEALTH_ADDR               = "0.0.0.0:9090"
         DROPGATE_TOPIC_WAITING_QUEUE       = local.topic_names.waiting_queue
         DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
-      }, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["goods-worker"] } : {})
+      }, local.dead_letter_env, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["goods-worker"] } : {})
     }
     result-relay = {
       description   = "result-relay: brings draw results back to Redis; the message bus and Redis."
@@ -146,7 +152,7 @@ locals {
       env = merge({
         DROPGATE_HEALTH_ADDR               = "0.0.0.0:9090"
         DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
-      }, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["result-relay"] } : {})
+      }, local.dead_letter_env, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["result-relay"] } : {})
     }
   }
 
@@ -158,9 +164,13 @@ locals {
         description   = "Cloud Build: builds deploy/docker/Dockerfile and pushes to the image repository (repository-level grant); writes its build logs."
         project_roles = ["roles/logging.logWriter"]
       }
+      # `dropgate dead-letter list|replay` reads the dead-letter topic and produces
+      # back to waiting-queue and result-notification, so with Kafka the operator CLI
+      # gets the functions' Kafka client role (no Kafka ACLs narrow that role to
+      # topics, for them or for it). It already writes both stores.
       event-admin = {
-        description   = "The operator CLI (dropgate event create/open/close/verify) as a Cloud Run job: reads the Redis and PostgreSQL secrets; no project role."
-        project_roles = []
+        description   = "The operator CLI (dropgate event create/open/close/verify, dropgate dead-letter list/replay) as a Cloud Run job and the event-admin pod: reads the Redis and PostgreSQL secrets; with Kafka, the Kafka client role."
+        project_roles = local.transport_roles
       }
     },
     local.use_pubsub ? {

@@ -103,16 +103,30 @@ module "kafka" {
     vcpu_count = var.kafka.vcpu_count
     memory_gib = var.kafka.memory_gib
   }
-  topics = {
-    for name in values(local.topics) : name => {
-      partition_count    = var.kafka.partitions
-      replication_factor = var.kafka.replication_factor
-      configs = {
-        "retention.ms"        = "604800000"
-        "min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))
+  topics = merge(
+    {
+      for name in values(local.topics) : name => {
+        partition_count    = var.kafka.partitions
+        replication_factor = var.kafka.replication_factor
+        configs = {
+          "retention.ms"        = "604800000"
+          "min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))
+        }
       }
-    }
-  }
+    },
+    {
+      # Only what the consumers could not read: a trickle, and read by one replay at a
+      # time, so three partitions do. Letters wait for an operator, so two weeks.
+      (local.dead_letter_topic) = {
+        partition_count    = 3
+        replication_factor = var.kafka.replication_factor
+        configs = {
+          "retention.ms"        = "1209600000"
+          "min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))
+        }
+      }
+    },
+  )
   depends_on = [google_project_service.apis]
 }
 
@@ -199,8 +213,9 @@ module "gke" {
     max_nodes    = var.gke.max_nodes
     spot         = var.gke.spot
   }
+  # The functions, and event-admin for its Kafka tokens (dropgate dead-letter).
   workload_identity = {
-    for k in keys(local.functions) : k => {
+    for k in concat(keys(local.functions), ["event-admin"]) : k => {
       service_account_id = module.iam.ids[k]
       namespace          = local.k8s_namespace
       ksa                = k
@@ -264,14 +279,16 @@ module "cloudrun" {
         database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
       }
     }
-    # The operator CLI: `gcloud run jobs execute <prefix>-event-admin --args=create,...`
-    # (docs/deploy.md). Not retried: an operator reads the outcome and decides.
+    # The operator CLI: `gcloud run jobs execute <prefix>-event-admin --args=event,create,...`
+    # or `--args=dead-letter,replay` (docs/deploy.md). Not retried: an operator reads
+    # the outcome and decides. With Kafka it reaches the brokers as the functions do,
+    # for `dropgate dead-letter`.
     event-admin = {
-      command         = ["/usr/local/bin/dropgate", "event"]
+      command         = ["/usr/local/bin/dropgate"]
       service_account = module.iam.emails["event-admin"]
       env = merge(local.tls_env, local.memorystore_tls_env, {
         DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"]
-      })
+      }, local.use_kafka ? local.transport_env : {}, local.dead_letter_env)
       secret_env = {
         DATABASE_URL       = module.cloudsql.secret_ids["database-url"]
         DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"]

@@ -32,11 +32,11 @@ output "image_repository" {
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account, the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions and event-admin), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
   value = {
     namespace       = local.k8s_namespace
     kafka_brokers   = one(module.kafka[*].bootstrap_servers)
-    service_account = { for k in keys(local.functions) : k => module.iam.emails[k] }
+    service_account = { for k in concat(keys(local.functions), ["event-admin"]) : k => module.iam.emails[k] }
     secrets = {
       dropgate-runtime = {
         database-ca  = module.cloudsql.secret_ids["database-ca"]

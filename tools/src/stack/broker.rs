@@ -1,7 +1,7 @@
 //! tansu, the Kafka-protocol broker of the local stack. With `sqlite://` storage the
 //! log and committed offsets live in a file in `<state>/broker` and survive a restart.
 //! tansu creates no topic by itself (producing to a missing topic hangs), so `up`
-//! creates both topics before anything produces.
+//! creates the topics before anything produces.
 //!
 //! On a `--tls` stack tansu requires SASL/SCRAM authentication and listens on an
 //! internal port behind a TLS terminator ([`super::broker_tls`]), advertising the
@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use super::process::{self, is_running, spawn_detached};
 use super::{BrokerStorage, StackOptions};
 
-/// The topics every stack has.
-pub const TOPICS: [&str; 2] = ["waiting-queue", "result-notification"];
+/// The topics every stack has: admissions, results, and unreadable messages.
+pub const TOPICS: [&str; 3] = ["waiting-queue", "result-notification", "dead-letter"];
 
 /// The SCRAM user the functions authenticate as on a `--tls` stack.
 pub const KAFKA_USER: &str = "dropgate";

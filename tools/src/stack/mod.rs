@@ -203,9 +203,12 @@ impl StackEnv {
         }
     }
 
-    /// The stack's two topics.
+    /// The stack's topics.
     pub fn topics(&self) -> TopicArgs {
-        TopicArgs::new(TOPICS[0], TOPICS[1])
+        TopicArgs {
+            dead_letter: TOPICS[2].to_owned(),
+            ..TopicArgs::new(TOPICS[0], TOPICS[1])
+        }
     }
 
     /// The variables every function reads, as `(name, value)` pairs.
@@ -217,6 +220,7 @@ impl StackEnv {
             ("DROPGATE_KAFKA_BROKERS", self.kafka_brokers.clone()),
             ("DROPGATE_TOPIC_WAITING_QUEUE", TOPICS[0].to_owned()),
             ("DROPGATE_TOPIC_RESULT_NOTIFICATION", TOPICS[1].to_owned()),
+            ("DROPGATE_TOPIC_DEAD_LETTER", TOPICS[2].to_owned()),
             (
                 "DROPGATE_JWKS_FILE",
                 DevKeys::in_state_dir(&self.state_dir)
