@@ -55,6 +55,11 @@ pub enum Fault {
     RedisRolledBack(Duration),
     /// Redis comes back empty (`FLUSHALL`): every queue, record and counter gone.
     RedisEmptied,
+    /// Redis fails over to an asynchronous replica: a real `redis-server --replicaof`
+    /// follows the primary under load, the primary is killed, the replica promoted
+    /// with whatever it had received, and its data served at the primary's address
+    /// (as Memorystore's failover keeps the endpoint).
+    RedisFailover,
 }
 
 impl std::fmt::Display for Fault {
@@ -74,6 +79,7 @@ impl std::fmt::Display for Fault {
                 write!(f, "Redis rolled back {:.1} s", behind.as_secs_f64())
             }
             Fault::RedisEmptied => f.write_str("Redis emptied"),
+            Fault::RedisFailover => f.write_str("Redis failed over to its replica"),
         }
     }
 }
@@ -418,6 +424,20 @@ async fn strike(
             .await
             .with_context(|| format!("{fault}: restarting it"))?;
         }
+        Fault::RedisFailover => {
+            let mut replica = Replica::start(&options.state_dir, &env.redis_url).await?;
+            tokio::time::sleep(down).await;
+            let redis_dir = options.state_dir.join("redis");
+            stack::restart_component_with(
+                &stack_options,
+                Component::Redis,
+                StopMode::Crash,
+                |_| replica.promote_into(&redis_dir),
+                &mut quiet,
+            )
+            .await
+            .with_context(|| format!("{fault}: serving the replica"))?;
+        }
         Fault::RedisEmptied => {
             let mut redis = redis::Client::open(env.redis_url.as_str())?
                 .get_multiplexed_async_connection()
@@ -431,6 +451,93 @@ async fn strike(
         stock_left,
         outage: struck.elapsed(),
     }))
+}
+
+/// A Redis replica of the stack's Redis, killed when dropped.
+struct Replica {
+    process: crate::KillOnDrop,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Replica {
+    /// Starts `redis-server --replicaof` the stack's Redis and waits until it is in
+    /// sync (and done rewriting its own AOF), so what it lacks at the failover is only
+    /// the asynchronous tail.
+    async fn start(state_dir: &Path, primary_url: &str) -> Result<Self> {
+        let primary = primary_url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .context("the stack's Redis port")?
+            .to_owned();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+            .to_string();
+        let dir = state_dir.join("redis-replica");
+        std::fs::create_dir_all(&dir)?;
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--dir"])
+            .arg(&dir)
+            .args(["--appendonly", "yes", "--save", ""])
+            .args(["--replicaof", "127.0.0.1", &primary])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the replica")?;
+        let replica = Self {
+            process: crate::KillOnDrop(process),
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(info) = replica.info() {
+                let has = |field: &str| info.lines().any(|line| line.trim() == field);
+                if has("master_link_status:up")
+                    && has("master_sync_in_progress:0")
+                    && has("aof_rewrite_in_progress:0")
+                    && has("aof_rewrite_scheduled:0")
+                {
+                    return Ok(replica);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the replica did not get in sync within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn info(&self) -> Result<String> {
+        let mut connection = redis::Client::open(self.url.as_str())?.get_connection()?;
+        Ok(redis::cmd("INFO")
+            .arg("everything")
+            .query(&mut connection)?)
+    }
+
+    /// Promotes the replica with what it has, stops it (its AOF synced), and puts its
+    /// AOF where the primary's was.
+    fn promote_into(&mut self, primary_dir: &Path) -> Result<()> {
+        let mut connection = redis::Client::open(self.url.as_str())?.get_connection()?;
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query(&mut connection)?;
+        // The connection closes under the reply: not an error.
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut connection);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.process.0.try_wait()?.is_none() {
+            if Instant::now() >= deadline {
+                bail!("the replica did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let primary_aof = primary_dir.join("appendonlydir");
+        std::fs::remove_dir_all(&primary_aof)?;
+        std::fs::rename(self.dir.join("appendonlydir"), &primary_aof)?;
+        Ok(())
+    }
 }
 
 /// What [`check`] looked at.

@@ -118,3 +118,21 @@ async fn redis_rolled_back_mid_drop() {
 async fn redis_emptied_mid_drop() {
     faults::run(Fault::RedisEmptied, DropPlan::default()).await;
 }
+
+/// Redis fails over to a real asynchronous replica under load (the primary killed, the
+/// replica promoted with what it had): the same invariants hold afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_failed_over_to_its_replica_mid_drop() {
+    faults::run(Fault::RedisFailover, DropPlan::default()).await;
+}
+
+/// PostgreSQL stopped in immediate mode (no checkpoint: crash recovery at the next
+/// start) mid-drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_crashed_mid_drop() {
+    faults::run(
+        Fault::Restart(Component::Postgres, StopMode::Crash),
+        DropPlan::default(),
+    )
+    .await;
+}

@@ -533,6 +533,16 @@ pub fn stop_component(state_dir: &Path, component: Component, mode: StopMode) ->
     };
     let program = component.program();
     Ok(match mode {
+        // SIGQUIT is the postmaster's immediate shutdown (`pg_ctl stop -m immediate`):
+        // it exits at once without a checkpoint, so the next start runs crash
+        // recovery. A SIGKILL would leave its backends holding the shared memory,
+        // and the next start would refuse to run.
+        StopMode::Crash if component == Component::Postgres => process::stop(
+            server.pid,
+            program,
+            Signal::SIGQUIT,
+            Duration::from_secs(20),
+        ),
         StopMode::Crash => process::kill_hard(server.pid, program),
         StopMode::Graceful => {
             let signal = match component {
