@@ -153,6 +153,9 @@ pub enum Outcome {
     /// its seed was revealed (see [`crate::EventState::draws`]). [`decide`] never
     /// gives it.
     Closed,
+    /// Not drawn: the user was away (not seen for the event's abandon timeout) when
+    /// their turn came. Recorded by the admitter, never by [`decide`].
+    Expired,
 }
 
 impl Outcome {
@@ -163,6 +166,7 @@ impl Outcome {
             Outcome::Lost => "lost",
             Outcome::SoldOut => "sold_out",
             Outcome::Closed => "closed",
+            Outcome::Expired => "expired",
         }
     }
 
@@ -173,6 +177,7 @@ impl Outcome {
             Outcome::Lost => crate::UserState::Lost,
             Outcome::SoldOut => crate::UserState::SoldOut,
             Outcome::Closed => crate::UserState::Closed,
+            Outcome::Expired => crate::UserState::Expired,
         }
     }
 }
@@ -191,6 +196,7 @@ impl std::str::FromStr for Outcome {
             "lost" => Ok(Outcome::Lost),
             "sold_out" => Ok(Outcome::SoldOut),
             "closed" => Ok(Outcome::Closed),
+            "expired" => Ok(Outcome::Expired),
             other => Err(crate::state::UnknownState(other.to_owned())),
         }
     }

@@ -102,16 +102,16 @@ impl UserState {
     /// when [`UserState::step`] would not lead there (a waiting record means Redis lost
     /// the admission, e.g. in a failover, after the draw had it). The same outcome
     /// again is [`Step::Repeated`]; another final state stands, and the result is an
-    /// [`IllegalTransition`] (a conflict to report). Only outcomes the goods side
-    /// records may be: won, lost, sold out, and closed for an admission that reached
-    /// the draw after the event's seed was revealed (it is never drawn).
+    /// [`IllegalTransition`] (a conflict to report). Only final states PostgreSQL
+    /// records may be: won, lost, sold out, closed (also for an admission that reached
+    /// the draw after the event's seed was revealed: it is never drawn) and expired.
     pub fn record_outcome(self, outcome: UserState) -> Result<Step, IllegalTransition> {
         use UserState::*;
         match (self, outcome) {
-            (Waiting | Admitted, Won | Lost | SoldOut | Closed) => Ok(Step::Moved(outcome)),
-            (from, to) if from == to && matches!(to, Won | Lost | SoldOut | Closed) => {
-                Ok(Step::Repeated(to))
+            (Waiting | Admitted, Won | Lost | SoldOut | Closed | Expired) => {
+                Ok(Step::Moved(outcome))
             }
+            (from, to) if from == to && to.is_final() => Ok(Step::Repeated(to)),
             (from, to) => Err(IllegalTransition { from, to }),
         }
     }
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_recorded_outcome_overrides_only_records_not_yet_final() {
-        let outcomes = [Won, Lost, SoldOut, Closed];
+        let outcomes = [Won, Lost, SoldOut, Closed, Expired];
         for from in UserState::ALL {
             for to in UserState::ALL {
                 let got = from.record_outcome(to);

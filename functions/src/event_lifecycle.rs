@@ -189,7 +189,8 @@ pub async fn finish_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
 }
 
 /// Records users who reached `state` without a draw (still in line when the stock
-/// ran out or the event closed). A user recorded before keeps their first state.
+/// ran out or the event closed, or away when their turn came). A user recorded
+/// before keeps their first state.
 pub async fn record_final_states(
     pool: &PgPool,
     event: &EventId,

@@ -730,18 +730,20 @@ async fn check(
                 }
             }
             None => match state {
-                "sold_out" | "closed" => {
+                "sold_out" | "closed" | "expired" => {
                     let known = undrawn.get(&(seen.platform.clone(), seen.user.clone()));
                     if known.map(String::as_str) != Some(state) {
                         problems.push(format!(
                             "{who}: the API says {state}, PostgreSQL records {known:?}"
                         ));
                     }
-                    if min_swept.as_ref().is_none_or(|(t, _)| view.ticket < *t) {
+                    // Expired users are skipped wherever they stand in line.
+                    if state != "expired"
+                        && min_swept.as_ref().is_none_or(|(t, _)| view.ticket < *t)
+                    {
                         min_swept = Some((view.ticket, who.clone()));
                     }
                 }
-                "expired" => {}
                 other => problems.push(format!(
                     "{who}: the API says {other} but it was never drawn"
                 )),

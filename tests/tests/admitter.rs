@@ -484,3 +484,68 @@ async fn an_admission_without_a_result_is_sent_again_until_one_lands() {
         "users with a result were sent to the draw again"
     );
 }
+
+/// Users skipped as abandoned are recorded in PostgreSQL as expired, with their
+/// tickets, so the database knows every user's final state.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_users_are_recorded_expired_in_postgres() {
+    let stack = TestStack::shared().await;
+    let (pool, database_url) = stack.fresh_database().await.expect("database");
+    let event = dropgate_core::EventId::parse(TestStack::unique("exp")).expect("valid");
+    dropgate_tools::events::create(
+        &pool,
+        &event,
+        &dropgate_core::EventConfig::new(100, 1_000),
+        &dropgate_core::EventSeed::from_bytes([5; 32]),
+    )
+    .await
+    .expect("create");
+    let record = dropgate_tools::events::transition(&pool, &event, EventState::Open)
+        .await
+        .expect("open");
+    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis())
+        .await
+        .expect("redis");
+    dropgate_tools::events::mirror(&store, &record)
+        .await
+        .expect("mirror");
+    let absent = [2u64, 4];
+    for n in 1..=5u64 {
+        let seen = if absent.contains(&n) {
+            dropgate_tests::clock::now_s() - 3_600
+        } else {
+            dropgate_tests::clock::now_s()
+        };
+        store
+            .enter(&event, &Fixture::user(n), seen)
+            .await
+            .expect("enter");
+    }
+    let _admitter = dropgate_tests::admitter::serve(stack, &database_url, &event).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let recorded = loop {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select user_id, ticket from final_states where event_id = $1 and state = 'expired' order by ticket",
+        )
+        .bind(event.as_str())
+        .fetch_all(&pool)
+        .await
+        .expect("query");
+        if rows.len() >= absent.len() || Instant::now() >= deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        recorded,
+        [("u2".to_owned(), 2), ("u4".to_owned(), 4)],
+        "the absent users, with their tickets"
+    );
+    let left: u64 = store
+        .connection()
+        .zcard(EventKeys::new(&event).expiring())
+        .await
+        .expect("ZCARD");
+    assert_eq!(left, 0, "recorded users leave the expiring set");
+}

@@ -238,6 +238,17 @@ async fn the_admit_script_moves_exactly_the_users_step_allows() {
                 moved && target == UserState::Admitted,
                 "{from} -> {target}: only an admitted user is sent to the draw"
             );
+            let expiring: Option<u64> = event
+                .redis
+                .zscore(event.keys.expiring(), Event::user().member())
+                .await
+                .expect("ZSCORE");
+            assert_eq!(
+                expiring.is_some(),
+                moved && target == UserState::Expired,
+                "{from} -> {target}: only an expired user waits to be recorded as such"
+            );
+            let _: () = event.redis.del(event.keys.expiring()).await.expect("DEL");
             let queued: Option<u64> = event
                 .redis
                 .zscore(event.keys.queue(), Event::user().member())
@@ -305,6 +316,7 @@ async fn a_recorded_result_lands_exactly_as_record_outcome_says() {
         Outcome::Lost,
         Outcome::SoldOut,
         Outcome::Closed,
+        Outcome::Expired,
     ] {
         let to = outcome.user_state();
         for from in UserState::ALL {

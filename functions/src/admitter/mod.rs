@@ -378,6 +378,7 @@ impl Admitter {
         // Also for a paused or sold-out event: anyone admitted must reach the draw.
         self.publish_admitting(event, &keys).await?;
         self.redeliver_stale(event, &keys).await?;
+        self.record_expired(event, &keys, &authority).await?;
         if stock_gone || state == Some(EventState::SoldOut) {
             self.retire_if_finished(event, &keys).await?;
         }
@@ -532,6 +533,7 @@ impl Admitter {
         }
         self.publish_admitting(event, keys).await?;
         self.redeliver_stale(event, keys).await?;
+        self.record_expired(event, keys, authority).await?;
         if view.state == Some(EventState::Closed) {
             return self.retire_if_finished(event, keys).await;
         }
@@ -773,6 +775,42 @@ impl Admitter {
             metrics::counter!("dropgate_admitter_published_total")
                 .increment(delivered.len() as u64);
         }
+        Ok(())
+    }
+
+    /// Records in PostgreSQL the users the admit script marked expired, then lets go
+    /// of them; until then they wait in `expiring` (a crash or a database outage only
+    /// delays the record).
+    async fn record_expired(
+        &mut self,
+        event: &EventId,
+        keys: &EventKeys,
+        authority: &Authority,
+    ) -> Result<()> {
+        if matches!(authority, Authority::Unreachable) {
+            return Ok(());
+        }
+        let expiring: Vec<(String, u64)> = self
+            .redis
+            .zrange_withscores(keys.expiring(), 0, REPUBLISH_LIMIT - 1)
+            .await?;
+        if expiring.is_empty() {
+            return Ok(());
+        }
+        if matches!(authority, Authority::Known(_)) {
+            let users: Vec<(UserKey, u64)> = expiring
+                .iter()
+                .filter_map(|(member, ticket)| {
+                    UserKey::from_member(member)
+                        .ok()
+                        .map(|user| (user, *ticket))
+                })
+                .collect();
+            event_lifecycle::record_final_states(&self.pool, event, &users, UserState::Expired)
+                .await?;
+        }
+        let members: Vec<&String> = expiring.iter().map(|(member, _)| member).collect();
+        let _: () = self.redis.zrem(keys.expiring(), members).await?;
         Ok(())
     }
 

@@ -46,6 +46,12 @@ impl EventKeys {
     pub fn admitting(&self) -> String {
         self.key("admitting")
     }
+    /// ZSET of members just marked expired, scored by ticket, until the admitter has
+    /// recorded them in PostgreSQL (as `admitting` holds admissions until Kafka has
+    /// them).
+    pub fn expiring(&self) -> String {
+        self.key("expiring")
+    }
     /// ZSET of members sent to the draw whose result is not applied yet, scored by
     /// when they were last sent (Unix s): the in-flight count, and what the admitter
     /// sends again when a result never comes back.

@@ -9,8 +9,10 @@
 -- Only tickets up to the highest one PostgreSQL has recorded as issued are admitted,
 -- so a Redis that loses recent writes never hands a ticket that reached the draw to
 -- somebody else. Admitted users are tracked in `inflight` until their result lands.
+-- Users marked expired wait in `expiring` until the admitter has recorded them in
+-- PostgreSQL.
 -- KEYS: 1 leader, 2 meta, 3 queue, 4 users, 5 serving, 6 admitting, 7 stats, 8 bucket,
---       9 inflight
+--       9 inflight, 10 expiring
 -- ARGV: 1 lease value (<instance>|<token>), 2 N, 3 now (Unix s), 4 abandon timeout (s),
 --       5 most users to look at (admitted + expired), 6 bucket thousandths of tokens
 --       left after taking N, 7 bucket refill time (Unix ms), 8 thousandths one user
@@ -67,6 +69,7 @@ while admitted < want and looked < budget and not blocked do
           redis.call('ZADD', KEYS[9], now, member)
           admitted = admitted + 1
         else
+          redis.call('ZADD', KEYS[10], ticket, member)
           expired = expired + 1
         end
       end

@@ -78,6 +78,7 @@ impl AdmitScript {
             .key(keys.stats())
             .key(keys.bucket())
             .key(keys.inflight())
+            .key(keys.expiring())
             .arg(request.lease_value)
             .arg(request.want)
             .arg(request.now_s)
