@@ -96,7 +96,8 @@ pub enum EventAdminCommand {
         #[arg(long, default_value_t = 0)]
         wait_secs: u64,
     },
-    /// Settings, counters, commitment (and the seed once closed), as JSON.
+    /// Settings, counters, commitment (and the seed once closed), the draws' outcomes
+    /// and the users told a final state without a draw, as JSON.
     Show {
         /// Which event.
         #[command(flatten)]
@@ -203,7 +204,17 @@ pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
                     .into_iter()
                     .map(|(outcome, count)| (outcome, count.into()))
                     .collect();
-            print_json(&serde_json::json!({"event": record, "outcomes": counts}))?;
+            let undrawn: serde_json::Map<String, serde_json::Value> =
+                events::undrawn_counts(&pool, &event)
+                    .await?
+                    .into_iter()
+                    .map(|(state, count)| (state, count.into()))
+                    .collect();
+            print_json(&serde_json::json!({
+                "event": record,
+                "outcomes": counts,
+                "without_a_draw": undrawn,
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
         EventAdminCommand::Verify { target } => {

@@ -203,6 +203,16 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
         .await
 }
 
+/// Counts of the users who reached a final state without a draw, by state.
+pub async fn undrawn_counts(pool: &PgPool, event: &EventId) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "select state, count(*) from final_states where event_id = $1 group by state order by state",
+    )
+    .bind(event.as_str())
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Outcome counts of an event's draws.
 pub async fn outcome_counts(pool: &PgPool, event: &EventId) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
