@@ -54,16 +54,27 @@ pub enum Step {
 }
 
 impl UserState {
-    /// What a user in this state is told while the event is in `event`: once the
-    /// stock is gone nobody still waiting can win, so they hear `sold_out` at once
-    /// instead of waiting for an admission that cannot help them; once the event is
-    /// closing nobody still waiting will be admitted, so they hear `closed`.
-    pub fn as_told(self, event: EventState) -> UserState {
+    /// What a user in this state is told while the event is in `event` (with its
+    /// stock gone or not): once the stock is gone nobody still waiting can win, so
+    /// they hear `sold_out` at once instead of waiting for an admission that cannot
+    /// help them; once the event is closing nobody still waiting will be admitted, so
+    /// they hear `closed`, unless the stock was gone first: then `sold_out` stays
+    /// their answer, before and after the close.
+    pub fn as_told(self, event: EventState, stock_gone: bool) -> UserState {
         match (self, event) {
             (UserState::Waiting, EventState::SoldOut) => UserState::SoldOut,
+            (UserState::Waiting, EventState::Closing | EventState::Closed) if stock_gone => {
+                UserState::SoldOut
+            }
             (UserState::Waiting, EventState::Closing | EventState::Closed) => UserState::Closed,
             (state, _) => state,
         }
+    }
+
+    /// The final state a user still in line is given when the event ends their wait
+    /// without a draw: what [`UserState::as_told`] already tells them.
+    pub fn without_a_draw(event: EventState, stock_gone: bool) -> Option<UserState> {
+        Some(UserState::Waiting.as_told(event, stock_gone)).filter(|state| state.is_final())
     }
 
     /// All states, for exhaustive tests and metrics labels.
@@ -446,17 +457,48 @@ mod tests {
     fn only_waiting_users_of_a_sold_out_or_closing_event_are_told_otherwise() {
         for state in UserState::ALL {
             for event in EventState::ALL {
-                let told = state.as_told(event);
-                if state == UserState::Waiting && event == EventState::SoldOut {
-                    assert_eq!(told, UserState::SoldOut);
-                } else if state == UserState::Waiting
-                    && matches!(event, EventState::Closing | EventState::Closed)
-                {
-                    assert_eq!(told, UserState::Closed);
-                } else {
-                    assert_eq!(told, state, "{state:?} in a {event:?} event");
+                for stock_gone in [false, true] {
+                    let told = state.as_told(event, stock_gone);
+                    let ended = matches!(event, EventState::Closing | EventState::Closed);
+                    if state == UserState::Waiting && event == EventState::SoldOut {
+                        assert_eq!(told, UserState::SoldOut);
+                    } else if state == UserState::Waiting && ended {
+                        let expected = if stock_gone {
+                            UserState::SoldOut
+                        } else {
+                            UserState::Closed
+                        };
+                        assert_eq!(told, expected, "closing, stock gone: {stock_gone}");
+                    } else {
+                        assert_eq!(told, state, "{state:?} in a {event:?} event");
+                    }
                 }
             }
         }
+    }
+
+    /// A waiting user told `sold_out` hears the same after the event closes: no
+    /// answer given as final is ever taken back.
+    #[test]
+    fn a_final_answer_given_while_waiting_survives_the_close() {
+        // A sold-out event's stock is gone by definition.
+        let moments = [
+            (EventState::Open, false),
+            (EventState::Open, true),
+            (EventState::Paused, false),
+            (EventState::Paused, true),
+            (EventState::SoldOut, true),
+        ];
+        for (event, stock_gone) in moments {
+            let before = UserState::Waiting.as_told(event, stock_gone);
+            for later in [EventState::Closing, EventState::Closed] {
+                let after = UserState::Waiting.as_told(later, stock_gone);
+                if before.is_final() {
+                    assert_eq!(after, before, "{event} then {later}");
+                }
+                assert_eq!(UserState::without_a_draw(later, stock_gone), Some(after));
+            }
+        }
+        assert_eq!(UserState::without_a_draw(EventState::Open, false), None);
     }
 }

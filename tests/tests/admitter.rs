@@ -549,3 +549,41 @@ async fn abandoned_users_are_recorded_expired_in_postgres() {
         .expect("ZCARD");
     assert_eq!(left, 0, "recorded users leave the expiring set");
 }
+
+/// Closing tells the users still in line `closed`, except when the stock was gone
+/// first: they were told `sold_out` already, and that answer stands.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_tells_the_line_closed_unless_the_stock_was_gone_first() {
+    let stack = TestStack::shared().await;
+    for (stock_left, expected) in [(0, UserState::SoldOut), (10, UserState::Closed)] {
+        let fixture = Fixture::new(stack, 1_000, stock_left).await;
+        fixture.enter(50, &[]).await;
+        let closing = EventMeta {
+            state: EventState::Closing,
+            rate_per_s: 1_000,
+            abandon_timeout_ms: 10_000,
+            opens_at_ms: 0,
+        };
+        fixture
+            .store
+            .put_event_meta(&fixture.event, &closing)
+            .await
+            .expect("meta");
+        let (_running, _) = Running::start(&fixture.args(2_000)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let records = fixture.records().await;
+            let told: std::collections::HashSet<UserState> =
+                records.values().map(|r| r.state).collect();
+            if told == std::collections::HashSet::from([expected]) {
+                assert_eq!(records.len(), 50);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stock {stock_left}: the line was told {told:?}, not {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

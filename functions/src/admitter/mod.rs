@@ -525,8 +525,11 @@ impl Admitter {
         view: &EventView,
         authority: &Authority,
     ) -> Result<()> {
+        // What the line is already told: closed, or sold out if the stock went first.
+        let told = UserState::without_a_draw(EventState::Closing, view.stock_left == Some(0))
+            .unwrap_or(UserState::Closed);
         let swept = self
-            .sweep_line(event, keys, lease_value, UserState::Closed, authority)
+            .sweep_line(event, keys, lease_value, told, authority)
             .await?;
         if swept > 0 {
             tracing::info!(%event, swept, "waiting users told the event closed");

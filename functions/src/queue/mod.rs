@@ -67,6 +67,8 @@ pub struct Standing {
     pub abandon_timeout_ms: u64,
     /// Event state.
     pub event_state: EventState,
+    /// The event's stock is known to be gone.
+    pub stock_gone: bool,
 }
 
 /// queue-api's Redis access.

@@ -56,7 +56,9 @@ impl QueueView {
     /// The view of `standing`, with a jitter drawn for this response.
     pub(crate) fn of(event: &EventId, standing: &Standing) -> Self {
         let mut record = standing.record;
-        record.state = record.state.as_told(standing.event_state);
+        record.state = record
+            .state
+            .as_told(standing.event_state, standing.stock_gone);
         let result = match record.state {
             UserState::Won => Some(Outcome::Won),
             UserState::Lost => Some(Outcome::Lost),

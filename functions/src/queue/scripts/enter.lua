@@ -3,23 +3,24 @@
 -- (How many entered is seq itself: every new entry takes the next ticket, so no
 -- separate counter is written on the hottest path.)
 -- ARGV: 1 member (<platform>:<user>), 2 now (Unix s)
--- Returns {outcome, record, serving, rate, event state, abandon timeout (ms)}; outcome is one of
+-- Returns {outcome, record, serving, rate, event state, abandon timeout (ms), stock
+-- left}; outcome is one of
 -- new | existing | unknown_event | not_accepting (the event state says why).
-local meta = redis.call('HMGET', KEYS[1], 'state', 'rate', 'abandon_ms')
-local state, rate, abandon = meta[1], meta[2], meta[3] or ''
+local meta = redis.call('HMGET', KEYS[1], 'state', 'rate', 'abandon_ms', 'stock_left')
+local state, rate, abandon, stock = meta[1], meta[2], meta[3] or '', meta[4] or ''
 if not state then
-  return {'unknown_event', '', '0', '0', '', ''}
+  return {'unknown_event', '', '0', '0', '', '', ''}
 end
 local serving = redis.call('GET', KEYS[5]) or '0'
 local record = redis.call('HGET', KEYS[4], ARGV[1])
 if record then
-  return {'existing', record, serving, rate, state, abandon}
+  return {'existing', record, serving, rate, state, abandon, stock}
 end
 if not ACCEPTS_ENTRIES[state] then
-  return {'not_accepting', '', serving, rate, state, abandon}
+  return {'not_accepting', '', serving, rate, state, abandon, stock}
 end
 local ticket = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], ticket, ARGV[1])
 record = WAITING .. '|' .. ticket .. '|' .. ARGV[2]
 redis.call('HSET', KEYS[4], ARGV[1], record)
-return {'new', record, serving, rate, state, abandon}
+return {'new', record, serving, rate, state, abandon, stock}

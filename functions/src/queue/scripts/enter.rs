@@ -51,9 +51,9 @@ impl EnterScript {
 }
 
 /// The reply shared by the enter and status scripts: `{outcome, record, serving,
-/// rate, event state, abandon timeout}`.
+/// rate, event state, abandon timeout, stock left}`.
 pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
-    let [outcome, record, serving, rate, state, abandon] = <[String; 6]>::try_from(reply)
+    let [outcome, record, serving, rate, state, abandon, stock] = <[String; 7]>::try_from(reply)
         .map_err(|reply| anyhow::anyhow!("unexpected script reply {reply:?}"))?;
     let event_state = || -> Result<EventState> {
         state
@@ -70,6 +70,7 @@ pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
                 .parse()
                 .unwrap_or(dropgate_core::EventConfig::DEFAULT_ABANDON_TIMEOUT_MS),
             event_state: event_state()?,
+            stock_gone: stock == "0",
         }))
     };
     match outcome.as_str() {
