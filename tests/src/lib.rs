@@ -232,9 +232,14 @@ fn watchdog_binary() -> Result<PathBuf> {
 }
 
 fn spawn_watchdog(state_dir: &Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt as _;
     Command::new(watchdog_binary()?)
         .arg(state_dir)
         .arg(std::process::id().to_string())
+        // A process group of its own: a signal to the tests' group (`timeout`, a CI
+        // job cancelled, Ctrl-C) kills the tests but not the one that cleans up
+        // after them.
+        .process_group(0)
         .spawn()
         .context("Failed to start the stack watchdog")
 }
