@@ -562,14 +562,7 @@ pub async fn restart_component(
     mode: StopMode,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let dir = std::fs::canonicalize(&options.state_dir)?;
-    let options = &StackOptions {
-        state_dir: dir.clone(),
-        ..options.clone()
-    };
-    stop_component(&dir, component, mode)?;
-    let mut state = StackState::load(&dir)?;
-    start_component(options, &mut state, component, progress).await
+    restart_component_with(options, component, mode, |_| Ok(()), progress).await
 }
 
 /// Like [`restart_component`], running `while_stopped` on the state directory between
