@@ -37,5 +37,5 @@ pub use messages::{Admitted, DrawResult, MESSAGE_VERSION, Message, MessageError}
 pub use position::{Standing, standing};
 pub use record::{Decided, MalformedRecord, UserRecord};
 pub use shuffle::shuffle_pre_queue;
-pub use state::{EventState, IllegalTransition, Step, UserState};
+pub use state::{CloseNow, Closing, EventState, IllegalTransition, Step, UserState};
 pub use verify::{Finding, RecordedDecision, VerifyReport, verify};

@@ -293,6 +293,42 @@ impl FromStr for EventState {
     }
 }
 
+/// Where a closing event stands, to decide whether it may be closed (its seed
+/// revealed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    /// Users still in line (not told their final state yet).
+    pub waiting: u64,
+    /// Users sent to the draw whose result has not landed.
+    pub in_flight: u64,
+    /// How long ago closing began (ms).
+    pub for_ms: u64,
+}
+
+/// Why a closing event may be closed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseNow {
+    /// Everyone has a final state: the seed may be revealed.
+    Drained,
+    /// Results did not all land within the drain timeout: closed anyway; late
+    /// admissions are recorded `closed` (see [`EventState::draws`]).
+    TimedOut,
+}
+
+impl Closing {
+    /// The rule: close once nobody is in line or in flight, or once `drain_ms` has
+    /// passed whatever is left; otherwise keep waiting (None).
+    pub fn close_now(self, drain_ms: u64) -> Option<CloseNow> {
+        if self.waiting == 0 && self.in_flight == 0 {
+            Some(CloseNow::Drained)
+        } else if self.for_ms >= drain_ms {
+            Some(CloseNow::TimedOut)
+        } else {
+            None
+        }
+    }
+}
+
 /// An event move that is not allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a {from} event cannot become {to}")]
@@ -425,6 +461,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_closing_event_closes_once_drained_or_timed_out() {
+        let closing = |waiting, in_flight, for_ms| Closing {
+            waiting,
+            in_flight,
+            for_ms,
+        };
+        assert_eq!(closing(0, 0, 0).close_now(60_000), Some(CloseNow::Drained));
+        assert_eq!(closing(0, 1, 59_999).close_now(60_000), None);
+        assert_eq!(closing(5, 0, 1_000).close_now(60_000), None);
+        assert_eq!(
+            closing(5, 2, 60_000).close_now(60_000),
+            Some(CloseNow::TimedOut)
+        );
+        assert_eq!(
+            closing(0, 0, 90_000).close_now(60_000),
+            Some(CloseNow::Drained)
+        );
     }
 
     #[test]

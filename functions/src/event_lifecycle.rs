@@ -188,14 +188,16 @@ pub async fn finish_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
     Ok(moved == 1)
 }
 
-/// Records users who reached `state` without a draw (still in line when the stock
-/// ran out or the event closed, or away when their turn came). A user recorded
-/// before keeps their first state.
-pub async fn record_final_states(
-    pool: &PgPool,
+/// Records users who reached `state` without a draw at `decided_at_ms` (still in
+/// line when the stock ran out or the event closed, away when their turn came, or
+/// admitted after the seed was revealed). A user recorded before keeps their first
+/// state. Runs on a pool or inside the caller's transaction.
+pub async fn record_final_states<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     event: &EventId,
-    users: &[(UserKey, u64)],
+    users: &[(&UserKey, u64)],
     state: UserState,
+    decided_at_ms: u64,
 ) -> Result<()> {
     if users.is_empty() {
         return Ok(());
@@ -207,8 +209,9 @@ pub async fn record_final_states(
         .map(|(_, ticket)| i64::try_from(*ticket).unwrap_or(i64::MAX))
         .collect();
     sqlx::query(
-        "insert into final_states (event_id, platform_id, user_id, ticket, state)
-         select $1, p, u, t, $5 from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
+        "insert into final_states (event_id, platform_id, user_id, ticket, state, decided_at)
+         select $1, p, u, t, $5, to_timestamp($6::double precision / 1000)
+           from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
          on conflict do nothing",
     )
     .bind(event.as_str())
@@ -216,7 +219,8 @@ pub async fn record_final_states(
     .bind(&ids)
     .bind(&tickets)
     .bind(state.as_str())
-    .execute(pool)
+    .bind(decided_at_ms as f64)
+    .execute(executor)
     .await
     .context("Failed to record final states")?;
     Ok(())

@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use dropgate_core::{
-    AdmissionLimits, Admitted, Downstream, EventId, EventState, MESSAGE_VERSION, Message as _,
-    TokenBucket, UserKey, UserState, admit,
+    AdmissionLimits, Admitted, CloseNow, Closing, Downstream, EventId, EventState, MESSAGE_VERSION,
+    Message as _, TokenBucket, UserKey, UserState, admit,
 };
 use futures_util::future::join_all;
 use redis::AsyncCommands;
@@ -544,20 +544,19 @@ impl Admitter {
             // Only PostgreSQL can reveal the seed; without it the event stays closing.
             return Ok(());
         };
-        let (line, admitting): (u64, u64) = redis::pipe()
-            .zcard(keys.queue())
-            .zcard(keys.admitting())
-            .query_async(&mut self.redis)
-            .await?;
-        let drained = line == 0 && admitting == 0 && view.in_flight == 0;
-        let timed_out = row
-            .closing_for_ms
-            .is_some_and(|ms| ms >= self.close_drain_ms);
-        if !drained && !timed_out {
-            return Ok(());
-        }
-        if timed_out && !drained {
-            tracing::warn!(%event, undecided = view.in_flight, line, admitting, "close drain timeout: closing with users undecided; their admissions are recorded closed");
+        // Users not yet published are in flight too (the admit script adds to both).
+        let line: u64 = self.redis.zcard(keys.queue()).await?;
+        let closing = Closing {
+            waiting: line,
+            in_flight: view.in_flight,
+            for_ms: row.closing_for_ms.unwrap_or(0),
+        };
+        match closing.close_now(self.close_drain_ms) {
+            None => return Ok(()),
+            Some(CloseNow::Drained) => {}
+            Some(CloseNow::TimedOut) => {
+                tracing::warn!(%event, undecided = view.in_flight, line, "close drain timeout: closing with users undecided; their admissions are recorded closed");
+            }
         }
         if event_lifecycle::finish_closing(&self.pool, event).await? {
             tracing::info!(%event, "closed: seed revealed");
@@ -600,17 +599,8 @@ impl Admitter {
         if head.is_empty() {
             return Ok(0);
         }
-        let users: Vec<(UserKey, u64)> = head
-            .iter()
-            .filter_map(|(member, ticket)| {
-                UserKey::from_member(member)
-                    .ok()
-                    .map(|user| (user, *ticket))
-            })
-            .collect();
-        if matches!(authority, Authority::Known(_)) {
-            event_lifecycle::record_final_states(&self.pool, event, &users, to).await?;
-        }
+        self.record_without_draw(event, &head, to, authority)
+            .await?;
         let members: Vec<String> = head.into_iter().map(|(member, _)| member).collect();
         match self
             .sweep
@@ -800,21 +790,35 @@ impl Admitter {
         if expiring.is_empty() {
             return Ok(());
         }
-        if matches!(authority, Authority::Known(_)) {
-            let users: Vec<(UserKey, u64)> = expiring
-                .iter()
-                .filter_map(|(member, ticket)| {
-                    UserKey::from_member(member)
-                        .ok()
-                        .map(|user| (user, *ticket))
-                })
-                .collect();
-            event_lifecycle::record_final_states(&self.pool, event, &users, UserState::Expired)
-                .await?;
-        }
+        self.record_without_draw(event, &expiring, UserState::Expired, authority)
+            .await?;
         let members: Vec<&String> = expiring.iter().map(|(member, _)| member).collect();
         let _: () = self.redis.zrem(keys.expiring(), members).await?;
         Ok(())
+    }
+
+    /// Records `entries` (queue members and their tickets) in PostgreSQL as having
+    /// reached `state` without a draw, when PostgreSQL knows the event.
+    async fn record_without_draw(
+        &self,
+        event: &EventId,
+        entries: &[(String, u64)],
+        state: UserState,
+        authority: &Authority,
+    ) -> Result<()> {
+        if !matches!(authority, Authority::Known(_)) {
+            return Ok(());
+        }
+        let users: Vec<(UserKey, u64)> = entries
+            .iter()
+            .filter_map(|(member, ticket)| {
+                UserKey::from_member(member)
+                    .ok()
+                    .map(|user| (user, *ticket))
+            })
+            .collect();
+        let users: Vec<(&UserKey, u64)> = users.iter().map(|(user, t)| (user, *t)).collect();
+        event_lifecycle::record_final_states(&self.pool, event, &users, state, now_ms()).await
     }
 
     /// Sends again the users whose result has not landed within the redelivery

@@ -314,22 +314,14 @@ async fn record_closed(
     if late.is_empty() {
         return Ok(());
     }
-    let platforms: Vec<&str> = late.iter().map(|a| a.user.platform_id.as_str()).collect();
-    let users: Vec<&str> = late.iter().map(|a| a.user.user_id.as_str()).collect();
-    let tickets: Vec<i64> = late.iter().map(|a| a.ticket as i64).collect();
-    sqlx::query(
-        "insert into final_states (event_id, platform_id, user_id, ticket, state, decided_at)
-         select $1, p, u, t, $5, to_timestamp($6::double precision / 1000)
-           from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
-         on conflict do nothing",
+    let users: Vec<(&UserKey, u64)> = late.iter().map(|a| (&a.user, a.ticket)).collect();
+    crate::event_lifecycle::record_final_states(
+        &mut **tx,
+        event,
+        &users,
+        Outcome::Closed.user_state(),
+        decided_at_ms,
     )
-    .bind(event.as_str())
-    .bind(&platforms)
-    .bind(&users)
-    .bind(&tickets)
-    .bind(Outcome::Closed.as_str())
-    .bind(decided_at_ms as f64)
-    .execute(&mut **tx)
     .await
     .context("Failed to record admissions after the close")?;
     tracing::warn!(%event, users = late.len(), "admissions reached the draw after the event closed: recorded closed, not drawn");
