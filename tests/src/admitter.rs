@@ -92,20 +92,14 @@ impl Fixture {
     /// Settings of an admitter serving only this event, with leases of `lease_ms`.
     pub fn args(&self, lease_ms: u64) -> AdmitterArgs {
         AdmitterArgs {
-            redis: RedisArgs::url(self.redis_url.clone()),
-            database: DatabaseArgs::url(self.database_url.clone()),
-            kafka: KafkaArgs::brokers(self.brokers.clone()),
-            topics: TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
-            ops: OpsArgs {
-                health_addr: "127.0.0.1:0".parse().expect("address"),
-            },
-            tick_ms: 100,
             lease_ms,
-            // Tests share one Redis: each admitter serves its own test's event only.
-            events: vec![self.event.to_string()],
-            sweep_batch: 1_000,
-            close_drain_ms: 300_000,
-            redeliver_ms: 30_000,
+            ..args_for(
+                &self.redis_url,
+                &self.database_url,
+                &self.brokers,
+                TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
+                &self.event,
+            )
         }
     }
 
@@ -175,11 +169,30 @@ impl Fixture {
 /// complete (the admitter finishes a close and reveals the seed).
 pub async fn serve(stack: &TestStack, database_url: &str, event: &EventId) -> Running {
     let (waiting_topic, results_topic) = stack.fresh_topics(1).expect("topics");
-    let args = AdmitterArgs {
-        redis: RedisArgs::url(stack.env.redis_url.clone()),
+    let args = args_for(
+        &stack.env.redis_url,
+        database_url,
+        &stack.env.kafka_brokers,
+        TopicArgs::new(waiting_topic, results_topic),
+        event,
+    );
+    Running::start(&args).await.0
+}
+
+/// Settings of an in-process admitter serving `event` only (tests share one Redis),
+/// with the service's defaults otherwise and an ops port the OS picks.
+pub fn args_for(
+    redis_url: &str,
+    database_url: &str,
+    brokers: &str,
+    topics: TopicArgs,
+    event: &EventId,
+) -> AdmitterArgs {
+    AdmitterArgs {
+        redis: RedisArgs::url(redis_url.to_owned()),
         database: DatabaseArgs::url(database_url.to_owned()),
-        kafka: KafkaArgs::brokers(stack.env.kafka_brokers.clone()),
-        topics: TopicArgs::new(waiting_topic, results_topic),
+        kafka: KafkaArgs::brokers(brokers.to_owned()),
+        topics,
         ops: OpsArgs {
             health_addr: "127.0.0.1:0".parse().expect("address"),
         },
@@ -189,8 +202,7 @@ pub async fn serve(stack: &TestStack, database_url: &str, event: &EventId) -> Ru
         sweep_batch: 1_000,
         close_drain_ms: 300_000,
         redeliver_ms: 30_000,
-    };
-    Running::start(&args).await.0
+    }
 }
 
 /// In-process admitters, stopped (without releasing leases) when dropped.

@@ -10,10 +10,10 @@ use dropgate_core::{
     DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION, Outcome, Step,
     UserKey, UserRecord, UserState,
 };
-use dropgate_functions::admitter::{Admitter, AdmitterArgs};
-use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
+use dropgate_functions::admitter::Admitter;
+use dropgate_functions::config::TopicArgs;
 use dropgate_functions::goods_worker::store::record_batch;
-use dropgate_functions::ops_server::{OpsArgs, Readiness};
+use dropgate_functions::ops_server::Readiness;
 use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
 use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScript};
 use dropgate_functions::queue::scripts::enter::EnterScript;
@@ -556,21 +556,13 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             .put_draw_limits(&event.event, 100, 0)
             .await
             .expect("limits");
-        let args = AdmitterArgs {
-            redis: RedisArgs::url(stack.env.redis_url.clone()),
-            database: stack.env.database(),
-            kafka: KafkaArgs::brokers(stack.env.kafka_brokers.clone()),
-            topics: TopicArgs::new(waiting_topic.clone(), results_topic.clone()),
-            ops: OpsArgs {
-                health_addr: "127.0.0.1:0".parse().expect("address"),
-            },
-            tick_ms: 100,
-            lease_ms: 2_000,
-            events: vec![event.event.to_string()],
-            sweep_batch: 100,
-            close_drain_ms: 300_000,
-            redeliver_ms: 30_000,
-        };
+        let args = dropgate_tests::admitter::args_for(
+            &stack.env.redis_url,
+            &stack.env.database_url,
+            &stack.env.kafka_brokers,
+            TopicArgs::new(waiting_topic.clone(), results_topic.clone()),
+            &event.event,
+        );
         let mut admitter = Admitter::connect(&args, Readiness::default())
             .await
             .expect("admitter");
