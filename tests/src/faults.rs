@@ -7,22 +7,18 @@
 //! so it really lands mid-drop. The seed of those choices is printed with the summary;
 //! `DROPGATE_FAULT_SEED=<n>` replays them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{EventId, EventState};
-use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID, sign_with};
 use dropgate_functions::queue::QueueStore;
-use dropgate_functions::queue_api::QueueView;
 use dropgate_tools::demo::{self, DemoArgs, Report, Verdict};
 use dropgate_tools::events;
 use dropgate_tools::stack::functions::{self, FunctionsOptions};
 use dropgate_tools::stack::{self, Component, StopMode};
-use futures_util::StreamExt as _;
-use jwt_simple::prelude::RS256KeyPair;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use sqlx::PgPool;
@@ -294,16 +290,9 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         );
     }
 
-    let checked = check(
-        &report,
-        &pool,
-        &store,
-        &event_id,
-        &api_url,
-        stack.state_dir(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{fault}: {e:#}\n{}", report.summary()));
+    let checked = check(&report, &pool, &store, &event_id)
+        .await
+        .unwrap_or_else(|e| panic!("{fault}: {e:#}\n{}", report.summary()));
 
     let line = format!(
         "faults: {fault} at {:.1} s ({} drawn, stock {} left, away {:.1} s): {} users, \
@@ -546,15 +535,13 @@ struct Checked {
     api_states: usize,
 }
 
-/// Every invariant, from the crowd's report, the database and a fresh look through
-/// the API at every user.
+/// Every invariant, from the crowd's report (which includes its fresh look through the
+/// API at every user after the close) and the database.
 async fn check(
     report: &Report,
     pool: &PgPool,
     store: &QueueStore,
     event: &EventId,
-    api_url: &str,
-    state_dir: &Path,
 ) -> Result<Checked> {
     // The crowd: everyone reached a final state, nobody gave up, verify passed.
     if report.timed_out || report.unfinished > 0 || report.errors > 0 {
@@ -631,16 +618,6 @@ async fn check(
     if late > 0 {
         bail!("{late} users were drawn after the seed was revealed");
     }
-    // PostgreSQL knows the final state of everyone told one without a draw.
-    let undrawn: HashMap<(String, String), String> = sqlx::query_as::<_, (String, String, String)>(
-        "select platform_id, user_id, state from final_states where event_id = $1",
-    )
-    .bind(event.as_str())
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|(platform, user, state)| ((platform, user), state))
-    .collect();
     if record.decisions_made != draws.len() as u64 {
         bail!(
             "decisions_made is {} but {} draws are recorded",
@@ -674,185 +651,17 @@ async fn check(
         }
     }
 
-    // Each user's state now, through the API, against what their client saw and what
-    // the database holds.
-    let views = look_up_everyone(report, api_url, event, state_dir).await?;
-    let mut problems = Vec::new();
-    let mut tickets = HashSet::new();
-    let mut at_the_door = 0u64;
-    let mut max_drawn: Option<(u64, String)> = None;
-    let mut min_swept: Option<(u64, String)> = None;
-    for (seen, view) in report.user_finals.iter().zip(&views) {
-        let who = format!("{}:{}", seen.platform, seen.user);
-        let recorded = draws.get(&(seen.platform.clone(), seen.user.clone()));
-        let Some(view) = view else {
-            // 404 not_in_queue: refused at the door, never entered.
-            at_the_door += 1;
-            if !matches!(seen.state, "sold_out" | "closed") || recorded.is_some() {
-                problems.push(format!(
-                    "{who} is not in the queue, yet saw {} and has draw {recorded:?}",
-                    seen.state
-                ));
-            }
-            continue;
-        };
-        let state = view.state.as_str();
-        if state != seen.state {
-            problems.push(format!(
-                "{who}: the API says {state}, its client saw {}",
-                seen.state
-            ));
-        }
-        if view.poll_after_ms != 0 {
-            problems.push(format!(
-                "{who}: {state} is not final (poll_after_ms {})",
-                view.poll_after_ms
-            ));
-        }
-        if !tickets.insert(view.ticket) {
-            problems.push(format!("{who}: ticket {} is held twice", view.ticket));
-        }
-        match recorded {
-            Some((outcome, ticket)) => {
-                if outcome != state {
-                    problems.push(format!(
-                        "{who}: the API says {state}, the draw says {outcome}"
-                    ));
-                }
-                if *ticket as u64 != view.ticket {
-                    problems.push(format!(
-                        "{who}: ticket {} in the API, {ticket} in the draw",
-                        view.ticket
-                    ));
-                }
-                if max_drawn.as_ref().is_none_or(|(t, _)| view.ticket > *t) {
-                    max_drawn = Some((view.ticket, who.clone()));
-                }
-            }
-            None => match state {
-                "sold_out" | "closed" | "expired" => {
-                    let known = undrawn.get(&(seen.platform.clone(), seen.user.clone()));
-                    if known.map(String::as_str) != Some(state) {
-                        problems.push(format!(
-                            "{who}: the API says {state}, PostgreSQL records {known:?}"
-                        ));
-                    }
-                    // Expired users are skipped wherever they stand in line.
-                    if state != "expired"
-                        && min_swept.as_ref().is_none_or(|(t, _)| view.ticket < *t)
-                    {
-                        min_swept = Some((view.ticket, who.clone()));
-                    }
-                }
-                other => problems.push(format!(
-                    "{who}: the API says {other} but it was never drawn"
-                )),
-            },
-        }
-    }
-    if at_the_door != report.sold_out_at_entry + report.closed_at_entry {
-        problems.push(format!(
-            "{at_the_door} users are not in the queue, the crowd counted {} refused at the door",
-            report.sold_out_at_entry + report.closed_at_entry
-        ));
-    }
-    if let (Some((drawn, drawn_who)), Some((swept, swept_who))) = (&max_drawn, &min_swept)
-        && drawn >= swept
-    {
-        problems.push(format!(
-            "not FIFO: {drawn_who} (ticket {drawn}) was drawn, {swept_who} (ticket {swept}) ahead of it was told it had no draw"
-        ));
-    }
-    if !problems.is_empty() {
-        let shown: Vec<&String> = problems.iter().take(20).collect();
-        bail!("{} disagreements, e.g. {shown:#?}", problems.len());
+    // Each user's state now: the demo asked everyone again through the API after the
+    // close and compared the answers with PostgreSQL, their clients and the ticket order.
+    if !report.recheck.passed() {
+        bail!(
+            "asked again after the close: {}, e.g. {:#?}",
+            report.recheck.describe(),
+            report.recheck.samples
+        );
     }
     Ok(Checked {
         draws: draws.len(),
-        api_states: views.iter().flatten().count(),
+        api_states: report.recheck.final_states as usize,
     })
-}
-
-/// `GET /queue/me` for every user of the report, in its order: `None` for users the
-/// API says never entered (404 `not_in_queue`).
-async fn look_up_everyone(
-    report: &Report,
-    api_url: &str,
-    event: &EventId,
-    state_dir: &Path,
-) -> Result<Vec<Option<QueueView>>> {
-    let pem = std::fs::read_to_string(DevKeys::in_state_dir(state_dir).private_key)
-        .context("the stack's signing key")?;
-    let pair = std::sync::Arc::new(RS256KeyPair::from_pem(&pem)?.with_key_id(LOCAL_KEY_ID));
-    let identities: Vec<(String, String)> = report
-        .user_finals
-        .iter()
-        .map(|seen| (seen.platform.clone(), seen.user.clone()))
-        .collect();
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = identities.len().div_ceil(workers).max(1);
-    let mut signing = Vec::new();
-    for part in identities.chunks(chunk) {
-        let (pair, part) = (pair.clone(), part.to_vec());
-        signing.push(tokio::task::spawn_blocking(move || {
-            part.iter()
-                .map(|(platform, user)| sign_with(&pair, platform, user, Duration::from_secs(600)))
-                .collect::<Result<Vec<String>>>()
-        }));
-    }
-    let mut tokens = Vec::with_capacity(identities.len());
-    for part in signing {
-        tokens.extend(part.await??);
-    }
-
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let url = format!("{api_url}/v1/events/{event}/queue/me");
-    let looked_up: Vec<Result<Option<QueueView>>> = futures_util::stream::iter(tokens)
-        .map(|token| {
-            let (client, url) = (client.clone(), url.clone());
-            async move { look_up(&client, &url, &token).await }
-        })
-        .buffered(32)
-        .collect()
-        .await;
-    looked_up.into_iter().collect()
-}
-
-/// One user's `GET /queue/me`, retrying transient failures a few times.
-async fn look_up(client: &reqwest::Client, url: &str, token: &str) -> Result<Option<QueueView>> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let answer = client.get(url).bearer_auth(token).send().await;
-        match answer {
-            Ok(response) if response.status().is_success() => {
-                return Ok(Some(response.json().await?));
-            }
-            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
-                let body: serde_json::Value = response.json().await?;
-                if body["error"]["code"] == "not_in_queue" {
-                    return Ok(None);
-                }
-                bail!("GET /queue/me: 404 {body}");
-            }
-            Ok(response)
-                if attempt < 5
-                    && (response.status().is_server_error()
-                        || response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) =>
-            {
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-            }
-            Ok(response) => {
-                let status = response.status();
-                bail!(
-                    "GET /queue/me: {status} {}",
-                    response.text().await.unwrap_or_default()
-                );
-            }
-            Err(_) if attempt < 5 => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
-            Err(e) => bail!("GET /queue/me: {}", e.without_url()),
-        }
-    }
 }

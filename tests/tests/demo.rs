@@ -224,6 +224,20 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         "winners seen by users match the stock taken"
     );
     assert_eq!(report.verify, Verdict::Pass, "{}", report.verify_detail);
+    // Asked again after the close, every user answered, from the API, what their
+    // client saw and what PostgreSQL holds.
+    assert!(report.recheck.passed(), "{}", report.summary());
+    assert_eq!(report.recheck.users, users);
+    assert_eq!(
+        report.recheck.final_states + report.recheck.never_entered,
+        users
+    );
+    assert_eq!(
+        report.recheck.final_states,
+        report.won + report.lost + report.expired + report.sold_out + report.closed
+            - report.sold_out_at_entry
+            - report.closed_at_entry
+    );
     assert!(report.entered > 0 && report.admitted > 0);
     assert!(report.enter_p50_ms.is_some() && report.seconds_to_last_result.is_some());
 
@@ -251,6 +265,7 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         assert!(json.get(key).is_some(), "the report lacks {key}: {json}");
     }
     assert_eq!(json["verify"], "pass");
+    assert_eq!(json["recheck"]["disagreements"], 0, "{json}");
     assert!(
         json["timeline"].as_array().is_some_and(|t| !t.is_empty()),
         "the timeline has samples"

@@ -10,6 +10,7 @@
 
 mod drive;
 mod prepare;
+mod recheck;
 mod report;
 mod sse;
 mod tally;
@@ -32,6 +33,8 @@ use jwt_simple::prelude::RS256KeyPair;
 
 use self::drive::drive;
 use self::prepare::{check_api, close_and_verify, identity, open_event, sign_tokens};
+pub use self::recheck::Recheck;
+use self::recheck::{Asked, recheck};
 pub use self::report::{Report, UserFinal, Verdict};
 use self::tally::Tally;
 pub use self::tally::{Sample, percentile};
@@ -39,7 +42,8 @@ pub use self::timeline::render_svg;
 use self::user::{Crowd, Slots};
 use crate::events;
 
-/// Tokens outlive the run by this much, so none expires mid-drop.
+/// Tokens outlive the run by this much, so none expires before the users are asked
+/// again after the close.
 const TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 
 /// `dropgate demo` settings.
@@ -149,6 +153,7 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
     let bars = MultiProgress::new();
     let ttl = args.timeout + TOKEN_SLACK;
     let users = sign_tokens(pair, args.users, plan.sse_share, ttl, &bars).await?;
+    let tokens: Vec<Arc<str>> = users.iter().map(|user| user.token.clone()).collect();
 
     let config = EventConfig {
         win_probability: args.win_probability,
@@ -163,7 +168,7 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
     println!("seed commitment (SHA-256): {commitment}");
 
     let crowd = Arc::new(Crowd {
-        client,
+        client: client.clone(),
         queue_url: format!("{}/v1/events/{}/queue", plan.api_url, plan.event),
         slots: Slots::split(plan.concurrency, plan.sse_share),
         tally: Tally::default(),
@@ -182,6 +187,36 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
     report.verify = verify;
     report.verify_detail = verify_detail;
     report.database_outcomes = database_outcomes;
+    let seen: std::collections::HashMap<u32, &'static str> = crowd
+        .tally
+        .finals_by_user()
+        .into_iter()
+        .map(|(index, _, state)| (index, state.as_str()))
+        .collect();
+    let people = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, token)| {
+            let index = index as u32;
+            Asked {
+                index,
+                token,
+                seen: seen.get(&index).copied(),
+            }
+        })
+        .collect();
+    let refused_at_the_door = report.sold_out_at_entry + report.closed_at_entry;
+    report.recheck = recheck(
+        &pool,
+        &client,
+        &crowd.queue_url,
+        &plan.event,
+        people,
+        refused_at_the_door,
+        &bars,
+    )
+    .await
+    .unwrap_or_else(|error| Recheck::failed(report.users, &error));
     report.write(&plan.report_dir)?;
     println!("{}", report.summary());
     println!("report:   {}", report.json_path.display());
@@ -282,6 +317,7 @@ fn build_report(
         enter_p99_ms: ms(99.0),
         verify: Verdict::Fail,
         verify_detail: String::new(),
+        recheck: Recheck::failed(users, &anyhow::anyhow!("not asked yet")),
         database_outcomes: Default::default(),
         retries: get(&tally.retries),
         reconnects: get(&tally.reconnects),

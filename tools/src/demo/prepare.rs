@@ -72,7 +72,7 @@ pub(super) async fn sign_tokens(
             (start..(start + chunk).min(users))
                 .map(|index| {
                     let (platform, user) = identity(index);
-                    let token = sign_with(&pair, platform, &user, ttl)?;
+                    let token = sign_with(&pair, platform, &user, ttl)?.into();
                     progress.inc(1);
                     let streams = ((index + 1) as f64 * sse_share).floor()
                         > (index as f64 * sse_share).floor();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::recheck::Recheck;
 use super::tally::Sample;
 use super::timeline::render_svg;
 
@@ -71,6 +72,8 @@ pub struct Report {
     pub verify: Verdict,
     /// What verify said, in a sentence.
     pub verify_detail: String,
+    /// Every user asked again after the close, compared with PostgreSQL.
+    pub recheck: Recheck,
     /// Draws recorded in PostgreSQL by outcome.
     pub database_outcomes: BTreeMap<String, i64>,
     /// 429/503 answers waited out.
@@ -116,9 +119,10 @@ impl Report {
         self.won + self.lost + self.sold_out + self.expired + self.closed
     }
 
-    /// Verify passed and every user reached a final state.
+    /// Verify passed, every user's client reached a final state, and asked again
+    /// after the close every user still has one that PostgreSQL agrees with.
     pub fn succeeded(&self) -> bool {
-        self.verify == Verdict::Pass && self.finals() == self.users
+        self.verify == Verdict::Pass && self.finals() == self.users && self.recheck.passed()
     }
 
     /// Writes `<dir>/<event>.json` and `<dir>/<event>-timeline.svg`.
@@ -210,7 +214,11 @@ impl Report {
             Verdict::Pass => "pass",
             Verdict::Fail => "FAIL",
         };
-        let _ = write!(text, "  verify: {verdict} ({})", self.verify_detail);
+        let _ = writeln!(text, "  verify: {verdict} ({})", self.verify_detail);
+        let _ = write!(text, "  asked again: {}", self.recheck.describe());
+        for sample in self.recheck.samples.iter().take(5) {
+            let _ = write!(text, "\n    e.g. {sample}");
+        }
         text
     }
 }

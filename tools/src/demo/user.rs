@@ -32,7 +32,7 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) struct User {
     pub(crate) index: u32,
-    pub(crate) token: String,
+    pub(crate) token: Arc<str>,
     pub(crate) mode: Mode,
 }
 
