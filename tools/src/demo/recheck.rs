@@ -27,6 +27,9 @@ const ATTEMPTS: u32 = 5;
 /// Disagreements kept as examples.
 const SAMPLES: usize = 20;
 
+/// A user asked, and what the API answered.
+type Answer = (Asked, Result<Option<QueueView>>);
+
 /// One user to ask again.
 #[derive(Debug, Clone)]
 pub(crate) struct Asked {
@@ -150,7 +153,7 @@ pub(crate) async fn recheck(
     let recorded = Recorded::load(pool, event).await?;
     let progress = bar(bars, people.len() as u64, "asking again");
     let url = format!("{queue_url}/me");
-    let answers: Vec<(Asked, Result<Option<QueueView>>)> = futures_util::stream::iter(people)
+    let answers: Vec<Answer> = futures_util::stream::iter(people)
         .map(|person| {
             let (client, url, progress) = (client.clone(), url.clone(), progress.clone());
             async move {
@@ -166,11 +169,7 @@ pub(crate) async fn recheck(
     Ok(compare(&recorded, answers, refused_at_the_door))
 }
 
-fn compare(
-    recorded: &Recorded,
-    answers: Vec<(Asked, Result<Option<QueueView>>)>,
-    refused_at_the_door: u64,
-) -> Recheck {
+fn compare(recorded: &Recorded, answers: Vec<Answer>, refused_at_the_door: u64) -> Recheck {
     let mut found = Recheck {
         users: answers.len() as u64,
         ..Recheck::default()
@@ -380,7 +379,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_contradiction_is_caught() {
-        let cases: Vec<(&str, Vec<(Asked, Result<Option<QueueView>>)>, u64)> = vec![
+        let cases: Vec<(&str, Vec<Answer>, u64)> = vec![
             (
                 "the API contradicts the draw",
                 vec![(asked(0, None), Ok(Some(view(1, UserState::Lost))))],
