@@ -127,6 +127,24 @@ impl UserState {
         }
     }
 
+    /// How an answer read back from PostgreSQL corrects the Redis record of a user
+    /// whose Redis final state was written without being recorded first (an expiry
+    /// the admit script wrote, which PostgreSQL then refused because the user had been
+    /// drawn meanwhile). PostgreSQL is the authority, so any other state moves to the
+    /// recorded one; the same one again is [`Step::Repeated`]. Only the admitter
+    /// corrects, with answers it has just read back from PostgreSQL; results off the
+    /// bus follow [`UserState::record_outcome`].
+    pub fn correct_to(self, recorded: UserState) -> Result<Step, IllegalTransition> {
+        match (self, recorded) {
+            (_, to) if !to.is_final() => Err(IllegalTransition {
+                from: self,
+                to: recorded,
+            }),
+            (from, to) if from == to => Ok(Step::Repeated(to)),
+            (_, to) => Ok(Step::Moved(to)),
+        }
+    }
+
     /// The one-letter code of the compact Redis record ([`crate::UserRecord`]); the
     /// Lua scripts get these from here, never spelled by hand.
     pub fn code(self) -> char {
@@ -388,6 +406,29 @@ mod tests {
                 // does the same thing.
                 if outcomes.contains(&to) && from.step(to).is_ok() {
                     assert_eq!(got, from.step(to), "{from} -> {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_correction_from_postgresql_always_lands_and_agrees_with_the_recorded_rule() {
+        for from in UserState::ALL {
+            for to in UserState::ALL {
+                let got = from.correct_to(to);
+                if !to.is_final() {
+                    assert!(got.is_err(), "{to} is not an answer PostgreSQL records");
+                    continue;
+                }
+                let expected = if from == to {
+                    Step::Repeated(to)
+                } else {
+                    Step::Moved(to)
+                };
+                assert_eq!(got, Ok(expected), "{from} -> {to}");
+                // Where an ordinary recorded result lands, a correction does the same.
+                if let Ok(step) = from.record_outcome(to) {
+                    assert_eq!(got, Ok(step), "{from} -> {to}");
                 }
             }
         }

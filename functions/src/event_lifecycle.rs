@@ -6,9 +6,7 @@
 use std::sync::LazyLock;
 
 use anyhow::{Context, Result};
-use dropgate_core::{
-    DrawResult, EventId, EventState, MESSAGE_VERSION, Outcome, UserKey, UserState,
-};
+use dropgate_core::{DrawResult, EventId, EventState, MESSAGE_VERSION, UserKey, UserState};
 use sqlx::{PgPool, Row};
 
 /// The states an event may start closing from ([`EventState::step`]).
@@ -116,7 +114,7 @@ pub async fn record_tickets_issued(pool: &PgPool, event: &EventId, highest: u64)
 /// again: the draws in decision order, then the users told a final state without a
 /// draw (decision order 0).
 pub async fn recorded_outcomes(pool: &PgPool, event: &EventId) -> Result<Vec<DrawResult>> {
-    let rows: Vec<(String, String, i64, String, i64, i64, i32)> = sqlx::query_as(
+    let rows: Vec<OutcomeRow> = sqlx::query_as(
         "select d.platform_id, d.user_id, d.ticket, d.outcome, d.decision_order,
                 (extract(epoch from d.decided_at) * 1000)::bigint, e.stock_left
            from draws d join events e using (event_id)
@@ -133,24 +131,7 @@ pub async fn recorded_outcomes(pool: &PgPool, event: &EventId) -> Result<Vec<Dra
     .await
     .context("Failed to read the recorded outcomes")?;
     rows.into_iter()
-        .map(
-            |(platform, user, ticket, outcome, order, decided_at_ms, stock_left)| {
-                let outcome: Outcome = outcome
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("a recorded outcome: {e}"))?;
-                Ok(DrawResult {
-                    version: MESSAGE_VERSION,
-                    event_id: event.clone(),
-                    user: UserKey::parse(&platform, &user)
-                        .context("a recorded outcome has an invalid user")?,
-                    ticket: u64::try_from(ticket).unwrap_or(0),
-                    outcome,
-                    decision_order: u64::try_from(order).unwrap_or(0),
-                    stock_left: u64::try_from(stock_left).unwrap_or(0),
-                    decided_at_ms: u64::try_from(decided_at_ms).unwrap_or(0),
-                })
-            },
-        )
+        .map(|row| recorded_result(event, row))
         .collect()
 }
 
@@ -190,17 +171,23 @@ pub async fn finish_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
 
 /// Records users who reached `state` without a draw at `decided_at_ms` (still in
 /// line when the stock ran out or the event closed, away when their turn came, or
-/// admitted after the seed was revealed). A user recorded before keeps their first
-/// state. Runs on a pool or inside the caller's transaction.
-pub async fn record_final_states<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
+/// admitted after the seed was revealed), and returns PostgreSQL's answer for those it
+/// did not record so: a user already drawn keeps the draw, and one recorded before
+/// keeps their first state. The caller tells those users the answer returned, not
+/// `state`, so no user hears something the database contradicts.
+///
+/// It holds the event row's lock, the lock a draw batch takes, so a user cannot be
+/// drawn and recorded undrawn at once. Runs inside the caller's transaction (which
+/// may hold the lock already) or in one of its own on a pool connection.
+pub async fn record_final_states(
+    conn: &mut sqlx::PgConnection,
     event: &EventId,
     users: &[(&UserKey, u64)],
     state: UserState,
     decided_at_ms: u64,
-) -> Result<()> {
+) -> Result<Vec<DrawResult>> {
     if users.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let platforms: Vec<&str> = users.iter().map(|(u, _)| u.platform_id.as_str()).collect();
     let ids: Vec<&str> = users.iter().map(|(u, _)| u.user_id.as_str()).collect();
@@ -208,11 +195,38 @@ pub async fn record_final_states<'e>(
         .iter()
         .map(|(_, ticket)| i64::try_from(*ticket).unwrap_or(i64::MAX))
         .collect();
-    sqlx::query(
-        "insert into final_states (event_id, platform_id, user_id, ticket, state, decided_at)
-         select $1, p, u, t, $5, to_timestamp($6::double precision / 1000)
-           from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
-         on conflict do nothing",
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let stock_left: Option<i32> =
+        sqlx::query_scalar("select stock_left from events where event_id = $1 for update")
+            .bind(event.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .context("Failed to lock the event")?;
+    let Some(stock_left) = stock_left else {
+        anyhow::bail!("no event {event} in PostgreSQL");
+    };
+    // The snapshot the select sees is taken before the insert, so it returns exactly
+    // the users answered before this call.
+    let answered: Vec<OutcomeRow> = sqlx::query_as(
+        "with input as (
+             select p, u, t from unnest($2::text[], $3::text[], $4::bigint[]) as x(p, u, t)
+         ), recorded as (
+             insert into final_states (event_id, platform_id, user_id, ticket, state, decided_at)
+             select $1, p, u, t, $5, to_timestamp($6::double precision / 1000)
+               from input
+              where not exists (select 1 from draws d
+                                 where d.event_id = $1 and d.platform_id = p and d.user_id = u)
+             on conflict do nothing
+         )
+         select d.platform_id, d.user_id, d.ticket, d.outcome, d.decision_order,
+                (extract(epoch from d.decided_at) * 1000)::bigint, $7::int
+           from draws d join input on d.platform_id = input.p and d.user_id = input.u
+          where d.event_id = $1
+         union all
+         select f.platform_id, f.user_id, f.ticket, f.state, 0,
+                (extract(epoch from f.decided_at) * 1000)::bigint, $7::int
+           from final_states f join input on f.platform_id = input.p and f.user_id = input.u
+          where f.event_id = $1 and f.state <> $5",
     )
     .bind(event.as_str())
     .bind(&platforms)
@@ -220,8 +234,34 @@ pub async fn record_final_states<'e>(
     .bind(&tickets)
     .bind(state.as_str())
     .bind(decided_at_ms as f64)
-    .execute(executor)
+    .bind(stock_left)
+    .fetch_all(&mut *tx)
     .await
     .context("Failed to record final states")?;
-    Ok(())
+    tx.commit().await.context("Failed to record final states")?;
+    answered
+        .into_iter()
+        .map(|row| recorded_result(event, row))
+        .collect()
+}
+
+/// A recorded answer as read: platform, user, ticket, outcome or state, decision
+/// order (0 without a draw), decided at (Unix ms), the event's stock left.
+type OutcomeRow = (String, String, i64, String, i64, i64, i32);
+
+/// A recorded answer as the result message that tells it.
+fn recorded_result(event: &EventId, row: OutcomeRow) -> Result<DrawResult> {
+    let (platform, user, ticket, outcome, order, decided_at_ms, stock_left) = row;
+    Ok(DrawResult {
+        version: MESSAGE_VERSION,
+        event_id: event.clone(),
+        user: UserKey::parse(&platform, &user).context("a recorded outcome has an invalid user")?,
+        ticket: u64::try_from(ticket).unwrap_or(0),
+        outcome: outcome
+            .parse()
+            .map_err(|e| anyhow::anyhow!("a recorded outcome: {e}"))?,
+        decision_order: u64::try_from(order).unwrap_or(0),
+        stock_left: u64::try_from(stock_left).unwrap_or(0),
+        decided_at_ms: u64::try_from(decided_at_ms).unwrap_or(0),
+    })
 }

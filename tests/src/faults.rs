@@ -397,7 +397,15 @@ async fn strike(
             let redis_dir = options.state_dir.join("redis");
             let aof = redis_dir.join("appendonlydir");
             let older = redis_dir.join("appendonlydir-older");
-            copy_dir(&aof, &older).context("copying the AOF")?;
+            // The worst copy to lose writes to holds users admitted whose results land
+            // only after it: the relay commits those results, so nothing in Kafka
+            // brings them back. The draw is held while the copy is taken so there are
+            // many such users, not the few milliseconds' worth a fast draw leaves.
+            {
+                let _held = HeldDraw::hold(&options.state_dir)?;
+                tokio::time::sleep(DRAW_HELD).await;
+                copy_dir(&aof, &older).context("copying the AOF")?;
+            }
             tokio::time::sleep(behind).await;
             stack::restart_component_with(
                 &stack_options,
@@ -440,6 +448,42 @@ async fn strike(
         stock_left,
         outage: struck.elapsed(),
     }))
+}
+
+/// How long the draw is held before the AOF copy of a rollback.
+const DRAW_HELD: Duration = Duration::from_millis(600);
+
+/// The goods-workers stopped with SIGSTOP (admissions pile up in flight), continued
+/// when dropped.
+struct HeldDraw {
+    pids: Vec<nix::unistd::Pid>,
+}
+
+impl HeldDraw {
+    fn hold(state_dir: &Path) -> Result<Self> {
+        let pids: Vec<nix::unistd::Pid> = functions::load(state_dir)?
+            .iter()
+            .filter(|instance| instance.name.starts_with("goods-worker"))
+            .map(|instance| nix::unistd::Pid::from_raw(instance.pid as i32))
+            .collect();
+        if pids.is_empty() {
+            bail!("no goods-worker runs");
+        }
+        let held = Self { pids };
+        for pid in &held.pids {
+            nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP)
+                .with_context(|| format!("stopping goods-worker {pid}"))?;
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for HeldDraw {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
 }
 
 /// A Redis replica of the stack's Redis, killed when dropped.

@@ -5,7 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dropgate_core::{DrawResult, EventState, MESSAGE_VERSION, Outcome, UserRecord, UserState};
+use dropgate_core::{
+    DrawResult, EventId, EventState, MESSAGE_VERSION, Outcome, UserRecord, UserState,
+};
 use dropgate_functions::queue::scripts::apply_result::ApplyResultScript;
 use dropgate_functions::queue::scripts::finished::FinishedScript;
 use dropgate_functions::queue::{EventKeys, EventMeta};
@@ -381,42 +383,50 @@ async fn an_event_is_finished_only_when_no_tick_can_change_it() {
     let keys = EventKeys::new(&fixture.event);
     let mut redis = fixture.store.connection();
     let script = FinishedScript::default();
-    // (state, waiting users, admitting users, finished?). A closed event with users
-    // still waiting is left out: they are owed a final answer, which closing does not
-    // give them yet.
+    // (state, and how many users wait in line, await publishing, await a result,
+    // await being recorded expired; finished?). A closed event with users still
+    // waiting is left out: they are owed a final answer, which closing does not give
+    // them yet. Nor is one with users in flight: their result may never land, and only
+    // a tick sends them to the draw again.
     let cases = [
-        ("open", 0, 0, false),
-        ("paused", 0, 0, false),
-        ("scheduled", 0, 0, false),
-        ("closed", 0, 1, false),
-        ("closed", 0, 0, true),
-        ("sold_out", 2, 0, false),
-        ("sold_out", 0, 1, false),
-        ("sold_out", 0, 0, true),
+        ("open", [0, 0, 0, 0], false),
+        ("paused", [0, 0, 0, 0], false),
+        ("scheduled", [0, 0, 0, 0], false),
+        ("closed", [0, 1, 0, 0], false),
+        ("closed", [0, 0, 1, 0], false),
+        ("closed", [0, 0, 0, 1], false),
+        ("closed", [0, 0, 0, 0], true),
+        ("sold_out", [2, 0, 0, 0], false),
+        ("sold_out", [0, 1, 0, 0], false),
+        ("sold_out", [0, 0, 1, 0], false),
+        ("sold_out", [0, 0, 0, 1], false),
+        ("sold_out", [0, 0, 0, 0], true),
     ];
-    for (state, waiting, admitting, expected) in cases {
+    let sets = [
+        keys.queue(),
+        keys.admitting(),
+        keys.inflight(),
+        keys.expiring(),
+    ];
+    for (state, counts, expected) in cases {
         let _: () = redis::pipe()
-            .del(&[keys.queue(), keys.admitting()])
+            .del(&sets)
             .hset(keys.meta(), "state", state)
             .query_async(&mut redis)
             .await
             .expect("reset");
-        for n in 0..waiting {
-            let _: () = redis
-                .zadd(keys.queue(), Fixture::user(n).member(), n)
-                .await
-                .expect("ZADD");
-        }
-        for n in 0..admitting {
-            let _: () = redis
-                .zadd(keys.admitting(), Fixture::user(100 + n).member(), n)
-                .await
-                .expect("ZADD");
+        for (set, count) in sets.iter().zip(counts) {
+            for n in 0..count {
+                let _: () = redis
+                    .zadd(set, Fixture::user(n).member(), n)
+                    .await
+                    .expect("ZADD");
+            }
         }
         let finished = script.call(&mut redis, &keys).await.expect("script");
         assert_eq!(
             finished, expected,
-            "{state} with {waiting} waiting and {admitting} admitting"
+            "{state} with (waiting, admitting, in flight, expiring) = {counts:?}"
         );
     }
 }
@@ -586,4 +596,177 @@ async fn closing_tells_the_line_closed_unless_the_stock_was_gone_first() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A PostgreSQL event of its own, open and mirrored, with users 1..=count entered in
+/// Redis (those in `absent` last seen an hour ago), marked checked by this Redis
+/// process so no repair runs: what happens next is the sweep's or the expiry's own
+/// doing.
+async fn recorded_event(
+    stack: &TestStack,
+    pool: &sqlx::PgPool,
+    count: u64,
+    absent: &[u64],
+) -> (EventId, dropgate_functions::queue::QueueStore) {
+    let event = EventId::parse(TestStack::unique("told")).expect("valid");
+    dropgate_tools::events::create(
+        pool,
+        &event,
+        &dropgate_core::EventConfig::new(100, 1_000),
+        &dropgate_core::EventSeed::from_bytes([9; 32]),
+    )
+    .await
+    .expect("create");
+    let record = dropgate_tools::events::transition(pool, &event, EventState::Open)
+        .await
+        .expect("open");
+    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis())
+        .await
+        .expect("redis");
+    dropgate_tools::events::mirror(&store, &record)
+        .await
+        .expect("mirror");
+    for n in 1..=count {
+        let seen = dropgate_tests::clock::now_s() - if absent.contains(&n) { 3_600 } else { 0 };
+        store
+            .enter(&event, &Fixture::user(n), seen)
+            .await
+            .expect("enter");
+    }
+    let mut redis = store.connection();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO");
+    let run = info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .expect("run_id")
+        .trim()
+        .to_owned();
+    let _: () = redis
+        .hset(EventKeys::new(&event).meta(), "generation", run)
+        .await
+        .expect("HSET");
+    sqlx::query("update events set tickets_issued = $2 where event_id = $1")
+        .bind(event.as_str())
+        .bind(count as i64)
+        .execute(pool)
+        .await
+        .expect("tickets issued");
+    (event, store)
+}
+
+/// Records user `n`'s draw in PostgreSQL, as a goods-worker would have.
+async fn record_draw(pool: &sqlx::PgPool, event: &EventId, n: u64, outcome: &str) {
+    sqlx::query(
+        "insert into draws (event_id, platform_id, user_id, ticket, draw_value, outcome, decision_order)
+         values ($1, 'shop', $2, $3, 0, $4, $3)",
+    )
+    .bind(event.as_str())
+    .bind(format!("u{n}"))
+    .bind(n as i64)
+    .bind(outcome)
+    .execute(pool)
+    .await
+    .expect("draw");
+}
+
+/// Users Redis still has in line although PostgreSQL already answered them (Redis
+/// lost writes, and a draw landed after the repair) are told PostgreSQL's answer by
+/// the close's sweep and by an expiry, never a state the database contradicts, and
+/// the database keeps one answer per user.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_postgresql_already_answered_hear_that_answer_not_the_sweep_or_the_expiry() {
+    let stack = TestStack::shared().await;
+    let (pool, database_url) = stack.fresh_database().await.expect("database");
+
+    // Closing: user 1 was drawn (won), user 2 told sold_out before; user 3 has no
+    // answer yet.
+    let (closing, store) = recorded_event(stack, &pool, 3, &[]).await;
+    record_draw(&pool, &closing, 1, "won").await;
+    sqlx::query(
+        "insert into final_states (event_id, platform_id, user_id, ticket, state)
+         values ($1, 'shop', 'u2', 2, 'sold_out')",
+    )
+    .bind(closing.as_str())
+    .execute(&pool)
+    .await
+    .expect("final state");
+    dropgate_tools::events::transition(&pool, &closing, EventState::Closing)
+        .await
+        .expect("closing");
+    // Open: user 1 is away (so the admit script expires them) but was drawn (lost).
+    let (open, _) = recorded_event(stack, &pool, 2, &[1]).await;
+    record_draw(&pool, &open, 1, "lost").await;
+
+    let _closing_admitter = dropgate_tests::admitter::serve(stack, &database_url, &closing).await;
+    let _open_admitter = dropgate_tests::admitter::serve(stack, &database_url, &open).await;
+
+    let state_of = |event: &EventId, n: u64| {
+        let (store, event) = (store.clone(), event.clone());
+        async move {
+            let text: Option<String> = store
+                .connection()
+                .hget(EventKeys::new(&event).users(), Fixture::user(n).member())
+                .await
+                .expect("HGET");
+            text.and_then(|text| UserRecord::decode(text.as_str()).ok())
+                .map(|record| record.state)
+        }
+    };
+    let expected = [
+        (&closing, 1, UserState::Won),
+        (&closing, 2, UserState::SoldOut),
+        (&closing, 3, UserState::Closed),
+        (&open, 1, UserState::Lost),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut told = Vec::new();
+        for (event, n, _) in expected {
+            told.push(state_of(event, n).await);
+        }
+        let wanted: Vec<Option<UserState>> = expected.iter().map(|(_, _, s)| Some(*s)).collect();
+        if told == wanted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "told {told:?}, PostgreSQL says {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // PostgreSQL holds one answer per user, and not a second one for the drawn.
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select event_id, user_id, state from final_states where event_id in ($1, $2)
+         order by event_id, user_id",
+    )
+    .bind(closing.as_str())
+    .bind(open.as_str())
+    .fetch_all(&pool)
+    .await
+    .expect("query");
+    let mut expected_rows = vec![
+        (closing.to_string(), "u2".to_owned(), "sold_out".to_owned()),
+        (closing.to_string(), "u3".to_owned(), "closed".to_owned()),
+    ];
+    expected_rows.sort();
+    let mut rows = rows;
+    rows.retain(|(event, _, _)| event == closing.as_str() || event == open.as_str());
+    assert_eq!(
+        rows.iter()
+            .filter(|(event, _, _)| event == closing.as_str())
+            .cloned()
+            .collect::<Vec<_>>(),
+        expected_rows
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|(event, user, _)| event == open.as_str() && user == "u1"),
+        "the drawn user was recorded expired too: {rows:?}"
+    );
 }

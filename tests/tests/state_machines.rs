@@ -308,6 +308,17 @@ async fn the_sweeps_move_exactly_the_users_step_allows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_result_lands_exactly_as_record_outcome_says() {
+    results_land_as_core_says(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_correction_from_postgresql_lands_exactly_as_correct_to_says() {
+    results_land_as_core_says(true).await;
+}
+
+/// Every recorded outcome on every starting record, through apply_result as a result
+/// off the bus (`record_outcome`) or as the admitter's correction (`correct_to`).
+async fn results_land_as_core_says(correction: bool) {
     let stack = TestStack::shared().await;
     let mut event = Event::new(stack, EventState::Open).await;
     let script = ApplyResultScript::default();
@@ -331,11 +342,15 @@ async fn a_recorded_result_lands_exactly_as_record_outcome_says() {
                 stock_left: 5,
                 decided_at_ms: 1_000,
             };
-            let applied = script
-                .apply_all(&mut event.redis, std::slice::from_ref(&result))
-                .await
-                .expect("apply");
-            let rule = from.record_outcome(to);
+            let results = std::slice::from_ref(&result);
+            let (applied, rule) = if correction {
+                let applied = script.correct_all(&mut event.redis, results).await;
+                (applied, from.correct_to(to))
+            } else {
+                let applied = script.apply_all(&mut event.redis, results).await;
+                (applied, from.record_outcome(to))
+            };
+            let applied = applied.expect("apply");
             let kept = event.record().await;
             match (rule, &applied[..]) {
                 (Ok(Step::Moved(_)), [Applied::New { .. }]) => {

@@ -16,10 +16,12 @@
 //! before Redis tells them.
 //!
 //! Redis is rebuildable. Tickets are admitted only up to the highest one recorded in
-//! PostgreSQL as issued; a Redis whose ticket counter is below that record (it lost
-//! recent writes: an asynchronous replica promoted, persistence behind) or that lost
-//! the event altogether is repaired from PostgreSQL: the counter raised, the event
-//! mirrored again and every recorded outcome applied again. A user sent to the draw
+//! PostgreSQL as issued. A Redis whose ticket counter is below that record (it lost
+//! recent writes: an asynchronous replica promoted, persistence behind), that lost
+//! the event altogether, or whose process has not checked the event yet (its `run_id`
+//! differs from the event's generation: a restart or failover) is repaired from
+//! PostgreSQL: the counter raised, the event mirrored again and every recorded
+//! outcome applied again. A user sent to the draw
 //! whose result has not landed after a while is sent again (the goods worker
 //! re-announces a recorded outcome and never draws twice).
 
@@ -125,6 +127,9 @@ struct EventView {
     /// The ticket counter.
     seq: u64,
     bucket: Option<(u64, u64)>,
+    /// The `run_id` of the Redis process that last brought the event in line with
+    /// PostgreSQL. Another value means the data may come from an older copy.
+    generation: Option<String>,
 }
 
 /// What PostgreSQL said of an event this tick.
@@ -176,6 +181,9 @@ pub struct Admitter {
     only: HashSet<String>,
     /// Events whose sold-out notice this instance already published.
     announced_sold_out: HashSet<EventId>,
+    /// The `run_id` of the Redis process seen last tick: it changes when Redis
+    /// restarts or fails over, which is when acknowledged writes can be lost.
+    redis_run: String,
     readiness: Readiness,
 }
 
@@ -225,6 +233,7 @@ impl Admitter {
                 .filter(|id| !id.is_empty())
                 .collect(),
             announced_sold_out: HashSet::new(),
+            redis_run: String::new(),
             readiness,
         })
     }
@@ -260,6 +269,17 @@ impl Admitter {
 
     /// One pass over every event this instance serves.
     pub async fn tick_once(&mut self) -> Result<()> {
+        let run = redis_run_id(&mut self.redis).await?;
+        if run != self.redis_run {
+            if !self.redis_run.is_empty() {
+                tracing::warn!(previous = %self.redis_run, now = %run, "Redis restarted or failed over: every event is checked against PostgreSQL");
+            }
+            // What this instance learnt from the Redis before may not hold for this
+            // one: a finished event can be waiting again, a notice unheard.
+            self.retired.clear();
+            self.announced_sold_out.clear();
+            self.redis_run = run;
+        }
         let mut ids: Vec<String> = if self.only.is_empty() {
             self.redis
                 .smembers(EVENTS_KEY)
@@ -408,8 +428,19 @@ impl Admitter {
             row.closing_for_ms = Some(0);
         }
         let seq_found = view.seq;
-        let lost_writes = view.state.is_none() || view.seq < row.tickets_issued;
-        if lost_writes {
+        let lost_writes = if view.state.is_none() {
+            Some("the event is missing")
+        } else if view.seq < row.tickets_issued {
+            Some("the ticket counter went back")
+        } else if view.generation.as_deref() != Some(self.redis_run.as_str()) {
+            // A restart from periodic persistence or a promoted asynchronous
+            // replica can lose writes that leave no other trace (a result applied,
+            // an admission), so a Redis process not yet checked is repaired anyway.
+            Some("a Redis process not checked yet")
+        } else {
+            None
+        };
+        if lost_writes.is_some() {
             // Before the event is mirrored again: the mirror opens the door, and the
             // next entry must get a ticket nobody holds.
             let seq = self
@@ -420,8 +451,12 @@ impl Admitter {
         }
         self.mirror_state(event, keys, lease_value, view, &row)
             .await?;
-        if lost_writes {
-            self.repair(event, seq_found, view.seq).await?;
+        if let Some(reason) = lost_writes {
+            self.repair(event, reason, seq_found, view.seq).await?;
+            let _: () = self
+                .redis
+                .hset(keys.meta(), "generation", &self.redis_run)
+                .await?;
             *view = self.read(event).await?;
         }
         if view.seq > row.tickets_issued {
@@ -487,29 +522,45 @@ impl Admitter {
         Ok(())
     }
 
-    /// Brings a Redis that lost writes back in line with PostgreSQL once its ticket
-    /// counter is raised: every recorded outcome applied again (a repeat changes
-    /// nothing; a lost one is written back).
-    async fn repair(&mut self, event: &EventId, seq_found: u64, seq: u64) -> Result<()> {
+    /// Brings a Redis that lost (or may have lost) writes back in line with
+    /// PostgreSQL once its ticket counter is raised: every recorded outcome applied
+    /// again (a repeat changes nothing; a lost one is written back).
+    async fn repair(
+        &mut self,
+        event: &EventId,
+        reason: &'static str,
+        seq_found: u64,
+        seq: u64,
+    ) -> Result<()> {
         let outcomes = event_lifecycle::recorded_outcomes(&self.pool, event).await?;
         let mut written = 0u64;
         for chunk in outcomes.chunks(2_000) {
-            let applied = self.apply_result.apply_all(&mut self.redis, chunk).await?;
+            let applied = self
+                .apply_result
+                .correct_all(&mut self.redis, chunk)
+                .await?;
             written += applied
                 .iter()
                 .filter(|applied| matches!(applied, Applied::New { .. }))
                 .count() as u64;
         }
-        tracing::warn!(
-            %event,
-            seq_found,
-            seq,
-            outcomes = outcomes.len(),
-            written,
-            "Redis had lost writes for this event: repaired from PostgreSQL"
-        );
-        metrics::counter!("dropgate_admitter_repairs_total", "event" => event.to_string())
+        if written > 0 || seq > seq_found {
+            tracing::warn!(
+                %event,
+                reason,
+                seq_found,
+                seq,
+                outcomes = outcomes.len(),
+                written,
+                "Redis had lost writes for this event: repaired from PostgreSQL"
+            );
+        } else {
+            tracing::info!(%event, reason, outcomes = outcomes.len(), "checked Redis against PostgreSQL: nothing lost");
+        }
+        metrics::counter!("dropgate_admitter_repairs_total", "event" => event.to_string(), "reason" => reason)
             .increment(1);
+        metrics::counter!("dropgate_admitter_repaired_outcomes_total", "event" => event.to_string())
+            .increment(written);
         Ok(())
     }
 
@@ -599,9 +650,14 @@ impl Admitter {
         if head.is_empty() {
             return Ok(0);
         }
-        self.record_without_draw(event, &head, to, authority)
+        let answered = self
+            .record_without_draw(event, &head, to, authority)
             .await?;
-        let members: Vec<String> = head.into_iter().map(|(member, _)| member).collect();
+        let members: Vec<String> = head
+            .into_iter()
+            .map(|(member, _)| member)
+            .filter(|member| !answered.contains(member))
+            .collect();
         match self
             .sweep
             .call(&mut self.redis, keys, lease_value, to, &members)
@@ -641,12 +697,20 @@ impl Admitter {
             Option<u32>,
             Option<u64>,
             Option<u64>,
+            Option<String>,
         );
         type Reads = (Meta, u64, u64, Option<u64>, (Option<u64>, Option<u64>));
         let (meta, waiting, in_flight, seq, bucket): Reads = redis::pipe()
             .hget(
                 keys.meta(),
-                &["state", "rate", "max_in_flight", "abandon_ms", "stock_left"],
+                &[
+                    "state",
+                    "rate",
+                    "max_in_flight",
+                    "abandon_ms",
+                    "stock_left",
+                    "generation",
+                ],
             )
             .zcard(keys.queue())
             .zcard(keys.inflight())
@@ -655,7 +719,7 @@ impl Admitter {
             .query_async(&mut self.redis)
             .await
             .context("Failed to read the event")?;
-        let (state, rate, max_in_flight, abandon_ms, stock_left) = meta;
+        let (state, rate, max_in_flight, abandon_ms, stock_left, generation) = meta;
         Ok(EventView {
             state: state.and_then(|state| state.parse().ok()),
             rate_per_s: rate.unwrap_or(1).max(1),
@@ -668,6 +732,7 @@ impl Admitter {
             in_flight,
             seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
+            generation,
         })
     }
 
@@ -798,16 +863,19 @@ impl Admitter {
     }
 
     /// Records `entries` (queue members and their tickets) in PostgreSQL as having
-    /// reached `state` without a draw, when PostgreSQL knows the event.
+    /// reached `state` without a draw, when PostgreSQL knows the event. Users
+    /// PostgreSQL had already answered (drawn, or recorded with another state: only
+    /// after Redis lost writes) are told that answer instead, here; their members
+    /// are returned so the caller leaves them be.
     async fn record_without_draw(
-        &self,
+        &mut self,
         event: &EventId,
         entries: &[(String, u64)],
         state: UserState,
         authority: &Authority,
-    ) -> Result<()> {
+    ) -> Result<HashSet<String>> {
         if !matches!(authority, Authority::Known(_)) {
-            return Ok(());
+            return Ok(HashSet::new());
         }
         let users: Vec<(UserKey, u64)> = entries
             .iter()
@@ -818,7 +886,20 @@ impl Admitter {
             })
             .collect();
         let users: Vec<(&UserKey, u64)> = users.iter().map(|(user, t)| (user, *t)).collect();
-        event_lifecycle::record_final_states(&self.pool, event, &users, state, now_ms()).await
+        let mut conn = self.pool.acquire().await?;
+        let answered =
+            event_lifecycle::record_final_states(&mut conn, event, &users, state, now_ms()).await?;
+        drop(conn);
+        if answered.is_empty() {
+            return Ok(HashSet::new());
+        }
+        tracing::warn!(%event, users = answered.len(), told = %state, "users PostgreSQL had already answered were about to be told otherwise (Redis had lost writes): told PostgreSQL's answer");
+        metrics::counter!("dropgate_admitter_corrected_total", "event" => event.to_string())
+            .increment(answered.len() as u64);
+        self.apply_result
+            .correct_all(&mut self.redis, &answered)
+            .await?;
+        Ok(answered.iter().map(|result| result.user.member()).collect())
     }
 
     /// Sends again the users whose result has not landed within the redelivery
@@ -904,6 +985,20 @@ impl Admitter {
             }
         }
     }
+}
+
+/// The `run_id` of the Redis process behind `redis`: new after every restart, and
+/// another node's after a failover.
+async fn redis_run_id(redis: &mut ConnectionManager) -> Result<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(redis)
+        .await
+        .context("Failed to read Redis' INFO")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|run| run.trim().to_owned())
+        .context("Redis' INFO has no run_id")
 }
 
 /// The admitter binary's settings.

@@ -315,7 +315,9 @@ async fn record_closed(
         return Ok(());
     }
     let users: Vec<(&UserKey, u64)> = late.iter().map(|a| (&a.user, a.ticket)).collect();
-    crate::event_lifecycle::record_final_states(
+    // Users already answered were filtered out under this same lock, so nothing
+    // comes back; if something did, its recorded answer is what is announced.
+    let answered = crate::event_lifecycle::record_final_states(
         &mut **tx,
         event,
         &users,
@@ -325,7 +327,12 @@ async fn record_closed(
     .await
     .context("Failed to record admissions after the close")?;
     tracing::warn!(%event, users = late.len(), "admissions reached the draw after the event closed: recorded closed, not drawn");
-    results.extend(late.iter().map(|admitted| DrawResult {
+    let answered_users: std::collections::HashSet<&UserKey> =
+        answered.iter().map(|result| &result.user).collect();
+    let closed = late
+        .iter()
+        .filter(|admitted| !answered_users.contains(&admitted.user));
+    let closed = closed.map(|admitted| DrawResult {
         version: MESSAGE_VERSION,
         event_id: event.clone(),
         user: admitted.user.clone(),
@@ -334,7 +341,9 @@ async fn record_closed(
         decision_order: 0,
         stock_left: 0,
         decided_at_ms,
-    }));
+    });
+    results.extend(closed);
+    results.extend(answered);
     Ok(())
 }
 

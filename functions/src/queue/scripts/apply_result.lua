@@ -1,11 +1,14 @@
 -- apply_result: write one draw result into the user's record, exactly once. What a
 -- record may become is core's RECORD_OUTCOME table: a record not yet final takes the
 -- outcome (the draw is recorded, so it is the authority), the same outcome again is a
--- redelivery, and another final state stands.
+-- redelivery, and another final state stands. A correction (the admitter telling a
+-- user the answer it just read back from PostgreSQL) follows CORRECT_TO instead: the
+-- recorded answer replaces a final state Redis wrote without recording it.
 -- KEYS: 1 users, 2 stats, 3 meta, 4 queue, 5 inflight
 -- ARGV: 1 member, 2 state code of the outcome, 3 ticket, 4 last seen (Unix s, used
 --       only when the record is missing), 5 decision order, 6 decided at (Unix ms),
---       7 stats counter (the outcome's name), 8 stock left, 9 channel, 10 notice
+--       7 stats counter (the outcome's name), 8 stock left, 9 channel, 10 notice,
+--       11 '1' for a correction, else '0'
 -- Returns {outcome, previous record or '', stock reached 0 now (1 | 0)}; outcome is
 -- one of applied | duplicate | conflict.
 
@@ -30,7 +33,12 @@ if previous then
   local t, s
   code, t, s = string.match(previous, '^(%a)|(%d+)|(%d+)')
   if code then
-    local step = RECORD_OUTCOME[code .. ARGV[2]]
+    local step
+    if ARGV[11] == '1' then
+      step = CORRECT_TO[code .. ARGV[2]]
+    else
+      step = RECORD_OUTCOME[code .. ARGV[2]]
+    end
     if step == REPEATED then
       -- A redelivery: the user already knows; nothing to count or announce again.
       return {'duplicate', previous, sold_out_now}

@@ -49,7 +49,7 @@ impl Default for ApplyResultScript {
 }
 
 impl ApplyResultScript {
-    fn invocation(&self, result: &DrawResult) -> redis::Cmd {
+    fn invocation(&self, result: &DrawResult, correction: bool) -> redis::Cmd {
         let keys = EventKeys::new(&result.event_id);
         let member = result.user.member();
         let mut cmd = redis::cmd("EVALSHA");
@@ -69,7 +69,8 @@ impl ApplyResultScript {
             .arg(result.outcome.as_str())
             .arg(result.stock_left)
             .arg(keys.channel())
-            .arg(Notice::Result(member).encode());
+            .arg(Notice::Result(member).encode())
+            .arg(if correction { "1" } else { "0" });
         cmd
     }
 
@@ -81,6 +82,30 @@ impl ApplyResultScript {
         redis: &mut impl ConnectionLike,
         results: &[DrawResult],
     ) -> Result<Vec<Applied>> {
+        self.run_all(redis, results, false).await
+    }
+
+    /// Tells users the answers just read back from PostgreSQL ([`UserState::correct_to`]):
+    /// unlike [`ApplyResultScript::apply_all`], an answer replaces a different final
+    /// state. For the admitter, which reads PostgreSQL's answers under the event's
+    /// lock; results off the bus keep the rule that a final answer stands, and any
+    /// disagreement they meet is the admitter's to settle.
+    ///
+    /// [`UserState::correct_to`]: dropgate_core::UserState::correct_to
+    pub async fn correct_all(
+        &self,
+        redis: &mut impl ConnectionLike,
+        results: &[DrawResult],
+    ) -> Result<Vec<Applied>> {
+        self.run_all(redis, results, true).await
+    }
+
+    async fn run_all(
+        &self,
+        redis: &mut impl ConnectionLike,
+        results: &[DrawResult],
+        correction: bool,
+    ) -> Result<Vec<Applied>> {
         if results.is_empty() {
             return Ok(Vec::new());
         }
@@ -89,7 +114,7 @@ impl ApplyResultScript {
         // forgot its scripts) never answers NOSCRIPT to the calls behind it.
         pipe.cmd("SCRIPT").arg("LOAD").arg(self.0.source()).ignore();
         for result in results {
-            pipe.add_command(self.invocation(result));
+            pipe.add_command(self.invocation(result, correction));
         }
         let replies: Vec<Value> = pipe
             .query_async(redis)

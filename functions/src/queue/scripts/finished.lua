@@ -1,13 +1,16 @@
 -- finished: whether an event needs no admitter ticks any more. Nobody enters a closed
--- or sold-out event, so once nobody is left to publish (admitting) and nobody is left
--- to tell (queue), no tick can change anything for it again.
--- KEYS: 1 meta, 2 queue, 3 admitting
+-- or sold-out event, so once nobody is left to publish (admitting), to tell (queue),
+-- to send to the draw again (inflight: a result may never land) or to record
+-- (expiring), no tick can change anything for it again.
+-- KEYS: 1 meta, 2 queue, 3 admitting, 4 inflight, 5 expiring
 -- Returns 1 when finished, else 0.
-if redis.call('ZCARD', KEYS[3]) > 0 then
-  return 0
+for i = 2, 5 do
+  if redis.call('ZCARD', KEYS[i]) > 0 then
+    return 0
+  end
 end
 local state = redis.call('HGET', KEYS[1], 'state')
-if (state == EVENT_CLOSED or state == EVENT_SOLD_OUT) and redis.call('ZCARD', KEYS[2]) == 0 then
+if state == EVENT_CLOSED or state == EVENT_SOLD_OUT then
   return 1
 end
 return 0

@@ -28,6 +28,8 @@ impl FinishedScript {
             .key(keys.meta())
             .key(keys.queue())
             .key(keys.admitting())
+            .key(keys.inflight())
+            .key(keys.expiring())
             .invoke_async(redis)
             .await
             .context("Failed to check whether the event is finished")?;

@@ -4,7 +4,8 @@
 //! No script spells a state itself. Every script is loaded behind a prelude generated
 //! from dropgate-core: the record's state codes ([`UserState::code`]) and the event
 //! states as Lua constants, and, where a script uses them, core's transition tables
-//! ([`UserState::step`] as `STEP`, [`UserState::record_outcome`] as `RECORD_OUTCOME`)
+//! ([`UserState::step`] as `STEP`, [`UserState::record_outcome`] as `RECORD_OUTCOME`,
+//! [`UserState::correct_to`] as `CORRECT_TO`)
 //! and event predicates ([`EventState::accepts_entries`] as `ACCEPTS_ENTRIES`,
 //! [`EventState::admits`] as `ADMITS`, [`EventState::may_sell_out`] as
 //! `MAY_SELL_OUT`). A script moves a user only when the table says
@@ -100,6 +101,7 @@ fn prelude(body: &str) -> String {
             "RECORD_OUTCOME",
             transition_table(UserState::record_outcome),
         ),
+        ("CORRECT_TO", transition_table(UserState::correct_to)),
         ("ACCEPTS_ENTRIES", event_set(EventState::accepts_entries)),
         ("ADMITS", event_set(EventState::admits)),
         ("MAY_SELL_OUT", event_set(EventState::may_sell_out)),
