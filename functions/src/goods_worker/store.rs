@@ -318,7 +318,7 @@ async fn record_closed(
     // Users already answered were filtered out under this same lock, so nothing
     // comes back; if something did, its recorded answer is what is announced.
     let answered = crate::event_lifecycle::record_final_states(
-        &mut **tx,
+        tx,
         event,
         &users,
         Outcome::Closed.user_state(),
