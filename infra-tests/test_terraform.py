@@ -418,14 +418,25 @@ def test_the_consumers_dead_letter_to_the_kafka_topic(env_dev: TfDir):
     assert producers == {"goods-worker", "result-relay"}, producers
 
 
-def test_event_admin_runs_any_cli_command_and_reaches_kafka(env_dev: TfDir):
-    # `dropgate dead-letter list|replay` runs where `dropgate event` does: the job runs
-    # the bare CLI (the subcommand is the first argument), as the event-admin identity.
+def test_event_admin_runs_any_cli_command_and_reaches_the_bus(env_dev: TfDir):
+    # `dropgate dead-letter list|replay|replay-pubsub` runs where `dropgate event` does:
+    # the job runs the bare CLI (the subcommand is the first argument), as the
+    # event-admin identity, with the functions' transport settings and topic names.
     job = env_dev.labelled("module")["cloudrun"]["jobs"]["event-admin"]
     assert job["command"] == ["/usr/local/bin/dropgate"], job["command"]
     assert job["service_account"] == '${module.iam.emails["event-admin"]}'
-    assert "local.use_kafka ? local.transport_env : {}" in job["env"], "the job reaches Kafka only with Kafka"
+    assert "local.transport_env" in job["env"], "the job reaches the bus as the functions do"
+    assert "local.use_kafka ? local.transport_env" not in job["env"], "Pub/Sub needs it too"
+    assert "local.admin_topic_env" in job["env"]
     assert "local.dead_letter_env" in job["env"]
+    topic_env = env_dev.locals()["admin_topic_env"]
+    assert topic_env == {
+        "DROPGATE_TOPIC_WAITING_QUEUE": "${local.topic_names.waiting_queue}",
+        "DROPGATE_TOPIC_RESULT_NOTIFICATION": "${local.topic_names.result_notification}",
+    }, topic_env
+    # On Pub/Sub it replays what the push subscriptions dead-lettered.
+    replayers = env_dev.labelled("module")["pubsub"]["dead_letter_replayers"]
+    assert replayers == ['${module.iam.members["event-admin"]}'], replayers
     # Its Kafka tokens need the functions' client role (only with Kafka: transport_roles)
     # and, on GKE, a Workload Identity binding like theirs.
     accounts = str(env_dev.locals()["service_accounts"])
@@ -437,7 +448,12 @@ def test_event_admin_runs_any_cli_command_and_reaches_kafka(env_dev: TfDir):
     # The guide's `admin` helper passes the subcommand on both targets.
     guide = (REPO / "docs" / "deploy.md").read_text()
     assert "-- dropgate \"$@\"" in guide
-    for command in ("admin event create", "admin dead-letter list", "admin dead-letter replay"):
+    for command in (
+        "admin event create",
+        "admin dead-letter list",
+        "admin dead-letter replay",
+        "admin dead-letter replay-pubsub",
+    ):
         assert command in guide, command
 
 
@@ -489,6 +505,13 @@ def test_pubsub_service_agent_and_push_identity_iam(modules):
     assert "var.push_service_account.email" in invoker["member"]
     publisher = pubsub[("google_pubsub_topic_iam_member", "publisher")]
     assert publisher["role"] == "roles/pubsub.publisher"
+    # Whoever replays dead letters pulls from the dead-letter subscriptions (and nothing
+    # else) and publishes to the topics.
+    replayer = pubsub[("google_pubsub_subscription_iam_member", "dead_letter_replayer")]
+    assert replayer["role"] == "roles/pubsub.subscriber"
+    assert replayer["subscription"] == "${google_pubsub_subscription.dead_letter[each.value.topic].name}"
+    assert "var.dead_letter_replayers" in str(tf.locals()["publishers"])
+    assert "var.dead_letter_replayers" in str(tf.locals()["dead_letter_replayers"])
     # Topic-level grants only: no project-wide Pub/Sub role for anyone.
     for (rtype, _), _body in pubsub.items():
         assert rtype != "google_project_iam_member"

@@ -342,3 +342,78 @@ async fn a_push_subscription_delivers_admissions_to_goods_worker_and_results_com
         "{counts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_replayed_to_their_topic_with_their_keys_and_only_once() {
+    let Some(emulator) = Emulator::start("dead_letters_are_replayed...").await else {
+        return;
+    };
+    let topic = TestStack::unique("waiting");
+    let dead_letter = dropgate_functions::pubsub::dead_letters::dead_letter_subscription(&topic);
+    emulator.topic(&topic).await;
+    emulator.topic(&dead_letter).await;
+    emulator
+        .subscription(&format!("{topic}-pull"), &topic, None)
+        .await;
+    emulator
+        .subscription(&dead_letter, &dead_letter, None)
+        .await;
+
+    // What the push subscription's dead-letter policy would have moved there.
+    let dead = Publisher::pubsub(&emulator.args(), &dead_letter)
+        .await
+        .expect("publisher");
+    let letters: HashMap<String, Vec<u8>> = (0..30)
+        .map(|n| (format!("web:u{n}"), format!("{{\"n\":{n}}}").into_bytes()))
+        .collect();
+    for (key, payload) in &letters {
+        dead.publish(key, payload).await.expect("published");
+    }
+
+    let mut counted = Vec::new();
+    // A replay that never acknowledged would be handed the same letters for ever.
+    let moved = tokio::time::timeout(
+        PATIENCE,
+        dropgate_functions::pubsub::dead_letters::replay(
+            &emulator.args(),
+            &topic,
+            Duration::from_secs(3),
+            |n| counted.push(n),
+        ),
+    )
+    .await
+    .expect("the replay ends once the letters are moved")
+    .expect("replay");
+    assert_eq!(moved, letters.len() as u64);
+    assert_eq!(
+        counted.last().copied(),
+        Some(moved),
+        "progress was reported"
+    );
+
+    let mut replayed: HashMap<String, Vec<u8>> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while replayed.len() < letters.len() && Instant::now() < deadline {
+        for (data, attributes) in emulator.pull(&format!("{topic}-pull")).await {
+            assert!(
+                replayed.insert(attributes["key"].clone(), data).is_none(),
+                "replayed twice"
+            );
+        }
+    }
+    assert_eq!(
+        replayed, letters,
+        "every letter is back on its topic, key and bytes"
+    );
+
+    // Each letter was acknowledged: a second run finds nothing, and nothing is left.
+    let again = dropgate_functions::pubsub::dead_letters::replay(
+        &emulator.args(),
+        &topic,
+        Duration::from_secs(2),
+        |_| {},
+    )
+    .await
+    .expect("second replay");
+    assert_eq!(again, 0, "a replayed letter was replayed again");
+}

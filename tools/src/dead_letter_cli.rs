@@ -1,5 +1,7 @@
-//! `dropgate dead-letter list|replay`: what the consumers set aside as unreadable, and
-//! sending it back once they can read it (after a rolling upgrade finished).
+//! `dropgate dead-letter list|replay|replay-pubsub`: what the consumers set aside as
+//! unreadable, and sending it back once they can read it (after a rolling upgrade
+//! finished). On Kafka the consumers set letters aside themselves; on Pub/Sub each push
+//! subscription's dead-letter policy does, after its retry budget.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -11,6 +13,8 @@ use dropgate_functions::bus::Publisher;
 use dropgate_functions::config::{KafkaArgs, TopicArgs};
 use dropgate_functions::dead_letter::DeadLetter;
 use dropgate_functions::kafka::{self, Positions};
+use dropgate_functions::pubsub::PubSubArgs;
+use dropgate_functions::pubsub::dead_letters;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 
@@ -44,6 +48,21 @@ pub enum DeadLetterCommand {
         #[command(flatten)]
         topics: TopicArgs,
     },
+    /// Pub/Sub (Cloud Run): move every message waiting on the `<topic>-dead-letter`
+    /// subscriptions of the waiting-queue and result-notification topics back to its
+    /// topic, each acknowledged only once published again. Stops once both have been
+    /// quiet for `--quiet-secs`.
+    ReplayPubsub {
+        /// Where Pub/Sub is.
+        #[command(flatten)]
+        pubsub: PubSubArgs,
+        /// The topic names (with the deployment's prefix, as the functions have them).
+        #[command(flatten)]
+        topics: TopicArgs,
+        /// How long a subscription must stay quiet before it counts as drained.
+        #[arg(long, default_value_t = 10)]
+        quiet_secs: u64,
+    },
 }
 
 /// Runs one subcommand.
@@ -69,6 +88,30 @@ pub async fn run(command: DeadLetterCommand) -> Result<ExitCode> {
         DeadLetterCommand::Replay { kafka, topics } => {
             let letters = read_all(&kafka, REPLAY_GROUP, &topics.dead_letter, true).await?;
             println!("{} dead letters replayed", letters.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterCommand::ReplayPubsub {
+            pubsub,
+            topics,
+            quiet_secs,
+        } => {
+            let quiet = Duration::from_secs(quiet_secs);
+            let mut total = 0;
+            for topic in [&topics.waiting_queue, &topics.result_notification] {
+                eprintln!(
+                    "replaying {} to {topic} (until quiet for {quiet_secs} s)",
+                    dead_letters::dead_letter_subscription(topic)
+                );
+                let moved = dead_letters::replay(&pubsub, topic, quiet, |moved| {
+                    if moved % 1_000 == 0 {
+                        eprintln!("  {moved} replayed so far");
+                    }
+                })
+                .await?;
+                println!("{moved} dead letters replayed to {topic}");
+                total += moved;
+            }
+            println!("{total} dead letters replayed");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -6,6 +6,7 @@
 //! every handler is idempotent (the same rules that make Kafka redeliveries harmless).
 
 pub mod batcher;
+pub mod dead_letters;
 pub mod envelope;
 pub mod oidc;
 #[cfg(feature = "pubsub")]

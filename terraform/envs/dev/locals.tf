@@ -55,9 +55,15 @@ locals {
   # Where goods-worker and result-relay set aside every message they cannot read (an
   # unknown message version, malformed bytes) before committing past it, until an
   # operator runs `dropgate dead-letter replay` (event-admin). Kafka only: on Pub/Sub a
-  # refused push is dead-lettered by its subscription instead (modules/pubsub).
+  # refused push is dead-lettered by its subscription instead (modules/pubsub), and
+  # `dropgate dead-letter replay-pubsub` sends it back.
   dead_letter_topic = "dead-letter"
   dead_letter_env   = local.use_kafka ? { DROPGATE_TOPIC_DEAD_LETTER = local.dead_letter_topic } : {}
+  # event-admin names both topics: `dropgate dead-letter` replays to them.
+  admin_topic_env = {
+    DROPGATE_TOPIC_WAITING_QUEUE       = local.topic_names.waiting_queue
+    DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
+  }
 
   # What a function on the message bus needs of the transport, and the role it gets.
   transport_roles = local.use_kafka ? ["roles/managedkafka.client"] : []
@@ -169,7 +175,7 @@ locals {
       # gets the functions' Kafka client role (no Kafka ACLs narrow that role to
       # topics, for them or for it). It already writes both stores.
       event-admin = {
-        description   = "The operator CLI (dropgate event create/open/close/verify, dropgate dead-letter list/replay) as a Cloud Run job and the event-admin pod: reads the Redis and PostgreSQL secrets; with Kafka, the Kafka client role."
+        description   = "The operator CLI (dropgate event create/open/close/verify, dropgate dead-letter list/replay/replay-pubsub) as a Cloud Run job and the event-admin pod: reads the Redis and PostgreSQL secrets; with Kafka, the Kafka client role; with Pub/Sub, pull on the dead-letter subscriptions and publish on the topics."
         project_roles = local.transport_roles
       }
     },

@@ -142,6 +142,8 @@ module "pubsub" {
     email = module.iam.emails["pubsub-push"]
     id    = module.iam.ids["pubsub-push"]
   }
+  # The operator job replays what the push subscriptions dead-lettered.
+  dead_letter_replayers = [module.iam.members["event-admin"]]
   topics = {
     (local.topics.waiting_queue) = {
       publishers = [module.iam.members["admitter"]]
@@ -280,15 +282,15 @@ module "cloudrun" {
       }
     }
     # The operator CLI: `gcloud run jobs execute <prefix>-event-admin --args=event,create,...`
-    # or `--args=dead-letter,replay` (docs/deploy.md). Not retried: an operator reads
-    # the outcome and decides. With Kafka it reaches the brokers as the functions do,
-    # for `dropgate dead-letter`.
+    # or `--args=dead-letter,replay` (`dead-letter,replay-pubsub` on Pub/Sub;
+    # docs/deploy.md). Not retried: an operator reads the outcome and decides. It
+    # reaches the bus as the functions do, for `dropgate dead-letter`.
     event-admin = {
       command         = ["/usr/local/bin/dropgate"]
       service_account = module.iam.emails["event-admin"]
       env = merge(local.tls_env, local.memorystore_tls_env, {
         DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"]
-      }, local.use_kafka ? local.transport_env : {}, local.dead_letter_env)
+      }, local.transport_env, local.admin_topic_env, local.dead_letter_env)
       secret_env = {
         DATABASE_URL       = module.cloudsql.secret_ids["database-url"]
         DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"]

@@ -1,6 +1,7 @@
 # Pub/Sub for the Cloud Run deployment: per topic, the topic itself, a push
 # subscription to the consuming service with OIDC authentication, a dead-letter topic
-# for messages that keep failing, and a pull subscription on it for operators.
+# for messages that keep failing, and a pull subscription on it from which operators
+# replay them (`dropgate dead-letter replay-pubsub`).
 #
 # Delivery is at least once. Exactly-once delivery is a feature of pull subscriptions
 # only (Pub/Sub rejects or ignores it on push), so the push subscriptions leave it off
@@ -19,7 +20,14 @@ locals {
 
   publishers = merge([
     for name, topic in var.topics : {
-      for member in topic.publishers : "${name} ${member}" => { topic = name, member = member }
+      for member in distinct(concat(topic.publishers, var.dead_letter_replayers)) :
+      "${name} ${member}" => { topic = name, member = member }
+    }
+  ]...)
+
+  dead_letter_replayers = merge([
+    for name in keys(var.topics) : {
+      for member in var.dead_letter_replayers : "${name} ${member}" => { topic = name, member = member }
     }
   ]...)
 }
@@ -99,6 +107,16 @@ resource "google_pubsub_topic_iam_member" "publisher" {
   topic    = google_pubsub_topic.topic[each.value.topic].name
   role     = "roles/pubsub.publisher"
   member   = each.value.member
+}
+
+# Replaying pulls (and acknowledges) on the dead-letter subscriptions; publishing back
+# is granted with the topics' publishers above.
+resource "google_pubsub_subscription_iam_member" "dead_letter_replayer" {
+  for_each     = local.dead_letter_replayers
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter[each.value.topic].name
+  role         = "roles/pubsub.subscriber"
+  member       = each.value.member
 }
 
 # Dead-lettering needs the service agent to publish to the dead-letter topic and to

@@ -1,5 +1,12 @@
 # Inputs of the pubsub module, alphabetical.
 
+variable "dead_letter_replayers" {
+  description = "IAM members allowed to replay dead letters (`dropgate dead-letter replay-pubsub`): they may pull from every dead-letter subscription and publish to every topic, which replaying needs."
+  type        = list(string)
+  nullable    = false
+  default     = []
+}
+
 variable "labels" {
   description = "Labels put on every labelled resource."
   type        = map(string)
