@@ -88,7 +88,10 @@ pub trait Message: Serialize + DeserializeOwned {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// The Kafka key.
+    /// The user's member string: result-notification's key, and the ordering key on
+    /// Pub/Sub. Admissions on Kafka travel under their event instead, so one event's
+    /// admissions keep their order on one partition (the admitter's
+    /// `Publisher::admission_key`).
     fn key(&self) -> String {
         self.user().member()
     }

@@ -1,10 +1,12 @@
 //! Re-running an event's draw from its revealed seed.
 //!
-//! The goods worker records, for every user, the draw value, the outcome and the
-//! position in the event's decision order. Because outcomes are a function of
+//! The goods worker records, for every user, their ticket, the draw value, the outcome
+//! and the position in the event's decision order. Because outcomes are a function of
 //! (seed, user, stock left when decided), replaying the recorded order from the full
 //! stock recomputes every outcome; any edited row, reordered decision, duplicated user
-//! or oversold unit shows up as a [`Finding`].
+//! or oversold unit shows up as a [`Finding`]. Fairness also needs the order itself to
+//! be the line's: nobody may be decided before a user with an earlier ticket, since
+//! the stock they draw against depends on who went first.
 
 use serde::Serialize;
 
@@ -16,6 +18,8 @@ use crate::identity::{EventId, UserKey};
 pub struct RecordedDecision {
     /// The event-wide decision order (1, 2, 3, ...).
     pub order: u64,
+    /// The user's place in line: the ticket they were admitted with.
+    pub ticket: u64,
     /// Who was decided.
     pub user: UserKey,
     /// The draw value the worker stored.
@@ -70,6 +74,27 @@ pub enum Finding {
         order: u64,
         /// The order before it.
         previous: u64,
+    },
+    /// A user decided before someone ahead of them in line: the earlier ticket was
+    /// decided later, against less stock than its place entitled it to.
+    DecidedBeforeAnEarlierTicket {
+        /// Decision order of the user who went first.
+        order: u64,
+        /// Their ticket.
+        ticket: u64,
+        /// Who.
+        user: String,
+        /// The earlier ticket decided after them (the latest such).
+        earlier_ticket: u64,
+        /// Its decision order.
+        earlier_order: u64,
+    },
+    /// Two users decided with the same ticket.
+    DuplicateTicket {
+        /// The ticket.
+        ticket: u64,
+        /// Decision order of the second one.
+        order: u64,
     },
     /// More recorded winners than units of stock.
     Oversold {
@@ -168,12 +193,49 @@ pub fn verify(
     if winners > u64::from(stock) {
         findings.push(Finding::Oversold { winners, stock });
     }
+    findings.extend(ticket_order_findings(decisions));
     VerifyReport {
         decisions: decisions.len() as u64,
         winners,
         stock_left,
         findings,
     }
+}
+
+/// Where the decision order departs from the ticket order: every user decided
+/// before someone with an earlier ticket, and every ticket decided twice.
+fn ticket_order_findings(decisions: &[RecordedDecision]) -> Vec<Finding> {
+    let mut by_ticket: Vec<&RecordedDecision> = decisions.iter().collect();
+    by_ticket.sort_by_key(|decision| (decision.ticket, decision.order));
+    let mut findings = Vec::new();
+    // The lower ticket decided last so far: (its order, its ticket).
+    let mut latest_ahead: Option<(u64, u64)> = None;
+    let mut previous_ticket: Option<u64> = None;
+    for decision in by_ticket {
+        if previous_ticket == Some(decision.ticket) {
+            findings.push(Finding::DuplicateTicket {
+                ticket: decision.ticket,
+                order: decision.order,
+            });
+        }
+        if let Some((earlier_order, earlier_ticket)) = latest_ahead
+            && earlier_order > decision.order
+            && earlier_ticket < decision.ticket
+        {
+            findings.push(Finding::DecidedBeforeAnEarlierTicket {
+                order: decision.order,
+                ticket: decision.ticket,
+                user: decision.user.member(),
+                earlier_ticket,
+                earlier_order,
+            });
+        }
+        if latest_ahead.is_none_or(|(order, _)| decision.order > order) {
+            latest_ahead = Some((decision.order, decision.ticket));
+        }
+        previous_ticket = Some(decision.ticket);
+    }
+    findings
 }
 
 #[cfg(test)]
@@ -198,6 +260,7 @@ mod tests {
             .enumerate()
             .map(|(i, ((value, decision), user))| RecordedDecision {
                 order: i as u64 + 1,
+                ticket: i as u64 * 2 + 1,
                 user,
                 draw_value: value,
                 outcome: decision.outcome,
@@ -224,6 +287,49 @@ mod tests {
         assert!(report.passed(), "{:?}", report.findings);
         assert_eq!(report.decisions, 300);
         assert_eq!(u64::from(10 - report.stock_left), report.winners);
+    }
+
+    #[test]
+    fn a_user_decided_before_an_earlier_ticket_is_found_even_when_the_arithmetic_holds() {
+        let seed = EventSeed::from_bytes([3; 32]);
+        let p = WinProbability::new(0.2).expect("valid");
+        let mut rows = recorded_event(&seed, p, 10, 50);
+        // Tickets 7 and 31 (orders 4 and 16) swap places in line: every value and
+        // outcome still replays, since the decision order is untouched.
+        let (a, b) = (3, 15);
+        let ticket = rows[a].ticket;
+        rows[a].ticket = rows[b].ticket;
+        rows[b].ticket = ticket;
+        let findings = check(&seed, p, 10, &rows).findings;
+        assert!(!findings.is_empty());
+        for finding in &findings {
+            let Finding::DecidedBeforeAnEarlierTicket {
+                order,
+                earlier_order,
+                earlier_ticket,
+                ticket,
+                ..
+            } = finding
+            else {
+                panic!("only the order is wrong: {finding:?}");
+            };
+            assert!(
+                earlier_order > order && earlier_ticket < ticket,
+                "{finding:?}"
+            );
+        }
+        // Orders 5..=16 were decided before ticket 7 (now at order 16).
+        assert_eq!(findings.len(), 12, "{findings:?}");
+
+        let mut twice = recorded_event(&seed, p, 10, 5);
+        twice[4].ticket = twice[3].ticket;
+        let findings = check(&seed, p, 10, &twice).findings;
+        assert!(
+            findings
+                .iter()
+                .any(|f| matches!(f, Finding::DuplicateTicket { order: 5, .. })),
+            "{findings:?}"
+        );
     }
 
     #[test]

@@ -141,6 +141,61 @@ impl Publisher {
         }
     }
 
+    /// The key an admission to `event` is published under. On Kafka it is the event:
+    /// one event's admissions share one partition, so they reach the draw in the order
+    /// the admitter sent them, which is ticket order (decisions follow the line by
+    /// construction, whatever the number of workers and partitions). On Pub/Sub it is
+    /// the user: an ordering key has one push in flight at a time, so one key per
+    /// event would leave a whole drop a single push at a time.
+    #[cfg_attr(not(feature = "pubsub"), allow(unused_variables))]
+    pub fn admission_key(&self, event: &dropgate_core::EventId, member: &str) -> String {
+        match self {
+            Publisher::Kafka { .. } => event.to_string(),
+            #[cfg(feature = "pubsub")]
+            Publisher::PubSub(_) => member.to_owned(),
+        }
+    }
+
+    /// Sends `messages` (key, payload) in their order and waits for every
+    /// acknowledgement; one result per message, in order. On Kafka each message is
+    /// queued before the next, so messages sharing a partition keep their order, and
+    /// the idempotent producer keeps it through retries.
+    pub async fn publish_in_order(&self, messages: &[(String, Vec<u8>)]) -> Vec<Result<()>> {
+        match self {
+            Publisher::Kafka { producer, topic } => {
+                let mut queued = Vec::with_capacity(messages.len());
+                for (key, payload) in messages {
+                    queued.push(enqueue_in_order(producer, topic, key, payload).await);
+                }
+                let mut results = Vec::with_capacity(messages.len());
+                for delivery in queued {
+                    results.push(match delivery {
+                        Ok(delivery) => match delivery.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((error, _))) => {
+                                Err(anyhow::anyhow!("Kafka delivery to {topic} failed: {error}"))
+                            }
+                            Err(_) => {
+                                Err(anyhow::anyhow!("Kafka delivery to {topic} was cancelled"))
+                            }
+                        },
+                        Err(error) => Err(error),
+                    });
+                }
+                results
+            }
+            #[cfg(feature = "pubsub")]
+            Publisher::PubSub(publisher) => {
+                futures_util::future::join_all(
+                    messages
+                        .iter()
+                        .map(|(key, payload)| publisher.publish(key, payload)),
+                )
+                .await
+            }
+        }
+    }
+
     /// Sends one message and waits until the transport acknowledged it durably (Kafka:
     /// every in-sync replica; Pub/Sub: the service stored it), at most
     /// [`DELIVERY_TIMEOUT`].
@@ -158,6 +213,32 @@ impl Publisher {
             }
             #[cfg(feature = "pubsub")]
             Publisher::PubSub(publisher) => publisher.publish(key, payload).await,
+        }
+    }
+}
+
+/// Queues one message on the producer, waiting (in order) while its queue is full,
+/// for at most [`DELIVERY_TIMEOUT`].
+async fn enqueue_in_order(
+    producer: &kafka::Producer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<rdkafka::producer::DeliveryFuture> {
+    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                _,
+            )) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err((error, _)) => bail!("Kafka delivery to {topic} failed: {error}"),
         }
     }
 }

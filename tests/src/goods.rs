@@ -96,8 +96,26 @@ impl DropFixture {
             .collect()
     }
 
-    /// Produces `admissions`, each `times` times, keyed by user.
+    /// Produces `admissions`, each `times` times, as the admitter does on Kafka:
+    /// keyed by the event, in the given order, so they reach the draw in that order.
     pub async fn admit(&self, admissions: &[Admitted], times: usize) -> Result<()> {
+        self.produce(admissions, times, |admitted| admitted.event_id.to_string())
+            .await
+    }
+
+    /// Produces `admissions`, each `times` times, keyed by user: one event spread over
+    /// every partition, so several workers decide it at once (the draw must still
+    /// never oversell nor draw anyone twice, though the order is then not the line's).
+    pub async fn admit_keyed_by_user(&self, admissions: &[Admitted], times: usize) -> Result<()> {
+        self.produce(admissions, times, Admitted::key).await
+    }
+
+    async fn produce(
+        &self,
+        admissions: &[Admitted],
+        times: usize,
+        key_of: impl Fn(&Admitted) -> String,
+    ) -> Result<()> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", TestStack::unique("admit"))
@@ -109,7 +127,7 @@ impl DropFixture {
         for round in 0..times {
             for chunk in admissions.chunks(2_000) {
                 let sends = chunk.iter().map(|admitted| {
-                    let key = admitted.key();
+                    let key = key_of(admitted);
                     let payload = admitted.encode();
                     let producer = &producer;
                     let topic = &self.waiting_topic;

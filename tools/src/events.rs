@@ -238,7 +238,7 @@ pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport
     let probability = WinProbability::new(record.win_probability)
         .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
     let rows = sqlx::query(
-        "select platform_id, user_id, draw_value, outcome, decision_order from draws where event_id = $1 order by decision_order",
+        "select platform_id, user_id, ticket, draw_value, outcome, decision_order from draws where event_id = $1 order by decision_order",
     )
     .bind(event.as_str())
     .fetch_all(pool)
@@ -247,6 +247,7 @@ pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport
     for row in rows {
         decisions.push(RecordedDecision {
             order: row.get::<i64, _>("decision_order") as u64,
+            ticket: row.get::<i64, _>("ticket") as u64,
             user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
             draw_value: from_stored(row.get("draw_value")),
             outcome: row

@@ -33,7 +33,6 @@ use dropgate_core::{
     AdmissionLimits, Admitted, CloseNow, Closing, Downstream, EventId, EventState, MESSAGE_VERSION,
     Message as _, TokenBucket, UserKey, UserState, admit,
 };
-use futures_util::future::join_all;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
@@ -800,34 +799,42 @@ impl Admitter {
             return Ok(());
         }
         let admitted_at_ms = now_ms();
-        let deliveries = pending.iter().map(|(member, ticket)| {
-            let publisher = &self.publisher;
-            async move {
-                let user = match UserKey::from_member(member) {
-                    Ok(user) => user,
-                    Err(error) => {
-                        tracing::error!(%member, %error, "dropping an unreadable admitting entry");
-                        return Some(member.clone());
-                    }
-                };
-                let message = Admitted {
-                    version: MESSAGE_VERSION,
-                    event_id: event.clone(),
-                    user,
-                    ticket: *ticket,
-                    admitted_at_ms,
-                };
-                let payload = message.encode();
-                match publisher.publish(member, &payload).await {
-                    Ok(()) => Some(member.clone()),
-                    Err(error) => {
-                        tracing::warn!(error = %format!("{error:#}"), %member, "admission not delivered; retried next tick");
-                        None
-                    }
+        // In ticket order (the set's order), which is the order the draw decides in.
+        let mut unreadable = Vec::new();
+        let mut messages = Vec::with_capacity(pending.len());
+        let mut members = Vec::with_capacity(pending.len());
+        for (member, ticket) in &pending {
+            let user = match UserKey::from_member(member) {
+                Ok(user) => user,
+                Err(error) => {
+                    tracing::error!(%member, %error, "dropping an unreadable admitting entry");
+                    unreadable.push(member.clone());
+                    continue;
+                }
+            };
+            let message = Admitted {
+                version: MESSAGE_VERSION,
+                event_id: event.clone(),
+                user,
+                ticket: *ticket,
+                admitted_at_ms,
+            };
+            messages.push((
+                self.publisher.admission_key(event, member),
+                message.encode(),
+            ));
+            members.push(member.clone());
+        }
+        let results = self.publisher.publish_in_order(&messages).await;
+        let mut delivered = unreadable;
+        for (member, result) in members.into_iter().zip(results) {
+            match result {
+                Ok(()) => delivered.push(member),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), %member, "admission not delivered; retried next tick");
                 }
             }
-        });
-        let delivered: Vec<String> = join_all(deliveries).await.into_iter().flatten().collect();
+        }
         if !delivered.is_empty() {
             let _: () = self.redis.zrem(keys.admitting(), &delivered).await?;
             metrics::counter!("dropgate_admitter_published_total")
@@ -924,7 +931,7 @@ impl Admitter {
         }
         let records: Vec<Option<String>> = self.redis.hget(keys.users(), &stale).await?;
         let admitted_at_ms = now_ms();
-        let mut sent = Vec::with_capacity(stale.len());
+        let mut again = Vec::with_capacity(stale.len());
         for (member, record) in stale.iter().zip(records) {
             let (Ok(user), Some(Ok(record))) = (
                 UserKey::from_member(member),
@@ -934,18 +941,35 @@ impl Admitter {
                 let _: () = self.redis.zrem(keys.inflight(), member).await?;
                 continue;
             };
-            let message = Admitted {
+            again.push(Admitted {
                 version: MESSAGE_VERSION,
                 event_id: event.clone(),
                 user,
                 ticket: record.ticket,
                 admitted_at_ms,
-            };
-            match self.publisher.publish(member, &message.encode()).await {
-                Ok(()) => sent.push(member.clone()),
+            });
+        }
+        // In ticket order, like first deliveries.
+        again.sort_by_key(|admitted| admitted.ticket);
+        let messages: Vec<(String, Vec<u8>)> = again
+            .iter()
+            .map(|admitted| {
+                let member = admitted.user.member();
+                (
+                    self.publisher.admission_key(event, &member),
+                    admitted.encode(),
+                )
+            })
+            .collect();
+        let mut sent = Vec::with_capacity(again.len());
+        for (admitted, result) in again
+            .iter()
+            .zip(self.publisher.publish_in_order(&messages).await)
+        {
+            match result {
+                Ok(()) => sent.push(admitted.user.member()),
                 Err(error) => {
                     tracing::warn!(%event, error = %format!("{error:#}"), "redelivery failed; retried next tick");
-                    break;
                 }
             }
         }

@@ -67,7 +67,9 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
                 ticket: u64::from(n) + 1,
                 admitted_at_ms: 0,
             };
-            let (key, payload) = (message.key(), message.encode());
+            // As the admitter keys admissions on Kafka: by event, so the event's
+            // admissions are decided in ticket order on one partition.
+            let (key, payload) = (event.to_string(), message.encode());
             let producer = &producer;
             let topic = &waiting;
             async move {

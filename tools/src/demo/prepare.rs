@@ -147,16 +147,24 @@ pub(super) async fn close_and_verify(
         Ok(report) if report.passed() => (
             Verdict::Pass,
             format!(
-                "{} draws replayed from the revealed seed, {} winners, all match",
+                "{} draws replayed from the revealed seed, {} winners, all match, all in ticket order",
                 report.decisions, report.winners
             ),
         ),
         Ok(report) => (
             Verdict::Fail,
             format!(
-                "{} problems in {} draws; first: {}",
+                "{} problems in {} draws ({} users decided before an earlier ticket); first: {}",
                 report.findings.len(),
                 report.decisions,
+                report
+                    .findings
+                    .iter()
+                    .filter(|finding| matches!(
+                        finding,
+                        dropgate_core::Finding::DecidedBeforeAnEarlierTicket { .. }
+                    ))
+                    .count(),
                 report
                     .findings
                     .first()
