@@ -38,4 +38,7 @@ pub use position::{Standing, standing};
 pub use record::{Decided, MalformedRecord, UserRecord};
 pub use shuffle::shuffle_pre_queue;
 pub use state::{CloseNow, Closing, EventState, IllegalTransition, Step, UserState};
-pub use verify::{Finding, RecordedDecision, VerifyReport, verify};
+pub use verify::{
+    CLOCK_TOLERANCE_MS, Finding, RecordedDecision, RecordedEvent, RecordedWithoutDraw,
+    VerifyReport, audit, verify,
+};

@@ -26,7 +26,42 @@ pub struct RecordedDecision {
     pub draw_value: u64,
     /// The outcome the worker stored.
     pub outcome: Outcome,
+    /// When it was decided (Unix ms, the worker's clock).
+    pub decided_at_ms: u64,
 }
+
+/// A user recorded as told a final state without a draw (`final_states`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedWithoutDraw {
+    /// Who.
+    pub user: UserKey,
+    /// Their ticket.
+    pub ticket: u64,
+    /// What they were told: sold out, closed or expired.
+    pub state: crate::UserState,
+    /// When (Unix ms, the recording service's clock).
+    pub decided_at_ms: u64,
+}
+
+/// What the event row says, against which the rules are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Units for sale.
+    pub stock_total: u32,
+    /// Units the row says are left.
+    pub stock_left: u32,
+    /// The row's count of decisions.
+    pub decisions_made: u64,
+    /// When closing began (Unix ms), if it did.
+    pub closing_at_ms: Option<u64>,
+    /// When the seed was revealed (Unix ms), if it was.
+    pub seed_revealed_at_ms: Option<u64>,
+}
+
+/// How far apart the services' clocks may be when a rule compares times they wrote
+/// (the draw's, the admitter's and PostgreSQL's). Rules that can be checked without a
+/// clock (the order of tickets) are checked exactly.
+pub const CLOCK_TOLERANCE_MS: u64 = 1_000;
 
 /// Something verification found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +130,68 @@ pub enum Finding {
         ticket: u64,
         /// Decision order of the second one.
         order: u64,
+    },
+    /// The decision orders are not exactly 1, 2, ..., n.
+    DecisionOrderGap {
+        /// The order expected at this place.
+        expected: u64,
+        /// The order found there.
+        found: u64,
+    },
+    /// The event row counts another number of decisions than there are draws.
+    DecisionCountMismatch {
+        /// `decisions_made` in the event row.
+        recorded: u64,
+        /// Draws found.
+        draws: u64,
+    },
+    /// The stock the event row says is left is not the stock minus the winners.
+    StockMismatch {
+        /// Units for sale.
+        stock_total: u32,
+        /// Units the row says are left.
+        stock_left: u32,
+        /// Winners recorded.
+        winners: u64,
+    },
+    /// A draw decided after the seed was public.
+    DrawnAfterTheReveal {
+        /// Decision order.
+        order: u64,
+        /// Who.
+        user: String,
+        /// When it was decided (Unix ms).
+        decided_at_ms: u64,
+        /// When the seed was revealed (Unix ms).
+        revealed_at_ms: u64,
+    },
+    /// A user both drawn and recorded as told something without a draw.
+    DrawnAndUndrawn {
+        /// Who.
+        user: String,
+    },
+    /// A user told sold out or closed while waiting although someone behind them in
+    /// line was drawn: the line was not served in order.
+    SweptAheadOfADraw {
+        /// Who was told.
+        user: String,
+        /// Their ticket.
+        ticket: u64,
+        /// What they were told.
+        state: String,
+        /// The highest ticket drawn.
+        drawn_ticket: u64,
+    },
+    /// A user told sold out before the stock ran out, or closed before closing began.
+    ToldTooEarly {
+        /// Who.
+        user: String,
+        /// What they were told.
+        state: String,
+        /// When (Unix ms).
+        told_at_ms: u64,
+        /// The earliest it could be true (Unix ms), or none: never.
+        true_from_ms: Option<u64>,
     },
     /// More recorded winners than units of stock.
     Oversold {
@@ -202,6 +299,128 @@ pub fn verify(
     }
 }
 
+/// Checks the rules a fair drop keeps beyond the draw's arithmetic, against the event
+/// row and the users told an answer without a draw:
+/// - decision orders are exactly 1..=n, and n is the row's `decisions_made`;
+/// - the row's stock left is the stock minus the winners;
+/// - nothing was drawn after the seed was revealed;
+/// - no user is both drawn and recorded undrawn, and no ticket is held twice;
+/// - everyone told sold out or closed while waiting stood behind every user drawn
+///   (checked by ticket, exactly), and was told after the stock ran out or closing
+///   began (by time, within [`CLOCK_TOLERANCE_MS`]). Admissions that reached the draw
+///   after the reveal are recorded closed without a draw; they are late, not swept,
+///   and only need to be after the reveal.
+pub fn audit(
+    event: &RecordedEvent,
+    decisions: &[RecordedDecision],
+    without_a_draw: &[RecordedWithoutDraw],
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut orders: Vec<u64> = decisions.iter().map(|d| d.order).collect();
+    orders.sort_unstable();
+    if let Some((expected, found)) = orders
+        .iter()
+        .enumerate()
+        .map(|(i, order)| (i as u64 + 1, *order))
+        .find(|(expected, found)| expected != found)
+    {
+        findings.push(Finding::DecisionOrderGap { expected, found });
+    }
+    if event.decisions_made != decisions.len() as u64 {
+        findings.push(Finding::DecisionCountMismatch {
+            recorded: event.decisions_made,
+            draws: decisions.len() as u64,
+        });
+    }
+    let winners = decisions
+        .iter()
+        .filter(|d| d.outcome == Outcome::Won)
+        .count() as u64;
+    if u64::from(event.stock_total.saturating_sub(event.stock_left)) != winners
+        || event.stock_left > event.stock_total
+    {
+        findings.push(Finding::StockMismatch {
+            stock_total: event.stock_total,
+            stock_left: event.stock_left,
+            winners,
+        });
+    }
+    if let Some(revealed_at_ms) = event.seed_revealed_at_ms {
+        for decision in decisions {
+            if decision.decided_at_ms > revealed_at_ms + CLOCK_TOLERANCE_MS {
+                findings.push(Finding::DrawnAfterTheReveal {
+                    order: decision.order,
+                    user: decision.user.member(),
+                    decided_at_ms: decision.decided_at_ms,
+                    revealed_at_ms,
+                });
+            }
+        }
+    }
+    let drawn: std::collections::HashSet<&UserKey> = decisions.iter().map(|d| &d.user).collect();
+    let mut tickets: std::collections::HashSet<u64> = decisions.iter().map(|d| d.ticket).collect();
+    for told in without_a_draw {
+        if drawn.contains(&told.user) {
+            findings.push(Finding::DrawnAndUndrawn {
+                user: told.user.member(),
+            });
+        }
+        if !tickets.insert(told.ticket) {
+            findings.push(Finding::DuplicateTicket {
+                ticket: told.ticket,
+                order: 0,
+            });
+        }
+    }
+    // When the stock ran out: the draw that took the last unit.
+    let sold_out_at_ms = (event.stock_total > 0 && winners >= u64::from(event.stock_total))
+        .then(|| {
+            let mut won: Vec<&RecordedDecision> = decisions
+                .iter()
+                .filter(|d| d.outcome == Outcome::Won)
+                .collect();
+            won.sort_by_key(|d| d.order);
+            won.get(event.stock_total as usize - 1)
+                .map(|d| d.decided_at_ms)
+        })
+        .flatten()
+        .or_else(|| (event.stock_total == 0).then_some(0));
+    let highest_drawn = decisions.iter().map(|d| d.ticket).max();
+    for told in without_a_draw {
+        let late_admission = told.state == crate::UserState::Closed
+            && event
+                .seed_revealed_at_ms
+                .is_some_and(|revealed| told.decided_at_ms >= revealed);
+        let true_from_ms = match told.state {
+            crate::UserState::SoldOut => sold_out_at_ms,
+            crate::UserState::Closed => event.closing_at_ms,
+            _ => continue,
+        };
+        if late_admission {
+            continue;
+        }
+        if let Some(drawn_ticket) = highest_drawn
+            && told.ticket < drawn_ticket
+        {
+            findings.push(Finding::SweptAheadOfADraw {
+                user: told.user.member(),
+                ticket: told.ticket,
+                state: told.state.as_str().to_owned(),
+                drawn_ticket,
+            });
+        }
+        if true_from_ms.is_none_or(|from| told.decided_at_ms + CLOCK_TOLERANCE_MS < from) {
+            findings.push(Finding::ToldTooEarly {
+                user: told.user.member(),
+                state: told.state.as_str().to_owned(),
+                told_at_ms: told.decided_at_ms,
+                true_from_ms,
+            });
+        }
+    }
+    findings
+}
+
 /// Where the decision order departs from the ticket order: every user decided
 /// before someone with an earlier ticket, and every ticket decided twice.
 fn ticket_order_findings(decisions: &[RecordedDecision]) -> Vec<Finding> {
@@ -261,6 +480,7 @@ mod tests {
             .map(|(i, ((value, decision), user))| RecordedDecision {
                 order: i as u64 + 1,
                 ticket: i as u64 * 2 + 1,
+                decided_at_ms: 1_000 + i as u64,
                 user,
                 draw_value: value,
                 outcome: decision.outcome,
@@ -330,6 +550,132 @@ mod tests {
                 .any(|f| matches!(f, Finding::DuplicateTicket { order: 5, .. })),
             "{findings:?}"
         );
+    }
+
+    /// An honest closed drop: 40 drawn (stock 10 runs out), the rest of the line
+    /// swept sold out after, one user expired, and the event row to match.
+    fn honest_drop() -> (
+        RecordedEvent,
+        Vec<RecordedDecision>,
+        Vec<RecordedWithoutDraw>,
+    ) {
+        let seed = EventSeed::from_bytes([8; 32]);
+        let p = WinProbability::new(0.5).expect("valid");
+        let decisions = recorded_event(&seed, p, 10, 40);
+        let winners = decisions
+            .iter()
+            .filter(|d| d.outcome == Outcome::Won)
+            .count();
+        let last = decisions.last().map(|d| d.decided_at_ms).unwrap_or(0);
+        let user = |n: u64| UserKey::parse("p", &format!("w{n}")).expect("valid");
+        let mut told: Vec<RecordedWithoutDraw> = (0..5)
+            .map(|n| RecordedWithoutDraw {
+                user: user(n),
+                ticket: 1_000 + n,
+                state: crate::UserState::SoldOut,
+                decided_at_ms: last + 10,
+            })
+            .collect();
+        told.push(RecordedWithoutDraw {
+            user: user(99),
+            ticket: 2,
+            state: crate::UserState::Expired,
+            decided_at_ms: 1_500,
+        });
+        let event = RecordedEvent {
+            stock_total: 10,
+            stock_left: 10 - winners as u32,
+            decisions_made: decisions.len() as u64,
+            closing_at_ms: Some(last + 100),
+            seed_revealed_at_ms: Some(last + 200),
+        };
+        (event, decisions, told)
+    }
+
+    #[test]
+    fn an_honest_drop_passes_the_audit_and_each_broken_rule_is_named() {
+        let (event, decisions, told) = honest_drop();
+        assert_eq!(event.stock_left, 0, "the honest drop sells out");
+        assert!(audit(&event, &decisions, &told).is_empty());
+        type Tamper =
+            fn(&mut RecordedEvent, &mut Vec<RecordedDecision>, &mut Vec<RecordedWithoutDraw>);
+        let cases: Vec<(&str, Tamper, fn(&Finding) -> bool)> = vec![
+            (
+                "a removed draw",
+                |_, d, _| {
+                    d.remove(5);
+                },
+                |f| {
+                    matches!(
+                        f,
+                        Finding::DecisionOrderGap {
+                            expected: 6,
+                            found: 7
+                        }
+                    )
+                },
+            ),
+            (
+                "a count that disagrees",
+                |e, _, _| e.decisions_made += 1,
+                |f| matches!(f, Finding::DecisionCountMismatch { .. }),
+            ),
+            (
+                "stock that does not add up",
+                |e, _, _| e.stock_left = 1,
+                |f| matches!(f, Finding::StockMismatch { .. }),
+            ),
+            (
+                "a draw after the reveal",
+                |e, d, _| d[3].decided_at_ms = e.seed_revealed_at_ms.unwrap_or(0) + 5_000,
+                |f| matches!(f, Finding::DrawnAfterTheReveal { order: 4, .. }),
+            ),
+            (
+                "a drawn user also recorded undrawn",
+                |_, d, t| t[0].user = d[0].user.clone(),
+                |f| matches!(f, Finding::DrawnAndUndrawn { .. }),
+            ),
+            (
+                "a ticket held by a drawn and an undrawn user",
+                |_, d, t| t[1].ticket = d[2].ticket,
+                |f| matches!(f, Finding::DuplicateTicket { .. }),
+            ),
+            (
+                "a user swept ahead of someone drawn",
+                |_, _, t| t[2].ticket = 3,
+                |f| matches!(f, Finding::SweptAheadOfADraw { ticket: 3, .. }),
+            ),
+            (
+                "sold out told before the stock ran out",
+                |_, _, t| t[3].decided_at_ms = 0,
+                |f| matches!(f, Finding::ToldTooEarly { told_at_ms: 0, .. }),
+            ),
+            (
+                "closed told before closing began",
+                |_, _, t| {
+                    t[4].state = crate::UserState::Closed;
+                    t[4].decided_at_ms = 5;
+                },
+                |f| matches!(f, Finding::ToldTooEarly { told_at_ms: 5, .. }),
+            ),
+        ];
+        for (what, tamper, expected) in cases {
+            let (mut event, mut decisions, mut told) = honest_drop();
+            tamper(&mut event, &mut decisions, &mut told);
+            let findings = audit(&event, &decisions, &told);
+            assert!(
+                findings.iter().any(expected),
+                "{what} was not named: {findings:?}"
+            );
+        }
+        // A late admission recorded closed after the reveal is not a sweep.
+        let (event, decisions, mut told) = honest_drop();
+        told[0].state = crate::UserState::Closed;
+        told[0].ticket = 1;
+        told[0].decided_at_ms = event.seed_revealed_at_ms.unwrap_or(0) + 50;
+        // Ticket 1 is drawn already in the honest drop: give it a free one.
+        told[0].ticket = 4;
+        assert!(audit(&event, &decisions, &told).is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use dropgate_functions::result_relay::{Relay, RelayArgs};
 use dropgate_tests::TestStack;
 use dropgate_tests::api::default_args;
 use dropgate_tools::demo::{self, DemoArgs, Verdict};
+use dropgate_tools::events;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -161,7 +162,9 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         users,
         stock: 20,
         win_probability: 0.2,
-        rate: 2_000,
+        // Slow enough that the stock runs out with most of the line still waiting:
+        // the drop then has users told sold out without a draw, too.
+        rate: 50,
         sse_share: 0.5,
         concurrency: 64,
         event: Some(event.clone()),
@@ -273,4 +276,128 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
     let svg = std::fs::read_to_string(&report.svg_path).expect("SVG timeline written");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("queue"));
     eprintln!("{}", report.summary());
+
+    every_tampering_is_caught(&pool, &event).await;
+}
+
+/// Each rule of verify, broken on this real drop's records (inside a transaction that
+/// is rolled back), is named by `dropgate event verify`'s check; the untouched records
+/// pass.
+async fn every_tampering_is_caught(pool: &sqlx::PgPool, event: &str) {
+    let id = dropgate_core::EventId::parse(event).expect("valid");
+    let honest = events::verify_event(pool, &id).await.expect("verify");
+    assert!(honest.passed(), "{:?}", honest.findings);
+    let undrawn: i64 = sqlx::query_scalar(
+        "select count(*) from final_states where event_id = $1 and state = 'sold_out'",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    assert!(
+        undrawn > 0,
+        "the drop swept its line: there is something to tamper with"
+    );
+
+    // (what, the SQL, the finding kind verify must report)
+    let one_sold_out = "(select user_id from final_states where event_id = $1 and state = 'sold_out' order by ticket limit 1)";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a draw removed",
+            "delete from draws where event_id = $1 and decision_order = 3".into(),
+            "decision_order_gap",
+        ),
+        (
+            "a draw inserted for someone who never entered",
+            "insert into draws (event_id, platform_id, user_id, ticket, draw_value, outcome, decision_order)
+             select $1, 'web', 'stranger', 999999, 0, 'lost', max(decision_order) + 1 from draws where event_id = $1"
+                .into(),
+            "decision_count_mismatch",
+        ),
+        (
+            "the count of decisions changed",
+            "update events set decisions_made = decisions_made - 1 where event_id = $1".into(),
+            "decision_count_mismatch",
+        ),
+        (
+            "a unit put back",
+            "update events set stock_left = stock_left + 1 where event_id = $1".into(),
+            "stock_mismatch",
+        ),
+        (
+            "a draw made after the reveal",
+            "update draws set decided_at = (select seed_revealed_at from events where event_id = $1) + interval '10 seconds'
+              where event_id = $1 and decision_order = 2"
+                .into(),
+            "drawn_after_the_reveal",
+        ),
+        (
+            "two users' places in line swapped",
+            "update draws set ticket = case decision_order when 2 then (select ticket from draws where event_id = $1 and decision_order = 40)
+                                                          else (select ticket from draws where event_id = $1 and decision_order = 2) end
+              where event_id = $1 and decision_order in (2, 40)"
+                .into(),
+            "decided_before_an_earlier_ticket",
+        ),
+        (
+            "a drawn user also recorded sold out",
+            "insert into final_states (event_id, platform_id, user_id, ticket, state)
+             select $1, platform_id, user_id, 0, 'sold_out' from draws where event_id = $1 and decision_order = 1"
+                .into(),
+            "drawn_and_undrawn",
+        ),
+        (
+            "a swept user given a drawn user's ticket",
+            format!(
+                "update final_states set ticket = (select ticket from draws where event_id = $1 and decision_order = 1)
+                  where event_id = $1 and user_id = {one_sold_out}"
+            ),
+            "duplicate_ticket",
+        ),
+        (
+            "a user told sold out from ahead of the drawn",
+            format!("update final_states set ticket = 0 where event_id = $1 and user_id = {one_sold_out}"),
+            "swept_ahead_of_a_draw",
+        ),
+        (
+            "a user told sold out before the stock ran out",
+            format!(
+                "update final_states set decided_at = '2000-01-01' where event_id = $1 and user_id = {one_sold_out}"
+            ),
+            "told_too_early",
+        ),
+        (
+            "a lost draw turned into a win",
+            "update draws set outcome = 'won' where event_id = $1
+                and decision_order = (select min(decision_order) from draws where event_id = $1 and outcome = 'lost')"
+                .into(),
+            "wrong_outcome",
+        ),
+        (
+            "another commitment",
+            "update events set seed_commitment = repeat('0', 64) where event_id = $1".into(),
+            "commitment_mismatch",
+        ),
+    ];
+    for (what, sql, kind) in cases {
+        let mut tx = pool.begin().await.expect("begin");
+        let changed = sqlx::query(&sql)
+            .bind(event)
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .rows_affected();
+        assert!(changed > 0, "{what}: the tampering changed nothing");
+        let report = events::verify_event_on(&mut tx, &id).await.expect("verify");
+        let kinds: Vec<String> = report
+            .findings
+            .iter()
+            .map(|finding| serde_json::to_value(finding).expect("json")["kind"].to_string())
+            .collect();
+        assert!(
+            kinds.iter().any(|k| k.trim_matches('"') == kind),
+            "{what}: verify did not report {kind}, only {kinds:?}"
+        );
+        tx.rollback().await.expect("rollback");
+    }
 }

@@ -4,7 +4,8 @@
 use anyhow::{Context, Result, bail};
 use dropgate_core::{
     EventConfig, EventId, EventSeed, EventState, Outcome, QueueMode, RecordedDecision,
-    SeedCommitment, UserKey, VerifyReport, WinProbability, verify,
+    RecordedEvent, RecordedWithoutDraw, SeedCommitment, UserKey, VerifyReport, WinProbability,
+    audit, verify,
 };
 use dropgate_functions::goods_worker::store::from_stored;
 use dropgate_functions::queue::{EventMeta, QueueStore};
@@ -78,7 +79,7 @@ fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
 }
 
 /// Reads an event; a clear error when it does not exist.
-pub async fn load(pool: &PgPool, event: &EventId) -> Result<EventRecord> {
+pub async fn load(pool: impl sqlx::PgExecutor<'_>, event: &EventId) -> Result<EventRecord> {
     let row = sqlx::query(SELECT_EVENT)
         .bind(event.as_str())
         .fetch_optional(pool)
@@ -223,9 +224,20 @@ pub async fn outcome_counts(pool: &PgPool, event: &EventId) -> Result<Vec<(Strin
     .await?)
 }
 
-/// Replays every recorded draw of a closed event from its revealed seed.
+/// Replays every recorded draw of a closed event from its revealed seed and checks
+/// the rules around it ([`dropgate_core::audit`]): one report with every finding.
 pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport> {
-    let record = load(pool, event).await?;
+    let mut conn = pool.acquire().await?;
+    verify_event_on(&mut conn, event).await
+}
+
+/// [`verify_event`] on one connection, so it can read inside a transaction (the tests
+/// tamper with a finished drop's records in one and roll it back).
+pub async fn verify_event_on(
+    conn: &mut sqlx::PgConnection,
+    event: &EventId,
+) -> Result<VerifyReport> {
+    let record = load(&mut *conn, event).await?;
     let Some(seed) = record.seed.as_deref() else {
         bail!(
             "event {event} is {}; its seed is revealed (and the draw verifiable) once it is closed",
@@ -238,10 +250,12 @@ pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport
     let probability = WinProbability::new(record.win_probability)
         .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
     let rows = sqlx::query(
-        "select platform_id, user_id, ticket, draw_value, outcome, decision_order from draws where event_id = $1 order by decision_order",
+        "select platform_id, user_id, ticket, draw_value, outcome, decision_order,
+                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+           from draws where event_id = $1 order by decision_order",
     )
     .bind(event.as_str())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut decisions = Vec::with_capacity(rows.len());
     for row in rows {
@@ -254,16 +268,56 @@ pub async fn verify_event(pool: &PgPool, event: &EventId) -> Result<VerifyReport
                 .get::<&str, _>("outcome")
                 .parse::<Outcome>()
                 .map_err(|e| anyhow::anyhow!("stored outcome: {e}"))?,
+            decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
         });
     }
-    Ok(verify(
+    let rows = sqlx::query(
+        "select platform_id, user_id, ticket, state,
+                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+           from final_states where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut without_a_draw = Vec::with_capacity(rows.len());
+    for row in rows {
+        without_a_draw.push(RecordedWithoutDraw {
+            user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
+            ticket: row.get::<i64, _>("ticket") as u64,
+            state: row
+                .get::<&str, _>("state")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("stored final state: {e}"))?,
+            decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
+        });
+    }
+    let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "select (extract(epoch from closing_at) * 1000)::bigint,
+                (extract(epoch from seed_revealed_at) * 1000)::bigint
+           from events where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let facts = RecordedEvent {
+        stock_total: record.stock_total,
+        stock_left: record.stock_left,
+        decisions_made: record.decisions_made,
+        closing_at_ms: closing_at_ms.map(|ms| ms as u64),
+        seed_revealed_at_ms: seed_revealed_at_ms.map(|ms| ms as u64),
+    };
+    let mut report = verify(
         &seed,
         &commitment,
         event,
         probability,
         record.stock_total,
         &decisions,
-    ))
+    );
+    report
+        .findings
+        .extend(audit(&facts, &decisions, &without_a_draw));
+    Ok(report)
 }
 
 /// One winner, for export.
