@@ -599,7 +599,8 @@ mod tests {
         assert!(audit(&event, &decisions, &told).is_empty());
         type Tamper =
             fn(&mut RecordedEvent, &mut Vec<RecordedDecision>, &mut Vec<RecordedWithoutDraw>);
-        let cases: Vec<(&str, Tamper, fn(&Finding) -> bool)> = vec![
+        type Named = fn(&Finding) -> bool;
+        let cases: Vec<(&str, Tamper, Named)> = vec![
             (
                 "a removed draw",
                 |_, d, _| {
