@@ -2,7 +2,9 @@
 //!
 //! The seed is generated when an event is created and only its SHA-256 commitment is
 //! published; the seed itself is revealed when the event closes. A user's draw value is
-//! HMAC-SHA256(seed, "draw/v1" ‖ event ‖ platform ‖ user), so nobody, not even the
+//! the first 8 bytes, big-endian, of HMAC-SHA256(seed, "dropgate/draw/v1" ‖ len ‖ event
+//! ‖ len ‖ platform ‖ len ‖ user), each len a 4-byte big-endian byte count
+//! (docs/fairness.md has the byte-exact rule and test vectors). Nobody, not even the
 //! operator after creation, can steer one user's outcome without breaking the
 //! commitment, and anyone with the revealed seed can recompute every outcome
 //! ([`crate::verify()`]).
@@ -116,6 +118,11 @@ impl WinProbability {
     /// The probability as configured.
     pub fn get(self) -> f64 {
         self.probability
+    }
+
+    /// `floor(p · 2^64)`: a draw value below it wins (2^64 when p = 1).
+    pub fn threshold(self) -> u128 {
+        self.threshold
     }
 
     /// Whether a draw value is a winning one.

@@ -287,6 +287,15 @@ async fn every_tampering_is_caught(pool: &sqlx::PgPool, event: &str) {
     let id = dropgate_core::EventId::parse(event).expect("valid");
     let honest = events::verify_event(pool, &id).await.expect("verify");
     assert!(honest.passed(), "{:?}", honest.findings);
+    // The independent verifier, from the public fairness data alone, agrees.
+    let mut conn = pool.acquire().await.expect("connection");
+    let (code, kinds) = independent_verdict(&mut conn, &id).await;
+    assert_eq!(
+        (code, kinds),
+        (Some(0), Vec::new()),
+        "the independent verifier"
+    );
+    drop(conn);
     let undrawn: i64 = sqlx::query_scalar(
         "select count(*) from final_states where event_id = $1 and state = 'sold_out'",
     )
@@ -398,6 +407,49 @@ async fn every_tampering_is_caught(pool: &sqlx::PgPool, event: &str) {
             kinds.iter().any(|k| k.trim_matches('"') == kind),
             "{what}: verify did not report {kind}, only {kinds:?}"
         );
+        let (code, independent) = independent_verdict(&mut tx, &id).await;
+        assert_eq!(code, Some(2), "{what}: the independent verifier passed it");
+        assert!(
+            independent.iter().any(|k| k == kind),
+            "{what}: the independent verifier did not report {kind}, only {independent:?}"
+        );
         tx.rollback().await.expect("rollback");
     }
+}
+
+/// `verifier/dropgate_verify.py drop` on the event's public fairness data as read on
+/// `conn`: its exit code and the kinds of finding it reported.
+async fn independent_verdict(
+    conn: &mut sqlx::PgConnection,
+    event: &dropgate_core::EventId,
+) -> (Option<i32>, Vec<String>) {
+    let data = events::fairness_data(conn, event)
+        .await
+        .expect("fairness data");
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), serde_json::to_vec(&data).expect("json")).expect("write");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../verifier/dropgate_verify.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg("drop")
+        .arg(file.path())
+        .output()
+        .expect("python3 runs the independent verifier");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "the verifier printed no report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let kinds = report["findings"]
+        .as_array()
+        .map(|findings| {
+            findings
+                .iter()
+                .filter_map(|finding| finding["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (output.status.code(), kinds)
 }

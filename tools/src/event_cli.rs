@@ -110,6 +110,14 @@ pub enum EventAdminCommand {
         #[command(flatten)]
         target: EventTarget,
     },
+    /// Print the event's public fairness data as JSON (docs/fairness.md): the
+    /// commitment and the draw's parameters; once closed, also the seed, every decision
+    /// and every answer given without a draw, for `verifier/dropgate_verify.py`.
+    Fairness {
+        /// Which event.
+        #[command(flatten)]
+        target: EventTarget,
+    },
     /// Print the winners in decision order.
     Export {
         /// Which event.
@@ -234,6 +242,12 @@ pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::from(2))
             }
+        }
+        EventAdminCommand::Fairness { target } => {
+            let (event, pool) = connect(&target).await?;
+            let mut conn = pool.acquire().await?;
+            print_json(&events::fairness_data(&mut conn, &event).await?)?;
+            Ok(ExitCode::SUCCESS)
         }
         EventAdminCommand::Export { target, format } => {
             let (event, pool) = connect(&target).await?;

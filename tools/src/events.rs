@@ -320,6 +320,94 @@ pub async fn verify_event_on(
     Ok(report)
 }
 
+/// The rule version the draw follows (docs/fairness.md).
+pub const DRAW_RULE: &str = "dropgate/draw/v1";
+
+/// The event's public fairness data (docs/fairness.md): from creation the commitment
+/// and the parameters the draw follows; once the seed is revealed, the seed, every
+/// decision and every answer given without a draw, so anyone can re-run the drop
+/// (`verifier/dropgate_verify.py`). Users appear by their ids, which the draw is keyed
+/// on.
+pub async fn fairness_data(
+    conn: &mut sqlx::PgConnection,
+    event: &EventId,
+) -> Result<serde_json::Value> {
+    let record = load(&mut *conn, event).await?;
+    let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "select (extract(epoch from closing_at) * 1000)::bigint,
+                (extract(epoch from seed_revealed_at) * 1000)::bigint
+           from events where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let probability = WinProbability::new(record.win_probability)
+        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
+    let mut data = serde_json::json!({
+        "rule": DRAW_RULE,
+        "event_id": event.as_str(),
+        "state": record.state.as_str(),
+        "queue_mode": record.queue_mode.as_str(),
+        "stock_total": record.stock_total,
+        "win_probability": record.win_probability,
+        "threshold": probability.threshold().to_string(),
+        "commitment": record.seed_commitment,
+    });
+    let Some(seed) = record.seed else {
+        return Ok(data);
+    };
+    let draws = sqlx::query(
+        "select decision_order, ticket, platform_id, user_id, draw_value, outcome,
+                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+           from draws where event_id = $1 order by decision_order",
+    )
+    .bind(event.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let decisions: Vec<serde_json::Value> = draws
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "decision_order": row.get::<i64, _>("decision_order"),
+                "ticket": row.get::<i64, _>("ticket"),
+                "platform_id": row.get::<&str, _>("platform_id"),
+                "user_id": row.get::<&str, _>("user_id"),
+                "draw_value": from_stored(row.get("draw_value")).to_string(),
+                "outcome": row.get::<&str, _>("outcome"),
+                "decided_at_ms": row.get::<i64, _>("decided_at_ms"),
+            })
+        })
+        .collect();
+    let undrawn = sqlx::query(
+        "select ticket, platform_id, user_id, state,
+                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+           from final_states where event_id = $1 order by ticket",
+    )
+    .bind(event.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let without_a_draw: Vec<serde_json::Value> = undrawn
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "ticket": row.get::<i64, _>("ticket"),
+                "platform_id": row.get::<&str, _>("platform_id"),
+                "user_id": row.get::<&str, _>("user_id"),
+                "state": row.get::<&str, _>("state"),
+                "decided_at_ms": row.get::<i64, _>("decided_at_ms"),
+            })
+        })
+        .collect();
+    data["seed"] = seed.into();
+    data["stock_left"] = record.stock_left.into();
+    data["decisions_made"] = record.decisions_made.into();
+    data["closing_at_ms"] = closing_at_ms.into();
+    data["seed_revealed_at_ms"] = seed_revealed_at_ms.into();
+    data["decisions"] = decisions.into();
+    data["without_a_draw"] = without_a_draw.into();
+    Ok(data)
+}
+
 /// One winner, for export.
 #[derive(Debug, Clone, Serialize)]
 pub struct Winner {
