@@ -448,9 +448,16 @@ impl Admitter {
                 .await?;
             view.seq = seq;
         }
-        self.mirror_state(event, keys, lease_value, view, &row)
-            .await?;
+        if view.state.is_none() {
+            // The event itself is gone: mirrored again first, so queue-api knows it.
+            self.mirror_state(event, keys, lease_value, view, &row)
+                .await?;
+        }
         if let Some(reason) = lost_writes {
+            // Outcomes before the state: a restored copy's waiting users whom
+            // PostgreSQL already decided must hold their answer before the event reads
+            // sold out or closing, or a status read in between would tell them that
+            // instead ([`UserState::as_told`]).
             self.repair(event, reason, seq_found, view.seq).await?;
             let _: () = self
                 .redis
@@ -458,6 +465,8 @@ impl Admitter {
                 .await?;
             *view = self.read(event).await?;
         }
+        self.mirror_state(event, keys, lease_value, view, &row)
+            .await?;
         if view.seq > row.tickets_issued {
             // Recorded before any of these tickets can be admitted.
             event_lifecycle::record_tickets_issued(&self.pool, event, view.seq).await?;
