@@ -19,6 +19,9 @@ use crate::config::ConfigProblem;
 use crate::hex;
 use crate::identity::{EventId, UserKey};
 
+/// The version of the draw's rules (docs/fairness.md): every fairness record names it.
+pub const DRAW_RULE: &str = "dropgate/draw/v1";
+
 /// The secret that decides every draw of one event.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EventSeed([u8; 32]);

@@ -30,7 +30,8 @@ pub mod verify;
 pub use admission::{Admission, AdmissionLimits, Downstream, TokenBucket, admit};
 pub use config::{ConfigProblem, ConfigProblems, EventConfig, QueueMode, ValidatedEvent};
 pub use draw::{
-    Decision, EventSeed, Outcome, SeedCommitment, WinProbability, decide, decide_batch, draw_value,
+    DRAW_RULE, Decision, EventSeed, Outcome, SeedCommitment, WinProbability, decide, decide_batch,
+    draw_value,
 };
 pub use identity::{EventId, IdError, PlatformId, UserId, UserKey};
 pub use messages::{Admitted, DrawResult, MESSAGE_VERSION, Message, MessageError};

@@ -135,6 +135,41 @@ pub async fn recorded_outcomes(pool: &PgPool, event: &EventId) -> Result<Vec<Dra
         .collect()
 }
 
+/// The event's public fairness record as PostgreSQL holds it: the seed only once it
+/// is revealed. `None` when PostgreSQL does not know the event.
+pub async fn public_fairness(
+    pool: &PgPool,
+    event: &EventId,
+) -> Result<Option<crate::queue::PublicFairness>> {
+    /// commitment, stock, p, queue mode, the seed once revealed, and when.
+    type FairnessRow = (String, i32, f64, String, Option<String>, Option<i64>);
+    let row: Option<FairnessRow> = sqlx::query_as(
+        "select seed_commitment, stock_total, win_probability, queue_mode,
+                case when seed_revealed_at is not null then seed end,
+                (extract(epoch from seed_revealed_at) * 1000)::bigint
+           from events where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_optional(pool)
+    .await
+    .context("Failed to read the event's fairness record")?;
+    let Some((commitment, stock_total, probability, queue_mode, seed, revealed_at_ms)) = row else {
+        return Ok(None);
+    };
+    let threshold = dropgate_core::WinProbability::new(probability)
+        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?
+        .threshold();
+    Ok(Some(crate::queue::PublicFairness {
+        rule: dropgate_core::DRAW_RULE.to_owned(),
+        commitment,
+        stock_total: u32::try_from(stock_total).unwrap_or(0),
+        win_probability: probability,
+        threshold: threshold.to_string(),
+        queue_mode,
+        seed: seed.zip(revealed_at_ms.map(|ms| ms as u64)),
+    }))
+}
+
 /// Starts closing the event if its state allows; true when this call did it.
 pub async fn begin_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
     let moved = sqlx::query(

@@ -201,6 +201,23 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
         .await?;
     store
         .put_draw_limits(&event, record.max_in_flight, record.stock_left)
+        .await?;
+    // The seed is added by the admitter once PostgreSQL has revealed it.
+    let probability = WinProbability::new(record.win_probability)
+        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
+    store
+        .put_fairness(
+            &event,
+            &dropgate_functions::queue::PublicFairness {
+                rule: dropgate_core::DRAW_RULE.to_owned(),
+                commitment: record.seed_commitment.clone(),
+                stock_total: record.stock_total,
+                win_probability: record.win_probability,
+                threshold: probability.threshold().to_string(),
+                queue_mode: record.queue_mode.as_str().to_owned(),
+                seed: None,
+            },
+        )
         .await
 }
 
@@ -320,9 +337,6 @@ pub async fn verify_event_on(
     Ok(report)
 }
 
-/// The rule version the draw follows (docs/fairness.md).
-pub const DRAW_RULE: &str = "dropgate/draw/v1";
-
 /// The event's public fairness data (docs/fairness.md): from creation the commitment
 /// and the parameters the draw follows; once the seed is revealed, the seed, every
 /// decision and every answer given without a draw, so anyone can re-run the drop
@@ -344,7 +358,7 @@ pub async fn fairness_data(
     let probability = WinProbability::new(record.win_probability)
         .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
     let mut data = serde_json::json!({
-        "rule": DRAW_RULE,
+        "rule": dropgate_core::DRAW_RULE,
         "event_id": event.as_str(),
         "state": record.state.as_str(),
         "queue_mode": record.queue_mode.as_str(),

@@ -129,6 +129,8 @@ struct EventView {
     /// The `run_id` of the Redis process that last brought the event in line with
     /// PostgreSQL. Another value means the data may come from an older copy.
     generation: Option<String>,
+    /// The public fairness record exists, and holds the revealed seed.
+    fairness: (bool, bool),
 }
 
 /// What PostgreSQL said of an event this tick.
@@ -467,6 +469,14 @@ impl Admitter {
         }
         self.mirror_state(event, keys, lease_value, view, &row)
             .await?;
+        let (published, revealed) = view.fairness;
+        if !published || (row.state == EventState::Closed && !revealed) {
+            // Public from creation, with the seed once revealed: queue-api serves it.
+            if let Some(fairness) = event_lifecycle::public_fairness(&self.pool, event).await? {
+                self.store.put_fairness(event, &fairness).await?;
+                view.fairness = (true, fairness.seed.is_some());
+            }
+        }
         if view.seq > row.tickets_issued {
             // Recorded before any of these tickets can be admitted.
             event_lifecycle::record_tickets_issued(&self.pool, event, view.seq).await?;
@@ -707,8 +717,16 @@ impl Admitter {
             Option<u64>,
             Option<String>,
         );
-        type Reads = (Meta, u64, u64, Option<u64>, (Option<u64>, Option<u64>));
-        let (meta, waiting, in_flight, seq, bucket): Reads = redis::pipe()
+        type Reads = (
+            Meta,
+            u64,
+            u64,
+            Option<u64>,
+            (Option<u64>, Option<u64>),
+            bool,
+            bool,
+        );
+        let (meta, waiting, in_flight, seq, bucket, fairness, revealed): Reads = redis::pipe()
             .hget(
                 keys.meta(),
                 &[
@@ -724,6 +742,8 @@ impl Admitter {
             .zcard(keys.inflight())
             .get(keys.seq())
             .hget(keys.bucket(), &["milli", "at_ms"])
+            .exists(keys.fairness())
+            .hexists(keys.fairness(), "seed")
             .query_async(&mut self.redis)
             .await
             .context("Failed to read the event")?;
@@ -741,6 +761,7 @@ impl Admitter {
             seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
             generation,
+            fairness: (fairness, revealed),
         })
     }
 

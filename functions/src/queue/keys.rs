@@ -58,6 +58,11 @@ impl EventKeys {
     pub fn inflight(&self) -> String {
         self.key("inflight")
     }
+    /// HASH of the event's public fairness record (docs/fairness.md): the rule, the
+    /// commitment and the parameters it binds; the seed once it is revealed.
+    pub fn fairness(&self) -> String {
+        self.key("fairness")
+    }
     /// HASH of counters: entered, admitted, won, lost, sold_out, expired.
     pub fn stats(&self) -> String {
         self.key("stats")
@@ -134,6 +139,9 @@ mod tests {
             keys.admitting(),
             keys.stats(),
             keys.channel(),
+            keys.fairness(),
+            keys.inflight(),
+            keys.expiring(),
         ] {
             assert!(key.starts_with("{ev:drop-1}:"), "{key}");
         }

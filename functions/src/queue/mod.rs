@@ -71,6 +71,26 @@ pub struct Standing {
     pub stock_gone: bool,
 }
 
+/// What anyone may know of an event's draw (docs/fairness.md): from creation the
+/// rule, the commitment and the parameters it binds; the seed once revealed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PublicFairness {
+    /// The draw's rule version, e.g. `dropgate/draw/v1`.
+    pub rule: String,
+    /// SHA-256 of the seed, 64 hex digits.
+    pub commitment: String,
+    /// Units for sale.
+    pub stock_total: u32,
+    /// The win probability.
+    pub win_probability: f64,
+    /// `floor(p · 2^64)`, a decimal string.
+    pub threshold: String,
+    /// `fifo` or `randomized_pre_queue`.
+    pub queue_mode: String,
+    /// The revealed seed (64 hex digits) and when it was revealed (Unix ms).
+    pub seed: Option<(String, u64)>,
+}
+
 /// queue-api's Redis access.
 #[derive(Clone)]
 pub struct QueueStore {
@@ -181,6 +201,57 @@ impl QueueStore {
             .query_async(&mut self.redis.clone())
             .await?;
         Ok(())
+    }
+
+    /// Writes the event's public fairness record, which queue-api serves at
+    /// `GET /v1/events/{id}/fairness`. The seed is written only once PostgreSQL has
+    /// revealed it.
+    pub async fn put_fairness(&self, event: &EventId, fairness: &PublicFairness) -> Result<()> {
+        let mut fields = vec![
+            ("rule", fairness.rule.clone()),
+            ("commitment", fairness.commitment.clone()),
+            ("stock_total", fairness.stock_total.to_string()),
+            ("win_probability", fairness.win_probability.to_string()),
+            ("threshold", fairness.threshold.clone()),
+            ("queue_mode", fairness.queue_mode.clone()),
+        ];
+        if let Some((seed, revealed_at_ms)) = &fairness.seed {
+            fields.push(("seed", seed.clone()));
+            fields.push(("seed_revealed_at_ms", revealed_at_ms.to_string()));
+        }
+        let _: () = self
+            .redis
+            .clone()
+            .hset_multiple(EventKeys::new(event).fairness(), &fields)
+            .await?;
+        Ok(())
+    }
+
+    /// The event's public fairness record; `None` when Redis has none.
+    pub async fn fairness(&self, event: &EventId) -> Result<Option<PublicFairness>> {
+        let fields: HashMap<String, String> = self
+            .redis
+            .clone()
+            .hgetall(EventKeys::new(event).fairness())
+            .await?;
+        let get = |name: &str| fields.get(name).cloned().unwrap_or_default();
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PublicFairness {
+            rule: get("rule"),
+            commitment: get("commitment"),
+            stock_total: get("stock_total").parse().unwrap_or(0),
+            win_probability: get("win_probability").parse().unwrap_or(0.0),
+            threshold: get("threshold"),
+            queue_mode: get("queue_mode"),
+            seed: fields.get("seed").map(|seed| {
+                (
+                    seed.clone(),
+                    get("seed_revealed_at_ms").parse().unwrap_or(0),
+                )
+            }),
+        }))
     }
 
     /// Writes what the admitter needs from the draw side: the in-flight cap, and the

@@ -149,6 +149,13 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         .unwrap_or_default();
     Router::new()
         .merge(api)
+        .route(
+            "/v1/events/{event_id}/fairness",
+            get(queue::fairness).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                extract::limit_by_address,
+            )),
+        )
         .merge(page::router(cors_origins, state.dev_tokens.is_some()))
         .merge(dev)
         .route("/healthz", get(ops::healthz))

@@ -142,3 +142,43 @@ pub(crate) async fn status(
     let standing = found(state.store.status(&event, &user, now_s()).await?)?;
     Ok(Json(QueueView::of(&event, &standing)))
 }
+
+/// `GET /v1/events/{event_id}/fairness`: the event's public fairness record
+/// (docs/fairness.md), no token needed. Before the close: the rule, the commitment and
+/// the parameters it binds; after: the revealed seed too, so anyone can check it
+/// against the commitment and re-run the draw.
+pub(crate) async fn fairness(
+    State(state): State<AppState>,
+    EventPath(event): EventPath,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+
+    let record = state
+        .store
+        .fairness(&event)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::UnknownEvent)?;
+    let (seed, seed_revealed_at_ms) = match record.seed {
+        Some((seed, at)) => (Some(seed), Some(at)),
+        None => (None, None),
+    };
+    let body = serde_json::json!({
+        "event_id": event.as_str(),
+        "rule": record.rule,
+        "commitment": record.commitment,
+        "stock_total": record.stock_total,
+        "win_probability": record.win_probability,
+        "threshold": record.threshold,
+        "queue_mode": record.queue_mode,
+        "seed": seed,
+        "seed_revealed_at_ms": seed_revealed_at_ms,
+    });
+    // The record changes once, when the seed is revealed.
+    let cache = if seed.is_some() {
+        "public, max-age=3600"
+    } else {
+        "public, max-age=5"
+    };
+    Ok(([(axum::http::header::CACHE_CONTROL, cache)], Json(body)).into_response())
+}
