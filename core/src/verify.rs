@@ -124,11 +124,12 @@ pub enum Finding {
         /// Its decision order.
         earlier_order: u64,
     },
-    /// Two users decided with the same ticket.
+    /// Two users hold the same ticket, among the drawn and the users told an answer
+    /// without a draw.
     DuplicateTicket {
         /// The ticket.
         ticket: u64,
-        /// Decision order of the second one.
+        /// Decision order of the second holder; 0 when it was told without a draw.
         order: u64,
     },
     /// The decision orders are not exactly 1, 2, ..., n.

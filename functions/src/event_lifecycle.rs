@@ -156,18 +156,14 @@ pub async fn public_fairness(
     let Some((commitment, stock_total, probability, queue_mode, seed, revealed_at_ms)) = row else {
         return Ok(None);
     };
-    let threshold = dropgate_core::WinProbability::new(probability)
-        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?
-        .threshold();
-    Ok(Some(crate::queue::PublicFairness {
-        rule: dropgate_core::DRAW_RULE.to_owned(),
+    let mut fairness = crate::queue::PublicFairness::before_reveal(
         commitment,
-        stock_total: u32::try_from(stock_total).unwrap_or(0),
-        win_probability: probability,
-        threshold: threshold.to_string(),
-        queue_mode,
-        seed: seed.zip(revealed_at_ms.map(|ms| ms as u64)),
-    }))
+        u32::try_from(stock_total).unwrap_or(0),
+        probability,
+        &queue_mode,
+    )?;
+    fairness.seed = seed.zip(revealed_at_ms.map(|ms| ms as u64));
+    Ok(Some(fairness))
 }
 
 /// Starts closing the event if its state allows; true when this call did it.

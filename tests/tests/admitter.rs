@@ -501,36 +501,8 @@ async fn an_admission_without_a_result_is_sent_again_until_one_lands() {
 async fn abandoned_users_are_recorded_expired_in_postgres() {
     let stack = TestStack::shared().await;
     let (pool, database_url) = stack.fresh_database().await.expect("database");
-    let event = dropgate_core::EventId::parse(TestStack::unique("exp")).expect("valid");
-    dropgate_tools::events::create(
-        &pool,
-        &event,
-        &dropgate_core::EventConfig::new(100, 1_000),
-        &dropgate_core::EventSeed::from_bytes([5; 32]),
-    )
-    .await
-    .expect("create");
-    let record = dropgate_tools::events::transition(&pool, &event, EventState::Open)
-        .await
-        .expect("open");
-    let store = dropgate_functions::queue::QueueStore::connect(&stack.env.redis())
-        .await
-        .expect("redis");
-    dropgate_tools::events::mirror(&store, &record)
-        .await
-        .expect("mirror");
     let absent = [2u64, 4];
-    for n in 1..=5u64 {
-        let seen = if absent.contains(&n) {
-            dropgate_tests::clock::now_s() - 3_600
-        } else {
-            dropgate_tests::clock::now_s()
-        };
-        store
-            .enter(&event, &Fixture::user(n), seen)
-            .await
-            .expect("enter");
-    }
+    let (event, store) = pg_event(stack, &pool, 5, &absent).await;
     let _admitter = dropgate_tests::admitter::serve(stack, &database_url, &event).await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -599,16 +571,14 @@ async fn closing_tells_the_line_closed_unless_the_stock_was_gone_first() {
 }
 
 /// A PostgreSQL event of its own, open and mirrored, with users 1..=count entered in
-/// Redis (those in `absent` last seen an hour ago), marked checked by this Redis
-/// process so no repair runs: what happens next is the sweep's or the expiry's own
-/// doing.
-async fn recorded_event(
+/// Redis (those in `absent` last seen an hour ago).
+async fn pg_event(
     stack: &TestStack,
     pool: &sqlx::PgPool,
     count: u64,
     absent: &[u64],
 ) -> (EventId, dropgate_functions::queue::QueueStore) {
-    let event = EventId::parse(TestStack::unique("told")).expect("valid");
+    let event = EventId::parse(TestStack::unique("pg")).expect("valid");
     dropgate_tools::events::create(
         pool,
         &event,
@@ -633,18 +603,22 @@ async fn recorded_event(
             .await
             .expect("enter");
     }
+    (event, store)
+}
+
+/// [`pg_event`], marked checked by this Redis process so no repair runs: what happens
+/// next is the sweep's or the expiry's own doing.
+async fn recorded_event(
+    stack: &TestStack,
+    pool: &sqlx::PgPool,
+    count: u64,
+    absent: &[u64],
+) -> (EventId, dropgate_functions::queue::QueueStore) {
+    let (event, store) = pg_event(stack, pool, count, absent).await;
     let mut redis = store.connection();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut redis)
+    let run = dropgate_functions::queue::redis_run_id(&mut redis)
         .await
-        .expect("INFO");
-    let run = info
-        .lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .expect("run_id")
-        .trim()
-        .to_owned();
+        .expect("run_id");
     let _: () = redis
         .hset(EventKeys::new(&event).meta(), "generation", run)
         .await

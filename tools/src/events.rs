@@ -8,7 +8,7 @@ use dropgate_core::{
     audit, verify,
 };
 use dropgate_functions::goods_worker::store::from_stored;
-use dropgate_functions::queue::{EventMeta, QueueStore};
+use dropgate_functions::queue::{EventMeta, PublicFairness, QueueStore};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -203,22 +203,13 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
         .put_draw_limits(&event, record.max_in_flight, record.stock_left)
         .await?;
     // The seed is added by the admitter once PostgreSQL has revealed it.
-    let probability = WinProbability::new(record.win_probability)
-        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
-    store
-        .put_fairness(
-            &event,
-            &dropgate_functions::queue::PublicFairness {
-                rule: dropgate_core::DRAW_RULE.to_owned(),
-                commitment: record.seed_commitment.clone(),
-                stock_total: record.stock_total,
-                win_probability: record.win_probability,
-                threshold: probability.threshold().to_string(),
-                queue_mode: record.queue_mode.as_str().to_owned(),
-                seed: None,
-            },
-        )
-        .await
+    let fairness = PublicFairness::before_reveal(
+        record.seed_commitment.clone(),
+        record.stock_total,
+        record.win_probability,
+        record.queue_mode.as_str(),
+    )?;
+    store.put_fairness(&event, &fairness).await
 }
 
 /// Counts of the users who reached a final state without a draw, by state.
@@ -266,75 +257,96 @@ pub async fn verify_event_on(
         .map_err(|e| anyhow::anyhow!("stored commitment: {e}"))?;
     let probability = WinProbability::new(record.win_probability)
         .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
-    let rows = sqlx::query(
-        "select platform_id, user_id, ticket, draw_value, outcome, decision_order,
-                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-           from draws where event_id = $1 order by decision_order",
-    )
-    .bind(event.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut decisions = Vec::with_capacity(rows.len());
-    for row in rows {
-        decisions.push(RecordedDecision {
-            order: row.get::<i64, _>("decision_order") as u64,
-            ticket: row.get::<i64, _>("ticket") as u64,
-            user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
-            draw_value: from_stored(row.get("draw_value")),
-            outcome: row
-                .get::<&str, _>("outcome")
-                .parse::<Outcome>()
-                .map_err(|e| anyhow::anyhow!("stored outcome: {e}"))?,
-            decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
-        });
-    }
-    let rows = sqlx::query(
-        "select platform_id, user_id, ticket, state,
-                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-           from final_states where event_id = $1",
-    )
-    .bind(event.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut without_a_draw = Vec::with_capacity(rows.len());
-    for row in rows {
-        without_a_draw.push(RecordedWithoutDraw {
-            user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
-            ticket: row.get::<i64, _>("ticket") as u64,
-            state: row
-                .get::<&str, _>("state")
-                .parse()
-                .map_err(|e| anyhow::anyhow!("stored final state: {e}"))?,
-            decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
-        });
-    }
-    let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "select (extract(epoch from closing_at) * 1000)::bigint,
-                (extract(epoch from seed_revealed_at) * 1000)::bigint
-           from events where event_id = $1",
-    )
-    .bind(event.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    let facts = RecordedEvent {
-        stock_total: record.stock_total,
-        stock_left: record.stock_left,
-        decisions_made: record.decisions_made,
-        closing_at_ms: closing_at_ms.map(|ms| ms as u64),
-        seed_revealed_at_ms: seed_revealed_at_ms.map(|ms| ms as u64),
-    };
+    let drop = DropRecords::load(conn, event, &record).await?;
     let mut report = verify(
         &seed,
         &commitment,
         event,
         probability,
         record.stock_total,
-        &decisions,
+        &drop.decisions,
     );
     report
         .findings
-        .extend(audit(&facts, &decisions, &without_a_draw));
+        .extend(audit(&drop.facts, &drop.decisions, &drop.without_a_draw));
     Ok(report)
+}
+
+/// What a drop recorded, as verify checks it and the fairness data publishes it.
+struct DropRecords {
+    facts: RecordedEvent,
+    decisions: Vec<RecordedDecision>,
+    without_a_draw: Vec<RecordedWithoutDraw>,
+}
+
+impl DropRecords {
+    async fn load(
+        conn: &mut sqlx::PgConnection,
+        event: &EventId,
+        record: &EventRecord,
+    ) -> Result<Self> {
+        let rows = sqlx::query(
+            "select platform_id, user_id, ticket, draw_value, outcome, decision_order,
+                    (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+               from draws where event_id = $1 order by decision_order",
+        )
+        .bind(event.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut decisions = Vec::with_capacity(rows.len());
+        for row in rows {
+            decisions.push(RecordedDecision {
+                order: row.get::<i64, _>("decision_order") as u64,
+                ticket: row.get::<i64, _>("ticket") as u64,
+                user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
+                draw_value: from_stored(row.get("draw_value")),
+                outcome: row
+                    .get::<&str, _>("outcome")
+                    .parse::<Outcome>()
+                    .map_err(|e| anyhow::anyhow!("stored outcome: {e}"))?,
+                decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
+            });
+        }
+        let rows = sqlx::query(
+            "select platform_id, user_id, ticket, state,
+                    (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
+               from final_states where event_id = $1 order by ticket",
+        )
+        .bind(event.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut without_a_draw = Vec::with_capacity(rows.len());
+        for row in rows {
+            without_a_draw.push(RecordedWithoutDraw {
+                user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
+                ticket: row.get::<i64, _>("ticket") as u64,
+                state: row
+                    .get::<&str, _>("state")
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("stored final state: {e}"))?,
+                decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
+            });
+        }
+        let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "select (extract(epoch from closing_at) * 1000)::bigint,
+                    (extract(epoch from seed_revealed_at) * 1000)::bigint
+               from events where event_id = $1",
+        )
+        .bind(event.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Self {
+            facts: RecordedEvent {
+                stock_total: record.stock_total,
+                stock_left: record.stock_left,
+                decisions_made: record.decisions_made,
+                closing_at_ms: closing_at_ms.map(|ms| ms as u64),
+                seed_revealed_at_ms: seed_revealed_at_ms.map(|ms| ms as u64),
+            },
+            decisions,
+            without_a_draw,
+        })
+    }
 }
 
 /// The event's public fairness data (docs/fairness.md): from creation the commitment
@@ -347,76 +359,59 @@ pub async fn fairness_data(
     event: &EventId,
 ) -> Result<serde_json::Value> {
     let record = load(&mut *conn, event).await?;
-    let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "select (extract(epoch from closing_at) * 1000)::bigint,
-                (extract(epoch from seed_revealed_at) * 1000)::bigint
-           from events where event_id = $1",
-    )
-    .bind(event.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    let probability = WinProbability::new(record.win_probability)
-        .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
+    let public = PublicFairness::before_reveal(
+        record.seed_commitment.clone(),
+        record.stock_total,
+        record.win_probability,
+        record.queue_mode.as_str(),
+    )?;
     let mut data = serde_json::json!({
-        "rule": dropgate_core::DRAW_RULE,
+        "rule": public.rule,
         "event_id": event.as_str(),
         "state": record.state.as_str(),
-        "queue_mode": record.queue_mode.as_str(),
-        "stock_total": record.stock_total,
-        "win_probability": record.win_probability,
-        "threshold": probability.threshold().to_string(),
-        "commitment": record.seed_commitment,
+        "queue_mode": public.queue_mode,
+        "stock_total": public.stock_total,
+        "win_probability": public.win_probability,
+        "threshold": public.threshold,
+        "commitment": public.commitment,
     });
-    let Some(seed) = record.seed else {
+    let Some(seed) = record.seed.clone() else {
         return Ok(data);
     };
-    let draws = sqlx::query(
-        "select decision_order, ticket, platform_id, user_id, draw_value, outcome,
-                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-           from draws where event_id = $1 order by decision_order",
-    )
-    .bind(event.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let decisions: Vec<serde_json::Value> = draws
+    let drop = DropRecords::load(conn, event, &record).await?;
+    let decisions: Vec<serde_json::Value> = drop
+        .decisions
         .iter()
-        .map(|row| {
+        .map(|decision| {
             serde_json::json!({
-                "decision_order": row.get::<i64, _>("decision_order"),
-                "ticket": row.get::<i64, _>("ticket"),
-                "platform_id": row.get::<&str, _>("platform_id"),
-                "user_id": row.get::<&str, _>("user_id"),
-                "draw_value": from_stored(row.get("draw_value")).to_string(),
-                "outcome": row.get::<&str, _>("outcome"),
-                "decided_at_ms": row.get::<i64, _>("decided_at_ms"),
+                "decision_order": decision.order,
+                "ticket": decision.ticket,
+                "platform_id": decision.user.platform_id.as_str(),
+                "user_id": decision.user.user_id.as_str(),
+                "draw_value": decision.draw_value.to_string(),
+                "outcome": decision.outcome.as_str(),
+                "decided_at_ms": decision.decided_at_ms,
             })
         })
         .collect();
-    let undrawn = sqlx::query(
-        "select ticket, platform_id, user_id, state,
-                (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-           from final_states where event_id = $1 order by ticket",
-    )
-    .bind(event.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let without_a_draw: Vec<serde_json::Value> = undrawn
+    let without_a_draw: Vec<serde_json::Value> = drop
+        .without_a_draw
         .iter()
-        .map(|row| {
+        .map(|told| {
             serde_json::json!({
-                "ticket": row.get::<i64, _>("ticket"),
-                "platform_id": row.get::<&str, _>("platform_id"),
-                "user_id": row.get::<&str, _>("user_id"),
-                "state": row.get::<&str, _>("state"),
-                "decided_at_ms": row.get::<i64, _>("decided_at_ms"),
+                "ticket": told.ticket,
+                "platform_id": told.user.platform_id.as_str(),
+                "user_id": told.user.user_id.as_str(),
+                "state": told.state.as_str(),
+                "decided_at_ms": told.decided_at_ms,
             })
         })
         .collect();
     data["seed"] = seed.into();
-    data["stock_left"] = record.stock_left.into();
-    data["decisions_made"] = record.decisions_made.into();
-    data["closing_at_ms"] = closing_at_ms.into();
-    data["seed_revealed_at_ms"] = seed_revealed_at_ms.into();
+    data["stock_left"] = drop.facts.stock_left.into();
+    data["decisions_made"] = drop.facts.decisions_made.into();
+    data["closing_at_ms"] = drop.facts.closing_at_ms.into();
+    data["seed_revealed_at_ms"] = drop.facts.seed_revealed_at_ms.into();
     data["decisions"] = decisions.into();
     data["without_a_draw"] = without_a_draw.into();
     Ok(data)

@@ -270,7 +270,7 @@ impl Admitter {
 
     /// One pass over every event this instance serves.
     pub async fn tick_once(&mut self) -> Result<()> {
-        let run = redis_run_id(&mut self.redis).await?;
+        let run = crate::queue::redis_run_id(&mut self.redis).await?;
         if run != self.redis_run {
             if !self.redis_run.is_empty() {
                 tracing::warn!(previous = %self.redis_run, now = %run, "Redis restarted or failed over: every event is checked against PostgreSQL");
@@ -1039,20 +1039,6 @@ impl Admitter {
             }
         }
     }
-}
-
-/// The `run_id` of the Redis process behind `redis`: new after every restart, and
-/// another node's after a failover.
-async fn redis_run_id(redis: &mut ConnectionManager) -> Result<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(redis)
-        .await
-        .context("Failed to read Redis' INFO")?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|run| run.trim().to_owned())
-        .context("Redis' INFO has no run_id")
 }
 
 /// The admitter binary's settings.

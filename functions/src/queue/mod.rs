@@ -71,6 +71,21 @@ pub struct Standing {
     pub stock_gone: bool,
 }
 
+/// The `run_id` of the Redis process behind `redis`: new after every restart, and
+/// another node's after a failover. The admitter marks each event it has checked
+/// against PostgreSQL with it.
+pub async fn redis_run_id(redis: &mut impl redis::aio::ConnectionLike) -> Result<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(redis)
+        .await
+        .context("Failed to read Redis' INFO")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|run| run.trim().to_owned())
+        .context("Redis' INFO has no run_id")
+}
+
 /// What anyone may know of an event's draw (docs/fairness.md): from creation the
 /// rule, the commitment and the parameters it binds; the seed once revealed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +104,30 @@ pub struct PublicFairness {
     pub queue_mode: String,
     /// The revealed seed (64 hex digits) and when it was revealed (Unix ms).
     pub seed: Option<(String, u64)>,
+}
+
+impl PublicFairness {
+    /// The record of an event whose seed is still secret: the rule, and the threshold
+    /// core derives from `win_probability`.
+    pub fn before_reveal(
+        commitment: String,
+        stock_total: u32,
+        win_probability: f64,
+        queue_mode: &str,
+    ) -> Result<Self> {
+        let threshold = dropgate_core::WinProbability::new(win_probability)
+            .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?
+            .threshold();
+        Ok(Self {
+            rule: dropgate_core::DRAW_RULE.to_owned(),
+            commitment,
+            stock_total,
+            win_probability,
+            threshold: threshold.to_string(),
+            queue_mode: queue_mode.to_owned(),
+            seed: None,
+        })
+    }
 }
 
 /// queue-api's Redis access.
