@@ -16,9 +16,11 @@ import hmac
 import json
 import sys
 
-DRAW_DOMAIN = b"dropgate/draw/v1"
+BEACON_DOMAIN = b"dropgate/beacon/v2"
+PSEUDONYM_DOMAIN = b"dropgate/pseudonym/v2"
+DRAW_DOMAIN = b"dropgate/draw/v2"
 PRE_QUEUE_DOMAIN = b"dropgate/pre-queue/v1"
-RULE = "dropgate/draw/v1"
+RULE = "dropgate/draw/v2"
 MASK_64 = (1 << 64) - 1
 # Times written by different services (the draw, the admitter, PostgreSQL) may differ
 # by this much; rules on tickets are exact.
@@ -35,8 +37,21 @@ def message(domain, parts):
     return bytes(out)
 
 
-def draw_value(seed, event_id, platform_id, user_id):
-    mac = hmac.new(seed, message(DRAW_DOMAIN, [event_id, platform_id, user_id]), hashlib.sha256)
+def event_key(seed, beacon):
+    """The key draws derive from: the seed, or the seed mixed with a beacon's value."""
+    if beacon is None:
+        return seed
+    return hmac.new(seed, message(BEACON_DOMAIN, [beacon["round"], beacon["value"]]), hashlib.sha256).digest()
+
+
+def pseudonym(seed, event_id, platform_id, user_id):
+    """A user's name in the public log: what they recompute to find their own row."""
+    mac = hmac.new(seed, message(PSEUDONYM_DOMAIN, [event_id, platform_id, user_id]), hashlib.sha256)
+    return mac.digest()[:16].hex()
+
+
+def draw_value(seed, event_id, pseudonym_hex):
+    mac = hmac.new(seed, message(DRAW_DOMAIN, [event_id, pseudonym_hex]), hashlib.sha256)
     return int.from_bytes(mac.digest()[:8], "big")
 
 
@@ -145,6 +160,14 @@ def verify_drop(data):
     seed = bytes.fromhex(data["seed"])
     if hashlib.sha256(seed).hexdigest() != data["commitment"]:
         found("commitment_mismatch")
+    beacon = data.get("beacon")
+    replay = True
+    if beacon is not None and beacon.get("value") is None:
+        if data["decisions"]:
+            found("beacon_missing", round=beacon.get("round"))
+        replay = False  # no draw value can be recomputed without it
+    else:
+        seed = event_key(seed, beacon)
     event_id = data["event_id"]
     stock_total = data["stock_total"]
     limit = threshold(data["win_probability"])
@@ -158,7 +181,7 @@ def verify_drop(data):
     previous_order = None
     for decision in decisions:
         order = decision["decision_order"]
-        user = (decision["platform_id"], decision["user_id"])
+        user = decision["pseudonym"]
         if previous_order is not None and order == previous_order:
             found("out_of_order", order=order)
         previous_order = order
@@ -166,12 +189,13 @@ def verify_drop(data):
             found("duplicate_user", order=order)
             continue
         seen_users.add(user)
-        value = draw_value(seed, event_id, *user)
-        if str(value) != str(decision["draw_value"]):
-            found("wrong_draw_value", order=order)
-        outcome, stock_left = decide(value, limit, stock_left)
-        if outcome != decision["outcome"]:
-            found("wrong_outcome", order=order, recorded=decision["outcome"], expected=outcome)
+        if replay:
+            value = draw_value(seed, event_id, user)
+            if str(value) != str(decision["draw_value"]):
+                found("wrong_draw_value", order=order)
+            outcome, stock_left = decide(value, limit, stock_left)
+            if outcome != decision["outcome"]:
+                found("wrong_outcome", order=order, recorded=decision["outcome"], expected=outcome)
         if decision["outcome"] == "won":
             winners += 1
     if winners > stock_total:
@@ -208,7 +232,7 @@ def verify_drop(data):
     undrawn = data.get("without_a_draw", [])
     tickets = {d["ticket"] for d in decisions}
     for told in undrawn:
-        if (told["platform_id"], told["user_id"]) in seen_users:
+        if told["pseudonym"] in seen_users:
             found("drawn_and_undrawn", ticket=told["ticket"])
         if told["ticket"] in tickets:
             found("duplicate_ticket", ticket=told["ticket"])
@@ -252,8 +276,17 @@ def check_vectors(vectors):
     for item in vectors["commitments"]:
         if hashlib.sha256(bytes.fromhex(item["seed"])).hexdigest() != item["commitment"]:
             problems.append(f"commitment of {item['seed']}")
-    for item in vectors["draw_values"]:
+    for item in vectors["pseudonyms"]:
         parts = [item["event_id"], item["platform_id"], item["user_id"]]
+        seed = bytes.fromhex(item["seed"])
+        if message(PSEUDONYM_DOMAIN, parts).hex() != item["message"]:
+            problems.append(f"pseudonym message of {parts}")
+        if hmac.new(seed, bytes.fromhex(item["message"]), hashlib.sha256).hexdigest() != item["hmac"]:
+            problems.append(f"pseudonym hmac of {parts}")
+        if pseudonym(seed, *parts) != item["pseudonym"]:
+            problems.append(f"pseudonym of {parts}")
+    for item in vectors["draw_values"]:
+        parts = [item["event_id"], item["pseudonym"]]
         seed = bytes.fromhex(item["seed"])
         if message(DRAW_DOMAIN, parts).hex() != item["message"]:
             problems.append(f"message of {parts}")
@@ -261,6 +294,17 @@ def check_vectors(vectors):
             problems.append(f"hmac of {parts}")
         if str(draw_value(seed, *parts)) != item["draw_value"]:
             problems.append(f"draw value of {parts}")
+    for item in vectors["beacon_keys"]:
+        seed = bytes.fromhex(item["seed"])
+        beacon = {"round": item["round"], "value": item["value"]}
+        if message(BEACON_DOMAIN, [item["round"], item["value"]]).hex() != item["message"]:
+            problems.append(f"beacon message of {item['round']}")
+        key = event_key(seed, beacon)
+        if key.hex() != item["key"]:
+            problems.append(f"beacon key of {item['round']}")
+        name = pseudonym(key, item["event_id"], item["platform_id"], item["user_id"])
+        if name != item["pseudonym"] or str(draw_value(key, item["event_id"], name)) != item["draw_value"]:
+            problems.append(f"draw under beacon {item['round']}")
     for item in vectors["thresholds"]:
         if str(threshold(item["p"])) != item["threshold"]:
             problems.append(f"threshold of p={item['p']}")
@@ -269,7 +313,7 @@ def check_vectors(vectors):
     limit = threshold(drop["win_probability"])
     stock = drop["stock"]
     for decision in drop["decisions"]:
-        value = draw_value(seed, drop["event_id"], decision["platform_id"], decision["user_id"])
+        value = draw_value(seed, drop["event_id"], decision["pseudonym"])
         outcome, stock = decide(value, limit, stock)
         if (str(value), outcome, stock) != (decision["draw_value"], decision["outcome"], decision["stock_left"]):
             problems.append(f"drop decision {decision['decision_order']}")

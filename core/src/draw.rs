@@ -1,10 +1,15 @@
 //! The draw: a committed seed, a per-user value derived from it, and the decision rule.
 //!
 //! The seed is generated when an event is created and only its SHA-256 commitment is
-//! published; the seed itself is revealed when the event closes. A user's draw value is
-//! the first 8 bytes, big-endian, of HMAC-SHA256(seed, "dropgate/draw/v1" ‖ len ‖ event
-//! ‖ len ‖ platform ‖ len ‖ user), each len a 4-byte big-endian byte count
-//! (docs/fairness.md has the byte-exact rule and test vectors). Nobody, not even the
+//! published; the seed itself is revealed when the event closes. The event key K is
+//! the seed, or the seed mixed with a public beacon's value ([`EventSeed::event_key`]).
+//! A user is known in the public decision log by a pseudonym, the first 16 bytes of
+//! HMAC-SHA256(K, "dropgate/pseudonym/v2" ‖ len ‖ event ‖ len ‖ platform ‖ len ‖
+//! user), and their draw value is the first 8 bytes, big-endian, of HMAC-SHA256(K,
+//! "dropgate/draw/v2" ‖ len ‖ event ‖ len ‖ pseudonym), each len a 4-byte big-endian
+//! byte count (docs/fairness.md has the byte-exact rule and test vectors). Keying the
+//! draw on the pseudonym lets anyone re-run the whole drop from a log that names
+//! nobody, while each user can find their own row from their own identity. Nobody, not even the
 //! operator after creation, can steer one user's outcome without breaking the
 //! commitment, and anyone with the revealed seed can recompute every outcome
 //! ([`crate::verify()`]).
@@ -20,7 +25,7 @@ use crate::hex;
 use crate::identity::{EventId, UserKey};
 
 /// The version of the draw's rules (docs/fairness.md): every fairness record names it.
-pub const DRAW_RULE: &str = "dropgate/draw/v1";
+pub const DRAW_RULE: &str = "dropgate/draw/v2";
 
 /// The secret that decides every draw of one event.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,6 +69,126 @@ impl EventSeed {
             mac.update(part.as_bytes());
         }
         mac.finalize().into_bytes().into()
+    }
+}
+
+/// A public randomness beacon round named when an event is created (so nobody can
+/// pick it afterwards) and its value, supplied when the event opens. Mixed into the
+/// event's key, it makes every outcome unknowable, even to whoever holds the seed,
+/// until that round is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beacon {
+    /// Which beacon and round, e.g. `drand-quicknet/12345678`.
+    pub round: String,
+    /// The round's published randomness, as lowercase hex; `None` until supplied.
+    pub value: Option<String>,
+}
+
+/// Why a beacon name or value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeaconProblem {
+    /// The round's name is empty, too long or not printable ASCII without spaces.
+    #[error(
+        "a beacon round is 1 to 200 printable ASCII characters without spaces, e.g. drand-quicknet/12345678"
+    )]
+    BadRound,
+    /// The value is not 16 to 128 bytes of lowercase hex.
+    #[error("a beacon value is 32 to 256 lowercase hex digits (16 to 128 bytes)")]
+    BadValue,
+    /// The event names a beacon whose value was never supplied.
+    #[error("the event names beacon round {0} but its value was never supplied")]
+    Missing(String),
+    /// A value given for an event that names no beacon round.
+    #[error("the event names no beacon round; it was created without --beacon-round")]
+    NotNamed,
+    /// A value other than the one already recorded.
+    #[error("the value of beacon round {round} is already {recorded}; it cannot change")]
+    AlreadyGiven {
+        /// The round.
+        round: String,
+        /// The value on record.
+        recorded: String,
+    },
+    /// A value given once the event has left `scheduled`.
+    #[error("the event is {0}: a beacon value is given before the event opens")]
+    TooLate(crate::EventState),
+}
+
+impl Beacon {
+    /// The beacon of an event stored as a round (none: the event names no beacon) and
+    /// its value once supplied.
+    pub fn from_columns(round: Option<String>, value: Option<String>) -> Option<Self> {
+        round.map(|round| Self { round, value })
+    }
+
+    /// Whether an event in `state` that names `beacon` (or none) takes `value` now:
+    /// true to record it, false when it holds that value already.
+    pub fn accept_value(
+        beacon: Option<&Beacon>,
+        state: crate::EventState,
+        value: &str,
+    ) -> Result<bool, BeaconProblem> {
+        Self::check_value(value)?;
+        let beacon = beacon.ok_or(BeaconProblem::NotNamed)?;
+        match &beacon.value {
+            Some(recorded) if recorded == value => Ok(false),
+            Some(recorded) => Err(BeaconProblem::AlreadyGiven {
+                round: beacon.round.clone(),
+                recorded: recorded.clone(),
+            }),
+            None if state != crate::EventState::Scheduled => Err(BeaconProblem::TooLate(state)),
+            None => Ok(true),
+        }
+    }
+
+    /// An event opens only once the beacon it names has its value: nothing may be
+    /// drawn, nor the pre-queue shuffled, without it.
+    pub fn ready_to_open(beacon: Option<&Beacon>) -> Result<(), BeaconProblem> {
+        match beacon {
+            Some(Beacon { round, value: None }) => Err(BeaconProblem::Missing(round.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a round's name.
+    pub fn check_round(round: &str) -> Result<(), BeaconProblem> {
+        if round.is_empty() || round.len() > 200 || !round.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BeaconProblem::BadRound);
+        }
+        Ok(())
+    }
+
+    /// Checks a value.
+    pub fn check_value(value: &str) -> Result<(), BeaconProblem> {
+        let digits = value.len();
+        if !(32..=256).contains(&digits)
+            || !digits.is_multiple_of(2)
+            || !value
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(BeaconProblem::BadValue);
+        }
+        Ok(())
+    }
+}
+
+impl EventSeed {
+    /// The key the event's pseudonyms, draw values and pre-queue shuffle are derived
+    /// from: the seed itself, or, when the event names a beacon,
+    /// HMAC-SHA256(seed, "dropgate/beacon/v2" ‖ len ‖ round ‖ len ‖ value) as 32 bytes.
+    /// The commitment stays the seed's.
+    pub fn event_key(&self, beacon: Option<&Beacon>) -> Result<EventSeed, BeaconProblem> {
+        match beacon {
+            None => Ok(self.clone()),
+            Some(Beacon { round, value: None }) => Err(BeaconProblem::Missing(round.clone())),
+            Some(Beacon {
+                round,
+                value: Some(value),
+            }) => Ok(EventSeed(
+                self.derive("dropgate/beacon/v2", &[round, value]),
+            )),
+        }
     }
 }
 
@@ -134,19 +259,33 @@ impl WinProbability {
     }
 }
 
-/// A user's draw value: the first 8 bytes (big-endian) of the keyed hash.
-pub fn draw_value(seed: &EventSeed, event: &EventId, user: &UserKey) -> u64 {
+/// A user's name in the event's public decision log: 32 hex digits that nobody can
+/// compute before the seed is revealed, and that the user (or anyone who knows or
+/// guesses their ids) can compute after it.
+pub fn pseudonym(seed: &EventSeed, event: &EventId, user: &UserKey) -> String {
     let mac = seed.derive(
-        "dropgate/draw/v1",
+        "dropgate/pseudonym/v2",
         &[
             event.as_str(),
             user.platform_id.as_str(),
             user.user_id.as_str(),
         ],
     );
+    hex::encode(&mac[..16])
+}
+
+/// The draw value of the user the log names `pseudonym`: the first 8 bytes
+/// (big-endian) of the keyed hash.
+pub fn draw_value_of_pseudonym(seed: &EventSeed, event: &EventId, pseudonym: &str) -> u64 {
+    let mac = seed.derive("dropgate/draw/v2", &[event.as_str(), pseudonym]);
     let mut first = [0u8; 8];
     first.copy_from_slice(&mac[..8]);
     u64::from_be_bytes(first)
+}
+
+/// A user's draw value.
+pub fn draw_value(seed: &EventSeed, event: &EventId, user: &UserKey) -> u64 {
+    draw_value_of_pseudonym(seed, event, &pseudonym(seed, event, user))
 }
 
 /// How one admitted user's draw ended.

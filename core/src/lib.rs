@@ -30,11 +30,14 @@ pub mod verify;
 pub use admission::{Admission, AdmissionLimits, Downstream, TokenBucket, admit};
 pub use config::{ConfigProblem, ConfigProblems, EventConfig, QueueMode, ValidatedEvent};
 pub use draw::{
-    DRAW_RULE, Decision, EventSeed, Outcome, SeedCommitment, WinProbability, decide, decide_batch,
-    draw_value,
+    Beacon, BeaconProblem, DRAW_RULE, Decision, EventSeed, Outcome, SeedCommitment, WinProbability,
+    decide, decide_batch, draw_value, draw_value_of_pseudonym, pseudonym,
 };
 pub use identity::{EventId, IdError, PlatformId, UserId, UserKey};
-pub use messages::{Admitted, DrawResult, MESSAGE_VERSION, Message, MessageError};
+pub use messages::{
+    Admissions, Admitted, AdmittedBatch, BatchWinners, DrawResult, MESSAGE_VERSION, Message,
+    MessageError, Winner,
+};
 pub use position::{Standing, standing};
 pub use record::{Decided, MalformedRecord, UserRecord};
 pub use shuffle::shuffle_pre_queue;

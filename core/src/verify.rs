@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use crate::draw::{EventSeed, Outcome, SeedCommitment, WinProbability, decide, draw_value};
+use crate::draw::{Beacon, EventSeed, Outcome, SeedCommitment, WinProbability, decide, draw_value};
 use crate::identity::{EventId, UserKey};
 
 /// One recorded decision, as exported from the `draws` table.
@@ -67,6 +67,11 @@ pub const CLOCK_TOLERANCE_MS: u64 = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
+    /// The event names a beacon round whose value was never supplied, yet it drew.
+    BeaconMissing {
+        /// The round named at creation.
+        round: String,
+    },
     /// The revealed seed does not hash to the published commitment.
     CommitmentMismatch {
         /// What was published at creation.
@@ -227,6 +232,7 @@ impl VerifyReport {
 /// seed and the published commitment.
 pub fn verify(
     seed: &EventSeed,
+    beacon: Option<&Beacon>,
     published: &SeedCommitment,
     event: &EventId,
     probability: WinProbability,
@@ -238,6 +244,14 @@ pub fn verify(
         findings.push(Finding::CommitmentMismatch {
             published: published.to_hex(),
             revealed_seed_hashes_to: seed.commitment().to_hex(),
+        });
+    }
+    // Without a named beacon's value no draw value can be recomputed: those checks
+    // are skipped, every other one is made.
+    let key = seed.event_key(beacon).ok();
+    if key.is_none() && !decisions.is_empty() {
+        findings.push(Finding::BeaconMissing {
+            round: beacon.map(|b| b.round.clone()).unwrap_or_default(),
         });
     }
     let mut sorted: Vec<&RecordedDecision> = decisions.iter().collect();
@@ -265,24 +279,26 @@ pub fn verify(
             });
             continue;
         }
-        let expected_value = draw_value(seed, event, &recorded.user);
-        if expected_value != recorded.draw_value {
-            findings.push(Finding::WrongDrawValue {
-                order: recorded.order,
-                user: user.clone(),
-                recorded: recorded.draw_value,
-                expected: expected_value,
-            });
-        }
-        let expected = decide(expected_value, probability, stock_left);
-        stock_left = expected.stock_left;
-        if expected.outcome != recorded.outcome {
-            findings.push(Finding::WrongOutcome {
-                order: recorded.order,
-                user,
-                recorded: recorded.outcome,
-                expected: expected.outcome,
-            });
+        if let Some(key) = &key {
+            let expected_value = draw_value(key, event, &recorded.user);
+            if expected_value != recorded.draw_value {
+                findings.push(Finding::WrongDrawValue {
+                    order: recorded.order,
+                    user: user.clone(),
+                    recorded: recorded.draw_value,
+                    expected: expected_value,
+                });
+            }
+            let expected = decide(expected_value, probability, stock_left);
+            stock_left = expected.stock_left;
+            if expected.outcome != recorded.outcome {
+                findings.push(Finding::WrongOutcome {
+                    order: recorded.order,
+                    user,
+                    recorded: recorded.outcome,
+                    expected: expected.outcome,
+                });
+            }
         }
         if recorded.outcome == Outcome::Won {
             winners += 1;
@@ -461,6 +477,7 @@ fn ticket_order_findings(decisions: &[RecordedDecision]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::draw::BeaconProblem;
     use crate::draw::decide_batch;
     use proptest::prelude::*;
 
@@ -496,7 +513,7 @@ mod tests {
         rows: &[RecordedDecision],
     ) -> VerifyReport {
         let event = EventId::parse("ev").expect("valid");
-        verify(seed, &seed.commitment(), &event, p, stock, rows)
+        verify(seed, None, &seed.commitment(), &event, p, stock, rows)
     }
 
     #[test]
@@ -681,13 +698,140 @@ mod tests {
     }
 
     #[test]
+    fn a_beacon_drop_verifies_only_with_its_value() {
+        let seed = EventSeed::from_bytes([3; 32]);
+        let p = WinProbability::new(0.3).expect("valid");
+        let event = EventId::parse("ev").expect("valid");
+        let beacon = Beacon {
+            round: "drand-quicknet/1000".into(),
+            value: Some("ab".repeat(32)),
+        };
+        let key = seed.event_key(Some(&beacon)).expect("key");
+        assert_ne!(key, seed, "the beacon changes every draw");
+        let rows = recorded_event(&key, p, 3, 20);
+        let honest = verify(
+            &seed,
+            Some(&beacon),
+            &seed.commitment(),
+            &event,
+            p,
+            3,
+            &rows,
+        );
+        assert!(honest.passed(), "{:?}", honest.findings);
+
+        let without = verify(&seed, None, &seed.commitment(), &event, p, 3, &rows);
+        assert!(
+            without
+                .findings
+                .iter()
+                .any(|f| matches!(f, Finding::WrongDrawValue { .. })),
+            "the seed alone does not give a beacon drop's values"
+        );
+        let other = Beacon {
+            value: Some("cd".repeat(32)),
+            ..beacon.clone()
+        };
+        let swapped = verify(&seed, Some(&other), &seed.commitment(), &event, p, 3, &rows);
+        assert!(!swapped.passed(), "another value is another drop");
+        let missing = Beacon {
+            value: None,
+            ..beacon
+        };
+        let report = verify(
+            &seed,
+            Some(&missing),
+            &seed.commitment(),
+            &event,
+            p,
+            3,
+            &rows,
+        );
+        assert!(matches!(
+            report.findings.as_slice(),
+            [Finding::BeaconMissing { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_beacon_value_is_taken_once_before_the_opening_and_opening_needs_it() {
+        use crate::EventState;
+        let value = "0f".repeat(32);
+        let named = Beacon {
+            round: "drand-quicknet/1".into(),
+            value: None,
+        };
+        assert_eq!(
+            Beacon::accept_value(Some(&named), EventState::Scheduled, &value),
+            Ok(true)
+        );
+        assert_eq!(
+            Beacon::accept_value(None, EventState::Scheduled, &value),
+            Err(BeaconProblem::NotNamed)
+        );
+        assert_eq!(
+            Beacon::accept_value(Some(&named), EventState::Open, &value),
+            Err(BeaconProblem::TooLate(EventState::Open))
+        );
+        assert_eq!(
+            Beacon::accept_value(Some(&named), EventState::Scheduled, "xyz"),
+            Err(BeaconProblem::BadValue)
+        );
+        let given = Beacon {
+            value: Some(value.clone()),
+            ..named.clone()
+        };
+        assert_eq!(
+            Beacon::accept_value(Some(&given), EventState::Open, &value),
+            Ok(false),
+            "the same value again changes nothing"
+        );
+        assert!(matches!(
+            Beacon::accept_value(Some(&given), EventState::Scheduled, &"1f".repeat(32)),
+            Err(BeaconProblem::AlreadyGiven { .. })
+        ));
+        assert_eq!(
+            Beacon::ready_to_open(Some(&named)),
+            Err(BeaconProblem::Missing("drand-quicknet/1".into()))
+        );
+        assert!(Beacon::ready_to_open(Some(&given)).is_ok());
+        assert!(Beacon::ready_to_open(None).is_ok());
+    }
+
+    #[test]
+    fn beacon_names_and_values_are_checked() {
+        assert!(Beacon::check_round("drand-quicknet/12345678").is_ok());
+        for bad in ["", "has space", &"x".repeat(201), "tab\t"] {
+            assert_eq!(
+                Beacon::check_round(bad),
+                Err(BeaconProblem::BadRound),
+                "{bad:?}"
+            );
+        }
+        assert!(Beacon::check_value(&"0f".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "abc",
+            &"AB".repeat(32),
+            &"0".repeat(30),
+            &"0".repeat(258),
+        ] {
+            assert_eq!(
+                Beacon::check_value(bad),
+                Err(BeaconProblem::BadValue),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_wrong_seed_fails_the_commitment() {
         let seed = EventSeed::from_bytes([3; 32]);
         let p = WinProbability::new(0.2).expect("valid");
         let rows = recorded_event(&seed, p, 10, 10);
         let event = EventId::parse("ev").expect("valid");
         let other = EventSeed::from_bytes([4; 32]);
-        let report = verify(&other, &seed.commitment(), &event, p, 10, &rows);
+        let report = verify(&other, None, &seed.commitment(), &event, p, 10, &rows);
         assert!(matches!(
             report.findings[0],
             Finding::CommitmentMismatch { .. }

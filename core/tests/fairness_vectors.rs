@@ -5,8 +5,8 @@
 //! file after a deliberate change of the rules.
 
 use dropgate_core::{
-    EventId, EventSeed, Outcome, UserKey, WinProbability, decide_batch, draw_value,
-    shuffle_pre_queue,
+    Beacon, EventId, EventSeed, Outcome, UserKey, WinProbability, decide_batch, draw_value,
+    draw_value_of_pseudonym, pseudonym, shuffle_pre_queue,
 };
 use hmac::{Hmac, Mac};
 use rand_chacha::ChaCha20Rng;
@@ -61,30 +61,80 @@ fn vectors() -> Value {
         ("drop-1", "web", "alice@example.com"),
         ("spring-sale_2026", "shop.example", "00042"),
     ];
+    let mut pseudonyms = Vec::new();
     let mut draw_values = Vec::new();
     for seed in &seeds[..2] {
         for (event, platform, user) in identities {
-            let message = message("dropgate/draw/v1", &[event, platform, user]);
-            let mac = hmac_sha256(seed, &message);
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&mac[..8]);
-            let spec = u64::from_be_bytes(first);
-            let crate_says = draw_value(
-                &EventSeed::from_bytes(*seed),
-                &EventId::parse(event).expect("valid"),
-                &UserKey::parse(platform, user).expect("valid"),
-            );
+            let named = message("dropgate/pseudonym/v2", &[event, platform, user]);
+            let mac = hmac_sha256(seed, &named);
+            let spec = hex(&mac[..16]);
+            let event_id = EventId::parse(event).expect("valid");
+            let user_key = UserKey::parse(platform, user).expect("valid");
+            let crate_says = pseudonym(&EventSeed::from_bytes(*seed), &event_id, &user_key);
             assert_eq!(spec, crate_says, "{event} {platform} {user}");
-            draw_values.push(json!({
+            pseudonyms.push(json!({
                 "seed": hex(seed),
                 "event_id": event,
                 "platform_id": platform,
                 "user_id": user,
-                "message": hex(&message),
+                "message": hex(&named),
                 "hmac": hex(&mac),
-                "draw_value": spec.to_string(),
+                "pseudonym": spec,
+            }));
+
+            let drawn = message("dropgate/draw/v2", &[event, &spec]);
+            let mac = hmac_sha256(seed, &drawn);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&mac[..8]);
+            let value = u64::from_be_bytes(first);
+            let seed = EventSeed::from_bytes(*seed);
+            assert_eq!(value, draw_value_of_pseudonym(&seed, &event_id, &spec));
+            assert_eq!(value, draw_value(&seed, &event_id, &user_key));
+            draw_values.push(json!({
+                "seed": seed.to_hex(),
+                "event_id": event,
+                "pseudonym": spec,
+                "message": hex(&drawn),
+                "hmac": hex(&mac),
+                "draw_value": value.to_string(),
             }));
         }
+    }
+
+    // A beacon round's value mixed into the event key; the key then stands where the
+    // seed stood (pseudonyms, draw values, the pre-queue shuffle).
+    let mut beacon_keys = Vec::new();
+    for (seed, round, value) in [
+        (seeds[0], "drand-quicknet/12345678", "ab".repeat(32)),
+        (
+            seeds[1],
+            "nist-beacon/2026-12-01T10:00Z",
+            "0123456789abcdef".repeat(4),
+        ),
+    ] {
+        let mixed = message("dropgate/beacon/v2", &[round, &value]);
+        let key = hmac_sha256(&seed, &mixed);
+        let crate_says = EventSeed::from_bytes(seed)
+            .event_key(Some(&Beacon {
+                round: round.to_owned(),
+                value: Some(value.clone()),
+            }))
+            .expect("a beacon with its value");
+        assert_eq!(EventSeed::from_bytes(key), crate_says, "{round}");
+        let user = UserKey::parse("web", "u1").expect("valid");
+        let event = EventId::parse("drop-1").expect("valid");
+        beacon_keys.push(json!({
+            "seed": hex(&seed),
+            "round": round,
+            "value": value,
+            "message": hex(&mixed),
+            "key": hex(&key),
+            "event_id": "drop-1",
+            "platform_id": "web",
+            "user_id": "u1",
+            "pseudonym": pseudonym(&crate_says, &event, &user),
+            "draw_value": draw_value(&crate_says, &event, &user).to_string(),
+        }));
     }
 
     let thresholds: Vec<Value> = [1.0, 0.5, 0.05, 0.1, 1.0 / 3.0, 1e-9]
@@ -119,8 +169,7 @@ fn vectors() -> Value {
             json!({
                 "decision_order": i + 1,
                 "ticket": i + 1,
-                "platform_id": user.platform_id.as_str(),
-                "user_id": user.user_id.as_str(),
+                "pseudonym": pseudonym(&seed, &event, user),
                 "draw_value": value.to_string(),
                 "outcome": decision.outcome.as_str(),
                 "stock_left": decision.stock_left,
@@ -166,9 +215,11 @@ fn vectors() -> Value {
     }
 
     json!({
-        "about": "Test vectors of docs/fairness.md (rule dropgate/draw/v1). 64-bit values are decimal strings.",
+        "about": "Test vectors of docs/fairness.md (rule dropgate/draw/v2). 64-bit values are decimal strings.",
         "commitments": commitments,
+        "pseudonyms": pseudonyms,
         "draw_values": draw_values,
+        "beacon_keys": beacon_keys,
         "thresholds": thresholds,
         "drop": drop,
         "shuffles": shuffles,
