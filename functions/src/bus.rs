@@ -10,10 +10,53 @@
 //! the rules that decide, record and apply are the same code on both paths.
 
 use anyhow::{Result, bail};
+use dropgate_core::{Admitted, Message as _};
 use rdkafka::producer::FutureRecord;
 
 use crate::config::KafkaArgs;
 use crate::kafka::{self, DELIVERY_TIMEOUT};
+
+/// Most admissions in one Pub/Sub message.
+pub const PUBSUB_ADMISSION_BATCH: usize = 1_000;
+
+/// Most JSON bytes in one Pub/Sub admission batch: base64 in the push envelope makes
+/// it a third larger, still within goods-worker's push body limit
+/// ([`crate::pubsub::push::MAX_ADMISSIONS_PUSH_BODY`]) whatever the ids' lengths (up to 128
+/// bytes each, so an admission is 150 to 500 bytes).
+pub const PUBSUB_BATCH_BYTES: usize = 300 * 1024;
+
+/// One event's admissions cut into the Pub/Sub messages that carry them, in order:
+/// at most [`PUBSUB_ADMISSION_BATCH`] admissions and [`PUBSUB_BATCH_BYTES`] each.
+pub fn admission_batches(
+    event: &dropgate_core::EventId,
+    admissions: &[Admitted],
+) -> Vec<dropgate_core::AdmittedBatch> {
+    let mut batches = Vec::new();
+    let mut current: Vec<Admitted> = Vec::new();
+    let mut bytes = 0;
+    for admitted in admissions {
+        let size = admitted.encode().len() + 1;
+        if !current.is_empty()
+            && (current.len() == PUBSUB_ADMISSION_BATCH || bytes + size > PUBSUB_BATCH_BYTES)
+        {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(admitted.clone());
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+        .into_iter()
+        .map(|admitted| dropgate_core::AdmittedBatch {
+            version: dropgate_core::MESSAGE_VERSION,
+            event_id: event.clone(),
+            admitted,
+        })
+        .collect()
+}
 
 /// Which transport carries the messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -141,18 +184,50 @@ impl Publisher {
         }
     }
 
-    /// The key an admission to `event` is published under. On Kafka it is the event:
-    /// one event's admissions share one partition, so they reach the draw in the order
-    /// the admitter sent them, which is ticket order (decisions follow the line by
-    /// construction, whatever the number of workers and partitions). On Pub/Sub it is
-    /// the user: an ordering key has one push in flight at a time, so one key per
-    /// event would leave a whole drop a single push at a time.
-    #[cfg_attr(not(feature = "pubsub"), allow(unused_variables))]
-    pub fn admission_key(&self, event: &dropgate_core::EventId, member: &str) -> String {
+    /// Sends one event's admissions, in ticket order, so the draw decides them in
+    /// that order; one result per admission, in order.
+    ///
+    /// On Kafka each admission is its own message keyed by the event: one event's
+    /// admissions share one partition, which one goods-worker reads in order. On
+    /// Pub/Sub they go as [`admission_batches`] under the event's ordering key, each
+    /// sent once the previous one is stored: Pub/Sub pushes one message of an ordering
+    /// key at a time, in order, so a push carries many users and the order holds.
+    pub async fn publish_admissions(
+        &self,
+        event: &dropgate_core::EventId,
+        admissions: &[Admitted],
+    ) -> Vec<Result<()>> {
         match self {
-            Publisher::Kafka { .. } => event.to_string(),
+            Publisher::Kafka { .. } => {
+                let messages: Vec<(String, Vec<u8>)> = admissions
+                    .iter()
+                    .map(|admitted| (event.to_string(), admitted.encode()))
+                    .collect();
+                self.publish_in_order(&messages).await
+            }
             #[cfg(feature = "pubsub")]
-            Publisher::PubSub(_) => member.to_owned(),
+            Publisher::PubSub(publisher) => {
+                let mut results = Vec::with_capacity(admissions.len());
+                for batch in admission_batches(event, admissions) {
+                    let sent = publisher.publish(&batch.key(), &batch.encode()).await;
+                    let failed = sent.as_ref().err().map(|error| format!("{error:#}"));
+                    results.extend(batch.admitted.iter().map(|_| match &failed {
+                        None => Ok(()),
+                        Some(error) => Err(anyhow::anyhow!("{error}")),
+                    }));
+                    if failed.is_some() {
+                        // Nothing after a lost batch: it would overtake it.
+                        let skipped = admissions.len() - results.len();
+                        results.extend((0..skipped).map(|_| {
+                            Err(anyhow::anyhow!(
+                                "not sent: an earlier batch of the event failed"
+                            ))
+                        }));
+                        break;
+                    }
+                }
+                results
+            }
         }
     }
 
@@ -246,6 +321,56 @@ async fn enqueue_in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_batches_keep_the_order_and_fit_a_push_whatever_the_ids() {
+        let long = "x".repeat(128);
+        let event = dropgate_core::EventId::parse(&long).expect("valid");
+        let admissions: Vec<Admitted> = (1..=2_500)
+            .map(|ticket| Admitted {
+                version: dropgate_core::MESSAGE_VERSION,
+                event_id: event.clone(),
+                user: dropgate_core::UserKey::parse(&long, &format!("{ticket:0>128}"))
+                    .expect("valid"),
+                ticket,
+                admitted_at_ms: 1_700_000_000_000,
+            })
+            .collect();
+        let batches = admission_batches(&event, &admissions);
+        assert!(
+            batches.len() > 3,
+            "long ids cut batches by bytes: {}",
+            batches.len()
+        );
+        let tickets: Vec<u64> = batches
+            .iter()
+            .flat_map(|batch| batch.admitted.iter().map(|a| a.ticket))
+            .collect();
+        assert_eq!(tickets, (1..=2_500).collect::<Vec<u64>>());
+        for batch in &batches {
+            // The push envelope base64-encodes the data, plus a few hundred bytes.
+            let pushed = batch.encode().len() * 4 / 3 + 1_024;
+            assert!(
+                pushed < crate::pubsub::push::MAX_ADMISSIONS_PUSH_BODY,
+                "{pushed}"
+            );
+            assert!(batch.admitted.len() <= PUBSUB_ADMISSION_BATCH);
+        }
+        let short: Vec<Admitted> = admissions
+            .iter()
+            .map(|a| Admitted {
+                event_id: dropgate_core::EventId::parse("e").expect("valid"),
+                user: dropgate_core::UserKey::parse("p", "u").expect("valid"),
+                ..a.clone()
+            })
+            .collect();
+        let counted =
+            admission_batches(&dropgate_core::EventId::parse("e").expect("valid"), &short);
+        assert_eq!(
+            counted.iter().map(|b| b.admitted.len()).collect::<Vec<_>>(),
+            vec![1_000, 1_000, 500]
+        );
+    }
 
     #[derive(Debug, clap::Parser)]
     struct Probe {

@@ -320,15 +320,24 @@ pub struct TopicArgs {
         default_value = "dead-letter"
     )]
     pub dead_letter: String,
+    /// Topic of each draw batch's winners, for a downstream checkout (goods-worker
+    /// publishes it; nothing in dropgate reads it).
+    #[arg(
+        long = "winners-topic",
+        env = "DROPGATE_TOPIC_WINNERS",
+        default_value = "winners"
+    )]
+    pub winners: String,
 }
 
 impl TopicArgs {
-    /// The given topic names, with the default dead-letter topic.
+    /// The given topic names, with the default dead-letter and winners topics.
     pub fn new(waiting_queue: impl Into<String>, result_notification: impl Into<String>) -> Self {
         Self {
             waiting_queue: waiting_queue.into(),
             result_notification: result_notification.into(),
             dead_letter: "dead-letter".to_owned(),
+            winners: "winners".to_owned(),
         }
     }
 }

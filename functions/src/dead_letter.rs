@@ -25,7 +25,7 @@ pub struct DeadLetter {
     pub partition: i32,
     /// Its offset there.
     pub offset: i64,
-    /// Its key (the user's member string), if it had a readable one.
+    /// Its key (the user's member string, or the event id), if it had a readable one.
     pub key: Option<String>,
     /// `unknown_version` or `malformed`.
     pub reason: String,
@@ -42,7 +42,7 @@ impl DeadLetter {
     pub fn of(message: &BorrowedMessage<'_>, error: &MessageError) -> Self {
         let reason = match error {
             MessageError::UnknownVersion(_) => "unknown_version",
-            MessageError::Malformed(_) => "malformed",
+            MessageError::Malformed(_) | MessageError::Inconsistent(_) => "malformed",
         };
         Self {
             source_topic: message.topic().to_owned(),

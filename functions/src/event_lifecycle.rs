@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use dropgate_core::{DrawResult, EventId, EventState, MESSAGE_VERSION, UserKey, UserState};
 use sqlx::{PgPool, Row};
 
+use crate::seed_vault::{SeedKey, stored_seed};
+
 /// The states an event may start closing from ([`EventState::step`]).
 static MAY_START_CLOSING: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     EventState::ALL
@@ -39,6 +41,11 @@ pub struct EventRow {
     pub stock_left: u32,
     /// The highest ticket recorded as handed out.
     pub tickets_issued: u64,
+    /// The beacon value the event names has been supplied (it is public from then).
+    pub beacon_supplied: bool,
+    /// Once closed: how many users are decided or answered without a draw, which
+    /// the published decision log must name.
+    pub answered_after_close: Option<u64>,
 }
 
 /// The events not closed yet: the admitter ticks these even when the Redis mirror
@@ -67,10 +74,14 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
                 (extract(epoch from (now() - closing_at)) * 1000)::bigint as closing_for_ms,
                 admission_rate_per_s, max_in_flight, abandon_timeout_ms,
                 (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms, stock_left,
-                tickets_issued
+                tickets_issued, beacon_value is not null as beacon_supplied,
+                case when state = $2 then decisions_made
+                     + (select count(*) from final_states f where f.event_id = events.event_id)
+                end as answered_after_close
            from events where event_id = $1",
     )
     .bind(event.as_str())
+    .bind(EventState::Closed.as_str())
     .fetch_optional(pool)
     .await
     .context("Failed to read the event")?;
@@ -94,6 +105,10 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
         opens_at_ms: non_negative(row.get("opens_at_ms")),
         stock_left: u32::try_from(row.get::<i32, _>("stock_left")).unwrap_or(0),
         tickets_issued: non_negative(row.get("tickets_issued")),
+        beacon_supplied: row.get("beacon_supplied"),
+        answered_after_close: row
+            .get::<Option<i64>, _>("answered_after_close")
+            .map(non_negative),
     }))
 }
 
@@ -138,22 +153,45 @@ pub async fn recorded_outcomes(pool: &PgPool, event: &EventId) -> Result<Vec<Dra
 /// The event's public fairness record as PostgreSQL holds it: the seed only once it
 /// is revealed. `None` when PostgreSQL does not know the event.
 pub async fn public_fairness(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     event: &EventId,
 ) -> Result<Option<crate::queue::PublicFairness>> {
-    /// commitment, stock, p, queue mode, the seed once revealed, and when.
-    type FairnessRow = (String, i32, f64, String, Option<String>, Option<i64>);
+    /// commitment, stock, p, queue mode, the seed once revealed, and when, the beacon
+    /// round and value, the draw rule.
+    type FairnessRow = (
+        String,
+        i32,
+        f64,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
     let row: Option<FairnessRow> = sqlx::query_as(
         "select seed_commitment, stock_total, win_probability, queue_mode,
                 case when seed_revealed_at is not null then seed end,
-                (extract(epoch from seed_revealed_at) * 1000)::bigint
+                (extract(epoch from seed_revealed_at) * 1000)::bigint,
+                beacon_round, beacon_value, draw_rule
            from events where event_id = $1",
     )
     .bind(event.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .context("Failed to read the event's fairness record")?;
-    let Some((commitment, stock_total, probability, queue_mode, seed, revealed_at_ms)) = row else {
+    let Some((
+        commitment,
+        stock_total,
+        probability,
+        queue_mode,
+        seed,
+        revealed_at_ms,
+        beacon_round,
+        beacon_value,
+        rule,
+    )) = row
+    else {
         return Ok(None);
     };
     let mut fairness = crate::queue::PublicFairness::before_reveal(
@@ -163,6 +201,8 @@ pub async fn public_fairness(
         &queue_mode,
     )?;
     fairness.seed = seed.zip(revealed_at_ms.map(|ms| ms as u64));
+    fairness.beacon = dropgate_core::Beacon::from_columns(beacon_round, beacon_value);
+    fairness.rule = rule;
     Ok(Some(fairness))
 }
 
@@ -182,22 +222,40 @@ pub async fn begin_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
     Ok(moved == 1)
 }
 
-/// Closes a closing event and reveals its seed; true when this call did it. Taking
-/// the event row's lock, it waits for a draw batch in progress to commit, and every
-/// batch after it sees the event closed and draws nothing.
-pub async fn finish_closing(pool: &PgPool, event: &EventId) -> Result<bool> {
-    let moved = sqlx::query(
-        "update events set state = $2, seed_revealed_at = now(), updated_at = now()
-          where event_id = $1 and state = $3",
+/// Closes a closing event and reveals its seed: the sealed seed is opened with
+/// `seed_key` and written in the clear, the only place a seed leaves its seal. True
+/// when this call did it. Taking the event row's lock, it waits for a draw batch in
+/// progress to commit, and every batch after it sees the event closed and draws
+/// nothing.
+pub async fn finish_closing(pool: &PgPool, seed_key: &SeedKey, event: &EventId) -> Result<bool> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin a transaction")?;
+    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "select seed_sealed, seed from events where event_id = $1 and state = $2 for update",
+    )
+    .bind(event.as_str())
+    .bind(EventState::Closing.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .context("Failed to lock the closing event")?;
+    let Some((sealed, clear)) = row else {
+        return Ok(false);
+    };
+    let seed = stored_seed(seed_key, event, sealed.as_deref(), clear.as_deref())?;
+    sqlx::query(
+        "update events set state = $2, seed = $3, seed_revealed_at = now(), updated_at = now()
+          where event_id = $1",
     )
     .bind(event.as_str())
     .bind(EventState::Closed.as_str())
-    .bind(EventState::Closing.as_str())
-    .execute(pool)
+    .bind(seed.to_hex())
+    .execute(&mut *tx)
     .await
-    .context("Failed to close the event")?
-    .rows_affected();
-    Ok(moved == 1)
+    .context("Failed to close the event")?;
+    tx.commit().await.context("Failed to close the event")?;
+    Ok(true)
 }
 
 /// Records users who reached `state` without a draw at `decided_at_ms` (still in

@@ -40,9 +40,16 @@ fn functions_say_what_they_cannot_reach_without_leaking_the_password() {
     let database = ("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/d");
     let kafka = ("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1");
     let ops = ("DROPGATE_HEALTH_ADDR", "127.0.0.1:0");
+    let key_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(key_file.path(), "42".repeat(32)).expect("write");
+    let seed_key = (
+        "DROPGATE_SEED_KEY_FILE",
+        key_file.path().to_str().expect("utf-8 path"),
+    );
+    let no_seed_key = ("DROPGATE_SEED_KEY_FILE", "/nonexistent/seed.key");
     // (binary, environment, the service its message names)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
         (
             env!("CARGO_BIN_EXE_queue-api"),
             vec![
@@ -55,13 +62,23 @@ fn functions_say_what_they_cannot_reach_without_leaking_the_password() {
         ),
         (
             env!("CARGO_BIN_EXE_admitter"),
-            vec![redis, database, kafka, ops],
+            vec![redis, database, kafka, ops, seed_key],
             "Redis",
         ),
         (
+            env!("CARGO_BIN_EXE_admitter"),
+            vec![redis, database, kafka, ops, no_seed_key],
+            "DROPGATE_SEED_KEY_FILE",
+        ),
+        (
             env!("CARGO_BIN_EXE_goods-worker"),
-            vec![database, kafka, ops],
+            vec![database, kafka, ops, seed_key],
             "PostgreSQL",
+        ),
+        (
+            env!("CARGO_BIN_EXE_goods-worker"),
+            vec![database, kafka, ops, no_seed_key],
+            "DROPGATE_SEED_KEY_FILE",
         ),
         (
             env!("CARGO_BIN_EXE_result-relay"),

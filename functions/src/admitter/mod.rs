@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use dropgate_core::{
     AdmissionLimits, Admitted, CloseNow, Closing, Downstream, EventId, EventState, MESSAGE_VERSION,
-    Message as _, TokenBucket, UserKey, UserState, admit,
+    TokenBucket, UserKey, UserState, admit,
 };
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -71,6 +71,9 @@ pub struct AdmitterArgs {
     /// Health and metrics port.
     #[command(flatten)]
     pub ops: OpsArgs,
+    /// The key that opens each event's sealed seed, to reveal it at the close.
+    #[command(flatten)]
+    pub seed_key: crate::seed_vault::SeedKeyArgs,
     /// Milliseconds between ticks.
     #[arg(long, env = "DROPGATE_ADMITTER_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub tick_ms: u64,
@@ -96,6 +99,12 @@ pub struct AdmitterArgs {
     /// could not read during a rolling upgrade.
     #[arg(long, env = "DROPGATE_ADMITTER_REDELIVER_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub redeliver_ms: u64,
+    /// Largest decision log (JSON bytes) the admitter publishes through Redis at the
+    /// close for `GET /v1/events/{id}/fairness/log`: about 170 bytes per user decided
+    /// or told without a draw, so the default keeps drops up to about 200,000 of them.
+    /// A larger log is not copied into Redis; the operator publishes it instead.
+    #[arg(long, env = "DROPGATE_ADMITTER_DECISION_LOG_MAX_BYTES", default_value_t = 32 << 20)]
+    pub decision_log_max_bytes: u64,
 }
 
 fn now_ms() -> u64 {
@@ -105,11 +114,28 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// About how many bytes of decision log JSON one user takes (a decision is 140 to 170
+/// with short ids; longer ids take more, which the exact check after building
+/// catches).
+const DECISION_LOG_BYTES_PER_ENTRY: u64 = 130;
+
 /// Most users one admit script looks at: keeps every script call short even when the
 /// head of the queue is full of abandoned users.
 const LOOK_BUDGET_EXTRA: u64 = 2_000;
 /// Most admitting users re-published per tick.
 const REPUBLISH_LIMIT: isize = 10_000;
+
+/// What of the event's public fairness record Redis holds: the record, the revealed
+/// seed, the beacon value. The admitter publishes it again from PostgreSQL when a
+/// part PostgreSQL has is missing.
+#[derive(Debug, Default, Clone, Copy)]
+struct FairnessPublished {
+    record: bool,
+    seed: bool,
+    beacon_value: bool,
+    /// How many users the published decision log names.
+    log_entries: Option<u64>,
+}
 
 /// What the admitter reads of an event each tick.
 #[derive(Debug, Default)]
@@ -130,7 +156,7 @@ struct EventView {
     /// PostgreSQL. Another value means the data may come from an older copy.
     generation: Option<String>,
     /// The public fairness record exists, and holds the revealed seed.
-    fairness: (bool, bool),
+    fairness: FairnessPublished,
 }
 
 /// What PostgreSQL said of an event this tick.
@@ -159,6 +185,7 @@ pub struct Admitter {
     redis: ConnectionManager,
     store: QueueStore,
     pool: sqlx::PgPool,
+    seed_key: crate::seed_vault::SeedKey,
     publisher: Publisher,
     instance: String,
     tick: Duration,
@@ -166,6 +193,7 @@ pub struct Admitter {
     sweep_batch: u32,
     close_drain_ms: u64,
     redeliver_ms: u64,
+    decision_log_max_bytes: u64,
     lease: LeaseScript,
     admit: AdmitScript,
     sweep: SweepScript,
@@ -202,6 +230,7 @@ impl Admitter {
         publisher: Publisher,
         readiness: Readiness,
     ) -> Result<Self> {
+        let seed_key = args.seed_key.load()?;
         let store = QueueStore::connect(&args.redis).await?;
         let pool = args.database.pool(2).await?;
         let mut id = [0u8; 8];
@@ -210,6 +239,7 @@ impl Admitter {
             redis: store.connection(),
             store,
             pool,
+            seed_key,
             publisher,
             instance: dropgate_core::hex::encode(&id),
             tick: Duration::from_millis(args.tick_ms),
@@ -217,6 +247,7 @@ impl Admitter {
             sweep_batch: args.sweep_batch.max(1),
             close_drain_ms: args.close_drain_ms,
             redeliver_ms: args.redeliver_ms,
+            decision_log_max_bytes: args.decision_log_max_bytes,
             lease: LeaseScript::default(),
             admit: AdmitScript::default(),
             sweep: SweepScript::default(),
@@ -469,12 +500,31 @@ impl Admitter {
         }
         self.mirror_state(event, keys, lease_value, view, &row)
             .await?;
-        let (published, revealed) = view.fairness;
-        if !published || (row.state == EventState::Closed && !revealed) {
+        let published = view.fairness;
+        let log_behind = row
+            .answered_after_close
+            .is_some_and(|entries| published.log_entries != Some(entries));
+        if !published.record
+            || (row.state == EventState::Closed && !published.seed)
+            || (row.beacon_supplied && !published.beacon_value)
+            || log_behind
+        {
             // Public from creation, with the seed once revealed: queue-api serves it.
             if let Some(fairness) = event_lifecycle::public_fairness(&self.pool, event).await? {
+                if let (Some(_), Some(entries)) = (&fairness.seed, row.answered_after_close) {
+                    // Best effort: a log that cannot be published now is tried again
+                    // next tick, and never holds up the close or the seed.
+                    if let Err(error) = self.publish_decision_log(event, entries).await {
+                        tracing::warn!(%event, error = %format!("{error:#}"), "decision log not published; retried next tick");
+                    }
+                }
                 self.store.put_fairness(event, &fairness).await?;
-                view.fairness = (true, fairness.seed.is_some());
+                view.fairness = FairnessPublished {
+                    record: true,
+                    seed: fairness.seed.is_some(),
+                    beacon_value: fairness.beacon.as_ref().is_some_and(|b| b.value.is_some()),
+                    log_entries: view.fairness.log_entries,
+                };
             }
         }
         if view.seq > row.tickets_issued {
@@ -483,6 +533,34 @@ impl Admitter {
             row.tickets_issued = view.seq;
         }
         Ok(Some(row))
+    }
+
+    /// Publishes a closed event's decision log (docs/fairness.md) for queue-api to
+    /// serve, unless it is larger than the Redis copy may be.
+    ///
+    /// `entries` (users decided or answered without a draw) sizes it before anything
+    /// is loaded, so a drop of millions never builds a log it would not keep.
+    async fn publish_decision_log(&mut self, event: &EventId, entries: u64) -> Result<()> {
+        if entries.saturating_mul(DECISION_LOG_BYTES_PER_ENTRY) > self.decision_log_max_bytes {
+            tracing::warn!(%event, entries, limit = self.decision_log_max_bytes,
+                "decision log too large for Redis: publish `dropgate event fairness` output instead");
+            return self.store.put_decision_log(event, None, entries).await;
+        }
+        let mut conn = self.pool.acquire().await?;
+        let Some(data) = crate::fairness::public_data(&mut conn, event).await? else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(&data)?;
+        if text.len() as u64 > self.decision_log_max_bytes {
+            tracing::warn!(%event, bytes = text.len(), limit = self.decision_log_max_bytes,
+                "decision log too large for Redis: publish `dropgate event fairness` output instead");
+            return self.store.put_decision_log(event, None, entries).await;
+        }
+        self.store
+            .put_decision_log(event, Some(&text), entries)
+            .await?;
+        tracing::info!(%event, bytes = text.len(), entries, "decision log published");
+        Ok(())
     }
 
     /// Makes the Redis mirror of the event's state PostgreSQL's (see
@@ -627,7 +705,7 @@ impl Admitter {
                 tracing::warn!(%event, undecided = view.in_flight, line, "close drain timeout: closing with users undecided; their admissions are recorded closed");
             }
         }
-        if event_lifecycle::finish_closing(&self.pool, event).await? {
+        if event_lifecycle::finish_closing(&self.pool, &self.seed_key, event).await? {
             tracing::info!(%event, "closed: seed revealed");
         }
         let reply = self
@@ -725,28 +803,33 @@ impl Admitter {
             (Option<u64>, Option<u64>),
             bool,
             bool,
+            bool,
+            Option<u64>,
         );
-        let (meta, waiting, in_flight, seq, bucket, fairness, revealed): Reads = redis::pipe()
-            .hget(
-                keys.meta(),
-                &[
-                    "state",
-                    "rate",
-                    "max_in_flight",
-                    "abandon_ms",
-                    "stock_left",
-                    "generation",
-                ],
-            )
-            .zcard(keys.queue())
-            .zcard(keys.inflight())
-            .get(keys.seq())
-            .hget(keys.bucket(), &["milli", "at_ms"])
-            .exists(keys.fairness())
-            .hexists(keys.fairness(), "seed")
-            .query_async(&mut self.redis)
-            .await
-            .context("Failed to read the event")?;
+        let (meta, waiting, in_flight, seq, bucket, fairness, revealed, beacon, log_entries): Reads =
+            redis::pipe()
+                .hget(
+                    keys.meta(),
+                    &[
+                        "state",
+                        "rate",
+                        "max_in_flight",
+                        "abandon_ms",
+                        "stock_left",
+                        "generation",
+                    ],
+                )
+                .zcard(keys.queue())
+                .zcard(keys.inflight())
+                .get(keys.seq())
+                .hget(keys.bucket(), &["milli", "at_ms"])
+                .exists(keys.fairness())
+                .hexists(keys.fairness(), "seed")
+                .hexists(keys.fairness(), "beacon_value")
+                .hget(keys.fairness(), "decision_log_entries")
+                .query_async(&mut self.redis)
+                .await
+                .context("Failed to read the event")?;
         let (state, rate, max_in_flight, abandon_ms, stock_left, generation) = meta;
         Ok(EventView {
             state: state.and_then(|state| state.parse().ok()),
@@ -761,7 +844,12 @@ impl Admitter {
             seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
             generation,
-            fairness: (fairness, revealed),
+            fairness: FairnessPublished {
+                record: fairness,
+                seed: revealed,
+                beacon_value: beacon,
+                log_entries,
+            },
         })
     }
 
@@ -831,7 +919,7 @@ impl Admitter {
         let admitted_at_ms = now_ms();
         // In ticket order (the set's order), which is the order the draw decides in.
         let mut unreadable = Vec::new();
-        let mut messages = Vec::with_capacity(pending.len());
+        let mut admissions = Vec::with_capacity(pending.len());
         let mut members = Vec::with_capacity(pending.len());
         for (member, ticket) in &pending {
             let user = match UserKey::from_member(member) {
@@ -842,20 +930,16 @@ impl Admitter {
                     continue;
                 }
             };
-            let message = Admitted {
+            admissions.push(Admitted {
                 version: MESSAGE_VERSION,
                 event_id: event.clone(),
                 user,
                 ticket: *ticket,
                 admitted_at_ms,
-            };
-            messages.push((
-                self.publisher.admission_key(event, member),
-                message.encode(),
-            ));
+            });
             members.push(member.clone());
         }
-        let results = self.publisher.publish_in_order(&messages).await;
+        let results = self.publisher.publish_admissions(event, &admissions).await;
         let mut delivered = unreadable;
         for (member, result) in members.into_iter().zip(results) {
             match result {
@@ -981,20 +1065,10 @@ impl Admitter {
         }
         // In ticket order, like first deliveries.
         again.sort_by_key(|admitted| admitted.ticket);
-        let messages: Vec<(String, Vec<u8>)> = again
-            .iter()
-            .map(|admitted| {
-                let member = admitted.user.member();
-                (
-                    self.publisher.admission_key(event, &member),
-                    admitted.encode(),
-                )
-            })
-            .collect();
         let mut sent = Vec::with_capacity(again.len());
         for (admitted, result) in again
             .iter()
-            .zip(self.publisher.publish_in_order(&messages).await)
+            .zip(self.publisher.publish_admissions(event, &again).await)
         {
             match result {
                 Ok(()) => sent.push(admitted.user.member()),

@@ -86,6 +86,11 @@ pub enum AuthError {
     /// `userId`/`platformId` missing or invalid.
     #[error("the token's identity claims are invalid: {0}")]
     InvalidIdentity(String),
+    /// Valid for longer than the policy allows (from `iat`, or from now without one).
+    #[error(
+        "the access token is valid for longer than this service accepts (at most {0} s); issue shorter-lived tokens"
+    )]
+    LifetimeTooLong(u64),
 }
 
 impl AuthError {
@@ -104,6 +109,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::InvalidIdentity(_) => "invalid_identity_claims",
+            AuthError::LifetimeTooLong(_) => "token_lifetime_too_long",
         }
     }
 }
@@ -117,6 +123,9 @@ pub struct AuthPolicy {
     pub issuer: String,
     /// Required `aud`.
     pub audience: String,
+    /// Longest a token may be valid, `exp` minus `iat` (or minus now without `iat`):
+    /// a leaked long-lived token would otherwise hold a place in every drop for years.
+    pub max_lifetime_s: u64,
 }
 
 /// Verifies tokens against a key source and a policy.
@@ -180,6 +189,14 @@ impl Authenticator {
         };
         let claims = key.verify(token, options).map_err(classify)?;
         let expires_at = claims.expires_at.ok_or(AuthError::MissingExpiry)?.as_secs();
+        let issued_at = claims
+            .issued_at
+            .map(|at| at.as_secs())
+            .unwrap_or_else(now_s);
+        let tolerance = CLOCK_TOLERANCE.as_secs();
+        if expires_at.saturating_sub(issued_at) > self.policy.max_lifetime_s + tolerance {
+            return Err(AuthError::LifetimeTooLong(self.policy.max_lifetime_s));
+        }
         let custom = claims.custom;
         let user = UserKey::parse(
             custom.platform_id.as_deref().unwrap_or_default(),

@@ -29,9 +29,10 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::failpoint;
 use crate::kafka::{self, Positions};
 use crate::ops_server::{OpsArgs, Readiness};
+use crate::seed_vault::SeedKey;
 use crate::service::Runner;
 pub use push::GoodsPush;
-pub use store::{BatchOutcome, OutboxRow, record_batch};
+pub use store::{BatchOutcome, OutboxRow, OutboxStream, record_batch};
 
 /// goods-worker settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +49,9 @@ pub struct GoodsArgs {
     /// Health and metrics port.
     #[command(flatten)]
     pub ops: OpsArgs,
+    /// The key that opens each event's sealed seed.
+    #[command(flatten)]
+    pub seed_key: crate::seed_vault::SeedKeyArgs,
     /// Consumer group on the waiting-queue topic.
     #[arg(long, env = "DROPGATE_GOODS_GROUP", default_value = "goods-worker")]
     pub group: String,
@@ -75,7 +79,34 @@ fn now_ms() -> u64 {
 #[derive(Clone)]
 struct Settler {
     pool: PgPool,
-    publisher: Publisher,
+    seed_key: SeedKey,
+    publishers: GoodsPublishers,
+}
+
+/// Where goods-worker's messages go: each user's result, and each batch's winners.
+#[derive(Clone, Debug)]
+pub struct GoodsPublishers {
+    /// result-notification.
+    pub results: Publisher,
+    /// winners.
+    pub winners: Publisher,
+}
+
+impl GoodsPublishers {
+    /// Kafka publishers to the configured topics.
+    pub async fn kafka(args: &GoodsArgs) -> Result<Self> {
+        Ok(Self {
+            results: Publisher::kafka(&args.kafka, &args.topics.result_notification).await?,
+            winners: Publisher::kafka(&args.kafka, &args.topics.winners).await?,
+        })
+    }
+
+    fn of(&self, stream: OutboxStream) -> &Publisher {
+        match stream {
+            OutboxStream::Results => &self.results,
+            OutboxStream::Winners => &self.winners,
+        }
+    }
 }
 
 /// What became of one event's admissions.
@@ -108,9 +139,16 @@ impl Settler {
         event: &EventId,
         admissions: &[Admitted],
     ) -> Result<Option<Vec<OutboxRow>>> {
-        let recorded = record_batch(&self.pool, event, admissions, now_ms(), || {
-            failpoint::hit("goods_before_commit");
-        })
+        let recorded = record_batch(
+            &self.pool,
+            &self.seed_key,
+            event,
+            admissions,
+            now_ms(),
+            || {
+                failpoint::hit("goods_before_commit");
+            },
+        )
         .await?;
         let outcome = match recorded {
             Ok(outcome) => outcome,
@@ -135,7 +173,7 @@ impl Settler {
     /// The second half: publishes committed results and marks the delivered ones sent.
     /// Never fails: what is not delivered stays in the outbox for [`resend_loop`].
     async fn announce(&self, outbox: &[OutboxRow]) {
-        let sent = publish(&self.publisher, outbox).await;
+        let sent = publish(&self.publishers, outbox).await;
         if let Err(error) = store::mark_sent(&self.pool, &sent).await {
             // The rows stay unsent and are delivered again later: consumers dedupe.
             tracing::warn!(error = %format!("{error:#}"), "could not mark results sent");
@@ -181,14 +219,20 @@ impl GoodsWorker {
     /// Connects to PostgreSQL and Kafka; fails with a clear message when either is
     /// unusable.
     pub async fn connect(args: &GoodsArgs, readiness: Readiness) -> Result<Self> {
+        // A missing key is a setting to fix, said before anything is dialled.
+        let seed_key = args.seed_key.load()?;
         let pool = connect_database(args).await?;
         let consumer =
             kafka::consumer(&args.kafka, &args.group, &args.topics.waiting_queue).await?;
-        let publisher = Publisher::kafka(&args.kafka, &args.topics.result_notification).await?;
+        let publishers = GoodsPublishers::kafka(args).await?;
         let dead_letters =
             DeadLetters::new(Publisher::kafka(&args.kafka, &args.topics.dead_letter).await?);
         Ok(Self {
-            settler: Settler { pool, publisher },
+            settler: Settler {
+                pool,
+                seed_key,
+                publishers,
+            },
             dead_letters,
             consumer,
             batch_size: args.batch_size as usize,
@@ -321,9 +365,9 @@ impl Batch {
 }
 
 /// Publishes `rows` and returns the ids delivered.
-async fn publish(publisher: &Publisher, rows: &[OutboxRow]) -> Vec<i64> {
+async fn publish(publishers: &GoodsPublishers, rows: &[OutboxRow]) -> Vec<i64> {
     let deliveries = rows.iter().map(|row| async move {
-        match publisher.publish(&row.key, &row.payload).await {
+        match publishers.of(row.stream).publish(&row.key, &row.payload).await {
             Ok(()) => Some(row.id),
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), key = %row.key, "result not delivered; the re-send loop retries");
@@ -345,7 +389,7 @@ const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// Delivers outbox rows a crashed or failing worker left unsent.
 async fn resend_loop(settler: Settler, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match resend_once(&settler.pool, &settler.publisher).await {
+        match resend_once(&settler.pool, &settler.publishers).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "re-sent results left in the outbox"),
             Err(error) => tracing::warn!(error = %format!("{error:#}"), "outbox re-send failed"),
@@ -358,10 +402,10 @@ async fn resend_loop(settler: Settler, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// One pass of the re-send loop; rows locked by another worker's pass are skipped.
-pub async fn resend_once(pool: &PgPool, publisher: &Publisher) -> Result<usize> {
+pub async fn resend_once(pool: &PgPool, publishers: &GoodsPublishers) -> Result<usize> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-        "select outbox_id, message_key, payload from outbox
+    let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+        "select outbox_id, stream, message_key, payload from outbox
           where sent_at is null and created_at < now() - make_interval(secs => $1)
           order by outbox_id limit 1000
           for update skip locked",
@@ -369,11 +413,18 @@ pub async fn resend_once(pool: &PgPool, publisher: &Publisher) -> Result<usize> 
     .bind(RESEND_AFTER.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    let rows: Vec<OutboxRow> = rows
+    let rows = rows
         .into_iter()
-        .map(|(id, key, payload)| OutboxRow { id, key, payload })
-        .collect();
-    let sent = publish(publisher, &rows).await;
+        .map(|(id, stream, key, payload)| {
+            Ok(OutboxRow {
+                id,
+                stream: OutboxStream::parse(&stream)?,
+                key,
+                payload,
+            })
+        })
+        .collect::<Result<Vec<OutboxRow>>>()?;
+    let sent = publish(publishers, &rows).await;
     sqlx::query("update outbox set sent_at = now() where outbox_id = any($1)")
         .bind(&sent)
         .execute(&mut *tx)
@@ -427,13 +478,19 @@ impl crate::service::Service for GoodsService {
                 })))
             }
             crate::bus::Transport::PubSub => {
-                let publisher = config
-                    .transport
-                    .publisher(kafka, &config.goods.topics.result_notification)
-                    .await?;
+                let publishers = GoodsPublishers {
+                    results: config
+                        .transport
+                        .publisher(kafka, &config.goods.topics.result_notification)
+                        .await?,
+                    winners: config
+                        .transport
+                        .publisher(kafka, &config.goods.topics.winners)
+                        .await?,
+                };
                 let auth = config.transport.push.auth().await?;
                 let worker =
-                    GoodsPush::connect(&config.goods, publisher, auth, Readiness::default())
+                    GoodsPush::connect(&config.goods, publishers, auth, Readiness::default())
                         .await?;
                 let server = crate::pubsub::push::PushServer::start(|stopped| {
                     worker.start(config.goods.ops.health_addr, stopped)

@@ -1,9 +1,13 @@
 //! goods-worker on the Pub/Sub transport: `POST /pubsub/waiting-queue` takes one
-//! pushed admission per request. Concurrent requests are decided together (one
-//! PostgreSQL transaction per event and batch, as on the Kafka path), and each
-//! request is answered 204 only once its user's draw and result are committed to the
-//! outbox: from there the result reaches result-notification even if this instance
-//! dies right after answering (the re-send loop of any instance delivers it).
+//! pushed message per request, a batch of one event's admissions in ticket order (or
+//! one admission, from an admitter of an older release). A batch is decided in one
+//! PostgreSQL transaction; single admissions from concurrent requests are decided
+//! together (one transaction per event and batch, as on the Kafka path). Each request
+//! is answered 204 only once its users' draws and results are committed to the
+//! outbox: from there the results reach result-notification even if this instance
+//! dies right after answering (the re-send loop of any instance delivers them). The
+//! admitter's batches share the event's ordering key, so Pub/Sub pushes the next one
+//! only after this answer: the event is decided in ticket order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,12 +21,13 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
-use dropgate_core::{Admitted, EventId};
+use dropgate_core::{Admissions, Admitted, EventId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{GoodsArgs, Settled, Settler, by_event, connect_database, resend_loop};
-use crate::bus::Publisher;
+use super::{
+    GoodsArgs, GoodsPublishers, Settled, Settler, by_event, connect_database, resend_loop,
+};
 use crate::ops_server::Readiness;
 use crate::pubsub::batcher::Batcher;
 use crate::pubsub::oidc::PushAuth;
@@ -42,6 +47,8 @@ enum Verdict {
 struct State_ {
     auth: PushAuth,
     batcher: Batcher<Admitted, Verdict>,
+    settler: Settler,
+    readiness: Readiness,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -59,13 +66,19 @@ impl GoodsPush {
     /// deployment), push requests are checked by `auth`.
     pub async fn connect(
         args: &GoodsArgs,
-        publisher: Publisher,
+        publishers: GoodsPublishers,
         auth: PushAuth,
         readiness: Readiness,
     ) -> Result<Self> {
+        // A missing key is a setting to fix, said before anything is dialled.
+        let seed_key = args.seed_key.load()?;
         let pool = connect_database(args).await?;
         Ok(Self {
-            settler: Settler { pool, publisher },
+            settler: Settler {
+                pool,
+                seed_key,
+                publishers,
+            },
             auth,
             batch_size: args.batch_size as usize,
             batch_wait: Duration::from_millis(args.batch_wait_ms),
@@ -82,7 +95,7 @@ impl GoodsPush {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(SocketAddr, JoinHandle<Result<()>>)> {
         let resend = tokio::spawn(resend_loop(self.settler.clone(), shutdown.clone()));
-        let settler = self.settler;
+        let settler = self.settler.clone();
         let readiness = self.readiness.clone();
         let batcher = Batcher::spawn(self.batch_size, self.batch_wait, move |admissions| {
             let settler = settler.clone();
@@ -92,6 +105,8 @@ impl GoodsPush {
         let state = Arc::new(State_ {
             auth: self.auth,
             batcher,
+            settler: self.settler,
+            readiness: self.readiness.clone(),
             shutdown: shutdown.clone(),
         });
         let router = Router::new().route(ROUTE, post(receive)).with_state(state);
@@ -112,15 +127,27 @@ async fn receive(State(state): State<Arc<State_>>, headers: HeaderMap, body: Bod
 }
 
 async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
-    let (admitted, _) = push::receive::<Admitted>(
+    let (admissions, _) = push::receive::<Admissions>(
         &state.auth,
         &state.shutdown,
         headers,
         body,
+        push::MAX_ADMISSIONS_PUSH_BODY,
         "dropgate_goods_malformed_total",
     )
     .await?;
-    match state.batcher.submit(admitted).await {
+    let verdict = match admissions {
+        Admissions::One(admitted) => state.batcher.submit(admitted).await,
+        Admissions::Batch(batch) => {
+            // Already one event's batch in ticket order: decided as it is.
+            settle_batch(&state.settler, &state.readiness, batch.admitted)
+                .await
+                .into_iter()
+                .next()
+                .or(Some(Verdict::Recorded))
+        }
+    };
+    match verdict {
         Some(Verdict::Recorded) => Ok(()),
         Some(Verdict::UnknownEvent(event)) => Err(PushError::UnknownEvent(event.to_string())),
         Some(Verdict::Unavailable(cause)) => Err(PushError::Unavailable(anyhow::anyhow!(cause))),

@@ -7,10 +7,12 @@ use std::sync::LazyLock;
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{
-    Admitted, DrawResult, EventId, EventSeed, EventState, MESSAGE_VERSION, Message, Outcome,
+    Admitted, BatchWinners, DrawResult, EventId, EventState, MESSAGE_VERSION, Message, Outcome,
     UserKey, WinProbability, decide_batch,
 };
 use sqlx::{PgPool, Row};
+
+use crate::seed_vault::{SeedKey, stored_seed};
 
 /// The event states that become sold out when a batch takes the last unit
 /// ([`EventState::may_sell_out`]), so the SQL never lists them itself.
@@ -22,15 +24,45 @@ static MAY_SELL_OUT: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
-/// One result waiting in the outbox.
+/// One message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     /// Row id (marked sent after delivery).
     pub id: i64,
-    /// Kafka key: the user's member key.
+    /// Which topic it goes to.
+    pub stream: OutboxStream,
+    /// The message key: the user's member key for a result, the event id for winners.
     pub key: String,
-    /// The encoded [`DrawResult`].
+    /// The encoded [`DrawResult`] or [`BatchWinners`].
     pub payload: Vec<u8>,
+}
+
+/// The topics the outbox feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStream {
+    /// result-notification: one result per user.
+    Results,
+    /// winners: one message per batch with winners.
+    Winners,
+}
+
+impl OutboxStream {
+    /// The name stored in `outbox.stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStream::Results => "results",
+            OutboxStream::Winners => "winners",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "results" => Ok(OutboxStream::Results),
+            "winners" => Ok(OutboxStream::Winners),
+            other => bail!("unknown outbox stream {other:?}"),
+        }
+    }
 }
 
 /// What one batch transaction did.
@@ -74,6 +106,7 @@ pub fn from_stored(value: i64) -> u64 {
 /// read under the same lock) nobody is drawn: a late admission is recorded `closed`.
 pub async fn record_batch(
     pool: &PgPool,
+    seed_key: &SeedKey,
     event: &EventId,
     admissions: &[Admitted],
     decided_at_ms: u64,
@@ -84,7 +117,9 @@ pub async fn record_batch(
         .await
         .context("Failed to begin a transaction")?;
     let row = sqlx::query(
-        "select state, stock_left, win_probability, seed, decisions_made from events where event_id = $1 for update",
+        "select state, stock_total, stock_left, win_probability, seed, seed_sealed, decisions_made,
+                beacon_round, beacon_value, draw_rule
+           from events where event_id = $1 for update",
     )
     .bind(event.as_str())
     .fetch_optional(&mut *tx)
@@ -94,11 +129,10 @@ pub async fn record_batch(
         return Ok(Err(BatchRefused::UnknownEvent(event.clone())));
     };
     let stock_left: i32 = row.get("stock_left");
+    let stock_total: i32 = row.get("stock_total");
     let probability = WinProbability::new(row.get("win_probability")).map_err(|problem| {
         anyhow::anyhow!("event {event} has an invalid win probability: {problem}")
     })?;
-    let seed = EventSeed::from_hex(row.get::<&str, _>("seed"))
-        .map_err(|e| anyhow::anyhow!("event {event} has an unreadable seed: {e}"))?;
     let decisions_made: i64 = row.get("decisions_made");
     let event_state: EventState = row
         .get::<&str, _>("state")
@@ -184,13 +218,31 @@ pub async fn record_batch(
         }
         fresh.clear();
     }
-    let decisions = decide_batch(
-        &seed,
-        event,
-        probability,
-        u32::try_from(stock_left).unwrap_or(0),
-        fresh.iter().map(|admitted| &admitted.user),
-    );
+    // The key is opened only to draw: re-announcements and late admissions need
+    // neither the seed key nor a beacon value.
+    let decisions = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        let rule: &str = row.get("draw_rule");
+        if rule != dropgate_core::DRAW_RULE {
+            bail!(
+                "event {event} follows draw rule {rule}; this release draws under {}: finish it with the release that created it",
+                dropgate_core::DRAW_RULE
+            );
+        }
+        let beacon =
+            dropgate_core::Beacon::from_columns(row.get("beacon_round"), row.get("beacon_value"));
+        let key = stored_seed(seed_key, event, row.get("seed_sealed"), row.get("seed"))?
+            .event_key(beacon.as_ref())
+            .map_err(|problem| anyhow::anyhow!("event {event} cannot draw: {problem}"))?;
+        decide_batch(
+            &key,
+            event,
+            probability,
+            u32::try_from(stock_left).unwrap_or(0),
+            fresh.iter().map(|admitted| &admitted.user),
+        )
+    };
     let new_stock_left = decisions
         .last()
         .map(|(_, decision)| decision.stock_left)
@@ -268,31 +320,70 @@ pub async fn record_batch(
         .context("Failed to update the stock")?;
     }
 
-    let mut keys = Vec::with_capacity(results.len());
-    let mut payloads = Vec::with_capacity(results.len());
+    let mut streams = Vec::with_capacity(results.len() + 1);
+    let mut keys = Vec::with_capacity(results.len() + 1);
+    let mut payloads = Vec::with_capacity(results.len() + 1);
     for result in &mut results {
         result.stock_left = u64::from(new_stock_left);
+        streams.push(OutboxStream::Results);
         keys.push(result.key());
         payloads.push(result.encode());
     }
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "insert into outbox (event_id, message_key, payload)
-         select $1, k, p from unnest($2::text[], $3::bytea[]) as x(k, p)
+    // Only this batch's new winners: re-announced ones were in an earlier message.
+    let winners: Vec<dropgate_core::Winner> = results
+        .iter()
+        .filter(|result| {
+            result.outcome == Outcome::Won && result.decision_order > decisions_made as u64
+        })
+        .map(|result| dropgate_core::Winner {
+            user: result.user.clone(),
+            ticket: result.ticket,
+            decision_order: result.decision_order,
+        })
+        .collect();
+    if !winners.is_empty() {
+        let message = BatchWinners {
+            version: MESSAGE_VERSION,
+            event_id: event.clone(),
+            winners,
+            stock_total: u64::try_from(stock_total).unwrap_or(0),
+            stock_left: u64::from(new_stock_left),
+            decided_at_ms,
+        };
+        streams.push(OutboxStream::Winners);
+        keys.push(message.key());
+        payloads.push(message.encode());
+    }
+    let stream_names: Vec<&str> = streams.iter().map(|stream| stream.as_str()).collect();
+    // Ids are drawn in insertion order, which is the arrays' order: sorted, they pair
+    // with the rows whatever order RETURNING lists them in.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "insert into outbox (event_id, stream, message_key, payload)
+         select $1, s, k, p from unnest($2::text[], $3::text[], $4::bytea[]) with ordinality as x(s, k, p, n)
+         order by n
          returning outbox_id",
     )
     .bind(event.as_str())
+    .bind(&stream_names)
     .bind(&keys)
     .bind(&payloads)
     .fetch_all(&mut *tx)
     .await
     .context("Failed to write the outbox")?;
+    ids.sort_unstable();
 
     before_commit();
     tx.commit().await.context("Failed to commit the batch")?;
     let outbox = ids
         .into_iter()
+        .zip(streams)
         .zip(keys.into_iter().zip(payloads))
-        .map(|(id, (key, payload))| OutboxRow { id, key, payload })
+        .map(|((id, stream), (key, payload))| OutboxRow {
+            id,
+            stream,
+            key,
+            payload,
+        })
         .collect();
     Ok(Ok(BatchOutcome {
         outbox,

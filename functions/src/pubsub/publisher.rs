@@ -1,6 +1,7 @@
-//! Publishing to Pub/Sub with Google's client. A message carries exactly the bytes a
-//! Kafka record would (the versioned JSON), its ordering key is the user's member key
-//! (as the Kafka key picks the partition, so one user's messages stay in order), and
+//! Publishing to Pub/Sub with Google's client. A message carries the versioned JSON a
+//! Kafka record would (admissions as one batch per event and tick, see
+//! [`crate::bus::Publisher::publish_admissions`]); its ordering key is the message key
+//! (the user's member key for a result, the event for admissions and winners), and
 //! the key is repeated as an attribute for whoever reads a dead-letter topic.
 
 use std::collections::HashMap;
@@ -109,14 +110,18 @@ mod tests {
 
     #[test]
     fn a_message_carries_the_payload_the_key_as_ordering_key_and_attribute() {
-        let admission = admitted();
-        let payload = admission.encode();
-        let encoded = message(&admission.key(), &payload);
+        let event = admitted().event_id;
+        let batch = crate::bus::admission_batches(&event, &[admitted()]).remove(0);
+        let payload = batch.encode();
+        let encoded = message(&batch.key(), &payload);
         assert_eq!(encoded.data.as_ref(), payload.as_slice());
-        assert_eq!(encoded.ordering_key, "web:u1");
+        assert_eq!(
+            encoded.ordering_key, "drop-1",
+            "admissions are ordered per event"
+        );
         assert_eq!(
             encoded.attributes,
-            HashMap::from([("key".to_owned(), "web:u1".to_owned())])
+            HashMap::from([("key".to_owned(), "drop-1".to_owned())])
         );
         // The service assigns these; a client that set them would be refused.
         assert!(encoded.message_id.is_empty());

@@ -27,9 +27,13 @@ use super::envelope::{MalformedEnvelope, PushedMessage};
 use super::oidc::{GOOGLE_CERTS_URL, PushAuth, PushAuthError};
 use crate::ops_server::Readiness;
 
-/// Largest push body accepted. dropgate's messages are a few hundred bytes; Pub/Sub's
-/// own limit (10 MB) would let one request hold that much memory.
-pub const MAX_PUSH_BODY: usize = 64 * 1024;
+/// Largest push of admissions goods-worker accepts: a batch of at most
+/// [`crate::bus::PUBSUB_BATCH_BYTES`], base64-encoded in the envelope, with room to
+/// spare. Pub/Sub's own limit (10 MB) would let one request hold that much memory.
+pub const MAX_ADMISSIONS_PUSH_BODY: usize = 512 * 1024;
+
+/// Largest push of one result result-relay accepts: a result is a few hundred bytes.
+pub const MAX_RESULT_PUSH_BODY: usize = 64 * 1024;
 
 /// Push endpoint settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,9 +75,9 @@ pub enum PushError {
     /// 400: the message data is not a message of this format version.
     #[error("the message data is not readable: {0}")]
     MalformedMessage(String),
-    /// 413: larger than [`MAX_PUSH_BODY`].
-    #[error("the request body is larger than {MAX_PUSH_BODY} bytes")]
-    BodyTooLarge,
+    /// 413: larger than the route accepts.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
     /// 404: the message names an event that does not exist.
     #[error("event {0} does not exist")]
     UnknownEvent(String),
@@ -100,7 +104,7 @@ impl PushError {
             PushError::MalformedEnvelope(_) | PushError::MalformedMessage(_) => {
                 StatusCode::BAD_REQUEST
             }
-            PushError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::UnknownEvent(_) | PushError::NotFound => StatusCode::NOT_FOUND,
             PushError::Unavailable(_) | PushError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             PushError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -113,7 +117,7 @@ impl PushError {
             PushError::Auth(error) => error.code(),
             PushError::MalformedEnvelope(_) => "malformed_envelope",
             PushError::MalformedMessage(_) => "malformed_message",
-            PushError::BodyTooLarge => "body_too_large",
+            PushError::BodyTooLarge(_) => "body_too_large",
             PushError::UnknownEvent(_) => "unknown_event",
             PushError::Unavailable(_) => "unavailable",
             PushError::ShuttingDown => "shutting_down",
@@ -151,7 +155,7 @@ impl IntoResponse for PushError {
 }
 
 /// Takes one push carrying an `M`: refused while stopping (Pub/Sub redelivers it,
-/// to this instance's successor), then the token, at most [`MAX_PUSH_BODY`] bytes, the
+/// to this instance's successor), then the token, at most `max_body` bytes, the
 /// envelope and the message, an unreadable one counted under `malformed_metric`.
 /// The token is checked first, so an unauthenticated caller learns nothing about the
 /// body format. Returns the message and Pub/Sub's message id.
@@ -160,6 +164,7 @@ pub async fn receive<M: Message>(
     shutdown: &watch::Receiver<bool>,
     headers: &HeaderMap,
     body: Body,
+    max_body: usize,
     malformed_metric: &'static str,
 ) -> Result<(M, String), PushError> {
     if *shutdown.borrow() {
@@ -169,9 +174,9 @@ pub async fn receive<M: Message>(
         .get(header::AUTHORIZATION)
         .map(|value| value.to_str().unwrap_or_default());
     auth.check(authorization).await?;
-    let bytes = axum::body::to_bytes(body, MAX_PUSH_BODY)
+    let bytes = axum::body::to_bytes(body, max_body)
         .await
-        .map_err(|_| PushError::BodyTooLarge)?;
+        .map_err(|_| PushError::BodyTooLarge(max_body))?;
     let pushed = PushedMessage::parse(&bytes)?;
     let message = M::decode(&pushed.data).map_err(|error| {
         metrics::counter!(malformed_metric).increment(1);

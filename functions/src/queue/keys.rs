@@ -63,6 +63,11 @@ impl EventKeys {
     pub fn fairness(&self) -> String {
         self.key("fairness")
     }
+    /// STRING of the event's public decision log, as JSON (docs/fairness.md), written
+    /// once at the close.
+    pub fn decision_log(&self) -> String {
+        self.key("fairness:log")
+    }
     /// HASH of counters: entered, admitted, won, lost, sold_out, expired.
     pub fn stats(&self) -> String {
         self.key("stats")
@@ -140,6 +145,7 @@ mod tests {
             keys.stats(),
             keys.channel(),
             keys.fairness(),
+            keys.decision_log(),
             keys.inflight(),
             keys.expiring(),
         ] {

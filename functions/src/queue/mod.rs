@@ -90,7 +90,7 @@ pub async fn redis_run_id(redis: &mut impl redis::aio::ConnectionLike) -> Result
 /// rule, the commitment and the parameters it binds; the seed once revealed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PublicFairness {
-    /// The draw's rule version, e.g. `dropgate/draw/v1`.
+    /// The draw's rule version, e.g. `dropgate/draw/v2`.
     pub rule: String,
     /// SHA-256 of the seed, 64 hex digits.
     pub commitment: String,
@@ -104,6 +104,38 @@ pub struct PublicFairness {
     pub queue_mode: String,
     /// The revealed seed (64 hex digits) and when it was revealed (Unix ms).
     pub seed: Option<(String, u64)>,
+    /// Whether queue-api serves the decision log, once published at the close.
+    pub decision_log: Option<DecisionLog>,
+    /// The beacon round the event names, from creation, and its value once supplied.
+    pub beacon: Option<dropgate_core::Beacon>,
+}
+
+/// What became of an event's decision log at the close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionLog {
+    /// queue-api serves it at `GET /v1/events/{id}/fairness/log`.
+    Served,
+    /// Larger than the admitter's `DROPGATE_ADMITTER_DECISION_LOG_MAX_BYTES`: the
+    /// operator publishes the file `dropgate event fairness` prints instead.
+    TooLarge,
+}
+
+impl DecisionLog {
+    fn as_str(self) -> &'static str {
+        match self {
+            DecisionLog::Served => "served",
+            DecisionLog::TooLarge => "too_large",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "served" => Some(DecisionLog::Served),
+            "too_large" => Some(DecisionLog::TooLarge),
+            _ => None,
+        }
+    }
 }
 
 impl PublicFairness {
@@ -126,6 +158,8 @@ impl PublicFairness {
             threshold: threshold.to_string(),
             queue_mode: queue_mode.to_owned(),
             seed: None,
+            decision_log: None,
+            beacon: None,
         })
     }
 }
@@ -258,6 +292,12 @@ impl QueueStore {
             fields.push(("seed", seed.clone()));
             fields.push(("seed_revealed_at_ms", revealed_at_ms.to_string()));
         }
+        if let Some(beacon) = &fairness.beacon {
+            fields.push(("beacon_round", beacon.round.clone()));
+            if let Some(value) = &beacon.value {
+                fields.push(("beacon_value", value.clone()));
+            }
+        }
         let _: () = self
             .redis
             .clone()
@@ -290,7 +330,55 @@ impl QueueStore {
                     get("seed_revealed_at_ms").parse().unwrap_or(0),
                 )
             }),
+            decision_log: fields
+                .get("decision_log")
+                .and_then(|text| DecisionLog::parse(text)),
+            beacon: dropgate_core::Beacon::from_columns(
+                fields.get("beacon_round").cloned(),
+                fields.get("beacon_value").cloned(),
+            ),
         }))
+    }
+
+    /// Publishes the event's decision log (JSON) for queue-api to serve, or records
+    /// that it was too large to keep in Redis (`None`). Written before the seed enters
+    /// the fairness record, so a record with the seed always says where its log is.
+    /// `entries` is how many users it names, so the admitter publishes it again when
+    /// users are answered after the close (late admissions recorded `closed`).
+    pub async fn put_decision_log(
+        &self,
+        event: &EventId,
+        log: Option<&str>,
+        entries: u64,
+    ) -> Result<()> {
+        let keys = EventKeys::new(event);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let state = match log {
+            Some(text) => {
+                pipe.set(keys.decision_log(), text).ignore();
+                DecisionLog::Served
+            }
+            None => {
+                pipe.del(keys.decision_log()).ignore();
+                DecisionLog::TooLarge
+            }
+        };
+        pipe.hset(keys.fairness(), "decision_log", state.as_str())
+            .ignore();
+        pipe.hset(keys.fairness(), "decision_log_entries", entries)
+            .ignore();
+        let _: () = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
+    /// The event's decision log as published at the close; `None` before.
+    pub async fn decision_log(&self, event: &EventId) -> Result<Option<String>> {
+        Ok(self
+            .redis
+            .clone()
+            .get(EventKeys::new(event).decision_log())
+            .await?)
     }
 
     /// Writes what the admitter needs from the draw side: the in-flight cap, and the

@@ -50,6 +50,14 @@ pub enum ApiError {
     /// 503: Redis is unreachable.
     #[error("the queue is temporarily unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// 404: the event's decision log is published at its close, and it has not closed.
+    #[error("the decision log is published when the event closes; it has not closed yet")]
+    DecisionLogNotYetPublic,
+    /// 404: the decision log was too large to serve here.
+    #[error(
+        "this event's decision log is too large to be served here; the operator publishes it (dropgate event fairness)"
+    )]
+    DecisionLogNotServed,
     /// 404: no such route.
     #[error("no such route")]
     NotFound,
@@ -67,9 +75,11 @@ impl ApiError {
         match self {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::InvalidEventId(_) | ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownEvent | ApiError::NotInQueue | ApiError::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::UnknownEvent
+            | ApiError::NotInQueue
+            | ApiError::DecisionLogNotYetPublic
+            | ApiError::DecisionLogNotServed
+            | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::EventClosed | ApiError::EventSoldOut => StatusCode::GONE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -93,6 +103,8 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::TooManyStreams => "too_many_streams",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::DecisionLogNotYetPublic => "decision_log_not_yet_public",
+            ApiError::DecisionLogNotServed => "decision_log_not_served",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",

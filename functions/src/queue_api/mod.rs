@@ -65,6 +65,10 @@ pub struct ApiArgs {
     /// Required `aud` claim.
     #[arg(long, env = "DROPGATE_JWT_AUDIENCE")]
     pub jwt_audience: String,
+    /// Longest validity a token may have, in seconds (`exp` minus `iat`, or minus now
+    /// without `iat`); longer-lived tokens are refused with `token_lifetime_too_long`.
+    #[arg(long, env = "DROPGATE_JWT_MAX_LIFETIME_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    pub jwt_max_lifetime_secs: u64,
     /// Browser origins allowed to call the API (comma-separated); none means no CORS.
     #[arg(long, env = "DROPGATE_API_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -94,7 +98,8 @@ pub struct ApiArgs {
     #[arg(long, env = "DROPGATE_API_TOKEN_CACHE", default_value_t = 200_000)]
     pub token_cache: usize,
     /// Local mode only: the local stack's private key PEM. Enables `POST /dev/token`,
-    /// the waiting room's local sign-in; without it that route does not exist.
+    /// the waiting room's local sign-in; without it that route does not exist. Refused
+    /// unless the API listens on a loopback address.
     #[arg(long, env = "DROPGATE_API_DEV_SIGNING_KEY")]
     pub dev_token_key: Option<PathBuf>,
 }
@@ -156,6 +161,13 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
                 extract::limit_by_address,
             )),
         )
+        .route(
+            "/v1/events/{event_id}/fairness/log",
+            get(queue::decision_log).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                extract::limit_by_address,
+            )),
+        )
         .merge(page::router(cors_origins, state.dev_tokens.is_some()))
         .merge(dev)
         .route("/healthz", get(ops::healthz))
@@ -203,12 +215,20 @@ impl Application {
     /// Connects to Redis, loads token keys and binds the listener. Fails fast with a
     /// clear message when any of them is wrong.
     pub async fn build(args: &ApiArgs) -> Result<Self> {
+        if args.dev_token_key.is_some() && !args.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "DROPGATE_API_DEV_SIGNING_KEY lets anyone who reaches the server sign in as anyone: \
+                 it is for the local stack only, and {} is not a loopback address (DROPGATE_API_ADDR)",
+                args.listen
+            );
+        }
         let store = QueueStore::connect(&args.redis).await?;
         let keys = KeySource::load(&args.keys).await?;
         let policy = AuthPolicy {
             algorithms: args.jwt_algorithms.clone(),
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
+            max_lifetime_s: args.jwt_max_lifetime_secs,
         };
         let dev_tokens = match &args.dev_token_key {
             Some(path) => {

@@ -34,7 +34,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text, with queue gauges read fresh for the events this
 /// instance has served.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    for event in state.streams.known_events() {
+    let events = state.streams.known_events();
+    metrics::gauge!("dropgate_queue_watched_events").set(events.len() as f64);
+    for event in events {
         if let Ok((length, serving)) = state.store.queue_gauges(&event).await {
             let label = event.to_string();
             metrics::gauge!("dropgate_queue_length", "event" => label.clone()).set(length as f64);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Caller, EmptyOrJsonObject, EventPath};
 use super::{ApiError, AppState};
-use crate::queue::{Lookup, Standing};
+use crate::queue::{DecisionLog, Lookup, Standing};
 
 /// What a client is told about its place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,12 +153,7 @@ pub(crate) async fn fairness(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
 
-    let record = state
-        .store
-        .fairness(&event)
-        .await
-        .map_err(ApiError::Unavailable)?
-        .ok_or(ApiError::UnknownEvent)?;
+    let record = public_record(&state, &event).await?;
     let (seed, seed_revealed_at_ms) = match record.seed {
         Some((seed, at)) => (Some(seed), Some(at)),
         None => (None, None),
@@ -173,12 +168,66 @@ pub(crate) async fn fairness(
         "queue_mode": record.queue_mode,
         "seed": seed,
         "seed_revealed_at_ms": seed_revealed_at_ms,
+        "beacon": record.beacon,
+        "decision_log": match record.decision_log {
+            Some(DecisionLog::Served) => Some(format!("/v1/events/{}/fairness/log", event.as_str())),
+            _ => None,
+        },
+        "decision_log_status": record.decision_log,
     });
-    // The record changes once, when the seed is revealed.
+    // Before the close it gains the beacon's value and then the seed; after it only
+    // the decision log's entry count can still change.
     let cache = if seed.is_some() {
-        "public, max-age=3600"
+        "public, max-age=60"
     } else {
         "public, max-age=5"
     };
     Ok(([(axum::http::header::CACHE_CONTROL, cache)], Json(body)).into_response())
+}
+
+/// The event's public fairness record as the admitter published it to Redis.
+async fn public_record(
+    state: &AppState,
+    event: &EventId,
+) -> Result<crate::queue::PublicFairness, ApiError> {
+    state
+        .store
+        .fairness(event)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::UnknownEvent)
+}
+
+/// `GET /v1/events/{event_id}/fairness/log`: the decision log published at the close
+/// (docs/fairness.md), for anyone to re-run the drop and for the page's "check my
+/// result". No token; republished only if users are answered after the close.
+pub(crate) async fn decision_log(
+    State(state): State<AppState>,
+    EventPath(event): EventPath,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+
+    let record = public_record(&state, &event).await?;
+    match record.decision_log {
+        None => return Err(ApiError::DecisionLogNotYetPublic),
+        Some(DecisionLog::TooLarge) => return Err(ApiError::DecisionLogNotServed),
+        Some(DecisionLog::Served) => {}
+    }
+    let log = state
+        .store
+        .decision_log(&event)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::DecisionLogNotYetPublic)?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "public, max-age=86400, immutable",
+            ),
+        ],
+        log,
+    )
+        .into_response())
 }

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,12 +58,24 @@ struct Pulse {
     abandon_timeout_ms: u64,
 }
 
-type Waiters = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+type Waiters = HashMap<String, Vec<Waiter>>;
+
+/// One open stream, as the notifications find it.
+struct Waiter {
+    id: u64,
+    notify: Arc<Notify>,
+    /// Set when a newer stream of the same user to the same event took over.
+    replaced: Arc<AtomicBool>,
+}
 
 struct EventWatch {
     pulse: watch::Sender<Option<Pulse>>,
     /// Streams of this event by member.
     waiters: Waiters,
+    /// The event exists: someone entered it or read their standing in it here. Until
+    /// then the watch lives only as long as its streams, so a stream to an event that
+    /// does not exist leaves nothing behind (no ticker reads, no metric series).
+    confirmed: bool,
 }
 
 struct Inner {
@@ -101,6 +113,14 @@ impl Drop for OpenSlot {
     }
 }
 
+/// What a new stream gets from [`StreamHub::register`].
+struct Registered {
+    registration: Registration,
+    notify: Arc<Notify>,
+    replaced: Arc<AtomicBool>,
+    pulse: watch::Receiver<Option<Pulse>>,
+}
+
 /// A stream's registration for its member's notifications; removed when dropped.
 struct Registration {
     inner: Arc<Inner>,
@@ -112,12 +132,15 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut events = self.inner.lock_events();
-        if let Some(watch) = events.get_mut(&self.event)
-            && let Some(list) = watch.waiters.get_mut(&self.member)
-        {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                watch.waiters.remove(&self.member);
+        if let Some(watch) = events.get_mut(&self.event) {
+            if let Some(list) = watch.waiters.get_mut(&self.member) {
+                list.retain(|waiter| waiter.id != self.id);
+                if list.is_empty() {
+                    watch.waiters.remove(&self.member);
+                }
+            }
+            if !watch.confirmed && watch.waiters.is_empty() {
+                events.remove(&self.event);
             }
         }
     }
@@ -136,8 +159,8 @@ impl Inner {
         if let Some(watch) = self.lock_events().get(event)
             && let Some(list) = watch.waiters.get(member)
         {
-            for (_, notify) in list {
-                notify.notify_one();
+            for waiter in list {
+                waiter.notify.notify_one();
             }
         }
     }
@@ -145,8 +168,8 @@ impl Inner {
     fn notify_event(&self, event: &EventId) {
         if let Some(watch) = self.lock_events().get(event) {
             for list in watch.waiters.values() {
-                for (_, notify) in list {
-                    notify.notify_one();
+                for waiter in list {
+                    waiter.notify.notify_one();
                 }
             }
         }
@@ -184,20 +207,24 @@ impl StreamHub {
         self.inner.open.load(Ordering::Acquire)
     }
 
-    /// Starts watching `event` (its serving counter feeds positions and metrics).
+    /// Starts watching `event`, which Redis has just shown to exist (its serving
+    /// counter feeds positions and metrics).
     pub fn remember(&self, event: &EventId) {
         self.inner
             .lock_events()
             .entry(event.clone())
-            .or_insert_with(|| EventWatch {
-                pulse: watch::channel(None).0,
-                waiters: HashMap::new(),
-            });
+            .or_insert_with(EventWatch::new)
+            .confirmed = true;
     }
 
     /// Events this instance has served.
     pub fn known_events(&self) -> Vec<EventId> {
-        self.inner.lock_events().keys().cloned().collect()
+        self.inner
+            .lock_events()
+            .iter()
+            .filter(|(_, watch)| watch.confirmed)
+            .map(|(event, _)| event.clone())
+            .collect()
     }
 
     fn reserve(&self) -> Option<OpenSlot> {
@@ -206,31 +233,49 @@ impl StreamHub {
         (previous < self.inner.max_streams).then_some(slot)
     }
 
-    fn register(
-        &self,
-        event: &EventId,
-        user: &UserKey,
-    ) -> (Registration, Arc<Notify>, watch::Receiver<Option<Pulse>>) {
-        self.remember(event);
+    /// Registers a stream of `user` to `event`. A user holds one stream per event and
+    /// instance: one already open is told it was replaced and ends, so reloads (or a
+    /// script) cannot pile streams up and push other users to `too_many_streams`.
+    fn register(&self, event: &EventId, user: &UserKey) -> Registered {
         let member = user.member();
         let id = self.inner.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
+        let replaced = Arc::new(AtomicBool::new(false));
         let mut events = self.inner.lock_events();
-        let watch = events.get_mut(event).expect("remembered above");
-        watch
-            .waiters
-            .entry(member.clone())
-            .or_default()
-            .push((id, Arc::clone(&notify)));
+        let watch = events.entry(event.clone()).or_insert_with(EventWatch::new);
+        let waiters = watch.waiters.entry(member.clone()).or_default();
+        for older in waiters.iter() {
+            older.replaced.store(true, Ordering::Release);
+            older.notify.notify_one();
+        }
+        waiters.push(Waiter {
+            id,
+            notify: Arc::clone(&notify),
+            replaced: Arc::clone(&replaced),
+        });
         let pulse = watch.pulse.subscribe();
         drop(events);
-        let registration = Registration {
-            inner: Arc::clone(&self.inner),
-            event: event.clone(),
-            member,
-            id,
-        };
-        (registration, notify, pulse)
+        Registered {
+            registration: Registration {
+                inner: Arc::clone(&self.inner),
+                event: event.clone(),
+                member,
+                id,
+            },
+            notify,
+            replaced,
+            pulse,
+        }
+    }
+}
+
+impl EventWatch {
+    fn new() -> Self {
+        Self {
+            pulse: watch::channel(None).0,
+            waiters: HashMap::new(),
+            confirmed: false,
+        }
     }
 }
 
@@ -382,9 +427,15 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let slot = state.streams.reserve().ok_or(ApiError::TooManyStreams)?;
-    let (registration, notify, pulse) = state.streams.register(&event, &user);
+    let Registered {
+        registration,
+        notify,
+        replaced,
+        pulse,
+    } = state.streams.register(&event, &user);
     // Registered before the first read: a result written in between still wakes us.
     let standing = found(state.store.status(&event, &user, now_s()).await?)?;
+    state.streams.remember(&event);
     let resumed_from = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -398,6 +449,7 @@ pub(crate) async fn stream(
         user,
         standing,
         notify,
+        replaced,
         pulse,
         shutdown: state.streams.inner.shutdown.clone(),
         sender,
@@ -438,6 +490,7 @@ struct Session {
     user: UserKey,
     standing: Standing,
     notify: Arc<Notify>,
+    replaced: Arc<AtomicBool>,
     pulse: watch::Receiver<Option<Pulse>>,
     shutdown: watch::Receiver<bool>,
     sender: mpsc::Sender<Event>,
@@ -482,6 +535,15 @@ impl Session {
                 _ = self.sender.closed() => return,
             };
             let known = match wake {
+                Wake::Notified if self.replaced.load(Ordering::Acquire) => {
+                    // Not `reconnect`: the client that opened the newer stream follows
+                    // the user; this one should stop (and poll, if it is still open).
+                    let goodbye = Event::default()
+                        .event("replaced")
+                        .data(r#"{"reason":"a newer stream of yours to this event took over"}"#);
+                    let _ = self.sender.send(goodbye).await;
+                    return;
+                }
                 Wake::Notified => self.refresh().await,
                 Wake::Pulse => {
                     self.apply_pulse();

@@ -115,6 +115,7 @@ async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), P
         &state.shutdown,
         headers,
         body,
+        push::MAX_RESULT_PUSH_BODY,
         "dropgate_relay_malformed_total",
     )
     .await?;

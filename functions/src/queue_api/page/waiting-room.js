@@ -69,6 +69,7 @@
     unknown_key_id: TOKEN_PROBLEM,
     invalid_signature: TOKEN_PROBLEM,
     token_missing_expiry: TOKEN_PROBLEM,
+    token_lifetime_too_long: TOKEN_PROBLEM,
     token_not_yet_valid: {
       title: "Your sign-in is not valid yet",
       text: "Check that your device's clock is right, then try again.",
@@ -230,7 +231,231 @@
     $("result").focus();
     announce(`${title}. ${text}`, true);
     tellParent({ type: "dropgate:result", state: view.state, outcome, ticket: view.ticket });
+    offerCheck(outcome);
   }
+
+  // --- "check my result": the visitor's own draw re-run in the browser from the
+  // public fairness data (docs/fairness.md, rule dropgate/draw/v2), trusting nothing
+  // the server computed.
+
+  const fairnessUrl = new URL(`../v1/events/${encodeURIComponent(eventId)}/fairness`, location.href).href;
+  const FAIRNESS_POLL_MS = 5000;
+  const RULE = "dropgate/draw/v2";
+  const encoder = new TextEncoder();
+  let toldOutcome = null;
+  let checkTimer = null;
+  let decisionLogUrl = null;
+  // The fairness record as served when the log appeared.
+  let latestRecord = null;
+
+  const hexOf = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  const bytesOf = (hex) => Uint8Array.from(hex.match(/../g) || [], (pair) => parseInt(pair, 16));
+
+  // The platform and user ids the token names: the identity the draw was keyed on.
+  function identity(of = token) {
+    try {
+      const part = of.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const padded = part.padEnd(Math.ceil(part.length / 4) * 4, "=");
+      const json = new TextDecoder().decode(Uint8Array.from(atob(padded), (c) => c.charCodeAt(0)));
+      const claims = JSON.parse(json);
+      if (typeof claims.platformId !== "string" || typeof claims.userId !== "string") return null;
+      return { platform: claims.platformId, user: claims.userId };
+    } catch {
+      return null;
+    }
+  }
+
+  // The rule's message: the domain tag, then each part as a 4-byte big-endian length
+  // and its UTF-8 bytes.
+  function ruleMessage(domain, parts) {
+    const chunks = [encoder.encode(domain)];
+    for (const part of parts) {
+      const bytes = encoder.encode(part);
+      const length = new Uint8Array(4);
+      new DataView(length.buffer).setUint32(0, bytes.length, false);
+      chunks.push(length, bytes);
+    }
+    const out = new Uint8Array(chunks.reduce((total, chunk) => total + chunk.length, 0));
+    let at = 0;
+    for (const chunk of chunks) {
+      out.set(chunk, at);
+      at += chunk.length;
+    }
+    return out;
+  }
+
+  function offerCheck(outcome) {
+    toldOutcome = outcome;
+    $("check").hidden = false;
+    if (decisionLogUrl) return;
+    $("check-button").disabled = true;
+    $("check-status").textContent = "You can check your result here once the drop has closed.";
+    watchFairness();
+  }
+
+  async function watchFairness() {
+    window.clearTimeout(checkTimer);
+    try {
+      const response = await fetch(fairnessUrl, { credentials: "omit", cache: "no-store" });
+      const record = response.ok ? await response.json() : null;
+      if (record && record.seed === null && !store.get("fairness-before-close")) {
+        // What was public before the close: the check holds the log to it, not to the
+        // log's own copy, which whoever serves the log could have changed with it.
+        store.set("fairness-before-close", JSON.stringify(record));
+      }
+      if (record && typeof record.decision_log === "string") {
+        latestRecord = record;
+        // The API's paths are relative to its root, the page's parent.
+        decisionLogUrl = new URL(`..${record.decision_log}`, location.href).href;
+        $("check-button").disabled = false;
+        $("check-status").textContent = "The drop has closed: you can check your result now.";
+        return;
+      }
+      if (record && record.decision_log_status === "too_large") {
+        $("check-status").textContent = "This drop's decision log is too large to check here; the organiser publishes it for download.";
+        return;
+      }
+    } catch {
+      // Offline for a moment: asked again below.
+    }
+    checkTimer = window.setTimeout(watchFairness, FAIRNESS_POLL_MS);
+  }
+
+  async function checkMyResult() {
+    const box = $("check");
+    const lines = [];
+    const conclude = (passed, text) => {
+      box.dataset.check = passed ? "pass" : "fail";
+      $("check-status").textContent = text;
+      $("check-details").replaceChildren(...lines.map((line) => {
+        const item = document.createElement("li");
+        item.textContent = line;
+        return item;
+      }));
+      $("check-details").hidden = lines.length === 0;
+      $("check-button").disabled = false;
+      announce(text, true);
+    };
+    box.dataset.check = "running";
+    $("check-button").disabled = true;
+    $("check-status").textContent = "Checking…";
+    try {
+      if (!window.crypto || !crypto.subtle) {
+        conclude(false, "This browser cannot run the check: it needs a secure (https) page.");
+        return;
+      }
+      const who = identity();
+      if (!who) {
+        conclude(false, "Your sign-in does not name a platform and user id, so there is nothing to look up.");
+        return;
+      }
+      const response = await fetch(decisionLogUrl, { credentials: "omit" });
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        const code = (body && body.error && body.error.code) || `HTTP ${response.status}`;
+        conclude(false, `The public decision log could not be fetched (${code}).`);
+        return;
+      }
+      const log = await response.json();
+      if (log.rule !== RULE) {
+        conclude(false, `This drop follows rule ${log.rule}, which this page does not know.`);
+        return;
+      }
+      // The parameters the log is held to: as this page saw them before the close if
+      // it did, else as the server publishes them now (to compare with the
+      // announcement made before the drop).
+      const saved = store.get("fairness-before-close");
+      const before = saved ? JSON.parse(saved) : latestRecord;
+      const source = saved
+        ? "the commitment this page saw before the drop closed"
+        : "the commitment the server publishes (this page did not see it before the close: compare it with the one announced before the drop)";
+      const threshold = BigInt(Math.floor(before.win_probability * 18446744073709551616));
+      const beaconRound = before.beacon ? before.beacon.round : null;
+      const logRound = log.beacon ? log.beacon.round : null;
+      if (log.commitment !== before.commitment || log.stock_total !== before.stock_total
+          || String(threshold) !== log.threshold || logRound !== beaconRound) {
+        conclude(false, "The decision log's commitment or parameters differ from those published before the close.");
+        return;
+      }
+      const seed = bytesOf(log.seed);
+      const digest = hexOf(new Uint8Array(await crypto.subtle.digest("SHA-256", seed)));
+      if (digest !== before.commitment) {
+        conclude(false, `The revealed seed does not match ${source}.`);
+        return;
+      }
+      lines.push(`The revealed seed matches ${source}: ${before.commitment}.`);
+      const hmacKey = (bytes) => crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+      // With a beacon, its published value is mixed into the key every draw derives from.
+      let keyBytes = seed;
+      if (log.beacon && log.beacon.value) {
+        const mixed = ruleMessage("dropgate/beacon/v2", [log.beacon.round, log.beacon.value]);
+        keyBytes = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(seed), mixed));
+        lines.push(`The draw mixes in beacon round ${log.beacon.round}; its value should match the beacon's published one: ${log.beacon.value.slice(0, 16)}….`);
+      }
+      const key = await hmacKey(keyBytes);
+      const mac = async (message) => new Uint8Array(await crypto.subtle.sign("HMAC", key, message));
+      const mine = hexOf((await mac(ruleMessage("dropgate/pseudonym/v2", [log.event_id, who.platform, who.user]))).slice(0, 16));
+      lines.push(`Your pseudonym in the public log: ${mine}.`);
+      const drawValueOf = async (pseudonym) => {
+        const bytes = await mac(ruleMessage("dropgate/draw/v2", [log.event_id, pseudonym]));
+        return new DataView(bytes.buffer).getBigUint64(0, false);
+      };
+
+      const decisions = [...log.decisions].sort((a, b) => a.decision_order - b.decision_order);
+      const myDecision = decisions.find((decision) => decision.pseudonym === mine);
+      const myAnswer = (log.without_a_draw || []).find((told) => told.pseudonym === mine);
+      if (!myDecision && !myAnswer) {
+        conclude(false, "Your pseudonym is not in the public log.");
+        return;
+      }
+      // Everyone decided before you (everyone, if you were not drawn) is re-run: the
+      // stock left at your turn depends on them.
+      const replayed = myDecision ? decisions.filter((d) => d.decision_order <= myDecision.decision_order) : decisions;
+      const values = await Promise.all(replayed.map((decision) => drawValueOf(decision.pseudonym)));
+      let stock = log.stock_total;
+      let expected = null;
+      for (let i = 0; i < replayed.length; i += 1) {
+        const decision = replayed[i];
+        if (decision.decision_order !== i + 1) {
+          conclude(false, `The log's decision order has a gap at ${i + 1}.`);
+          return;
+        }
+        const value = values[i];
+        if (String(value) !== decision.draw_value) {
+          conclude(false, `Decision ${decision.decision_order}'s draw value is not the one the rules give.`);
+          return;
+        }
+        const outcome = stock === 0 ? "sold_out" : value < threshold ? "won" : "lost";
+        if (outcome !== decision.outcome) {
+          conclude(false, `Decision ${decision.decision_order} should be ${outcome}, and the log says ${decision.outcome}.`);
+          return;
+        }
+        if (decision === myDecision) {
+          expected = outcome;
+          lines.push(`You were decided ${number(decision.decision_order)} of ${number(decisions.length)}, with ${number(stock)} of ${number(log.stock_total)} left.`);
+          lines.push(`Your draw value ${value} is ${value < threshold ? "below" : "not below"} the winning threshold ${threshold}.`);
+        }
+        if (outcome === "won") stock -= 1;
+      }
+      if (!myDecision) {
+        expected = myAnswer.state;
+        if (expected === "sold_out" && stock !== 0) {
+          conclude(false, `You were told sold out, but the log leaves ${number(stock)} unsold.`);
+          return;
+        }
+        lines.push(`You were not drawn: ${myAnswer.state.replace("_", " ")} (ticket ${number(myAnswer.ticket)}).`);
+      }
+      if (expected !== toldOutcome) {
+        conclude(false, `The log says ${expected.replace("_", " ")}, but this page was told ${String(toldOutcome).replace("_", " ")}.`);
+        return;
+      }
+      conclude(true, `Checked: your result (${expected.replace("_", " ")}) follows from the published seed and the rules.`);
+    } catch (error) {
+      conclude(false, `The check could not be completed: ${error && error.message ? error.message : error}.`);
+    }
+  }
+
+  $("check-button").addEventListener("click", checkMyResult);
 
   function fail(code, retry) {
     const known = ERRORS[code] || {
@@ -353,6 +578,12 @@
     if (message.retry !== null) retryMs = message.retry;
     if (message.id !== null) lastEventId = message.id;
     if (message.data.length === 0) return false;
+    if (message.event === "replaced") {
+      // This visitor opened the waiting room again elsewhere, which now has the
+      // stream; reconnecting would take it back and forth, so poll instead.
+      startPolling();
+      return true;
+    }
     if (message.event === "position" || message.event === "result" || message.event === "sold_out" || message.event === "closed") {
       render(JSON.parse(message.data.join("\n")));
       return true;
@@ -513,13 +744,37 @@
     }
   });
 
+  function askWhichToken(fromLink, stored, linkUser, storedUser) {
+    show("connecting", false);
+    show("switch-user", true);
+    setState("choosing");
+    $("switch-link-user").textContent = linkUser;
+    $("switch-stored-user").textContent = storedUser;
+    const choose = (value) => {
+      show("switch-user", false);
+      useToken(value);
+    };
+    $("switch-keep").onclick = () => choose(stored);
+    $("switch-take").onclick = () => choose(fromLink);
+    $("switch-keep").focus();
+  }
+
   // --- start
 
   $("event-id").textContent = eventId;
   document.title = `Waiting room: ${eventId}`;
-  const initial = tokenFromFragment() || store.get("token");
-  if (initial) {
-    useToken(initial);
+  const fromLink = tokenFromFragment();
+  const stored = store.get("token");
+  const who = (value) => {
+    const id = value && identity(value);
+    return id ? `${id.platform}/${id.user}` : null;
+  };
+  if (fromLink && stored && who(fromLink) !== who(stored)) {
+    // A link must not silently sign the visitor out of their own place in line: it
+    // may be someone else's, sent to them.
+    askWhichToken(fromLink, stored, who(fromLink) || "someone else", who(stored) || "you");
+  } else if (fromLink || stored) {
+    useToken(fromLink || stored);
   } else if (embedded) {
     askParent();
   } else if (devLogin) {
