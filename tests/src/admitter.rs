@@ -10,6 +10,7 @@ use dropgate_functions::admitter::{Admitter, AdmitterArgs};
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, TopicArgs};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::queue::{EventKeys, EventMeta, QueueStore};
+use dropgate_functions::seed_vault::SeedKeyArgs;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -37,6 +38,8 @@ pub struct Fixture {
     /// The stack's database URL (the fixture's event is in Redis only: the admitter
     /// goes by Redis for events PostgreSQL does not know).
     pub database_url: String,
+    /// The stack's seed key.
+    pub seed_key: SeedKeyArgs,
 }
 
 impl Fixture {
@@ -66,6 +69,7 @@ impl Fixture {
             redis_url: stack.env.redis_url.clone(),
             brokers: stack.env.kafka_brokers.clone(),
             database_url: stack.env.database_url.clone(),
+            seed_key: stack.env.seed_key_args(),
         }
     }
 
@@ -99,6 +103,7 @@ impl Fixture {
                 &self.brokers,
                 TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone()),
                 &self.event,
+                self.seed_key.clone(),
             )
         }
     }
@@ -175,6 +180,7 @@ pub async fn serve(stack: &TestStack, database_url: &str, event: &EventId) -> Ru
         &stack.env.kafka_brokers,
         TopicArgs::new(waiting_topic, results_topic),
         event,
+        stack.env.seed_key_args(),
     );
     Running::start(&args).await.0
 }
@@ -187,6 +193,7 @@ pub fn args_for(
     brokers: &str,
     topics: TopicArgs,
     event: &EventId,
+    seed_key: SeedKeyArgs,
 ) -> AdmitterArgs {
     AdmitterArgs {
         redis: RedisArgs::url(redis_url.to_owned()),
@@ -196,12 +203,14 @@ pub fn args_for(
         ops: OpsArgs {
             health_addr: "127.0.0.1:0".parse().expect("address"),
         },
+        seed_key,
         tick_ms: 100,
         lease_ms: 2_000,
         events: vec![event.to_string()],
         sweep_batch: 1_000,
         close_drain_ms: 300_000,
         redeliver_ms: 30_000,
+        decision_log_max_bytes: 32 << 20,
     }
 }
 

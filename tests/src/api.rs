@@ -52,6 +52,7 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
         jwt_algorithms: vec![Algorithm::Rs256],
         jwt_issuer: LOCAL_ISSUER.to_owned(),
         jwt_audience: LOCAL_AUDIENCE.to_owned(),
+        jwt_max_lifetime_secs: 86_400,
         cors_origins: vec!["https://shop.example".to_owned()],
         max_streams: 1_000,
         // Tests send thousands of requests from one address and a few users.
@@ -194,6 +195,18 @@ impl ApiServer {
         Ok(())
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// `<base>/v1/events/<event>/queue<suffix>`.
     pub fn queue_url(&self, event: &EventId, suffix: &str) -> String {
         format!("{}/v1/events/{event}/queue{suffix}", self.base)
@@ -283,6 +296,13 @@ impl Drop for ApiServer {
 /// The `error.code` of a JSON error body (`<no error code>` when it has none).
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+/// The value of the unlabelled series `name` in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(str::to_owned)
 }
 
 /// One Server-Sent Event as a client sees it.

@@ -226,6 +226,7 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         api_url: Some(api_url.clone()),
         database: stack.env.database(),
         redis: stack.env.redis(),
+        seed_key: stack.env.seed_key_args(),
         state_dir: stack.state_dir().to_path_buf(),
         users: plan.users,
         stock: plan.stock,

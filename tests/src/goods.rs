@@ -1,13 +1,14 @@
 //! goods-worker fixtures: an event in a fresh database, admitted users on a fresh
-//! topic, in-process workers stopped on drop, and a reader of the results topic.
+//! topic, in-process workers stopped on drop, and readers of the results and winners
+//! topics.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dropgate_core::{
-    Admitted, DrawResult, EventConfig, EventId, EventSeed, EventState, MESSAGE_VERSION,
-    Message as _, UserKey,
+    Admitted, BatchWinners, Beacon, DrawResult, EventConfig, EventId, EventSeed, EventState,
+    MESSAGE_VERSION, Message, UserKey,
 };
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, TopicArgs};
 use dropgate_functions::goods_worker::{GoodsArgs, GoodsWorker};
@@ -21,6 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use dropgate_functions::seed_vault::SeedKeyArgs;
 
 use crate::TestStack;
 
@@ -36,10 +39,14 @@ pub struct DropFixture {
     pub results_topic: String,
     /// Unreadable admissions go here.
     pub dead_letter_topic: String,
+    /// Each batch's winners go here.
+    pub winners_topic: String,
     /// The event.
     pub event: EventId,
     /// Brokers.
     pub brokers: String,
+    /// The stack's seed key.
+    pub seed_key: SeedKeyArgs,
 }
 
 impl DropFixture {
@@ -66,11 +73,47 @@ impl DropFixture {
         probability: f64,
         seed: [u8; 32],
     ) -> Result<Self> {
+        Self::open_with(stack, event, partitions, stock, probability, seed, None).await
+    }
+
+    /// Like [`DropFixture::open`], for an event that names `beacon` at creation and is
+    /// given its value before it opens.
+    pub async fn open_with_beacon(
+        stack: &TestStack,
+        stock: u32,
+        probability: f64,
+        seed: [u8; 32],
+        beacon: &Beacon,
+    ) -> Result<Self> {
+        let event = EventId::parse(TestStack::unique("beacon"))?;
+        Self::open_with(stack, &event, 1, stock, probability, seed, Some(beacon)).await
+    }
+
+    async fn open_with(
+        stack: &TestStack,
+        event: &EventId,
+        partitions: u32,
+        stock: u32,
+        probability: f64,
+        seed: [u8; 32],
+        beacon: Option<&Beacon>,
+    ) -> Result<Self> {
         let (pool, database_url) = stack.fresh_database().await?;
         let (waiting_topic, results_topic) = stack.fresh_topics(partitions)?;
         let mut config = EventConfig::new(stock, 0);
         config.win_probability = probability;
-        events::create(&pool, event, &config, &EventSeed::from_bytes(seed)).await?;
+        events::create_with_beacon(
+            &pool,
+            event,
+            &config,
+            &EventSeed::from_bytes(seed),
+            &stack.env.seed_key()?,
+            beacon.map(|b| b.round.as_str()),
+        )
+        .await?;
+        if let Some(value) = beacon.and_then(|b| b.value.as_deref()) {
+            events::supply_beacon(&pool, event, value).await?;
+        }
         events::transition(&pool, event, EventState::Open).await?;
         Ok(Self {
             pool,
@@ -78,8 +121,10 @@ impl DropFixture {
             waiting_topic,
             results_topic,
             dead_letter_topic: stack.fresh_topic("dead-letter", 1)?,
+            winners_topic: stack.fresh_topic("winners", 1)?,
             event: event.clone(),
             brokers: stack.env.kafka_brokers.clone(),
+            seed_key: stack.env.seed_key_args(),
         })
     }
 
@@ -156,11 +201,13 @@ impl DropFixture {
             kafka: KafkaArgs::brokers(self.brokers.clone()),
             topics: TopicArgs {
                 dead_letter: self.dead_letter_topic.clone(),
+                winners: self.winners_topic.clone(),
                 ..TopicArgs::new(self.waiting_topic.clone(), self.results_topic.clone())
             },
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse().expect("address"),
             },
+            seed_key: self.seed_key.clone(),
             group: group.to_owned(),
             batch_size: 500,
             batch_wait_ms: 5,
@@ -179,8 +226,13 @@ impl DropFixture {
                 self.results_topic.clone(),
             ),
             ("DROPGATE_TOPIC_DEAD_LETTER", self.dead_letter_topic.clone()),
+            ("DROPGATE_TOPIC_WINNERS", self.winners_topic.clone()),
             ("DROPGATE_GOODS_GROUP", group.to_owned()),
             ("DROPGATE_HEALTH_ADDR", "127.0.0.1:0".to_owned()),
+            (
+                "DROPGATE_SEED_KEY_FILE",
+                self.seed_key.seed_key_file.display().to_string(),
+            ),
         ]
     }
 
@@ -191,44 +243,98 @@ impl DropFixture {
         users: usize,
         patience: Duration,
     ) -> Result<HashMap<String, Vec<DrawResult>>> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", TestStack::unique("reader"))
-            .set("group.id", TestStack::unique("reader"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()?;
-        consumer.subscribe(&[&self.results_topic])?;
         let mut seen: HashMap<String, Vec<DrawResult>> = HashMap::new();
-        let deadline = Instant::now() + patience;
-        // After the last expected user, keep reading briefly to catch duplicates.
-        let mut quiet_until: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            if now >= deadline || quiet_until.is_some_and(|until| now >= until) {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
-                Ok(Ok(message)) => {
-                    let result = DrawResult::decode(message.payload().unwrap_or_default())?;
-                    let key = message
-                        .key()
-                        .map(|key| String::from_utf8_lossy(key).into_owned())
-                        .unwrap_or_default();
-                    anyhow::ensure!(
-                        key == result.user.member(),
-                        "message key {key} is not its user"
-                    );
-                    seen.entry(key).or_default().push(result);
-                    if seen.len() >= users && quiet_until.is_none() {
-                        quiet_until = Some(Instant::now() + Duration::from_secs(2));
-                    }
-                }
-                Ok(Err(error)) => anyhow::bail!("reading results: {error}"),
-                Err(_) => {}
+        read_topic(
+            &self.brokers,
+            &self.results_topic,
+            patience,
+            |key, result: DrawResult| {
+                anyhow::ensure!(
+                    key == result.user.member(),
+                    "message key {key} is not its user"
+                );
+                seen.entry(key.to_owned()).or_default().push(result);
+                Ok(seen.len() >= users)
+            },
+        )
+        .await?;
+        Ok(seen)
+    }
+
+    /// Reads the winners topic until `winners` distinct winners are named (or
+    /// `patience` runs out); returns every message seen, each checked to be keyed by
+    /// this drop's event.
+    pub async fn winners(&self, winners: usize, patience: Duration) -> Result<Vec<BatchWinners>> {
+        let mut seen = Vec::new();
+        let mut named = std::collections::HashSet::new();
+        read_topic(
+            &self.brokers,
+            &self.winners_topic,
+            patience,
+            |key, message: BatchWinners| {
+                anyhow::ensure!(
+                    key == self.event.as_str(),
+                    "winners message keyed {key}, not by its event"
+                );
+                named.extend(message.winners.iter().map(|w| w.decision_order));
+                seen.push(message);
+                Ok(named.len() >= winners)
+            },
+        )
+        .await?;
+        Ok(seen)
+    }
+
+    /// Panics unless the winners messages name every recorded winner, each under its
+    /// own decision order, and no one else: checkout hears exactly the draw's winners.
+    pub async fn check_winners_announced(&self) {
+        let recorded: Vec<(i64, String, i64)> = sqlx::query_as(
+            "select decision_order, platform_id || ':' || user_id, ticket from draws
+              where event_id = $1 and outcome = 'won' order by decision_order",
+        )
+        .bind(self.event.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .expect("winners");
+        assert!(!recorded.is_empty(), "the drop has winners to announce");
+        let messages = self
+            .winners(recorded.len(), Duration::from_secs(60))
+            .await
+            .expect("winners messages");
+        let mut named: HashMap<u64, (String, u64)> = HashMap::new();
+        for message in &messages {
+            assert!(!message.winners.is_empty(), "no message without a winner");
+            assert!(
+                message
+                    .winners
+                    .windows(2)
+                    .all(|pair| pair[0].decision_order < pair[1].decision_order),
+                "a message lists its winners in decision order"
+            );
+            for winner in &message.winners {
+                let entry = (winner.user.member(), winner.ticket);
+                let first = named.entry(winner.decision_order).or_insert(entry.clone());
+                assert_eq!(*first, entry, "a re-sent message names the same winner");
             }
         }
-        Ok(seen)
+        let expected: HashMap<u64, (String, u64)> = recorded
+            .into_iter()
+            .map(|(order, member, ticket)| (order as u64, (member, ticket as u64)))
+            .collect();
+        assert_eq!(
+            named, expected,
+            "the winners messages name exactly the draw's winners"
+        );
+        let last = messages
+            .iter()
+            .map(|m| m.stock_left)
+            .min()
+            .expect("messages");
+        assert_eq!(
+            messages[0].stock_total - last,
+            expected.len() as u64,
+            "stock_total - stock_left counts the winners so far"
+        );
     }
 
     /// (outcome, count) of the recorded draws.
@@ -237,6 +343,47 @@ impl DropFixture {
             .await?
             .into_iter()
             .collect())
+    }
+}
+
+/// Reads `topic` from the start, handing each message and its key to `take` until it
+/// says it has all it expects (then two more seconds, to catch duplicates) or
+/// `patience` runs out.
+async fn read_topic<T: Message>(
+    brokers: &str,
+    topic: &str,
+    patience: Duration,
+    mut take: impl FnMut(&str, T) -> Result<bool>,
+) -> Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", TestStack::unique("reader"))
+        .set("group.id", TestStack::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + patience;
+    let mut quiet_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline || quiet_until.is_some_and(|until| now >= until) {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let decoded = T::decode(message.payload().unwrap_or_default())?;
+                let key = message
+                    .key()
+                    .map(|key| String::from_utf8_lossy(key).into_owned())
+                    .unwrap_or_default();
+                if take(&key, decoded)? && quiet_until.is_none() {
+                    quiet_until = Some(Instant::now() + Duration::from_secs(2));
+                }
+            }
+            Ok(Err(error)) => anyhow::bail!("reading {topic}: {error}"),
+            Err(_) => {}
+        }
     }
 }
 

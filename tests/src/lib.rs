@@ -305,3 +305,10 @@ pub fn pid_alive(pid: u32) -> bool {
         )
     })
 }
+
+/// `verifier/dropgate_verify.py drop` on `data`: its exit code (0 pass, 2 findings)
+/// and finding kinds, through the same runner `dropgate demo` uses.
+pub fn independent_verdict(data: &serde_json::Value) -> (Option<i32>, Vec<String>) {
+    let verdict = dropgate_tools::independent::verify(data).expect("the independent verifier runs");
+    (Some(if verdict.passed { 0 } else { 2 }), verdict.kinds)
+}

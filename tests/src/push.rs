@@ -8,9 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dropgate_core::{Admitted, Message as _};
-use dropgate_functions::bus::Publisher;
 use dropgate_functions::config::{KafkaArgs, RedisArgs, TopicArgs};
-use dropgate_functions::goods_worker::GoodsPush;
+use dropgate_functions::goods_worker::{GoodsPublishers, GoodsPush};
 use dropgate_functions::ops_server::{OpsArgs, Readiness};
 use dropgate_functions::pubsub::envelope;
 use dropgate_functions::pubsub::oidc::PushAuth;
@@ -167,11 +166,11 @@ impl PushServer {
     /// side, and the results can be read back).
     pub async fn goods(drop: &DropFixture) -> Self {
         let args = drop.args(&TestStack::unique("push"));
-        let publisher = Publisher::kafka(&args.kafka, &drop.results_topic)
+        let publishers = GoodsPublishers::kafka(&args)
             .await
-            .expect("Kafka publisher");
+            .expect("Kafka publishers");
         let auth = trusted_auth().await;
-        let goods = GoodsPush::connect(&args, publisher, auth, Readiness::default())
+        let goods = GoodsPush::connect(&args, publishers, auth, Readiness::default())
             .await
             .expect("goods push");
         let (stop, stopped) = watch::channel(false);

@@ -118,6 +118,7 @@ async fn a_crash_between_script_and_delivery_loses_nobody() {
             .env("DATABASE_URL", &fixture.database_url)
             .env("DROPGATE_KAFKA_BROKERS", &fixture.brokers)
             .env("DROPGATE_TOPIC_WAITING_QUEUE", &fixture.waiting_topic)
+            .env("DROPGATE_SEED_KEY_FILE", &fixture.seed_key.seed_key_file)
             .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
             .env("DROPGATE_ADMITTER_LEASE_MS", "500")
             .env("DROPGATE_ADMITTER_EVENTS", fixture.event.as_str())
@@ -584,6 +585,7 @@ async fn pg_event(
         &event,
         &dropgate_core::EventConfig::new(100, 1_000),
         &dropgate_core::EventSeed::from_bytes([9; 32]),
+        &stack.env.seed_key().expect("seed key"),
     )
     .await
     .expect("create");

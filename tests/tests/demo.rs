@@ -68,12 +68,14 @@ impl Functions {
                 kafka: kafka.clone(),
                 topics: topics.clone(),
                 ops: ops.clone(),
+                seed_key: stack.env.seed_key_args(),
                 tick_ms: 100,
                 lease_ms: 2_000,
                 events: vec![event.to_owned()],
                 sweep_batch: 5_000,
                 close_drain_ms: 300_000,
                 redeliver_ms: 30_000,
+                decision_log_max_bytes: 32 << 20,
             },
             Readiness::default(),
         )
@@ -87,6 +89,7 @@ impl Functions {
             kafka: kafka.clone(),
             topics: topics.clone(),
             ops: ops.clone(),
+            seed_key: stack.env.seed_key_args(),
             group: TestStack::unique("goods"),
             batch_size: 500,
             batch_wait_ms: 5,
@@ -158,6 +161,7 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         api_url: Some(functions.api_url.clone()),
         database: DatabaseArgs::url(database_url),
         redis: stack.env.redis(),
+        seed_key: stack.env.seed_key_args(),
         state_dir: stack.state_dir().to_path_buf(),
         users,
         stock: 20,
@@ -174,6 +178,12 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
     let started = Instant::now();
     let report = demo::run(&args).await;
     eprintln!("demo ran in {:.1} s", started.elapsed().as_secs_f64());
+    // The public API serves the decision log once the drop is closed, to anyone.
+    let published = reqwest::get(format!(
+        "{}/v1/events/{event}/fairness/log",
+        functions.api_url
+    ))
+    .await;
     functions.stop().await.expect("the functions stop cleanly");
     let report = report.expect("the demo runs");
 
@@ -276,6 +286,35 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
     let svg = std::fs::read_to_string(&report.svg_path).expect("SVG timeline written");
     assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("queue"));
     eprintln!("{}", report.summary());
+
+    // The API's decision log is the one the verifiers check.
+    let published: serde_json::Value = published
+        .expect("the decision log route answers")
+        .json()
+        .await
+        .expect("the decision log is JSON");
+    let mut conn = pool.acquire().await.expect("connection");
+    let event_id = dropgate_core::EventId::parse(event.as_str()).expect("valid");
+    let recorded = events::fairness_data(&mut conn, &event_id)
+        .await
+        .expect("fairness data");
+    assert_eq!(published, recorded, "the API's log is the database's");
+    let draws: i64 = sqlx::query_scalar("select count(*) from draws where event_id = $1")
+        .bind(event.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(
+        draws > 0
+            && published["decisions"]
+                .as_array()
+                .is_some_and(|decisions| decisions.len() as i64 == draws),
+        "every draw is in the published log"
+    );
+    assert!(
+        !published.to_string().contains("\"user_id\""),
+        "the public log names nobody by id"
+    );
 
     every_tampering_is_caught(&pool, &event).await;
 }
@@ -426,30 +465,5 @@ async fn independent_verdict(
     let data = events::fairness_data(conn, event)
         .await
         .expect("fairness data");
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), serde_json::to_vec(&data).expect("json")).expect("write");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../verifier/dropgate_verify.py");
-    let output = std::process::Command::new("python3")
-        .arg(script)
-        .arg("drop")
-        .arg(file.path())
-        .output()
-        .expect("python3 runs the independent verifier");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-        panic!(
-            "the verifier printed no report: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    let kinds = report["findings"]
-        .as_array()
-        .map(|findings| {
-            findings
-                .iter()
-                .filter_map(|finding| finding["kind"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    (output.status.code(), kinds)
+    dropgate_tests::independent_verdict(&data)
 }

@@ -7,11 +7,16 @@ use dropgate_core::EventId;
 use dropgate_functions::queue::EventKeys;
 use dropgate_tests::{TestStack, dropgate_binary};
 
-fn dropgate(database_url: &str, redis_url: &str, args: &[&str]) -> Output {
+/// Runs the CLI as an operator with the stack's seed key would.
+fn dropgate(stack: &TestStack, database_url: &str, redis_url: &str, args: &[&str]) -> Output {
     Command::new(dropgate_binary().expect("built"))
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("DROPGATE_REDIS_URL", redis_url)
+        .env(
+            "DROPGATE_SEED_KEY_FILE",
+            stack.env.seed_key_args().seed_key_file,
+        )
         .output()
         .expect("dropgate runs")
 }
@@ -23,10 +28,23 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
     let stack = TestStack::shared().await;
-    let (_pool, database_url) = stack.fresh_database().await.expect("database");
+    let (pool, database_url) = stack.fresh_database().await.expect("database");
     let redis_url = stack.env.redis_url.clone();
     let id = TestStack::unique("admin");
-    let run = |args: &[&str]| dropgate(&database_url, &redis_url, args);
+    let run = |args: &[&str]| dropgate(stack, &database_url, &redis_url, args);
+
+    let keyless = Command::new(dropgate_binary().expect("built"))
+        .args(["event", "create", "--id", &id, "--stock", "10"])
+        .env("DATABASE_URL", &database_url)
+        .env_remove("DROPGATE_SEED_KEY_FILE")
+        .output()
+        .expect("dropgate runs");
+    assert_eq!(keyless.status.code(), Some(1));
+    assert!(
+        text(&keyless.stderr).contains("DROPGATE_SEED_KEY_FILE"),
+        "{}",
+        text(&keyless.stderr)
+    );
 
     let created = run(&[
         "event", "create", "--id", &id, "--stock", "10", "--rate", "50",
@@ -39,6 +57,17 @@ async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
         .expect("the commitment is printed")
         .to_owned();
     assert_eq!(commitment.len(), 64);
+    let (clear, sealed): (Option<String>, String) =
+        sqlx::query_as("select seed, seed_sealed from events where event_id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .expect("the event row");
+    assert_eq!(
+        clear, None,
+        "the database holds no readable seed before close"
+    );
+    assert!(sealed.starts_with("xchacha20poly1305:"), "{sealed}");
 
     let mut redis = redis::Client::open(redis_url.as_str())
         .expect("url")
@@ -102,6 +131,19 @@ async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
         "{}",
         text(&closed.stdout)
     );
+    let revealed: String = sqlx::query_scalar("select seed from events where event_id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("the revealed seed");
+    assert_eq!(
+        dropgate_core::EventSeed::from_hex(&revealed)
+            .expect("64 hex digits")
+            .commitment()
+            .to_hex(),
+        commitment,
+        "the admitter reveals the seed the commitment names"
+    );
     let reopened = run(&["event", "open", "--id", &id]);
     assert_eq!(
         reopened.status.code(),
@@ -126,7 +168,21 @@ async fn bad_arguments_get_clear_errors_not_panics() {
     let stack = TestStack::shared().await;
     let (_pool, database_url) = stack.fresh_database().await.expect("database");
     let redis_url = stack.env.redis_url.clone();
-    let cases: [(&[&str], i32, &str); 5] = [
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &[
+                "event",
+                "create",
+                "--id",
+                "ok-id",
+                "--stock",
+                "5",
+                "--beacon-round",
+                "not a round",
+            ],
+            1,
+            "beacon round",
+        ),
         (
             &["event", "create", "--id", "bad id", "--stock", "5"],
             1,
@@ -163,7 +219,7 @@ async fn bad_arguments_get_clear_errors_not_panics() {
         ),
     ];
     for (args, code, expected) in cases {
-        let out = dropgate(&database_url, &redis_url, args);
+        let out = dropgate(stack, &database_url, &redis_url, args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -177,7 +233,7 @@ async fn a_randomized_pre_queue_is_shuffled_at_open_with_the_event_seed() {
     let (_pool, database_url) = stack.fresh_database().await.expect("database");
     let redis_url = stack.env.redis_url.clone();
     let id = TestStack::unique("shuffle");
-    let run = |args: &[&str]| dropgate(&database_url, &redis_url, args);
+    let run = |args: &[&str]| dropgate(stack, &database_url, &redis_url, args);
     let created = run(&[
         "event",
         "create",

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dropgate_core::{DrawResult, EventState, Outcome};
+use dropgate_core::{Beacon, DrawResult, EventSeed, EventState, Outcome, UserKey, draw_value};
+use dropgate_functions::event_lifecycle;
 use dropgate_tests::goods::{DropFixture, Workers};
 use dropgate_tests::{KillOnDrop, TestStack, dropgate_binary, workspace_binary};
 use dropgate_tools::events;
@@ -119,6 +120,7 @@ async fn several_workers_decide_one_event_in_ticket_order() {
     assert_eq!(out_of_order, 0, "decisions went against the ticket order");
     let counts = drop.outcome_counts().await.expect("counts");
     assert_eq!(counts.get("won").copied(), Some(50), "{counts:?}");
+    drop.check_winners_announced().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,6 +224,7 @@ async fn crash_then_recover(failpoint: &str) {
         .copied()
         .unwrap_or(0);
     assert!(won <= 30);
+    drop.check_winners_announced().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -379,4 +382,132 @@ async fn an_unreadable_admission_is_dead_lettered_and_the_partition_goes_on() {
     assert_eq!(letters[0].payload().expect("hex"), newer.as_bytes());
     let (draws, _) = draws_per_user(&drop).await;
     assert_eq!(draws, 3, "nobody was drawn from the unreadable admission");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_beacon_drop_draws_under_the_mixed_key_and_verifies_only_with_its_value() {
+    let stack = TestStack::shared().await;
+    let seed = [21; 32];
+    let beacon = Beacon {
+        round: "drand-quicknet/777".into(),
+        value: Some("c3".repeat(32)),
+    };
+    let drop = DropFixture::open_with_beacon(stack, 10, 0.2, seed, &beacon)
+        .await
+        .expect("drop");
+    let users = drop.users(200);
+    let workers = Workers::start(&drop, 1, &TestStack::unique("goods"))
+        .await
+        .expect("workers");
+    drop.admit(&users, 1).await.expect("admit");
+    drop.results(users.len(), PATIENCE).await.expect("results");
+    workers.stop().await.expect("stop");
+
+    // The stored values are the mixed key's, not the seed's.
+    let seed = EventSeed::from_bytes(seed);
+    let key = seed.event_key(Some(&beacon)).expect("key");
+    let first: (String, i64) = sqlx::query_as(
+        "select user_id, draw_value from draws where event_id = $1 and decision_order = 1",
+    )
+    .bind(drop.event.as_str())
+    .fetch_one(&drop.pool)
+    .await
+    .expect("first draw");
+    let user = UserKey::parse("shop", &first.0).expect("user");
+    let stored = dropgate_functions::goods_worker::store::from_stored(first.1);
+    assert_eq!(stored, draw_value(&key, &drop.event, &user));
+    assert_ne!(stored, draw_value(&seed, &drop.event, &user));
+
+    // Closed and revealed as the admitter does it.
+    let seed_key = stack.env.seed_key().expect("seed key");
+    assert!(
+        event_lifecycle::begin_closing(&drop.pool, &drop.event)
+            .await
+            .expect("closing")
+    );
+    assert!(
+        event_lifecycle::finish_closing(&drop.pool, &seed_key, &drop.event)
+            .await
+            .expect("closed")
+    );
+    let report = events::verify_event(&drop.pool, &drop.event)
+        .await
+        .expect("verify");
+    assert!(report.passed(), "{:?}", report.findings);
+    let mut conn = drop.pool.acquire().await.expect("connection");
+    let data = events::fairness_data(&mut conn, &drop.event)
+        .await
+        .expect("fairness data");
+    assert_eq!(data["beacon"]["round"], "drand-quicknet/777");
+    assert_eq!(
+        dropgate_tests::independent_verdict(&data),
+        (Some(0), Vec::new())
+    );
+
+    // Another value is another drop: both verifiers see every draw value wrong.
+    let mut tx = drop.pool.begin().await.expect("transaction");
+    sqlx::query("update events set beacon_value = $2 where event_id = $1")
+        .bind(drop.event.as_str())
+        .bind("d4".repeat(32))
+        .execute(&mut *tx)
+        .await
+        .expect("tamper");
+    let tampered = events::verify_event_on(&mut tx, &drop.event)
+        .await
+        .expect("verify");
+    assert!(
+        tampered
+            .findings
+            .iter()
+            .any(|finding| matches!(finding, dropgate_core::Finding::WrongDrawValue { .. })),
+        "{:?}",
+        tampered.findings
+    );
+    let data = events::fairness_data(&mut tx, &drop.event)
+        .await
+        .expect("fairness data");
+    let (code, kinds) = dropgate_tests::independent_verdict(&data);
+    assert_eq!(code, Some(2));
+    assert!(
+        kinds.iter().any(|kind| kind == "wrong_draw_value"),
+        "{kinds:?}"
+    );
+    tx.rollback().await.expect("rollback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_of_an_earlier_draw_rule_is_neither_drawn_nor_verified_by_this_rule() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 1, 5, 0.5, [23; 32])
+        .await
+        .expect("drop");
+    sqlx::query("update events set draw_rule = 'dropgate/draw/v1' where event_id = $1")
+        .bind(drop.event.as_str())
+        .execute(&drop.pool)
+        .await
+        .expect("an event created before rule v2");
+    let refused = dropgate_functions::goods_worker::store::record_batch(
+        &drop.pool,
+        &stack.env.seed_key().expect("seed key"),
+        &drop.event,
+        &drop.users(3),
+        1_000,
+        || {},
+    )
+    .await
+    .expect_err("not drawn under another rule");
+    assert!(
+        refused.to_string().contains("draw rule dropgate/draw/v1"),
+        "{refused}"
+    );
+    let draws: i64 = sqlx::query_scalar("select count(*) from draws where event_id = $1")
+        .bind(drop.event.as_str())
+        .fetch_one(&drop.pool)
+        .await
+        .expect("count");
+    assert_eq!(draws, 0);
+    let verify = events::verify_event(&drop.pool, &drop.event)
+        .await
+        .expect_err("not judged by another rule");
+    assert!(verify.to_string().contains("dropgate/draw/v1"), "{verify}");
 }

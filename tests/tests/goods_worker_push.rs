@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dropgate_core::{Admitted, DrawResult, EventId, EventState, Message as _, Outcome};
+use dropgate_core::{
+    Admitted, AdmittedBatch, DrawResult, EventId, EventState, MESSAGE_VERSION, Message as _,
+    Outcome,
+};
 use dropgate_tests::TestStack;
 use dropgate_tests::goods::{DropFixture, Workers};
 use dropgate_tests::push::{PushServer, Token, assert_refused, bearer, envelope_for};
@@ -173,7 +176,8 @@ async fn concurrent_duplicated_pushes_never_oversell_nor_draw_twice() {
     // delivery, except where both deliveries of a user met in one batch (decided once,
     // announced once).
     let (rows, users_announced): (i64, i64) = sqlx::query_as(
-        "select count(*), count(distinct message_key) from outbox where event_id = $1",
+        "select count(*), count(distinct message_key) from outbox
+          where event_id = $1 and stream = 'results'",
     )
     .bind(drop.event.as_str())
     .fetch_one(&drop.pool)
@@ -182,6 +186,7 @@ async fn concurrent_duplicated_pushes_never_oversell_nor_draw_twice() {
     assert_eq!(users_announced, 1_000);
     assert!((1_000..=2_000).contains(&rows), "{rows} outbox rows");
     assert_eq!(unsent(&drop).await, 0);
+    drop.check_winners_announced().await;
     let results = drop.results(1_000, PATIENCE).await.expect("results");
     assert_eq!(results.len(), 1_000);
     for (user, seen) in &results {
@@ -230,6 +235,50 @@ async fn a_redelivered_push_re_announces_and_never_draws_again() {
         let result = DrawResult::decode(payload).expect("result");
         assert_eq!((result.outcome, result.decision_order), (Outcome::Won, 1));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_batch_is_decided_at_once_in_ticket_order() {
+    let stack = TestStack::shared().await;
+    let drop = DropFixture::open(stack, 1, 5, 1.0, [6; 32])
+        .await
+        .expect("drop");
+    let server = PushServer::goods(&drop).await;
+    let users = drop.users(50);
+    for (tick, admitted) in users.chunks(20).enumerate() {
+        let batch = AdmittedBatch {
+            version: MESSAGE_VERSION,
+            event_id: drop.event.clone(),
+            admitted: admitted.to_vec(),
+        };
+        let answer = server
+            .post(
+                "/pubsub/waiting-queue",
+                Some(&bearer(&Token::default().sign())),
+                envelope_for(&batch.encode(), drop.event.as_str(), &tick.to_string()),
+            )
+            .await;
+        assert_eq!(answer.0, StatusCode::NO_CONTENT, "{answer:?}");
+    }
+    // Answered only once recorded: every user is drawn by now.
+    let rows = draws(&drop).await;
+    let tickets: Vec<i64> = rows.iter().map(|row| row.2).collect();
+    assert_eq!(
+        tickets,
+        (1..=50).collect::<Vec<i64>>(),
+        "decided in ticket order"
+    );
+    let winners: Vec<i64> = rows
+        .iter()
+        .filter(|row| row.3 == "won")
+        .map(|row| row.2)
+        .collect();
+    assert_eq!(
+        winners,
+        vec![1, 2, 3, 4, 5],
+        "the first five tickets take the stock"
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,6 +432,19 @@ async fn malformed_pushes_and_bad_tokens_get_4xx_json_and_record_nothing() {
         event_id: EventId::parse(TestStack::unique("nope")).expect("id"),
         ..admitted.clone()
     };
+    let mut two = drop.users(2);
+    two.reverse();
+    let backwards = AdmittedBatch {
+        version: MESSAGE_VERSION,
+        event_id: drop.event.clone(),
+        admitted: two.clone(),
+    };
+    two.reverse();
+    two[1].event_id = unknown_event.event_id.clone();
+    let mixed = AdmittedBatch {
+        admitted: two,
+        ..backwards.clone()
+    };
     let body_cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         (
             "empty body",
@@ -428,6 +490,18 @@ async fn malformed_pushes_and_bad_tokens_get_4xx_json_and_record_nothing() {
             "malformed_message",
         ),
         (
+            "a batch against the ticket order",
+            envelope_for(&backwards.encode(), drop.event.as_str(), "6"),
+            StatusCode::BAD_REQUEST,
+            "malformed_message",
+        ),
+        (
+            "a batch holding another event's admission",
+            envelope_for(&mixed.encode(), drop.event.as_str(), "7"),
+            StatusCode::BAD_REQUEST,
+            "malformed_message",
+        ),
+        (
             "unknown event",
             envelope_for(&unknown_event.encode(), "shop:u1", "4"),
             StatusCode::NOT_FOUND,
@@ -435,7 +509,7 @@ async fn malformed_pushes_and_bad_tokens_get_4xx_json_and_record_nothing() {
         ),
         (
             "oversized",
-            envelope_for(&vec![b'x'; 128 * 1024], "shop:u1", "5"),
+            envelope_for(&vec![b'x'; 1024 * 1024], "shop:u1", "5"),
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
         ),

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use dropgate_core::{DrawResult, Message as _};
+use dropgate_core::{BatchWinners, DrawResult, Message as _};
 use dropgate_functions::bus::Publisher;
-use dropgate_functions::goods_worker::GoodsPush;
+use dropgate_functions::goods_worker::{GoodsPublishers, GoodsPush};
 use dropgate_functions::ops_server::Readiness;
 use dropgate_functions::pubsub::PubSubArgs;
 use dropgate_functions::pubsub::oidc::PushAuth;
@@ -249,19 +249,29 @@ async fn a_push_subscription_delivers_admissions_to_goods_worker_and_results_com
         .expect("drop");
     let waiting = TestStack::unique("waiting");
     let results = TestStack::unique("results");
-    emulator.topic(&waiting).await;
-    emulator.topic(&results).await;
+    let winners = TestStack::unique("winners");
+    for topic in [&waiting, &results, &winners] {
+        emulator.topic(topic).await;
+    }
     emulator
         .subscription(&format!("{results}-pull"), &results, None)
         .await;
+    emulator
+        .subscription(&format!("{winners}-pull"), &winners, None)
+        .await;
 
-    // goods-worker as on Cloud Run, results published to Pub/Sub.
+    // goods-worker as on Cloud Run, results and winners published to Pub/Sub.
     let args = drop.args("unused");
     let goods = GoodsPush::connect(
         &args,
-        Publisher::pubsub(&emulator.args(), &results)
-            .await
-            .expect("results publisher"),
+        GoodsPublishers {
+            results: Publisher::pubsub(&emulator.args(), &results)
+                .await
+                .expect("results publisher"),
+            winners: Publisher::pubsub(&emulator.args(), &winners)
+                .await
+                .expect("winners publisher"),
+        },
         PushAuth::Unverified,
         Readiness::default(),
     )
@@ -296,11 +306,11 @@ async fn a_push_subscription_delivers_admissions_to_goods_worker_and_results_com
         .await
         .expect("admissions publisher");
     let users = drop.users(100);
-    for admitted in &users {
-        admitter
-            .publish(&admitted.key(), &admitted.encode())
-            .await
-            .expect("admission published");
+    // Ten admitter ticks of ten, each one ordered batch under the event's key.
+    for tick in users.chunks(10) {
+        for published in admitter.publish_admissions(&drop.event, tick).await {
+            published.expect("admissions published");
+        }
     }
 
     let mut announced: HashMap<String, DrawResult> = HashMap::new();
@@ -341,6 +351,44 @@ async fn a_push_subscription_delivers_admissions_to_goods_worker_and_results_com
         (Some(&20), Some(&80)),
         "{counts:?}"
     );
+    // Decided in ticket order: with every draw a winning one, the first twenty
+    // tickets take the stock.
+    let tickets: Vec<i64> =
+        sqlx::query_scalar("select ticket from draws where event_id = $1 order by decision_order")
+            .bind(drop.event.as_str())
+            .fetch_all(&drop.pool)
+            .await
+            .expect("draws");
+    assert_eq!(
+        tickets,
+        (1..=100).collect::<Vec<i64>>(),
+        "decisions in ticket order"
+    );
+
+    // Each winner once in the winners messages, keyed by the event.
+    let mut named: HashMap<u64, String> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while named.len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 20 winners came through the winners topic",
+            named.len()
+        );
+        for (data, attributes) in emulator.pull(&format!("{winners}-pull")).await {
+            let message = BatchWinners::decode(&data).expect("a BatchWinners");
+            assert_eq!(attributes["key"], drop.event.as_str());
+            for winner in message.winners {
+                named.insert(winner.decision_order, winner.user.member());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let won: HashMap<u64, String> = announced
+        .iter()
+        .filter(|(_, result)| result.outcome == dropgate_core::Outcome::Won)
+        .map(|(member, result)| (result.decision_order, member.clone()))
+        .collect();
+    assert_eq!(named, won, "the winners messages name exactly the winners");
 }
 
 #[tokio::test(flavor = "multi_thread")]

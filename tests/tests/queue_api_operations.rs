@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dropgate_core::{EventId, EventState};
-use dropgate_tests::api::{ApiServer, error_code, token};
+use dropgate_tests::api::{ApiServer, error_code, metric_value, token};
 use dropgate_tests::{KillOnDrop, TestStack, dropgate_binary, workspace_binary};
 use dropgate_tools::stack::{Component, StopMode};
 use reqwest::StatusCode;
@@ -109,14 +109,7 @@ async fn health_readiness_metrics_and_cors() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), StatusCode::OK);
-    let metrics = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("dropgate_http_requests_total"),
         "{metrics}"
@@ -271,4 +264,117 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_to_events_that_do_not_exist_leave_nothing_behind() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    // A real event with a stream open, which the instance rightly watches.
+    let event = server.open_event(1).await.expect("event");
+    let (status, _) = server.enter(&event, &token("shop", "watcher")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let _open = server
+        .open_stream(&event, &token("shop", "watcher"), None)
+        .await;
+    let before = server.metrics().await;
+    let watched = |text: &str| metric_value(text, "dropgate_queue_watched_events");
+    assert_eq!(watched(&before).as_deref(), Some("1"), "{before}");
+
+    let token = token("shop", "prober");
+    let mut refused = Vec::new();
+    for n in 0..1_000 {
+        let unknown = format!("no-such-event-{n}");
+        let response = server
+            .client()
+            .get(format!(
+                "{}/v1/events/{unknown}/queue/me/stream",
+                server.base
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("answers");
+        refused.push(response.status());
+    }
+    assert!(
+        refused
+            .iter()
+            .all(|status| *status == StatusCode::NOT_FOUND),
+        "every stream to an unknown event is refused"
+    );
+    let after = server.metrics().await;
+    assert_eq!(watched(&after), watched(&before), "{after}");
+    assert!(
+        !after.contains("no-such-event"),
+        "no metric series for events that do not exist"
+    );
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_newer_stream_replaces_the_older_one() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(1).await.expect("event");
+    let user = token("shop", "reloader");
+    let (status, _) = server.enter(&event, &user).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let streams_open =
+        || async { metric_value(&server.metrics().await, "dropgate_sse_open_streams") };
+
+    let mut first = server.open_stream(&event, &user, None).await;
+    let opening = first.next(PATIENCE).await.expect("event").expect("open");
+    assert_eq!(opening.name, "position");
+    // Ten more, as a script or a reloading page would open them: each replaces the
+    // one before, so one stream stays open for this user.
+    let mut later = Vec::new();
+    for _ in 0..10 {
+        let mut stream = server.open_stream(&event, &user, None).await;
+        stream
+            .next(PATIENCE)
+            .await
+            .expect("event")
+            .expect("position");
+        later.push(stream);
+    }
+    let replaced = loop {
+        let event = first
+            .next(PATIENCE)
+            .await
+            .expect("event")
+            .expect("an event");
+        if event.name != "position" {
+            break event;
+        }
+    };
+    assert_eq!(replaced.name, "replaced", "{replaced:?}");
+    assert!(
+        first.next(PATIENCE).await.expect("the end").is_none(),
+        "the replaced stream ends"
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while streams_open().await.as_deref() != Some("1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {:?} streams open for one user",
+            streams_open().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another user's stream is not touched.
+    let other = token("shop", "neighbour");
+    server.enter(&event, &other).await;
+    let mut neighbour = server.open_stream(&event, &other, None).await;
+    assert_eq!(
+        neighbour
+            .next(PATIENCE)
+            .await
+            .expect("event")
+            .expect("open")
+            .name,
+        "position"
+    );
+    drop(later);
+    server.stop().await.expect("stop");
 }

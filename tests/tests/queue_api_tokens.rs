@@ -73,6 +73,10 @@ async fn every_bad_token_gets_its_own_code() {
     not_yet.invalid_before = Some(now_stamp() + JwtDuration::from_secs(600));
     let mut no_expiry = good.clone();
     no_expiry.expires_at = None;
+    let mut ten_years = good.clone();
+    ten_years.expires_at = Some(now_stamp() + JwtDuration::from_days(3_650));
+    let mut no_iat_ten_years = ten_years.clone();
+    no_iat_ten_years.issued_at = None;
     let wrong_aud = claims(Some("u1"), Some("shop")).with_audience("someone-else");
     let wrong_iss = claims(Some("u1"), Some("shop")).with_issuer("https://evil.example");
 
@@ -122,6 +126,16 @@ async fn every_bad_token_gets_its_own_code() {
             "no exp",
             Some(format!("Bearer {}", signed(no_expiry))),
             "token_missing_expiry",
+        ),
+        (
+            "valid for ten years",
+            Some(format!("Bearer {}", signed(ten_years))),
+            "token_lifetime_too_long",
+        ),
+        (
+            "valid for ten years, no iat",
+            Some(format!("Bearer {}", signed(no_iat_ten_years))),
+            "token_lifetime_too_long",
         ),
         (
             "wrong audience",

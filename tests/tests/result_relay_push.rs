@@ -87,5 +87,20 @@ async fn result_relay_applies_pushed_results_once_and_refuses_bad_pushes() {
         "malformed_envelope",
         "empty envelope",
     );
+    // A result is a few hundred bytes: this route keeps its body limit small, whatever
+    // goods-worker's admission batches need.
+    let answer = server
+        .post(
+            route,
+            Some(&valid),
+            envelope_for(&vec![b'x'; 128 * 1024], "web:pushed-1", "r3"),
+        )
+        .await;
+    assert_refused(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "oversized",
+    );
     server.stop().await;
 }

@@ -107,8 +107,11 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_that_cannot_start_says_why_in_one_line_and_fails() {
     // Nothing listens on port 1: the admitter cannot reach Redis.
+    let seed_key = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(seed_key.path(), "11".repeat(32)).expect("write the seed key");
     let output = Command::new(workspace_binary("admitter").expect("built"))
         .env_clear()
+        .env("DROPGATE_SEED_KEY_FILE", seed_key.path())
         .env("DROPGATE_REDIS_URL", "redis://127.0.0.1:1")
         .env("DATABASE_URL", "postgres://dropgate@127.0.0.1:1/dropgate")
         .env("DROPGATE_KAFKA_BROKERS", "127.0.0.1:1")

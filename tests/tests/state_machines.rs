@@ -577,6 +577,7 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
             &stack.env.kafka_brokers,
             TopicArgs::new(waiting_topic.clone(), results_topic.clone()),
             &event.event,
+            stack.env.seed_key_args(),
         );
         let mut admitter = Admitter::connect(&args, Readiness::default())
             .await
@@ -600,13 +601,20 @@ async fn the_admitter_marks_sold_out_only_where_event_step_allows() {
 async fn the_draw_marks_sold_out_only_where_event_step_allows() {
     let stack = TestStack::shared().await;
     let (pool, _) = stack.fresh_database().await.expect("database");
+    let seed_key = stack.env.seed_key().expect("seed key");
     for state in EventState::ALL {
         let event = EventId::parse(TestStack::unique("sql")).expect("valid");
         let mut config = EventConfig::new(1, 0);
         config.win_probability = 1.0;
-        events::create(&pool, &event, &config, &EventSeed::from_bytes([3; 32]))
-            .await
-            .expect("create");
+        events::create(
+            &pool,
+            &event,
+            &config,
+            &EventSeed::from_bytes([3; 32]),
+            &seed_key,
+        )
+        .await
+        .expect("create");
         // Put the row in `state` directly: this checks the SQL's rule, not the way
         // there.
         sqlx::query(
@@ -627,7 +635,7 @@ async fn the_draw_marks_sold_out_only_where_event_step_allows() {
             ticket: 1,
             admitted_at_ms: 0,
         };
-        let batch = record_batch(&pool, &event, &[admitted], 1_000, || {})
+        let batch = record_batch(&pool, &seed_key, &event, &[admitted], 1_000, || {})
             .await
             .expect("batch")
             .expect("decided");

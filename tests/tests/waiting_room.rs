@@ -1,8 +1,9 @@
 //! The waiting-room page in a real headless Chromium, driven over WebDriver against a
 //! real queue-api on the test stack: the place in line and the result over a stream
 //! (or by polling without one) through reloads, bad tokens as sentences, the local
-//! sign-in by keyboard, and embedding by a shop that hands the token over by
-//! postMessage. The page's HTTP surface is specified in `waiting_room_http.rs`.
+//! sign-in by keyboard, embedding by a shop that hands the token over by
+//! postMessage, and "check my result" re-running the visitor's draw from the public
+//! decision log (and refusing a doctored one). The page's HTTP surface is specified in `waiting_room_http.rs`.
 //!
 //! Chromium and chromedriver are Debian's (`scripts/setup.sh` installs them). When
 //! either is missing the browser tests fail and say so: a skipped browser test would
@@ -15,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dropgate_core::{UserKey, UserState};
+use dropgate_core::{Outcome, UserKey, UserState};
 use dropgate_functions::auth::Claims;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, LOCAL_KEY_ID};
 use dropgate_tests::TestStack;
@@ -516,4 +517,333 @@ async fn an_embedding_shop_hands_the_token_over_by_post_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     browser.quit().await.expect("quit");
+}
+
+/// How a test publishes a drop's decision log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Published {
+    /// As the drop happened.
+    Honest,
+    /// As the drop happened, with a beacon's value mixed into its key.
+    HonestWithBeacon,
+    /// With the visitor's recorded outcome changed.
+    OutcomeChanged,
+    /// With a seed that is not the committed one.
+    SeedSwapped,
+    /// With another seed and its commitment, the server's record changed to match:
+    /// only what the page saw before the close gives it away.
+    SeedAndCommitmentSwapped,
+}
+
+/// The page's "check my result" section, read in one round trip.
+async fn check_section(browser: &Browser) -> Result<Value> {
+    let script = r#"
+        const box = document.getElementById("check");
+        return {
+            shown: !box.hidden,
+            check: box.dataset.check,
+            button_enabled: !document.getElementById("check-button").disabled,
+            status: document.getElementById("check-status").textContent.trim(),
+            details: document.getElementById("check-details").innerText,
+        };
+    "#;
+    Ok(browser
+        .driver
+        .execute(script, Vec::new())
+        .await?
+        .json()
+        .clone())
+}
+
+async fn wait_for_check(
+    browser: &Browser,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let section = check_section(browser).await?;
+        if ready(&section) {
+            return Ok(section);
+        }
+        if Instant::now() > deadline {
+            bail!("the check never showed {what}; it showed: {section:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_my_result_re_runs_the_visitors_own_draw_in_the_browser() {
+    use dropgate_core::{
+        Beacon, EventSeed, RecordedDecision, RecordedEvent, WinProbability, decide_batch,
+    };
+    use dropgate_functions::fairness::{self, DropRecords};
+    use dropgate_functions::queue::PublicFairness;
+
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let browser = Browser::start().await.expect("browser starts");
+    let ana = UserKey::parse("shop", "ana").expect("user");
+    for published in [
+        Published::Honest,
+        Published::HonestWithBeacon,
+        Published::OutcomeChanged,
+        Published::SeedSwapped,
+        Published::SeedAndCommitmentSwapped,
+    ] {
+        let event = server.open_event(1).await.expect("event");
+        // Five people ahead of ana: her outcome depends on the stock they leave her.
+        let mut line = Vec::new();
+        for n in 1..=5 {
+            let user = format!("x{n}");
+            let (status, _) = server.enter(&event, &token("shop", &user)).await;
+            assert_eq!(status, StatusCode::CREATED);
+            line.push(UserKey::parse("shop", &user).expect("user"));
+        }
+        let url = format!("{}#token={}", server.page_url(&event), token("shop", "ana"));
+        browser.driver.goto(url).await.expect("goto");
+        browser
+            .wait_until("ana in line", |s| {
+                s["state"] == "waiting" && s["ticket"] == "6"
+            })
+            .await
+            .expect("waiting");
+        line.push(ana.clone());
+
+        // The drop: everyone decided in ticket order under the committed seed, whose
+        // record is public from the start.
+        let seed = EventSeed::from_bytes([17; 32]);
+        let beacon = (published == Published::HonestWithBeacon).then(|| Beacon {
+            round: "drand-quicknet/4242".into(),
+            value: Some("5a".repeat(32)),
+        });
+        let key = seed.event_key(beacon.as_ref()).expect("key");
+        let probability = WinProbability::new(0.5).expect("valid");
+        // Enough that ana is drawn with stock left: her draw value decides.
+        let stock = 6;
+        let mut public = PublicFairness::before_reveal(
+            seed.commitment().to_hex(),
+            stock,
+            probability.get(),
+            "fifo",
+        )
+        .expect("record");
+        public.beacon = beacon.clone();
+        server
+            .store
+            .put_fairness(&event, &public)
+            .await
+            .expect("record");
+        let decided = decide_batch(&key, &event, probability, stock, &line);
+        let now = now_ms();
+        let decisions: Vec<RecordedDecision> = decided
+            .iter()
+            .zip(&line)
+            .enumerate()
+            .map(|(i, ((value, decision), user))| RecordedDecision {
+                order: i as u64 + 1,
+                ticket: i as u64 + 1,
+                user: user.clone(),
+                draw_value: *value,
+                outcome: decision.outcome,
+                decided_at_ms: now,
+            })
+            .collect();
+        let anas = decisions.last().expect("ana decided").outcome;
+        assert!(matches!(anas, Outcome::Won | Outcome::Lost), "{anas:?}");
+        server
+            .decide(&event, &ana, anas.user_state(), 6, 6)
+            .await
+            .expect("decide");
+        let shown = browser
+            .wait_until("ana's result", |s| s["state"] == anas.as_str())
+            .await
+            .expect("result");
+        assert_eq!(shown["result_ticket"], "6");
+        let before = wait_for_check(&browser, "the check, waiting for the close", |c| {
+            c["shown"] == true
+        })
+        .await
+        .expect("check offered");
+        assert_eq!(
+            before["button_enabled"], false,
+            "nothing to check before the close: {before}"
+        );
+
+        // The close: the seed and the decision log become public.
+        let left = stock
+            - decisions
+                .iter()
+                .filter(|d| d.outcome == Outcome::Won)
+                .count() as u32;
+        let drop = DropRecords {
+            facts: RecordedEvent {
+                stock_total: stock,
+                stock_left: left,
+                decisions_made: decisions.len() as u64,
+                closing_at_ms: Some(now),
+                seed_revealed_at_ms: Some(now + 1),
+            },
+            decisions,
+            without_a_draw: Vec::new(),
+            beacon,
+        };
+        let mut log = fairness::data(&event, "closed", &public, Some((&seed, &drop)));
+        match published {
+            Published::Honest | Published::HonestWithBeacon => {}
+            Published::OutcomeChanged => {
+                let changed = if anas == Outcome::Won { "lost" } else { "won" };
+                log["decisions"][5]["outcome"] = changed.into();
+            }
+            Published::SeedSwapped => {
+                log["seed"] = EventSeed::from_bytes([18; 32]).to_hex().into();
+            }
+            Published::SeedAndCommitmentSwapped => {
+                let other = EventSeed::from_bytes([19; 32]);
+                log["seed"] = other.to_hex().into();
+                log["commitment"] = other.commitment().to_hex().into();
+                public.commitment = other.commitment().to_hex();
+            }
+        }
+        public.seed = Some((log["seed"].as_str().expect("seed").to_owned(), now + 1));
+        server
+            .store
+            .put_decision_log(&event, Some(&log.to_string()), 6)
+            .await
+            .expect("log");
+        server
+            .store
+            .put_fairness(&event, &public)
+            .await
+            .expect("record");
+
+        wait_for_check(&browser, "the check button enabled", |c| {
+            c["button_enabled"] == true
+        })
+        .await
+        .expect("enabled after the close");
+        browser
+            .driver
+            .find(By::Id("check-button"))
+            .await
+            .expect("the button")
+            .click()
+            .await
+            .expect("click");
+        let verdict = wait_for_check(&browser, "a verdict", |c| {
+            c["check"] == "pass" || c["check"] == "fail"
+        })
+        .await
+        .expect("verdict");
+        let status = text(&verdict, "status").to_owned();
+        eprintln!("{published:?}: {status}\n{}", text(&verdict, "details"));
+        match published {
+            Published::Honest | Published::HonestWithBeacon => {
+                assert_eq!(verdict["check"], "pass", "{verdict:#}");
+                assert!(
+                    status.contains(&anas.as_str().replace('_', " ")),
+                    "the verdict names the outcome: {status}"
+                );
+                let details = text(&verdict, "details");
+                let pseudonym = dropgate_core::pseudonym(&key, &event, &ana);
+                assert!(
+                    details.contains(&pseudonym),
+                    "the page computed ana's pseudonym {pseudonym}: {details}"
+                );
+                assert!(
+                    details.contains(&dropgate_core::draw_value(&key, &event, &ana).to_string()),
+                    "the page computed ana's draw value: {details}"
+                );
+            }
+            Published::OutcomeChanged => {
+                assert_eq!(verdict["check"], "fail", "{verdict:#}");
+                assert!(status.contains("should be"), "{status}");
+            }
+            Published::SeedSwapped | Published::SeedAndCommitmentSwapped => {
+                assert_eq!(verdict["check"], "fail", "{verdict:#}");
+                assert!(status.contains("commitment"), "{status}");
+            }
+        }
+    }
+    browser.quit().await.expect("quit");
+    server.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_with_another_users_token_asks_before_taking_the_place() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(1).await.expect("event");
+    let browser = Browser::start().await.expect("browser starts");
+    let page = server.page_url(&event);
+
+    browser
+        .driver
+        .goto(format!("{page}#token={}", token("shop", "ana")))
+        .await
+        .expect("goto");
+    browser
+        .wait_until("ana in line", |s| {
+            s["state"] == "waiting" && s["ticket"] == "1"
+        })
+        .await
+        .expect("ana waiting");
+
+    // A link carrying someone else's token (a query string so the page loads anew).
+    let link = format!("{page}?from=link#token={}", token("shop", "bob"));
+    browser.driver.goto(&link).await.expect("goto");
+    let asked = browser
+        .wait_until("the question", |s| s["state"] == "choosing")
+        .await
+        .expect("asked");
+    let body = text(&asked, "body");
+    assert!(
+        body.contains("shop/bob") && body.contains("shop/ana"),
+        "{body}"
+    );
+    assert_eq!(asked["focused"], "switch-keep", "keeping is the default");
+    browser
+        .driver
+        .find(By::Id("switch-keep"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait_until("ana's place kept", |s| {
+            s["state"] == "waiting" && s["ticket"] == "1"
+        })
+        .await
+        .expect("kept");
+    let (status, _) = server.status(&event, &token("shop", "bob")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "bob was never entered");
+
+    // The same link opened again (another query string: a fresh load, not a jump).
+    browser
+        .driver
+        .goto(link.replace("?from=link", "?from=link-again"))
+        .await
+        .expect("goto");
+    browser
+        .wait_until("the question again", |s| s["state"] == "choosing")
+        .await
+        .expect("asked again");
+    browser
+        .driver
+        .find(By::Id("switch-take"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait_until("bob in line", |s| {
+            s["state"] == "waiting" && s["ticket"] == "2"
+        })
+        .await
+        .expect("bob waiting");
+    browser.quit().await.expect("quit");
+    server.stop().await.expect("stop");
 }

@@ -139,3 +139,24 @@ async fn local_mode_signs_tokens_queue_api_accepts() {
         assert_eq!(error_code(&body), "malformed_body", "{bad}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dev_sign_in_refuses_to_start_on_a_non_loopback_address() {
+    let stack = TestStack::shared().await;
+    let keys = dropgate_functions::auth::dev::DevKeys::in_state_dir(stack.state_dir());
+    let jwks = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(jwks.path(), r#"{"keys":[]}"#).expect("write");
+    let mut args = dropgate_tests::api::default_args(stack, jwks.path().to_path_buf());
+    args.dev_token_key = Some(keys.private_key.clone());
+    args.listen = "0.0.0.0:0".parse().expect("address");
+    let refused = dropgate_functions::queue_api::Application::build(&args)
+        .await
+        .err()
+        .expect("refused on every interface");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("DROPGATE_API_DEV_SIGNING_KEY") && message.contains("loopback"),
+        "{message}"
+    );
+    // On loopback it starts: local_mode_signs_tokens_queue_api_accepts.
+}

@@ -9,6 +9,7 @@ use anyhow::Result;
 use dropgate_core::{EventId, EventSeed, EventState, QueueMode};
 use dropgate_functions::config::{DatabaseArgs, RedisArgs, Secret, TlsVerify};
 use dropgate_functions::queue::QueueStore;
+use dropgate_functions::seed_vault::SeedKey;
 use sqlx::PgPool;
 
 use crate::event_settings::EventSettingsArgs;
@@ -36,9 +37,24 @@ pub struct EventTarget {
     /// Refuse plaintext or unverified connections to Redis.
     #[arg(long = "redis-require-tls", env = dropgate_functions::tls::REQUIRE_TLS_ENV)]
     pub redis_require_tls: bool,
+    /// The key that seals each event's seed in PostgreSQL (64 hex digits in a file):
+    /// creating an event seals its seed, opening a randomized pre-queue shuffles with
+    /// it.
+    #[arg(long = "seed-key-file", env = "DROPGATE_SEED_KEY_FILE")]
+    pub seed_key_file: Option<std::path::PathBuf>,
 }
 
 impl EventTarget {
+    /// The seed key, for the commands that seal or open a seed.
+    fn seed_key(&self) -> Result<SeedKey> {
+        let Some(path) = &self.seed_key_file else {
+            anyhow::bail!(
+                "this command needs the seed key: set DROPGATE_SEED_KEY_FILE (or --seed-key-file)"
+            );
+        };
+        SeedKey::read_file(path)
+    }
+
     /// The Redis settings, when a Redis URL is given.
     fn redis(&self) -> Option<RedisArgs> {
         self.redis_url.as_ref().map(|url| RedisArgs {
@@ -71,12 +87,22 @@ pub enum EventAdminCommand {
         /// Its settings.
         #[command(flatten)]
         settings: EventSettingsArgs,
+        /// A public randomness beacon round to mix into the draw, e.g.
+        /// `drand-quicknet/12345678`: published with the commitment now, its value is
+        /// given at `event open --beacon-value`. Pick a round due shortly before the
+        /// opening: nobody, not even whoever holds the seed, knows an outcome before it.
+        #[arg(long)]
+        beacon_round: Option<String>,
     },
     /// Start admitting.
     Open {
         /// Which event.
         #[command(flatten)]
         target: EventTarget,
+        /// The published value (lowercase hex) of the beacon round the event names;
+        /// required to open such an event.
+        #[arg(long)]
+        beacon_value: Option<String>,
     },
     /// Stop admitting for now; the queue keeps its order.
     Pause {
@@ -156,22 +182,49 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 /// Runs one subcommand; the exit code says how it went.
 pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
     match command {
-        EventAdminCommand::Create { target, settings } => {
+        EventAdminCommand::Create {
+            target,
+            settings,
+            beacon_round,
+        } => {
             let config = settings
                 .to_config(SystemTime::now())
                 .map_err(|errors| anyhow::anyhow!("the event settings are not valid: {errors}"))?;
+            let seed_key = target.seed_key()?;
             let (event, pool) = connect(&target).await?;
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
-            let commitment =
-                events::create(&pool, &event, &config, &EventSeed::from_bytes(bytes)).await?;
+            let commitment = events::create_with_beacon(
+                &pool,
+                &event,
+                &config,
+                &EventSeed::from_bytes(bytes),
+                &seed_key,
+                beacon_round.as_deref(),
+            )
+            .await?;
             let record = events::load(&pool, &event).await?;
             mirror(&target, &record).await?;
             println!("created event {event} (scheduled)");
             println!("seed commitment (SHA-256, publish it now): {commitment}");
+            if let Some(round) = beacon_round {
+                println!(
+                    "beacon round (publish it with the commitment; its value opens the event): {round}"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
-        EventAdminCommand::Open { target } => change_state(target, EventState::Open).await,
+        EventAdminCommand::Open {
+            target,
+            beacon_value,
+        } => {
+            if let Some(value) = beacon_value {
+                let (event, pool) = connect(&target).await?;
+                events::supply_beacon(&pool, &event, &value).await?;
+                println!("beacon value recorded: it is mixed into every draw of {event}");
+            }
+            change_state(target, EventState::Open).await
+        }
         EventAdminCommand::Pause { target } => change_state(target, EventState::Paused).await,
         EventAdminCommand::Close { target, wait_secs } => {
             let (event, pool) = connect(&target).await?;
@@ -288,7 +341,7 @@ async fn change_state(target: EventTarget, to: EventState) -> Result<ExitCode> {
             );
         };
         let store = QueueStore::connect(&redis).await?;
-        let moved = events::shuffle_pre_queue(&pool, &store, &event).await?;
+        let moved = events::shuffle_pre_queue(&pool, &store, &target.seed_key()?, &event).await?;
         println!("pre-queue of {moved} users shuffled with the event's seed");
     }
     let record = events::transition(&pool, &event, to).await?;

@@ -3,12 +3,12 @@
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{
-    EventConfig, EventId, EventSeed, EventState, Outcome, QueueMode, RecordedDecision,
-    RecordedEvent, RecordedWithoutDraw, SeedCommitment, UserKey, VerifyReport, WinProbability,
-    audit, verify,
+    Beacon, EventConfig, EventId, EventSeed, EventState, QueueMode, SeedCommitment, VerifyReport,
+    WinProbability, audit, verify,
 };
-use dropgate_functions::goods_worker::store::from_stored;
+use dropgate_functions::fairness::DropRecords;
 use dropgate_functions::queue::{EventMeta, PublicFairness, QueueStore};
+use dropgate_functions::seed_vault::{SeedKey, stored_seed};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
@@ -43,12 +43,17 @@ pub struct EventRecord {
     pub seed: Option<String>,
     /// Users decided so far.
     pub decisions_made: u64,
+    /// The beacon round the event names, with its value once supplied.
+    pub beacon: Option<Beacon>,
+    /// The draw rule the event follows (docs/fairness.md).
+    pub draw_rule: String,
 }
 
 const SELECT_EVENT: &str = "select event_id, state, stock_total, stock_left, win_probability, admission_rate_per_s,
         max_in_flight, (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms,
         (extract(epoch from closes_at) * 1000)::bigint as closes_at_ms, queue_mode, abandon_timeout_ms,
-        seed_commitment, case when seed_revealed_at is not null then seed end as seed, decisions_made
+        seed_commitment, case when seed_revealed_at is not null then seed end as seed, decisions_made,
+        beacon_round, beacon_value, draw_rule
    from events where event_id = $1";
 
 fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
@@ -75,6 +80,8 @@ fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
         seed_commitment: row.get("seed_commitment"),
         seed: row.get("seed"),
         decisions_made: row.get::<i64, _>("decisions_made") as u64,
+        beacon: Beacon::from_columns(row.get("beacon_round"), row.get("beacon_value")),
+        draw_rule: row.get("draw_rule"),
     })
 }
 
@@ -92,22 +99,43 @@ pub async fn load(pool: impl sqlx::PgExecutor<'_>, event: &EventId) -> Result<Ev
 }
 
 /// Creates an event with a fresh seed; returns the seed's public commitment. The
-/// seed itself stays in the database until the event closes.
+/// database holds the seed sealed under `seed_key` until the admitter reveals it at
+/// the close.
 pub async fn create(
     pool: &PgPool,
     event: &EventId,
     config: &EventConfig,
     seed: &EventSeed,
+    seed_key: &SeedKey,
+) -> Result<SeedCommitment> {
+    create_with_beacon(pool, event, config, seed, seed_key, None).await
+}
+
+/// [`create`], naming the public randomness beacon round (docs/fairness.md) whose
+/// value [`supply_beacon`] must give before the event can open; it is published with
+/// the commitment, so nobody can pick the round afterwards.
+pub async fn create_with_beacon(
+    pool: &PgPool,
+    event: &EventId,
+    config: &EventConfig,
+    seed: &EventSeed,
+    seed_key: &SeedKey,
+    beacon_round: Option<&str>,
 ) -> Result<SeedCommitment> {
     config
         .validate()
         .map_err(|problems| anyhow::anyhow!("invalid event settings: {problems}"))?;
+    if let Some(round) = beacon_round {
+        Beacon::check_round(round)
+            .map_err(|problem| anyhow::anyhow!("--beacon-round: {problem}"))?;
+    }
     let commitment = seed.commitment();
     let inserted = sqlx::query(
         "insert into events (event_id, stock_total, stock_left, win_probability, admission_rate_per_s, max_in_flight,
-                             opens_at, closes_at, queue_mode, abandon_timeout_ms, seed, seed_commitment)
+                             opens_at, closes_at, queue_mode, abandon_timeout_ms, seed_sealed, seed_commitment,
+                             beacon_round)
          values ($1, $2, $2, $3, $4, $5, to_timestamp($6::double precision / 1000),
-                 to_timestamp($7::double precision / 1000), $8, $9, $10, $11)
+                 to_timestamp($7::double precision / 1000), $8, $9, $10, $11, $12)
          on conflict (event_id) do nothing",
     )
     .bind(event.as_str())
@@ -119,8 +147,9 @@ pub async fn create(
     .bind(config.closes_at_ms.map(|ms| ms as f64))
     .bind(config.queue_mode.as_str())
     .bind(config.abandon_timeout_ms as i64)
-    .bind(seed.to_hex())
+    .bind(seed_key.seal(event, seed))
     .bind(commitment.to_hex())
+    .bind(beacon_round)
     .execute(pool)
     .await
     .context("Failed to create the event")?
@@ -131,19 +160,65 @@ pub async fn create(
     Ok(commitment)
 }
 
-/// Moves an event to `to` if the lifecycle allows it. Closing records when it began;
-/// closed (which only the admitter asks for, once the closing event is drained)
-/// reveals the seed.
-pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Result<EventRecord> {
+/// Records the value of the beacon round `event` names (the round's published
+/// randomness, lowercase hex), while the event is still scheduled: from then it is
+/// mixed into every draw. Giving the same value again changes nothing; another value
+/// is refused.
+pub async fn supply_beacon(pool: &PgPool, event: &EventId, value: &str) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let state: Option<String> =
-        sqlx::query_scalar("select state from events where event_id = $1 for update")
-            .bind(event.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(state) = state else {
+    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "select state, beacon_round, beacon_value from events where event_id = $1 for update",
+    )
+    .bind(event.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((state, round, stored)) = row else {
         bail!("no event {event}");
     };
+    let state: EventState = state
+        .parse()
+        .map_err(|e| anyhow::anyhow!("stored event state: {e}"))?;
+    let beacon = Beacon::from_columns(round, stored);
+    if !Beacon::accept_value(beacon.as_ref(), state, value)
+        .map_err(|problem| anyhow::anyhow!("--beacon-value for event {event}: {problem}"))?
+    {
+        return Ok(());
+    }
+    sqlx::query("update events set beacon_value = $2, updated_at = now() where event_id = $1")
+        .bind(event.as_str())
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Moves an event to `to` if the lifecycle allows it. Closing records when it began.
+/// Closed is the admitter's alone: it closes a closing event once drained, and only it
+/// reveals the seed ([`dropgate_functions::event_lifecycle::finish_closing`]).
+pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Result<EventRecord> {
+    if to == EventState::Closed {
+        bail!(
+            "only the admitter closes an event (it reveals the seed once the drop is drained); start closing instead"
+        );
+    }
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "select state, beacon_round, beacon_value from events where event_id = $1 for update",
+    )
+    .bind(event.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((state, beacon_round, beacon_value)) = row else {
+        bail!("no event {event}");
+    };
+    if to == EventState::Open {
+        Beacon::ready_to_open(Beacon::from_columns(beacon_round, beacon_value).as_ref()).map_err(
+            |problem| {
+                anyhow::anyhow!("event {event} cannot open: {problem}; give it with --beacon-value")
+            },
+        )?;
+    }
     let from: EventState = state
         .parse()
         .map_err(|e| anyhow::anyhow!("stored event state: {e}"))?;
@@ -151,13 +226,11 @@ pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Resul
         .map_err(|illegal| anyhow::anyhow!("{illegal}"))?;
     sqlx::query(
         "update events set state = $2, updated_at = now(),
-                seed_revealed_at = case when $2 = $3 then coalesce(seed_revealed_at, now()) else seed_revealed_at end,
-                closing_at = case when $2 = $4 then coalesce(closing_at, now()) else closing_at end
+                closing_at = case when $2 = $3 then coalesce(closing_at, now()) else closing_at end
           where event_id = $1",
     )
     .bind(event.as_str())
     .bind(to.as_str())
-    .bind(EventState::Closed.as_str())
     .bind(EventState::Closing.as_str())
     .execute(&mut *tx)
     .await?;
@@ -170,13 +243,29 @@ pub async fn transition(pool: &PgPool, event: &EventId, to: EventState) -> Resul
 /// pre-queue window buys nothing and the order can be re-derived once the seed is
 /// revealed. The tickets themselves stay the same set; only who holds which changes.
 /// Returns how many users were reordered.
-pub async fn shuffle_pre_queue(pool: &PgPool, store: &QueueStore, event: &EventId) -> Result<u64> {
-    let seed: String = sqlx::query_scalar("select seed from events where event_id = $1")
-        .bind(event.as_str())
-        .fetch_optional(pool)
-        .await?
-        .with_context(|| format!("no event {event}"))?;
-    let seed = EventSeed::from_hex(&seed).map_err(|e| anyhow::anyhow!("stored seed: {e}"))?;
+pub async fn shuffle_pre_queue(
+    pool: &PgPool,
+    store: &QueueStore,
+    seed_key: &SeedKey,
+    event: &EventId,
+) -> Result<u64> {
+    type Seeds = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let (sealed, clear, beacon_round, beacon_value): Seeds = sqlx::query_as(
+        "select seed_sealed, seed, beacon_round, beacon_value from events where event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_optional(pool)
+    .await?
+    .with_context(|| format!("no event {event}"))?;
+    let beacon = Beacon::from_columns(beacon_round, beacon_value);
+    let seed = stored_seed(seed_key, event, sealed.as_deref(), clear.as_deref())?
+        .event_key(beacon.as_ref())
+        .map_err(|problem| anyhow::anyhow!("{problem}: give it with --beacon-value"))?;
     let queued = store.queued(event).await?;
     let tickets: Vec<u64> = queued.iter().map(|(_, ticket)| *ticket).collect();
     let mut members: Vec<String> = queued.into_iter().map(|(member, _)| member).collect();
@@ -203,12 +292,14 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
         .put_draw_limits(&event, record.max_in_flight, record.stock_left)
         .await?;
     // The seed is added by the admitter once PostgreSQL has revealed it.
-    let fairness = PublicFairness::before_reveal(
+    let mut fairness = PublicFairness::before_reveal(
         record.seed_commitment.clone(),
         record.stock_total,
         record.win_probability,
         record.queue_mode.as_str(),
     )?;
+    fairness.beacon = record.beacon.clone();
+    fairness.rule = record.draw_rule.clone();
     store.put_fairness(&event, &fairness).await
 }
 
@@ -246,6 +337,13 @@ pub async fn verify_event_on(
     event: &EventId,
 ) -> Result<VerifyReport> {
     let record = load(&mut *conn, event).await?;
+    if record.draw_rule != dropgate_core::DRAW_RULE {
+        bail!(
+            "event {event} was drawn under rule {}; this release verifies {} (the release that drew it verifies it)",
+            record.draw_rule,
+            dropgate_core::DRAW_RULE
+        );
+    }
     let Some(seed) = record.seed.as_deref() else {
         bail!(
             "event {event} is {}; its seed is revealed (and the draw verifiable) once it is closed",
@@ -257,9 +355,10 @@ pub async fn verify_event_on(
         .map_err(|e| anyhow::anyhow!("stored commitment: {e}"))?;
     let probability = WinProbability::new(record.win_probability)
         .map_err(|e| anyhow::anyhow!("stored probability: {e}"))?;
-    let drop = DropRecords::load(conn, event, &record).await?;
+    let drop = DropRecords::load(conn, event).await?;
     let mut report = verify(
         &seed,
+        drop.beacon.as_ref(),
         &commitment,
         event,
         probability,
@@ -272,149 +371,18 @@ pub async fn verify_event_on(
     Ok(report)
 }
 
-/// What a drop recorded, as verify checks it and the fairness data publishes it.
-struct DropRecords {
-    facts: RecordedEvent,
-    decisions: Vec<RecordedDecision>,
-    without_a_draw: Vec<RecordedWithoutDraw>,
-}
-
-impl DropRecords {
-    async fn load(
-        conn: &mut sqlx::PgConnection,
-        event: &EventId,
-        record: &EventRecord,
-    ) -> Result<Self> {
-        let rows = sqlx::query(
-            "select platform_id, user_id, ticket, draw_value, outcome, decision_order,
-                    (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-               from draws where event_id = $1 order by decision_order",
-        )
-        .bind(event.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut decisions = Vec::with_capacity(rows.len());
-        for row in rows {
-            decisions.push(RecordedDecision {
-                order: row.get::<i64, _>("decision_order") as u64,
-                ticket: row.get::<i64, _>("ticket") as u64,
-                user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
-                draw_value: from_stored(row.get("draw_value")),
-                outcome: row
-                    .get::<&str, _>("outcome")
-                    .parse::<Outcome>()
-                    .map_err(|e| anyhow::anyhow!("stored outcome: {e}"))?,
-                decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
-            });
-        }
-        let rows = sqlx::query(
-            "select platform_id, user_id, ticket, state,
-                    (extract(epoch from decided_at) * 1000)::bigint as decided_at_ms
-               from final_states where event_id = $1 order by ticket",
-        )
-        .bind(event.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut without_a_draw = Vec::with_capacity(rows.len());
-        for row in rows {
-            without_a_draw.push(RecordedWithoutDraw {
-                user: UserKey::parse(row.get("platform_id"), row.get("user_id"))?,
-                ticket: row.get::<i64, _>("ticket") as u64,
-                state: row
-                    .get::<&str, _>("state")
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("stored final state: {e}"))?,
-                decided_at_ms: row.get::<i64, _>("decided_at_ms") as u64,
-            });
-        }
-        let (closing_at_ms, seed_revealed_at_ms): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "select (extract(epoch from closing_at) * 1000)::bigint,
-                    (extract(epoch from seed_revealed_at) * 1000)::bigint
-               from events where event_id = $1",
-        )
-        .bind(event.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        Ok(Self {
-            facts: RecordedEvent {
-                stock_total: record.stock_total,
-                stock_left: record.stock_left,
-                decisions_made: record.decisions_made,
-                closing_at_ms: closing_at_ms.map(|ms| ms as u64),
-                seed_revealed_at_ms: seed_revealed_at_ms.map(|ms| ms as u64),
-            },
-            decisions,
-            without_a_draw,
-        })
-    }
-}
-
 /// The event's public fairness data (docs/fairness.md): from creation the commitment
 /// and the parameters the draw follows; once the seed is revealed, the seed, every
 /// decision and every answer given without a draw, so anyone can re-run the drop
-/// (`verifier/dropgate_verify.py`). Users appear by their ids, which the draw is keyed
-/// on.
+/// (`verifier/dropgate_verify.py`). Users appear by their pseudonyms, never by their
+/// ids.
 pub async fn fairness_data(
     conn: &mut sqlx::PgConnection,
     event: &EventId,
 ) -> Result<serde_json::Value> {
-    let record = load(&mut *conn, event).await?;
-    let public = PublicFairness::before_reveal(
-        record.seed_commitment.clone(),
-        record.stock_total,
-        record.win_probability,
-        record.queue_mode.as_str(),
-    )?;
-    let mut data = serde_json::json!({
-        "rule": public.rule,
-        "event_id": event.as_str(),
-        "state": record.state.as_str(),
-        "queue_mode": public.queue_mode,
-        "stock_total": public.stock_total,
-        "win_probability": public.win_probability,
-        "threshold": public.threshold,
-        "commitment": public.commitment,
-    });
-    let Some(seed) = record.seed.clone() else {
-        return Ok(data);
-    };
-    let drop = DropRecords::load(conn, event, &record).await?;
-    let decisions: Vec<serde_json::Value> = drop
-        .decisions
-        .iter()
-        .map(|decision| {
-            serde_json::json!({
-                "decision_order": decision.order,
-                "ticket": decision.ticket,
-                "platform_id": decision.user.platform_id.as_str(),
-                "user_id": decision.user.user_id.as_str(),
-                "draw_value": decision.draw_value.to_string(),
-                "outcome": decision.outcome.as_str(),
-                "decided_at_ms": decision.decided_at_ms,
-            })
-        })
-        .collect();
-    let without_a_draw: Vec<serde_json::Value> = drop
-        .without_a_draw
-        .iter()
-        .map(|told| {
-            serde_json::json!({
-                "ticket": told.ticket,
-                "platform_id": told.user.platform_id.as_str(),
-                "user_id": told.user.user_id.as_str(),
-                "state": told.state.as_str(),
-                "decided_at_ms": told.decided_at_ms,
-            })
-        })
-        .collect();
-    data["seed"] = seed.into();
-    data["stock_left"] = drop.facts.stock_left.into();
-    data["decisions_made"] = drop.facts.decisions_made.into();
-    data["closing_at_ms"] = drop.facts.closing_at_ms.into();
-    data["seed_revealed_at_ms"] = drop.facts.seed_revealed_at_ms.into();
-    data["decisions"] = decisions.into();
-    data["without_a_draw"] = without_a_draw.into();
-    Ok(data)
+    dropgate_functions::fairness::public_data(conn, event)
+        .await?
+        .with_context(|| format!("no event {event}"))
 }
 
 /// One winner, for export.

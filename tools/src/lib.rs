@@ -13,6 +13,7 @@ pub mod demo;
 pub mod event_cli;
 pub mod event_settings;
 pub mod events;
+pub mod independent;
 pub mod settings_table;
 pub mod stack;
 pub mod stack_cli;

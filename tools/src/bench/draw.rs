@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use super::cpu::CpuParts;
 use crate::events;
 use crate::stack::{self, StackEnv};
+use dropgate_functions::seed_vault::SeedKey;
 
 /// The draw figures.
 pub(super) struct DrawFigures {
@@ -31,13 +32,25 @@ pub(super) struct DrawFigures {
 /// goods-workers run in the benchmark, as `make local` runs them.
 const WORKERS: usize = 2;
 
-async fn create_event(pool: &sqlx::PgPool, id: &str, stock: u32) -> Result<EventId> {
+async fn create_event(
+    pool: &sqlx::PgPool,
+    seed_key: &SeedKey,
+    id: &str,
+    stock: u32,
+) -> Result<EventId> {
     let event = EventId::parse(id)?;
     let mut config = EventConfig::new(stock, 0);
     config.win_probability = 0.05;
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
-    events::create(pool, &event, &config, &EventSeed::from_bytes(seed)).await?;
+    events::create(
+        pool,
+        &event,
+        &config,
+        &EventSeed::from_bytes(seed),
+        seed_key,
+    )
+    .await?;
     events::transition(pool, &event, EventState::Open).await?;
     Ok(event)
 }
@@ -46,7 +59,13 @@ async fn create_event(pool: &sqlx::PgPool, id: &str, stock: u32) -> Result<Event
 pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result<DrawFigures> {
     let pool = sqlx::PgPool::connect(&env.database_url).await?;
     let tag = std::process::id();
-    let event = create_event(&pool, &format!("bench-draw-{tag}"), 10_000).await?;
+    let event = create_event(
+        &pool,
+        &env.seed_key()?,
+        &format!("bench-draw-{tag}"),
+        10_000,
+    )
+    .await?;
     let waiting = format!("bench-{tag}-waiting-queue");
     let results = format!("bench-{tag}-result-notification");
     for topic in [&waiting, &results] {
@@ -118,6 +137,7 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
             ops: OpsArgs {
                 health_addr: "127.0.0.1:0".parse()?,
             },
+            seed_key: env.seed_key_args(),
             group: format!("bench-goods-{tag}"),
             batch_size: 500,
             batch_wait_ms: 5,
@@ -195,7 +215,7 @@ pub(super) async fn run(env: &StackEnv, messages: u32, cpu: &CpuParts) -> Result
 /// batch does for 100 users: the guarded stock update and 100 draw inserts.
 async fn pgbench(env: &StackEnv, pool: &sqlx::PgPool) -> Result<f64> {
     let tag = std::process::id();
-    let event = create_event(pool, &format!("bench-pg-{tag}"), 1_000).await?;
+    let event = create_event(pool, &env.seed_key()?, &format!("bench-pg-{tag}"), 1_000).await?;
     let sequence = format!("bench_draw_seq_{tag}");
     sqlx::query(&format!("create sequence if not exists {sequence}"))
         .execute(pool)

@@ -99,6 +99,7 @@ async fn run(args: &BenchArgs) -> Result<()> {
         api_url: Some(api.clone()),
         database: dropgate_functions::config::DatabaseArgs::url(env.database_url.clone()),
         redis: env.redis(),
+        seed_key: env.seed_key_args(),
         state_dir: env.state_dir.clone(),
         users: args.drop_users,
         stock: 1_000,

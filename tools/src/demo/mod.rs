@@ -28,6 +28,7 @@ use dropgate_core::{EventConfig, EventId};
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_KEY_ID};
 use dropgate_functions::config::{DatabaseArgs, RedisArgs};
 use dropgate_functions::queue::QueueStore;
+use dropgate_functions::seed_vault::SeedKeyArgs;
 use indicatif::MultiProgress;
 use jwt_simple::prelude::RS256KeyPair;
 
@@ -58,6 +59,9 @@ pub struct DemoArgs {
     /// Redis, where the event is mirrored for queue-api and the admitter.
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// The key that seals the event's seed.
+    #[command(flatten)]
+    pub seed_key: SeedKeyArgs,
     /// The stack's state directory: its `auth/` holds the key that signs the tokens.
     #[arg(long, env = "DROPGATE_STATE_DIR", default_value = ".dropgate")]
     pub state_dir: PathBuf,
@@ -160,7 +164,8 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
         admission_rate_per_s: args.rate,
         ..EventConfig::new(args.stock, now_ms())
     };
-    let commitment = open_event(&pool, &store, &plan.event, &config).await?;
+    let commitment =
+        open_event(&pool, &store, &args.seed_key.load()?, &plan.event, &config).await?;
     println!(
         "event {} is open: stock {}, p {}, {} admissions/s",
         plan.event, args.stock, args.win_probability, args.rate
@@ -364,6 +369,8 @@ mod tests {
             "postgres://u:secret@h/d",
             "--redis-url",
             "redis://h/0",
+            "--seed-key-file",
+            "seed.key",
         ])
         .expect("parses");
         let demo = probe.demo;
@@ -382,6 +389,9 @@ mod tests {
             api_url: api.map(str::to_owned),
             database: DatabaseArgs::url(""),
             redis: RedisArgs::url(""),
+            seed_key: SeedKeyArgs {
+                seed_key_file: PathBuf::from("seed.key"),
+            },
             state_dir: PathBuf::from(".dropgate"),
             users: 10,
             stock: 1,

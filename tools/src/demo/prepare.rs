@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use dropgate_core::{EventConfig, EventId, EventSeed, EventState};
 use dropgate_functions::auth::dev::sign_with;
 use dropgate_functions::queue::QueueStore;
+use dropgate_functions::seed_vault::SeedKey;
 use indicatif::MultiProgress;
 use jwt_simple::prelude::RS256KeyPair;
 use sqlx::PgPool;
@@ -98,12 +99,14 @@ pub(super) async fn sign_tokens(
 pub(super) async fn open_event(
     pool: &PgPool,
     store: &QueueStore,
+    seed_key: &SeedKey,
     event: &EventId,
     config: &EventConfig,
 ) -> Result<String> {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
-    let commitment = events::create(pool, event, config, &EventSeed::from_bytes(seed)).await?;
+    let commitment =
+        events::create(pool, event, config, &EventSeed::from_bytes(seed), seed_key).await?;
     let record = events::transition(pool, event, EventState::Open).await?;
     events::mirror(store, &record)
         .await
@@ -140,18 +143,37 @@ pub(super) async fn close_and_verify(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        retrying(|| events::verify_event(pool, event)).await
+        let report = retrying(|| events::verify_event(pool, event)).await?;
+        let data = retrying(|| async {
+            let mut conn = pool.acquire().await?;
+            events::fairness_data(&mut conn, event).await
+        })
+        .await?;
+        let independent = crate::independent::verify(&data);
+        Ok((report, independent))
     }
     .await;
     match verified {
-        Ok(report) if report.passed() => (
+        Ok((report, Ok(independent))) if report.passed() && independent.passed => (
             Verdict::Pass,
             format!(
-                "{} draws replayed from the revealed seed, {} winners, all match, all in ticket order",
+                "{} draws replayed from the revealed seed, {} winners, all match, all in ticket order; \
+                 the independent verifier (Python) agrees from the public data",
                 report.decisions, report.winners
             ),
         ),
-        Ok(report) => (
+        Ok((report, Ok(independent))) if report.passed() => (
+            Verdict::Fail,
+            format!(
+                "verify passed but the independent verifier (Python) found {:?}",
+                independent.kinds
+            ),
+        ),
+        Ok((report, Err(error))) if report.passed() => (
+            Verdict::Fail,
+            format!("verify passed but the independent verifier could not run: {error:#}"),
+        ),
+        Ok((report, _)) => (
             Verdict::Fail,
             format!(
                 "{} problems in {} draws ({} users decided before an earlier ticket); first: {}",

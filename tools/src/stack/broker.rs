@@ -18,8 +18,14 @@ use nix::sys::signal::Signal;
 use super::process::{self, is_running, spawn_detached};
 use super::{BrokerStorage, StackOptions};
 
-/// The topics every stack has: admissions, results, and unreadable messages.
-pub const TOPICS: [&str; 3] = ["waiting-queue", "result-notification", "dead-letter"];
+/// The topics every stack has: admissions, results, unreadable messages, and each
+/// batch's winners.
+pub const TOPICS: [&str; 4] = [
+    "waiting-queue",
+    "result-notification",
+    "dead-letter",
+    "winners",
+];
 
 /// The SCRAM user the functions authenticate as on a `--tls` stack.
 pub const KAFKA_USER: &str = "dropgate";

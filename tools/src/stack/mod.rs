@@ -32,6 +32,7 @@ pub use certs::StackCerts;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TopicArgs};
 use dropgate_functions::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
+use dropgate_functions::seed_vault::{SeedKey, SeedKeyArgs};
 pub use postgres::{DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
 
@@ -203,10 +204,23 @@ impl StackEnv {
         }
     }
 
+    /// The key that seals the stack's event seeds.
+    pub fn seed_key(&self) -> Result<SeedKey> {
+        self.seed_key_args().load()
+    }
+
+    /// Where the stack's seed key is, as the services take it.
+    pub fn seed_key_args(&self) -> SeedKeyArgs {
+        SeedKeyArgs {
+            seed_key_file: seed_key_file(&self.state_dir),
+        }
+    }
+
     /// The stack's topics.
     pub fn topics(&self) -> TopicArgs {
         TopicArgs {
             dead_letter: TOPICS[2].to_owned(),
+            winners: TOPICS[3].to_owned(),
             ..TopicArgs::new(TOPICS[0], TOPICS[1])
         }
     }
@@ -221,6 +235,7 @@ impl StackEnv {
             ("DROPGATE_TOPIC_WAITING_QUEUE", TOPICS[0].to_owned()),
             ("DROPGATE_TOPIC_RESULT_NOTIFICATION", TOPICS[1].to_owned()),
             ("DROPGATE_TOPIC_DEAD_LETTER", TOPICS[2].to_owned()),
+            ("DROPGATE_TOPIC_WINNERS", TOPICS[3].to_owned()),
             (
                 "DROPGATE_JWKS_FILE",
                 DevKeys::in_state_dir(&self.state_dir)
@@ -238,6 +253,10 @@ impl StackEnv {
             ),
             ("DROPGATE_JWT_ISSUER", LOCAL_ISSUER.to_owned()),
             ("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE.to_owned()),
+            (
+                "DROPGATE_SEED_KEY_FILE",
+                seed_key_file(&self.state_dir).display().to_string(),
+            ),
         ];
         if let Some(tls) = &self.tls {
             let ca = tls.ca_file.display().to_string();
@@ -277,6 +296,21 @@ impl StackEnv {
         }
         text
     }
+}
+
+/// `<state dir>/seed.key`: the key that seals the stack's event seeds.
+pub fn seed_key_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("seed.key")
+}
+
+/// Makes the stack's seed key unless it has one: a new key would leave every event
+/// created under the old one unable to draw.
+fn ensure_seed_key(state_dir: &Path) -> Result<()> {
+    let path = seed_key_file(state_dir);
+    if path.exists() {
+        return Ok(());
+    }
+    certs::write_private(&path, format!("{}\n", SeedKey::generate_hex()).as_bytes())
 }
 
 /// `<state dir>/env`.
@@ -359,6 +393,7 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
     DevKeys::in_state_dir(dir)
         .ensure()
         .context("Failed to create the local token signing key")?;
+    ensure_seed_key(dir).context("Failed to create the stack's seed key")?;
     let env = StackEnv::from_state(dir, &state)?;
     write_env_file(&env)?;
     progress(&format!("env file: {}", env_file(dir).display()));
@@ -382,6 +417,18 @@ async fn start_component(
             server.pid,
             server.port
         ));
+        if component == Component::Broker && !state.tls {
+            // A broker started by an older release may lack a topic added since.
+            for topic in TOPICS {
+                broker::create_topic(
+                    options,
+                    server.pid,
+                    server.port,
+                    topic,
+                    state.partitions.max(1),
+                )?;
+            }
+        }
         return Ok(());
     }
     let recorded_port = state.server(component).map(|server| server.port).or(
