@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from conftest import K8S, REPO
+from conftest import ENV_DEV, K8S, REPO, TfDir
 
 DOCKERFILE = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
 # What each final stage (image) holds.
@@ -140,3 +140,23 @@ def test_build_upload_leaves_out_state_and_caches():
         assert pattern in lines, pattern
     for needed in ("core", "functions", "tools", "migrations", "Cargo.toml", "Cargo.lock", "deploy"):
         assert needed not in lines, f"the build needs {needed}"
+
+
+# --- emulators/docker-compose.yml: the local Redpanda -------------------------------
+
+COMPOSE = REPO / "emulators"
+
+
+def test_compose_creates_the_topics_terraform_creates_in_kafka():
+    """The compose stack's Redpanda gets the topics Managed Kafka gets (winners
+    included, which goods-worker produces to), and compose.env names only those."""
+    services = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())["services"]
+    command = " ".join(services["topics"]["command"])
+    created = re.search(r"rpk topic create ((?:[a-z][a-z-]* )+)-p ", command)
+    assert created, command
+    local_values = TfDir(ENV_DEV).locals()
+    expected = {*local_values["topics"].values(), local_values["dead_letter_topic"]}
+    assert set(created.group(1).split()) == expected, created.group(1)
+    env = dict(re.findall(r"^(DROPGATE_TOPIC_[A-Z_]+)='([^']*)'$", (COMPOSE / "compose.env").read_text(), re.M))
+    assert env.get("DROPGATE_TOPIC_WINNERS") == "winners", env
+    assert set(env.values()) <= expected, env

@@ -47,6 +47,7 @@ REQUIRED_ENV = {
         "DROPGATE_TOPIC_WAITING_QUEUE",
         "DROPGATE_TOPIC_RESULT_NOTIFICATION",
         "DROPGATE_TOPIC_DEAD_LETTER",
+        "DROPGATE_TOPIC_WINNERS",
     },
     "result-relay": {
         "DROPGATE_HEALTH_ADDR",
@@ -67,7 +68,7 @@ ADMIN_ENV = {
     "DROPGATE_TOPIC_DEAD_LETTER",
 }
 # Secrets are made at deploy time from Secret Manager (docs/deploy.md), never in git.
-EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis"}
+EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis", "dropgate-seed-key"}
 
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
@@ -208,9 +209,11 @@ def test_functions_get_the_environment_they_read(rendered, name):
     assert config["DROPGATE_TOPIC_WAITING_QUEUE"] == "waiting-queue"
     assert config["DROPGATE_TOPIC_RESULT_NOTIFICATION"] == "result-notification"
     assert config["DROPGATE_TOPIC_DEAD_LETTER"] == "dead-letter"
+    assert config["DROPGATE_TOPIC_WINNERS"] == "winners"
     # The topics Terraform creates in Managed Kafka, under the same names.
     local_values = TfDir(ENV_DEV).locals()
-    assert {config["DROPGATE_TOPIC_WAITING_QUEUE"], config["DROPGATE_TOPIC_RESULT_NOTIFICATION"]} == set(local_values["topics"].values())
+    names = ("DROPGATE_TOPIC_WAITING_QUEUE", "DROPGATE_TOPIC_RESULT_NOTIFICATION", "DROPGATE_TOPIC_WINNERS")
+    assert {config[n] for n in names} == set(local_values["topics"].values())
     assert config["DROPGATE_TOPIC_DEAD_LETTER"] == local_values["dead_letter_topic"]
     api = find(docs, "ConfigMap", "queue-api-config")["data"]
     assert api["DROPGATE_JWKS_URL"].startswith("https://") and ".invalid" not in api["DROPGATE_JWKS_URL"]
@@ -488,6 +491,53 @@ def test_in_cluster_redis_serves_tls_only():
         assert mounted_secret_file(spec, c, settings[setting]) == ("dropgate-redis", key), setting
     service = find(docs, "Service", "redis")
     assert [p["port"] for p in service["spec"]["ports"]] == [6379]
+
+
+# The key the draw seeds are sealed under in PostgreSQL: only what needs a seed mounts
+# it (goods-worker draws, the admitter reveals at close, event-admin seals at `event
+# create` and shuffles at `event open`), from a Secret no other workload refers to.
+SEED_KEY_READERS = {"goods-worker", "admitter", "event-admin"}
+
+
+def secrets_referenced(spec: dict) -> set[str]:
+    """Every Secret a pod refers to: volumes, env and envFrom, in any container."""
+    names = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        names |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
+        names |= {v["valueFrom"]["secretKeyRef"]["name"] for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})}
+    return names
+
+
+@overlay
+def test_the_seed_key_is_mounted_for_the_seed_readers_only(rendered, name):
+    docs = rendered[name]
+    # The same path Terraform gives the Cloud Run services and the event-admin job.
+    path = TfDir(ENV_DEV).locals()["seed_key_file"]
+    with_env, with_secret = set(), set()
+    for doc in workloads(docs):
+        workload = doc["metadata"]["name"]
+        spec = pod_spec(doc)
+        if "dropgate-seed-key" in secrets_referenced(spec):
+            with_secret.add(workload)
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            env = container_env(docs, c)
+            if "DROPGATE_SEED_KEY_FILE" not in env:
+                continue
+            with_env.add(workload)
+            assert env["DROPGATE_SEED_KEY_FILE"] == path, f"{workload}: {env['DROPGATE_SEED_KEY_FILE']}"
+            assert mounted_secret_file(spec, c, path) == ("dropgate-seed-key", "seed.key"), f"{workload}: nothing mounts {path}"
+            (volume,) = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "dropgate-seed-key"]
+            mode = volume["secret"].get("defaultMode", 0o644)
+            # Not world-readable; the container reads it through the pod's fsGroup.
+            assert mode & 0o007 == 0, f"{workload}: seed key mode {oct(mode)}"
+            assert spec["securityContext"].get("fsGroup") == spec["securityContext"].get("runAsGroup"), workload
+    assert with_env == SEED_KEY_READERS, with_env
+    assert with_secret == SEED_KEY_READERS, with_secret
+    for fn in ("queue-api", "result-relay"):
+        assert fn not in with_env | with_secret, f"{fn} must not get the seed key"
+    # Not in a ConfigMap every function loads, not in dropgate-runtime.
+    for cm in (d for d in docs if d["kind"] == "ConfigMap"):
+        assert "SEED_KEY" not in str(cm.get("data", {})), cm["metadata"]["name"]
 
 
 def terraform_secret_keys() -> dict[str, set[str]]:

@@ -212,10 +212,10 @@ def test_kafka_cluster_and_its_topics(modules, env_dev: TfDir):
     assert topic["replication_factor"] == "${each.value.replication_factor}"
     assert topic["configs"] == "${each.value.configs}"
     local_values = env_dev.locals()
-    assert set(local_values["topics"].values()) == {"waiting-queue", "result-notification"}
+    assert set(local_values["topics"].values()) == {"waiting-queue", "result-notification", "winners"}
     assert local_values["dead_letter_topic"] == "dead-letter"
     topics = env_dev.labelled("module")["kafka"]["topics"]
-    # The two message topics: as many partitions as var.kafka says, a week of retention.
+    # The message topics: as many partitions as var.kafka says, a week of retention.
     messages, _, dead = topics.partition("(local.dead_letter_topic) = ")
     assert "for name in values(local.topics)" in messages
     assert "var.kafka.partitions" in messages and "var.kafka.replication_factor" in messages
@@ -228,6 +228,86 @@ def test_kafka_cluster_and_its_topics(modules, env_dev: TfDir):
     assert '"min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))' in dead
     partitions = re.search(r"partition_count = (\d+)", dead)
     assert partitions and 1 <= int(partitions.group(1)) <= 6, dead
+
+
+# --- winners: goods-worker's record of each batch's winners, for checkout ----------
+#
+# goods-worker publishes one message per draw batch with a winner, keyed by the event
+# id (DROPGATE_TOPIC_WINNERS, default `winners`); a checkout service downstream reads
+# it, dropgate nowhere.
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def test_winners_is_a_kafka_topic_kept_at_least_a_week(env_dev: TfDir):
+    local_values = env_dev.locals()
+    assert local_values["topics"].get("winners") == "winners", local_values["topics"]
+    # Created in Managed Kafka like result-notification (the same loop: var.kafka's
+    # partitions and replication factor, min.insync.replicas), and kept at least a
+    # week: checkout may replay it.
+    topics = env_dev.labelled("module")["kafka"]["topics"]
+    messages, _, _ = topics.partition("(local.dead_letter_topic) = ")
+    assert "for name in values(local.topics) : name =>" in messages
+    assert "partition_count = var.kafka.partitions" in messages
+    assert "replication_factor = var.kafka.replication_factor" in messages
+    assert '"min.insync.replicas" = tostring(min(2, var.kafka.replication_factor))' in messages
+    retention = re.findall(r'"retention\.ms" = "(\d+)"', messages)
+    assert retention and all(int(ms) >= WEEK_MS for ms in retention), retention
+    # Nothing later in the merge replaces its settings.
+    assert "winners" not in topics.replace("local.topics", ""), topics
+
+
+def test_only_goods_worker_gets_the_winners_topic_name(env_dev: TfDir):
+    functions = env_dev.locals()["functions"]
+    # Where it gets the other topic names, under the transport's naming (prefixed on
+    # Pub/Sub, like the topic the pubsub module creates).
+    env = str(functions["goods-worker"]["env"])
+    assert "DROPGATE_TOPIC_WINNERS = local.topic_names.winners" in env, env
+    assert "DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification" in env
+    assert "local.topics" in str(env_dev.locals()["topic_names"])
+    # Nothing else produces to it or reads it.
+    for name, spec in functions.items():
+        if name != "goods-worker":
+            assert "WINNERS" not in str(spec["env"]) and "winners" not in str(spec["env"]), name
+    shared = ("tls_env", "memorystore_tls_env", "transport_env", "dead_letter_env", "admin_topic_env")
+    assert "WINNERS" not in str({k: env_dev.locals()[k] for k in shared})
+
+
+def test_winners_is_a_pubsub_topic_only_goods_worker_may_publish_to(modules, env_dev: TfDir):
+    call = env_dev.labelled("module")["pubsub"]
+    # An outbound topic: no push subscription to a dropgate service, so not in `topics`
+    # (which would also give it a dead-letter topic and the replayers' publish grant).
+    assert "winners" not in str(call["topics"]), call["topics"]
+    assert call["outbound_topics"] == {
+        "${(local.topics.winners)}": {"publishers": ['${module.iam.members["goods-worker"]}']},
+    }, call["outbound_topics"]
+    tf = modules["pubsub"]
+    pubsub = tf.resources()
+    topic = pubsub[("google_pubsub_topic", "outbound")]
+    assert topic["for_each"] == "${var.outbound_topics}"
+    # The prefixed name goods-worker gets as DROPGATE_TOPIC_WINNERS, kept as long as
+    # the other topics (a later downstream subscription can seek back into it).
+    assert topic["name"] == pubsub[("google_pubsub_topic", "topic")]["name"] == "${var.prefix}-${each.key}"
+    assert topic["message_retention_duration"] == "${var.message_retention}"
+    grant = pubsub[("google_pubsub_topic_iam_member", "outbound_publisher")]
+    assert grant["for_each"] == "${local.outbound_publishers}"
+    assert grant["topic"] == "${google_pubsub_topic.outbound[each.value.topic].name}"
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["member"] == "${each.value.member}"
+    # Its publishers are exactly the listed ones: no dead-letter replayer, and the
+    # pushed topics' grants and replays do not reach it.
+    local_values = tf.locals()
+    assert "var.outbound_topics" in str(local_values["outbound_publishers"])
+    assert "var.dead_letter_replayers" not in str(local_values["outbound_publishers"])
+    for name in ("publishers", "dead_letter_replayers"):
+        assert "outbound" not in str(local_values[name]), name
+    # Nothing else in the module touches the outbound topics: no subscription, no
+    # dead-letter topic, no other grant.
+    for key, body in pubsub.items():
+        if key not in {("google_pubsub_topic", "outbound"), ("google_pubsub_topic_iam_member", "outbound_publisher")}:
+            assert "outbound" not in str(body), key
+    # Its name is among the module's topic names (the root's `pubsub` output).
+    assert "google_pubsub_topic.outbound" in tf.labelled("output")["topics"]["value"]
 
 
 def test_network_private_subnet_nat_psa_and_firewall(modules):
@@ -611,20 +691,24 @@ def test_secrets_and_their_versions_wait_for_secret_manager(env_dev: TfDir):
             holders.append(path.name)
             name, body = calls[path.name]
             assert APIS_DEPENDENCY in body.get("depends_on", []), f"module.{name} creates secrets before Secret Manager is on"
-    assert {"memorystore", "cloudsql", "redis-statefulset"} <= set(holders)
+    assert {"memorystore", "cloudsql", "redis-statefulset", "seed-key"} <= set(holders)
 
 
 def test_cloud_run_waits_for_secret_versions_and_access(modules, env_dev: TfDir):
     call = env_dev.labelled("module")["cloudrun"]
     text = str(call["services"]) + str(call["jobs"])
-    referenced = set(re.findall(r"module\.([a-z_]+)(?:\[0\])?\.secret_ids", text))
-    assert referenced == {"memorystore", "cloudsql"}, referenced
+    referenced = set(re.findall(r"module\.([a-z_]+)(?:\[0\])?\.secret_ids?\b", text))
+    assert referenced == {"memorystore", "cloudsql", "seed_key"}, referenced
     for name in referenced:
         assert f"${{module.{name}}}" in call["depends_on"], f"module.cloudrun must depend on module.{name}"
     # The modules' secret ids become available only with the versions and the grants,
     # so anything else that reads them waits as well.
-    for module, resource in (("memorystore", "redis"), ("cloudsql", "database")):
-        output = modules[module].labelled("output")["secret_ids"]
+    for module, resource, name in (
+        ("memorystore", "redis", "secret_ids"),
+        ("cloudsql", "database", "secret_ids"),
+        ("seed-key", "seed_key", "secret_id"),
+    ):
+        output = modules[module].labelled("output")[name]
         assert f"${{google_secret_manager_secret_version.{resource}}}" in output.get("depends_on", []), module
         assert f"${{google_secret_manager_secret_iam_member.{resource}}}" in output.get("depends_on", []), module
     for output in ("secret_ids", "server_secret_ids"):
@@ -788,6 +872,103 @@ def test_kafka_is_sasl_ssl_with_oauthbearer(env_dev: TfDir):
     assert 'DROPGATE_KAFKA_SASL_MECHANISM = "OAUTHBEARER"' in kafka_side
     # OAUTHBEARER tokens are the service accounts' own: they need the client role.
     assert "roles/managedkafka.client" in str(env_dev.locals()["transport_roles"])
+
+
+# --- the seed key: only what needs a draw seed can open one --------------------------
+
+# Who reads the key the seeds are sealed under in PostgreSQL: goods-worker draws, the
+# admitter reveals the seed when it closes an event, and the operator CLI (event-admin)
+# seals a new seed (`event create`) and shuffles the pre-queue (`event open`).
+SEED_KEY_READERS = {"goods-worker", "admitter", "event-admin"}
+SEED_KEY_FUNCTIONS = SEED_KEY_READERS & FUNCTIONS
+
+
+def test_the_seed_key_is_a_secret_of_its_own_made_by_terraform(modules, env_dev: TfDir):
+    seed_key = modules["seed-key"]
+    resources = seed_key.resources()
+    # 32 random bytes as 64 lowercase hex digits (random_id's hex), never re-rolled by
+    # a changed input: a new key could not open the seeds sealed under the old one.
+    key = resources[("random_id", "seed")]
+    assert key["byte_length"] == 32
+    assert "keepers" not in key, "nothing may silently replace (rotate) the seed key"
+    secret = resources[("google_secret_manager_secret", "seed_key")]
+    assert secret["secret_id"] == "${var.prefix}-seed-key"
+    assert secret["labels"] == "${var.labels}"
+    # Replicated like every other secret here: in the environment's region only.
+    assert one(one(one(secret["replication"])["user_managed"])["replicas"]) == {"location": "${var.region}"}
+    version = resources[("google_secret_manager_secret_version", "seed_key")]
+    assert version["secret"] == "${google_secret_manager_secret.seed_key.id}"
+    assert version["secret_data"] == "${random_id.seed.hex}"
+    # The environment creates it once Secret Manager is on, and says to copy it for GKE.
+    call = env_dev.labelled("module")["seed_key"]
+    assert call["source"] == "../../modules/seed-key"
+    assert APIS_DEPENDENCY in call["depends_on"]
+    secrets = env_dev.labelled("output")["k8s"]["value"]["secrets"]
+    assert secrets["dropgate-seed-key"] == {"seed.key": "${module.seed_key.secret_id}"}
+    assert "seed" not in str(secrets["dropgate-runtime"]), "every function mounts dropgate-runtime"
+    # It lands in Terraform state, like the other generated secrets: the module says so.
+    assert "Terraform state" in (MODULES / "seed-key" / "main.tf").read_text()
+
+
+def test_only_goods_worker_the_admitter_and_event_admin_can_read_the_seed_key(modules, env_dev: TfDir):
+    local_values = env_dev.locals()
+    assert set(local_values["seed_key_readers"]) == SEED_KEY_READERS
+    call = env_dev.labelled("module")["seed_key"]
+    assert call["secret_accessors"] == "${{for k in local.seed_key_readers : k => module.iam.members[k]}}"
+    # Exactly one grant on the secret, secretAccessor, for exactly those members.
+    seed_key = modules["seed-key"].resources()
+    grants = {key: body for key, body in seed_key.items() if "_iam_" in key[0]}
+    assert list(grants) == [("google_secret_manager_secret_iam_member", "seed_key")], list(grants)
+    grant = grants[("google_secret_manager_secret_iam_member", "seed_key")]
+    assert grant["for_each"] == "${var.secret_accessors}"
+    assert grant["secret_id"] == "${google_secret_manager_secret.seed_key.secret_id}"
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    assert grant["member"] == "${each.value}"
+    # No project-wide Secret Manager role lets anyone else (queue-api, result-relay) in
+    # by the back door.
+    for name, spec in local_values["functions"].items():
+        assert "roles/secretmanager" not in str(spec["project_roles"]), name
+    assert "roles/secretmanager" not in str(local_values["service_accounts"])
+    assert "roles/secretmanager" not in str(local_values["telemetry_roles"]) + str(local_values["transport_roles"])
+    # Nor does the root grant anything itself: its grants go through the modules.
+    assert not [key for key in env_dev.resources() if "_iam_" in key[0]]
+
+
+def test_cloud_run_mounts_the_seed_key_for_the_seed_readers_only(env_dev: TfDir):
+    local_values = env_dev.locals()
+    path = local_values["seed_key_file"]
+    assert re.fullmatch(r"/[a-z0-9/-]+/[a-z0-9.-]+", path), path
+    # A secret volume of its own: its directory holds no CA (one volume per directory).
+    assert str(Path(path).parent) not in {str(Path(p).parent) for p in local_values["ca_files"].values()}
+    call = env_dev.labelled("module")["cloudrun"]
+    services = str(call["services"])
+    guard = "contains(local.seed_key_readers, k) ?"
+    assert f"{guard} {{DROPGATE_SEED_KEY_FILE = local.seed_key_file}} : {{}}" in services
+    assert f"{guard} {{seed-key = {{path = local.seed_key_file, secret = module.seed_key.secret_id}}}} : {{}}" in services
+    # Those are the only places the services get either, and they are guarded.
+    assert services.count("DROPGATE_SEED_KEY_FILE") == 1 and services.count("module.seed_key") == 1
+    for name, spec in local_values["functions"].items():
+        assert "SEED_KEY" not in str(spec), f"{name}: the seed key goes by local.seed_key_readers only"
+    shared = str({k: local_values[k] for k in ("tls_env", "memorystore_tls_env", "transport_env", "dead_letter_env", "admin_topic_env")})
+    assert "SEED_KEY" not in shared and "seed_key" not in shared
+    # What that guard gives each function: goods-worker and the admitter, never
+    # queue-api or result-relay.
+    getting = {name for name in local_values["functions"] if name in local_values["seed_key_readers"]}
+    assert getting == SEED_KEY_FUNCTIONS, getting
+    assert not getting & {"queue-api", "result-relay"}
+    # The jobs: event-admin runs `dropgate event create|open`, so it gets the file;
+    # the migration runs no event command and does not.
+    for name, job in call["jobs"].items():
+        env, files = job["env"], job.get("secret_files", {})
+        if name == "event-admin":
+            assert "DROPGATE_SEED_KEY_FILE = local.seed_key_file" in env, env
+            assert files["seed-key"] == {"path": "${local.seed_key_file}", "secret": "${module.seed_key.secret_id}"}
+        else:
+            assert "SEED_KEY" not in env and "seed-key" not in files and "seed_key" not in str(job), name
+    # The module turns the file into a secret volume at its directory (checked with the
+    # CAs' in test_every_cloud_run_service_and_job_requires_tls_with_mounted_cas).
+    documented = (REPO / "docs" / "deploy.md").read_text()
+    assert "`DROPGATE_SEED_KEY_FILE" in documented and "<prefix>-seed-key" in documented
 
 
 # --- the environment as a whole ------------------------------------------------------

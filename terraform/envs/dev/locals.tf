@@ -48,6 +48,10 @@ locals {
   topics = {
     waiting_queue       = "waiting-queue"
     result_notification = "result-notification"
+    # After each draw batch with at least one winner, goods-worker publishes one
+    # message listing them, keyed by the event id, for a checkout service downstream.
+    # Nothing of dropgate consumes it.
+    winners = "winners"
   }
   # Pub/Sub topics share the project's namespace with everything else in it, so they
   # carry the prefix; Kafka topics live in a cluster of their own.
@@ -143,6 +147,7 @@ locals {
         DROPGATE_HEALTH_ADDR               = "0.0.0.0:9090"
         DROPGATE_TOPIC_WAITING_QUEUE       = local.topic_names.waiting_queue
         DROPGATE_TOPIC_RESULT_NOTIFICATION = local.topic_names.result_notification
+        DROPGATE_TOPIC_WINNERS             = local.topic_names.winners
       }, local.dead_letter_env, local.use_pubsub ? { DROPGATE_PUSH_AUDIENCE = local.push_audience["goods-worker"] } : {})
     }
     result-relay = {
@@ -206,4 +211,14 @@ locals {
   # needs no Cloud SQL IAM user).
   redis_secret_readers    = concat(local.redis_users, ["event-admin"])
   postgres_secret_readers = concat(local.postgres_users, ["event-admin"])
+
+  # The seed key (modules/seed-key) opens the draw seeds sealed in PostgreSQL, so only
+  # what needs a seed gets it: goods-worker draws with it, the admitter reveals it when
+  # it closes an event, and the operator CLI seals a new one (`event create`) and
+  # shuffles the randomized pre-queue with it (`event open`). queue-api and
+  # result-relay never do. Mounted as a file (Cloud Run: a secret volume of its own;
+  # GKE: the same path from the dropgate-seed-key Secret), named by
+  # DROPGATE_SEED_KEY_FILE.
+  seed_key_readers = ["admitter", "goods-worker", "event-admin"]
+  seed_key_file    = "/etc/dropgate/seed-key/seed.key"
 }

@@ -3,8 +3,8 @@
 #
 # Order on a fresh project: every module waits for the APIs (services.tf), so nothing
 # calls a Google API before it is enabled; Cloud Run waits for the secrets' versions
-# and their accessor grants (the memorystore and cloudsql modules), so no revision
-# starts before it can read what it mounts.
+# and their accessor grants (the memorystore, cloudsql and seed-key modules), so no
+# revision starts before it can read what it mounts.
 
 module "network" {
   source     = "../../modules/network"
@@ -87,6 +87,18 @@ module "cloudsql" {
   depends_on       = [google_project_service.apis]
 }
 
+# The key the draw seeds are sealed under in PostgreSQL (Secret Manager), readable by
+# local.seed_key_readers only.
+module "seed_key" {
+  source           = "../../modules/seed-key"
+  project_id       = var.project_id
+  prefix           = var.prefix
+  region           = var.region
+  labels           = local.labels
+  secret_accessors = { for k in local.seed_key_readers : k => module.iam.members[k] }
+  depends_on       = [google_project_service.apis]
+}
+
 # The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and
 # Cloud Run) or Pub/Sub (push subscriptions to the Cloud Run services). Only what
 # local.transport_env and the pubsub module's topics below hold differ; the functions
@@ -105,6 +117,12 @@ module "kafka" {
   }
   topics = merge(
     {
+      # waiting-queue, result-notification and winners, alike (winners is keyed by
+      # the event id, so one event's batches stay in order on one partition). A week
+      # of retention: a consumer that is down for days loses nothing. For winners that
+      # is a floor, not just a default: it is the record of who won, which the
+      # checkout service may replay (re-read from an earlier offset after an outage or
+      # a fault on its side), so never keep it shorter than a week.
       for name in values(local.topics) : name => {
         partition_count    = var.kafka.partitions
         replication_factor = var.kafka.replication_factor
@@ -160,6 +178,13 @@ module "pubsub" {
         endpoint = "${one(module.cloudrun[*].services["result-relay"].uri)}/pubsub/result-notification"
         audience = local.push_audience["result-relay"]
       })
+    }
+  }
+  # Published by goods-worker alone (ordering key: the event id) for the checkout
+  # service, which makes its own subscription: dropgate subscribes to it nowhere.
+  outbound_topics = {
+    (local.topics.winners) = {
+      publishers = [module.iam.members["goods-worker"]]
     }
   }
   depends_on = [google_project_service.apis]
@@ -256,6 +281,7 @@ module "cloudrun" {
         contains(f.uses, "redis") ? local.memorystore_tls_env : {},
         contains(f.uses, "postgres") ? { DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"] } : {},
         contains(f.uses, "bus") ? local.transport_env : {},
+        contains(local.seed_key_readers, k) ? { DROPGATE_SEED_KEY_FILE = local.seed_key_file } : {},
       )
       secret_env = merge(
         contains(f.uses, "redis") ? { DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"] } : {},
@@ -267,6 +293,9 @@ module "cloudrun" {
         } : {},
         contains(f.uses, "postgres") ? {
           database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
+        } : {},
+        contains(local.seed_key_readers, k) ? {
+          seed-key = { path = local.seed_key_file, secret = module.seed_key.secret_id }
         } : {},
       )
     }
@@ -284,12 +313,14 @@ module "cloudrun" {
     # The operator CLI: `gcloud run jobs execute <prefix>-event-admin --args=event,create,...`
     # or `--args=dead-letter,replay` (`dead-letter,replay-pubsub` on Pub/Sub;
     # docs/deploy.md). Not retried: an operator reads the outcome and decides. It
-    # reaches the bus as the functions do, for `dropgate dead-letter`.
+    # reaches the bus as the functions do, for `dropgate dead-letter`, and reads the
+    # seed key for `dropgate event create` and `event open`.
     event-admin = {
       command         = ["/usr/local/bin/dropgate"]
       service_account = module.iam.emails["event-admin"]
       env = merge(local.tls_env, local.memorystore_tls_env, {
         DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"]
+        DROPGATE_SEED_KEY_FILE    = local.seed_key_file
       }, local.transport_env, local.admin_topic_env, local.dead_letter_env)
       secret_env = {
         DATABASE_URL       = module.cloudsql.secret_ids["database-url"]
@@ -298,6 +329,7 @@ module "cloudrun" {
       secret_files = {
         database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
         redis-ca    = { path = local.ca_files["redis-ca"], secret = module.memorystore[0].secret_ids["redis-ca"] }
+        seed-key    = { path = local.seed_key_file, secret = module.seed_key.secret_id }
       }
       max_retries = 0
       timeout     = "300s"
@@ -307,12 +339,13 @@ module "cloudrun" {
     service = "queue-api"
     domains = var.public_domains
   }
-  # Besides the APIs: every secret version and secretAccessor grant of the stores, so
-  # the first revision can read what it refers to. (The modules' secret_ids outputs
-  # wait for the same; this says it where the services are declared.)
+  # Besides the APIs: every secret version and secretAccessor grant of the stores and
+  # of the seed key, so the first revision can read what it refers to. (The modules'
+  # secret id outputs wait for the same; this says it where the services are declared.)
   depends_on = [
     google_project_service.apis,
     module.cloudsql,
     module.memorystore,
+    module.seed_key,
   ]
 }

@@ -32,7 +32,7 @@ output "image_repository" {
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions and event-admin), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions and event-admin), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-seed-key` for goods-worker, the admitter and event-admin only; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
   value = {
     namespace       = local.k8s_namespace
     kafka_brokers   = one(module.kafka[*].bootstrap_servers)
@@ -43,6 +43,10 @@ output "k8s" {
         database-url = module.cloudsql.secret_ids["database-url"]
         redis-ca     = one(concat(module.memorystore[*].secret_ids["redis-ca"], module.redis_statefulset[*].secret_ids["redis-ca"]))
         redis-url    = one(concat(module.memorystore[*].secret_ids["redis-url"], module.redis_statefulset[*].secret_ids["redis-url"]))
+      }
+      # Only goods-worker, the admitter and event-admin mount this one.
+      dropgate-seed-key = {
+        "seed.key" = module.seed_key.secret_id
       }
       dropgate-redis = local.use_statefulset_redis ? {
         "auth.conf" = module.redis_statefulset[0].server_secret_ids["redis-auth-conf"]
@@ -63,7 +67,7 @@ output "kafka" {
 }
 
 output "pubsub" {
-  description = "Pub/Sub topic names (DROPGATE_TOPIC_*), push subscriptions, the dead-letter subscriptions to inspect, and the push service account; null unless transport is pubsub and the Cloud Run services exist."
+  description = "Pub/Sub topic names (DROPGATE_TOPIC_*, winners included), push subscriptions, the dead-letter subscriptions to inspect, and the push service account; null unless transport is pubsub and the Cloud Run services exist."
   value = local.use_pubsub && local.deploy_cloudrun ? {
     topics                    = one(module.pubsub[*].topics)
     subscriptions             = one(module.pubsub[*].subscriptions)

@@ -83,7 +83,7 @@ variable "image_tag" {
 }
 
 variable "kafka" {
-  description = "Managed Kafka sizing: `vcpu_count`, `memory_gib`, `partitions` of waiting-queue and result-notification (the most consumers that share a topic) and the `replication_factor` of every topic (the dead-letter topic has 3 partitions of its own)."
+  description = "Managed Kafka sizing: `vcpu_count`, `memory_gib`, `partitions` of waiting-queue, result-notification and winners (the most consumers that share a topic) and the `replication_factor` of every topic (the dead-letter topic has 3 partitions of its own)."
   type = object({
     vcpu_count         = optional(number, 3)
     memory_gib         = optional(number, 6)

@@ -19,7 +19,8 @@ terraform {
 
   # Remote state in a GCS bucket, configured at init (a partial configuration): state
   # holds secrets (the Redis AUTH string, the database password, the in-cluster Redis
-  # CA key), so it never stays on a laptop. docs/deploy.md creates the bucket, then:
+  # CA key, the seed key), so it never stays on a laptop. docs/deploy.md creates the
+  # bucket, then:
   #   terraform init -backend-config=bucket=<project>-tfstate
   # The prefix keeps environments apart in one bucket.
   backend "gcs" {

@@ -1,6 +1,6 @@
 # Google Managed Service for Apache Kafka: the broker for the waiting-queue,
-# result-notification and dead-letter topics. Its endpoints get addresses in the
-# private subnet only; clients connect over TLS with SASL (OAUTHBEARER or PLAIN) as
+# result-notification, winners and dead-letter topics. Its endpoints get addresses in
+# the private subnet only; clients connect over TLS with SASL (OAUTHBEARER or PLAIN) as
 # their service account.
 
 resource "google_managed_kafka_cluster" "main" {

@@ -8,6 +8,12 @@
 # and rely on the handlers being idempotent (a redelivered admission re-announces the
 # recorded draw; a redelivered result is found applied). The dead-letter subscriptions
 # are pulled, so they turn it on: an operator's ack there is final.
+#
+# Outbound topics (var.outbound_topics, today `winners`) are the other direction:
+# dropgate publishes there for a consumer outside it and subscribes nowhere, so such a
+# topic gets its publisher grants and nothing else: no push subscription, no
+# dead-letter topic, and no replay grants (nothing of dropgate's ever dead-letters a
+# message of it).
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -30,11 +36,34 @@ locals {
       for member in var.dead_letter_replayers : "${name} ${member}" => { topic = name, member = member }
     }
   ]...)
+
+  # The outbound topics' publishers are exactly the ones listed for them: the
+  # dead-letter replayers are left out, as there is nothing to replay to these.
+  outbound_publishers = merge([
+    for name, topic in var.outbound_topics : {
+      for member in distinct(topic.publishers) : "${name} ${member}" => { topic = name, member = member }
+    }
+  ]...)
 }
 
 resource "google_pubsub_topic" "topic" {
   # checkov:skip=CKV_GCP_83: the messages hold user ids and draw outcomes, no secrets or personal data beyond what Redis and PostgreSQL keep; Google-managed encryption suffices, and a customer-managed key would add a KMS key ring and its rotation to every environment.
   for_each                   = var.topics
+  project                    = var.project_id
+  name                       = "${var.prefix}-${each.key}"
+  labels                     = var.labels
+  message_retention_duration = var.message_retention
+}
+
+# Retained like the others (var.message_retention, a week), which matters more here:
+# dropgate creates no subscription on these topics, and the topic's own retention is
+# what lets a downstream subscription created later, or one that seeks back in time,
+# replay what was published before. Ordering needs nothing on the topic: the publisher
+# sets the ordering key (for winners, the event id) and the downstream subscription
+# turns on message ordering.
+resource "google_pubsub_topic" "outbound" {
+  # checkov:skip=CKV_GCP_83: as for the topics above (winners holds event and user ids, no secrets).
+  for_each                   = var.outbound_topics
   project                    = var.project_id
   name                       = "${var.prefix}-${each.key}"
   labels                     = var.labels
@@ -57,7 +86,9 @@ resource "google_pubsub_subscription" "push" {
   topic                = google_pubsub_topic.topic[each.key].id
   labels               = var.labels
   ack_deadline_seconds = each.value.push.ack_deadline_seconds
-  # Messages carry the user as ordering key, as Kafka keys them to one partition.
+  # Ordering keys: the event for waiting-queue (one ordered batch of admissions per
+  # admitter tick, pushed one at a time, so an event is decided in ticket order), the
+  # user for result-notification.
   enable_message_ordering      = true
   enable_exactly_once_delivery = false
   message_retention_duration   = var.message_retention
@@ -105,6 +136,16 @@ resource "google_pubsub_topic_iam_member" "publisher" {
   for_each = local.publishers
   project  = var.project_id
   topic    = google_pubsub_topic.topic[each.value.topic].name
+  role     = "roles/pubsub.publisher"
+  member   = each.value.member
+}
+
+# Topic-level, like the grants above: only the members listed for the topic (for
+# winners, goods-worker alone) may publish to it.
+resource "google_pubsub_topic_iam_member" "outbound_publisher" {
+  for_each = local.outbound_publishers
+  project  = var.project_id
+  topic    = google_pubsub_topic.outbound[each.value.topic].name
   role     = "roles/pubsub.publisher"
   member   = each.value.member
 }

@@ -11,6 +11,9 @@ output "subscriptions" {
 }
 
 output "topics" {
-  description = "Topic names (the DROPGATE_TOPIC_* values), by short name."
-  value       = { for k, t in google_pubsub_topic.topic : k => t.name }
+  description = "Topic names (the DROPGATE_TOPIC_* values), by short name: the pushed topics and the outbound ones."
+  value = merge(
+    { for k, t in google_pubsub_topic.topic : k => t.name },
+    { for k, t in google_pubsub_topic.outbound : k => t.name },
+  )
 }

@@ -25,6 +25,23 @@ variable "message_retention" {
   }
 }
 
+variable "outbound_topics" {
+  description = "Topics dropgate only publishes to, for consumers outside it, by short name (the DROPGATE_TOPIC_* value without the prefix): `publishers` (IAM members allowed to publish, and no one else may). Each gets the topic and its publisher grants only: no subscription (a downstream consumer creates its own, with message ordering on if it relies on the publisher's ordering keys), no dead-letter topic, and no grant to the dead-letter replayers."
+  type = map(object({
+    publishers = list(string)
+  }))
+  nullable = false
+  default  = {}
+  validation {
+    condition     = length(setintersection(keys(var.outbound_topics), keys(var.topics))) == 0
+    error_message = "A topic is either in topics (pushed to a dropgate service) or in outbound_topics, not both."
+  }
+  validation {
+    condition     = alltrue([for k, t in var.outbound_topics : length(t.publishers) > 0])
+    error_message = "Every outbound topic needs at least one publisher."
+  }
+}
+
 variable "prefix" {
   description = "Prefix of every resource name."
   type        = string
