@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::draw::WinProbability;
+use crate::identity::PlatformId;
 
 /// How the queue orders people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -64,6 +65,12 @@ pub struct EventConfig {
     /// A waiting user not seen (no poll, no open stream) for this long is skipped at
     /// the head of the queue and ends expired, so no-shows cannot stall the line.
     pub abandon_timeout_ms: u64,
+    /// The platforms whose users may enter; empty lets every platform's users in. A
+    /// person with accounts on two platforms is two users to dropgate (it cannot link
+    /// them), so a drop meant as "one chance per person" names the platforms whose
+    /// identities are one per person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_platforms: Vec<PlatformId>,
 }
 
 impl EventConfig {
@@ -80,6 +87,8 @@ impl EventConfig {
     /// Shortest abandon timeout: below this a client on a slow phone would expire
     /// between two polls.
     pub const MIN_ABANDON_TIMEOUT_MS: u64 = 10_000;
+    /// Most platforms one event may name: the list is checked on every enter.
+    pub const MAX_ALLOWED_PLATFORMS: usize = 64;
 
     /// A config with every optional setting at its default.
     pub fn new(stock: u32, opens_at_ms: u64) -> Self {
@@ -92,6 +101,7 @@ impl EventConfig {
             closes_at_ms: None,
             queue_mode: QueueMode::Fifo,
             abandon_timeout_ms: Self::DEFAULT_ABANDON_TIMEOUT_MS,
+            allowed_platforms: Vec::new(),
         }
     }
 
@@ -126,6 +136,17 @@ impl EventConfig {
             problems.push(ConfigProblem::AbandonTimeoutTooShort(
                 self.abandon_timeout_ms,
             ));
+        }
+        if self.allowed_platforms.len() > Self::MAX_ALLOWED_PLATFORMS {
+            problems.push(ConfigProblem::TooManyPlatforms(
+                self.allowed_platforms.len(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for platform in &self.allowed_platforms {
+            if !seen.insert(platform) {
+                problems.push(ConfigProblem::PlatformTwice(platform.to_string()));
+            }
         }
         match win_probability {
             Ok(win_probability) if problems.is_empty() => Ok(ValidatedEvent {
@@ -192,6 +213,15 @@ pub enum ConfigProblem {
     /// Not a queue mode name.
     #[error("unknown queue mode {0:?}; use fifo or randomized_pre_queue")]
     UnknownQueueMode(String),
+    /// More allowed platforms than [`EventConfig::MAX_ALLOWED_PLATFORMS`].
+    #[error(
+        "{0} allowed platforms; at most {max} may be named",
+        max = EventConfig::MAX_ALLOWED_PLATFORMS
+    )]
+    TooManyPlatforms(usize),
+    /// A platform named twice among the allowed ones.
+    #[error("platform {0:?} is named twice among the allowed platforms")]
+    PlatformTwice(String),
 }
 
 /// Every problem of one config, in field order.
@@ -234,6 +264,7 @@ mod tests {
             closes_at_ms: Some(1_000),
             queue_mode: QueueMode::Fifo,
             abandon_timeout_ms: 5,
+            allowed_platforms: vec![PlatformId::parse("shop").expect("id"); 2],
         };
         let problems = config.validate().expect_err("everything is wrong").0;
         assert_eq!(
@@ -248,10 +279,35 @@ mod tests {
                     closes_at_ms: 1_000
                 },
                 ConfigProblem::AbandonTimeoutTooShort(5),
+                ConfigProblem::PlatformTwice("shop".to_owned()),
             ]
         );
         let text = ConfigProblems(problems).to_string();
-        assert!(text.starts_with("6 problem(s)"), "{text}");
+        assert!(text.starts_with("7 problem(s)"), "{text}");
+    }
+
+    #[test]
+    fn allowed_platforms_are_bounded() {
+        let platforms = |n: usize| {
+            (0..n)
+                .map(|i| PlatformId::parse(format!("p{i}")).expect("id"))
+                .collect::<Vec<_>>()
+        };
+        let at_limit = EventConfig {
+            allowed_platforms: platforms(EventConfig::MAX_ALLOWED_PLATFORMS),
+            ..EventConfig::new(1, 0)
+        };
+        assert!(at_limit.validate().is_ok());
+        let over = EventConfig {
+            allowed_platforms: platforms(EventConfig::MAX_ALLOWED_PLATFORMS + 1),
+            ..EventConfig::new(1, 0)
+        };
+        assert_eq!(
+            over.validate().expect_err("too many").0,
+            vec![ConfigProblem::TooManyPlatforms(
+                EventConfig::MAX_ALLOWED_PLATFORMS + 1
+            )]
+        );
     }
 
     #[test]

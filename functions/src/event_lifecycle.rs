@@ -6,7 +6,9 @@
 use std::sync::LazyLock;
 
 use anyhow::{Context, Result};
-use dropgate_core::{DrawResult, EventId, EventState, MESSAGE_VERSION, UserKey, UserState};
+use dropgate_core::{
+    DrawResult, EventId, EventState, MESSAGE_VERSION, PlatformId, UserKey, UserState,
+};
 use sqlx::{PgPool, Row};
 
 use crate::seed_vault::{SeedKey, stored_seed};
@@ -43,6 +45,9 @@ pub struct EventRow {
     pub tickets_issued: u64,
     /// The beacon value the event names has been supplied (it is public from then).
     pub beacon_supplied: bool,
+    /// The platforms whose users may enter; empty: every platform. The Redis mirror
+    /// is rebuilt with it, so a Redis that lost its data never opens an event wider.
+    pub allowed_platforms: Vec<PlatformId>,
     /// Once closed: how many users are decided or answered without a draw, which
     /// the published decision log must name.
     pub answered_after_close: Option<u64>,
@@ -75,6 +80,7 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
                 admission_rate_per_s, max_in_flight, abandon_timeout_ms,
                 (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms, stock_left,
                 tickets_issued, beacon_value is not null as beacon_supplied,
+                coalesce(allowed_platforms, '{}') as allowed_platforms,
                 case when state = $2 then decisions_made
                      + (select count(*) from final_states f where f.event_id = events.event_id)
                 end as answered_after_close
@@ -106,6 +112,12 @@ pub async fn read(pool: &PgPool, event: &EventId) -> Result<Option<EventRow>> {
         stock_left: u32::try_from(row.get::<i32, _>("stock_left")).unwrap_or(0),
         tickets_issued: non_negative(row.get("tickets_issued")),
         beacon_supplied: row.get("beacon_supplied"),
+        allowed_platforms: row
+            .get::<Vec<String>, _>("allowed_platforms")
+            .into_iter()
+            .map(PlatformId::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("event {event} has a stored allowed platform: {e}"))?,
         answered_after_close: row
             .get::<Option<i64>, _>("answered_after_close")
             .map(non_negative),

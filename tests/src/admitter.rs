@@ -55,6 +55,7 @@ impl Fixture {
             rate_per_s,
             abandon_timeout_ms: 10_000,
             opens_at_ms: 0,
+            allowed_platforms: Vec::new(),
         };
         store.put_event_meta(&event, &meta).await.expect("meta");
         store

@@ -313,6 +313,7 @@ async fn a_finished_event_stops_being_ticked_once_everyone_admitted_is_published
         rate_per_s: 1_000,
         abandon_timeout_ms: 10_000,
         opens_at_ms: 0,
+        allowed_platforms: Vec::new(),
     };
     finished
         .store
@@ -546,6 +547,7 @@ async fn closing_tells_the_line_closed_unless_the_stock_was_gone_first() {
             rate_per_s: 1_000,
             abandon_timeout_ms: 10_000,
             opens_at_ms: 0,
+            allowed_platforms: Vec::new(),
         };
         fixture
             .store

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use dropgate_core::EventId;
 use dropgate_functions::queue::EventKeys;
+use dropgate_tests::api::{ApiServer, error_code, token};
 use dropgate_tests::{TestStack, dropgate_binary};
 
 /// Runs the CLI as an operator with the stack's seed key would.
@@ -161,6 +162,95 @@ async fn a_drop_goes_from_create_to_export_and_queue_api_sees_each_step() {
     );
     let json = run(&["event", "export", "--id", &id, "--format", "json"]);
     assert_eq!(text(&json.stdout).trim(), "[]");
+}
+
+/// One person with identities on several platforms would hold several tickets: an
+/// event names the platforms it takes, and that holds at entry, also after Redis lost
+/// the event and the admitter rebuilt it from PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_takes_only_its_platforms_even_after_redis_loses_the_event() {
+    let stack = TestStack::shared().await;
+    let (_pool, database_url) = stack.fresh_database().await.expect("database");
+    let redis_url = stack.env.redis_url.clone();
+    let id = TestStack::unique("scoped");
+    let run = |args: &[&str]| dropgate(stack, &database_url, &redis_url, args);
+    let created = run(&[
+        "event",
+        "create",
+        "--id",
+        &id,
+        "--stock",
+        "10",
+        "--allowed-platforms",
+        "shop,app",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(run(&["event", "open", "--id", &id]).status.success());
+    let shown = run(&["event", "show", "--id", &id]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(
+        shown["event"]["allowed_platforms"],
+        serde_json::json!(["shop", "app"])
+    );
+
+    let event = EventId::parse(id.as_str()).expect("valid");
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let refused = |user: &'static str| {
+        let server = &server;
+        let event = &event;
+        async move {
+            let (code, body) = server.enter(event, &token("market", user)).await;
+            assert_eq!(code, 403, "{body}");
+            assert_eq!(error_code(&body), "platform_not_allowed", "{body}");
+        }
+    };
+    refused("ana").await;
+    let (code, body) = server.enter(&event, &token("shop", "ana")).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = server.enter(&event, &token("app", "ana")).await;
+    assert_eq!(code, 201, "{body}");
+    // A refused user has no place: there is nothing to read.
+    let (code, body) = server.status(&event, &token("market", "ana")).await;
+    assert_eq!(code, 404, "{body}");
+
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys = EventKeys::new(&event);
+    let _: () = redis::cmd("DEL")
+        .arg(keys.meta())
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    let (code, _) = server.enter(&event, &token("market", "bo")).await;
+    assert_eq!(
+        code, 404,
+        "without its mirror the event is unknown, not open to all"
+    );
+    let _admitter = dropgate_tests::admitter::serve(stack, &database_url, &event).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let platforms: Option<String> = redis::cmd("HGET")
+            .arg(keys.meta())
+            .arg("platforms")
+            .query_async(&mut redis)
+            .await
+            .expect("HGET");
+        if platforms.is_some() {
+            assert_eq!(platforms.as_deref(), Some("shop,app"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admitter did not rebuild the event's mirror"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    refused("bo").await;
+    let (code, body) = server.enter(&event, &token("shop", "bo")).await;
+    assert_eq!(code, 201, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -137,6 +137,7 @@ async fn a_user_far_back_is_told_to_poll_well_within_the_abandon_timeout() {
         rate_per_s: 1,
         abandon_timeout_ms: EventConfig::MIN_ABANDON_TIMEOUT_MS,
         opens_at_ms: 0,
+        allowed_platforms: Vec::new(),
     };
     server
         .store

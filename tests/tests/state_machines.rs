@@ -49,6 +49,7 @@ impl Event {
             rate_per_s: 100,
             abandon_timeout_ms: 60_000,
             opens_at_ms: 0,
+            allowed_platforms: Vec::new(),
         };
         store.put_event_meta(&event, &meta).await.expect("meta");
         let keys = EventKeys::new(&event);

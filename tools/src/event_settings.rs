@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dropgate_core::{EventConfig, QueueMode};
+use dropgate_core::{EventConfig, PlatformId, QueueMode};
 
 /// Event settings as flags. Defaults match [`EventConfig::new`].
 #[derive(Debug, Clone, clap::Args)]
@@ -35,6 +35,11 @@ pub struct EventSettingsArgs {
     /// Seconds without a poll or stream after which a waiting user is skipped.
     #[arg(long, default_value_t = EventConfig::DEFAULT_ABANDON_TIMEOUT_MS / 1_000)]
     pub abandon_timeout_s: u64,
+    /// The platforms (token `platformId`s, comma-separated) whose users may enter;
+    /// others are refused with 403 `platform_not_allowed`. None: every platform. Fixed
+    /// at creation.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_platforms: Vec<String>,
 }
 
 /// Everything wrong with the flags, in one list (times and mode first, then the
@@ -61,6 +66,15 @@ impl EventSettingsArgs {
             .parse::<QueueMode>()
             .map_err(|e| errors.push(format!("--mode: {e}")))
             .unwrap_or_default();
+        let allowed_platforms = self
+            .allowed_platforms
+            .iter()
+            .filter_map(|platform| {
+                PlatformId::parse(platform.trim())
+                    .map_err(|e| errors.push(format!("--allowed-platforms: {e}")))
+                    .ok()
+            })
+            .collect();
         let config = EventConfig {
             stock: self.stock,
             win_probability: self.win_probability,
@@ -70,6 +84,7 @@ impl EventSettingsArgs {
             closes_at_ms,
             queue_mode,
             abandon_timeout_ms: self.abandon_timeout_s.saturating_mul(1_000),
+            allowed_platforms,
         };
         if let Err(problems) = config.validate() {
             errors.extend(problems.0.iter().map(ToString::to_string));
@@ -148,6 +163,23 @@ mod tests {
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("--opens-at"), "{errors:?}");
         assert!(errors[1].starts_with("--mode"), "{errors:?}");
+    }
+
+    #[test]
+    fn allowed_platforms_are_ids_named_once() {
+        let probe = Probe::parse_from(["probe", "--stock", "1", "--allowed-platforms", "shop,app"]);
+        let config = probe.settings.to_config(now()).expect("valid");
+        let names: Vec<&str> = config
+            .allowed_platforms
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(names, ["shop", "app"]);
+        for bad in ["shop,shop", "shop,a:b", "shop,"] {
+            let probe = Probe::parse_from(["probe", "--stock", "1", "--allowed-platforms", bad]);
+            let errors = probe.settings.to_config(now()).expect_err(bad).0;
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{
-    Beacon, EventConfig, EventId, EventSeed, EventState, QueueMode, SeedCommitment, VerifyReport,
-    WinProbability, audit, verify,
+    Beacon, EventConfig, EventId, EventSeed, EventState, PlatformId, QueueMode, SeedCommitment,
+    VerifyReport, WinProbability, audit, verify,
 };
 use dropgate_functions::fairness::DropRecords;
 use dropgate_functions::queue::{EventMeta, PublicFairness, QueueStore};
@@ -47,13 +47,15 @@ pub struct EventRecord {
     pub beacon: Option<Beacon>,
     /// The draw rule the event follows (docs/fairness.md).
     pub draw_rule: String,
+    /// The platforms whose users may enter; empty: every platform.
+    pub allowed_platforms: Vec<String>,
 }
 
 const SELECT_EVENT: &str = "select event_id, state, stock_total, stock_left, win_probability, admission_rate_per_s,
         max_in_flight, (extract(epoch from opens_at) * 1000)::bigint as opens_at_ms,
         (extract(epoch from closes_at) * 1000)::bigint as closes_at_ms, queue_mode, abandon_timeout_ms,
         seed_commitment, case when seed_revealed_at is not null then seed end as seed, decisions_made,
-        beacon_round, beacon_value, draw_rule
+        beacon_round, beacon_value, draw_rule, coalesce(allowed_platforms, '{}') as allowed_platforms
    from events where event_id = $1";
 
 fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
@@ -82,6 +84,7 @@ fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
         decisions_made: row.get::<i64, _>("decisions_made") as u64,
         beacon: Beacon::from_columns(row.get("beacon_round"), row.get("beacon_value")),
         draw_rule: row.get("draw_rule"),
+        allowed_platforms: row.get("allowed_platforms"),
     })
 }
 
@@ -133,9 +136,9 @@ pub async fn create_with_beacon(
     let inserted = sqlx::query(
         "insert into events (event_id, stock_total, stock_left, win_probability, admission_rate_per_s, max_in_flight,
                              opens_at, closes_at, queue_mode, abandon_timeout_ms, seed_sealed, seed_commitment,
-                             beacon_round)
+                             beacon_round, allowed_platforms)
          values ($1, $2, $2, $3, $4, $5, to_timestamp($6::double precision / 1000),
-                 to_timestamp($7::double precision / 1000), $8, $9, $10, $11, $12)
+                 to_timestamp($7::double precision / 1000), $8, $9, $10, $11, $12, $13)
          on conflict (event_id) do nothing",
     )
     .bind(event.as_str())
@@ -150,6 +153,15 @@ pub async fn create_with_beacon(
     .bind(seed_key.seal(event, seed))
     .bind(commitment.to_hex())
     .bind(beacon_round)
+    .bind(
+        (!config.allowed_platforms.is_empty()).then(|| {
+            config
+                .allowed_platforms
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }),
+    )
     .execute(pool)
     .await
     .context("Failed to create the event")?
@@ -285,6 +297,11 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
                 rate_per_s: record.admission_rate_per_s,
                 abandon_timeout_ms: record.abandon_timeout_ms,
                 opens_at_ms: record.opens_at_ms,
+                allowed_platforms: record
+                    .allowed_platforms
+                    .iter()
+                    .map(PlatformId::parse)
+                    .collect::<Result<_, _>>()?,
             },
         )
         .await?;

@@ -586,6 +586,7 @@ impl Admitter {
                         rate_per_s: row.admission_rate_per_s,
                         abandon_timeout_ms: row.abandon_timeout_ms,
                         opens_at_ms: row.opens_at_ms,
+                        allowed_platforms: row.allowed_platforms.clone(),
                     },
                 )
                 .await?;

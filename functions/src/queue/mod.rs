@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dropgate_core::{EventId, EventState, UserKey, UserRecord};
+use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -34,6 +34,8 @@ pub struct EventMeta {
     pub abandon_timeout_ms: u64,
     /// Opening time (Unix ms).
     pub opens_at_ms: u64,
+    /// The platforms whose users may enter; empty: every platform.
+    pub allowed_platforms: Vec<PlatformId>,
 }
 
 /// The answer of the enter and status scripts.
@@ -41,6 +43,8 @@ pub struct EventMeta {
 pub enum Lookup {
     /// The event is not known to the queue.
     UnknownEvent,
+    /// The event does not take users of the caller's platform.
+    PlatformNotAllowed,
     /// The event no longer takes new users.
     Closed,
     /// The event's stock is gone.
@@ -268,8 +272,18 @@ impl QueueStore {
             ("abandon_ms", meta.abandon_timeout_ms.to_string()),
             ("opens_at_ms", meta.opens_at_ms.to_string()),
         ];
-        let _: () = redis::pipe()
-            .hset_multiple(EventKeys::new(event).meta(), &fields)
+        let keys = EventKeys::new(event);
+        // One transaction: an enter between the fields and the platforms would find
+        // the event open to every platform.
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset_multiple(keys.meta(), &fields);
+        if meta.allowed_platforms.is_empty() {
+            pipe.hdel(keys.meta(), "platforms");
+        } else {
+            let platforms: Vec<&str> = meta.allowed_platforms.iter().map(|p| p.as_str()).collect();
+            pipe.hset(keys.meta(), "platforms", platforms.join(","));
+        }
+        let _: () = pipe
             .sadd(EVENTS_KEY, event.as_str())
             .query_async(&mut self.redis.clone())
             .await?;

@@ -220,6 +220,7 @@ async fn open_event(store: &QueueStore, id: &str) -> Result<EventId> {
         rate_per_s: 1,
         abandon_timeout_ms: 600_000,
         opens_at_ms: 0,
+        allowed_platforms: Vec::new(),
     };
     store.put_event_meta(&event, &meta).await?;
     Ok(event)

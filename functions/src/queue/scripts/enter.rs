@@ -44,6 +44,7 @@ impl EnterScript {
             .key(keys.serving())
             .arg(user.member())
             .arg(now_s)
+            .arg(user.platform_id.as_str())
             .invoke_async(redis)
             .await?;
         lookup(reply)
@@ -75,6 +76,7 @@ pub(super) fn lookup(reply: Vec<String>) -> Result<Lookup> {
     };
     match outcome.as_str() {
         "unknown_event" => Ok(Lookup::UnknownEvent),
+        "platform_not_allowed" => Ok(Lookup::PlatformNotAllowed),
         "not_entered" => Ok(Lookup::NotEntered),
         "not_accepting" => match event_state()? {
             EventState::SoldOut => Ok(Lookup::SoldOut),

@@ -89,6 +89,10 @@
       title: "We can't find this drop",
       text: "The link may be wrong or the drop may not be announced yet.",
     },
+    platform_not_allowed: {
+      title: "This drop is not open to your account",
+      text: "It takes customers of other shops or apps only. Sign in where the drop was announced.",
+    },
     event_closed: {
       title: "This drop has ended",
       text: "The waiting room is closed and no longer takes new visitors.",
