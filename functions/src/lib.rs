@@ -20,6 +20,7 @@ pub mod event_lifecycle;
 pub mod failpoint;
 pub mod fairness;
 pub mod goods_worker;
+pub mod http_server;
 pub mod kafka;
 pub mod lifecycle;
 pub mod ops_server;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -63,7 +64,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ],
             )
-            .unwrap_or_else(|_| PrometheusBuilder::new());
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            // A per-event gauge of an event this instance forgot (queue-api forgets
+            // events idle for 10 minutes) stops being set: drop its series rather than
+            // report a stale value for ever. Live gauges are set on every scrape or
+            // batch.
+            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(900)));
         match builder.install_recorder() {
             Ok(handle) => handle,
             // Another recorder is installed (a test harness): render from a private

@@ -11,6 +11,7 @@ use dropgate_core::{Decided, EventId, EventState, UserKey, UserRecord, UserState
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER, jwks_for, sign_with};
 use dropgate_functions::auth::{Algorithm, KeySourceArgs};
 use dropgate_functions::config::RedisArgs;
+use dropgate_functions::ops_server::OpsArgs;
 use dropgate_functions::queue::{EventKeys, EventMeta, Notice, QueueStore};
 use dropgate_functions::queue_api::{ApiArgs, Application};
 use jwt_simple::prelude::RS256KeyPair;
@@ -42,13 +43,11 @@ pub fn token(platform: &str, user: &str) -> String {
 pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
     ApiArgs {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        redis: RedisArgs::url(stack.env.redis_url.clone()),
-        keys: KeySourceArgs {
-            jwks_file: Some(jwks_file),
-            jwks_url: None,
-            jwt_public_key_file: None,
-            jwt_key_id: None,
+        ops: OpsArgs {
+            health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         },
+        redis: RedisArgs::url(stack.env.redis_url.clone()),
+        keys: KeySourceArgs::jwks_file(jwks_file),
         jwt_algorithms: vec![Algorithm::Rs256],
         jwt_issuer: LOCAL_ISSUER.to_owned(),
         jwt_audience: LOCAL_AUDIENCE.to_owned(),
@@ -61,6 +60,8 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
         ip_rate_per_s: 0,
         ip_burst: 0,
         trusted_proxy_hops: 0,
+        header_timeout_ms: 10_000,
+        request_timeout_ms: 15_000,
         token_cache: 100_000,
         dev_token_key: None,
     }
@@ -70,6 +71,8 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
 pub struct ApiServer {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// `http://127.0.0.1:<ops port>`: health, readiness, metrics.
+    pub ops: String,
     /// Redis access for arranging and checking state.
     pub store: QueueStore,
     /// The HTTP client the helpers use (with room for many idle connections, for tests
@@ -95,15 +98,20 @@ impl ApiServer {
         adjust(&mut args);
         let application = Application::build(&args).await?;
         let base = format!("http://127.0.0.1:{}", application.port());
+        let ops = format!("http://127.0.0.1:{}", application.ops_port());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Ok(Self {
             base,
+            ops,
             store: QueueStore::connect(&stack.env.redis()).await?,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(512)
+                // The server closes connections idle past its header deadline (10 s);
+                // give them up first rather than race its close.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
             stop: Some(stop),
             task: Some(task),
@@ -120,6 +128,11 @@ impl ApiServer {
             args.dev_token_key = Some(keys.private_key.clone());
         })
         .await
+    }
+
+    /// The JWKS file this server trusts (rewrite it to rotate keys).
+    pub fn jwks_path(&self) -> PathBuf {
+        self._keys_dir.path().join("jwks.json")
     }
 
     /// The HTTP client the helpers use, for requests they do not cover.
@@ -147,6 +160,7 @@ impl ApiServer {
             rate_per_s,
             abandon_timeout_ms: 120_000,
             opens_at_ms: 0,
+            allowed_platforms: Vec::new(),
         };
         self.store.put_event_meta(event, &meta).await
     }
@@ -195,10 +209,10 @@ impl ApiServer {
         Ok(())
     }
 
-    /// The Prometheus text of `GET /metrics`.
+    /// The Prometheus text of `GET /metrics` on the ops port.
     pub async fn metrics(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.ops))
             .send()
             .await
             .expect("metrics")

@@ -276,7 +276,7 @@ async fn thousands_of_random_requests_never_get_a_5xx() {
     }
     // The server is still fine afterwards.
     let response = client
-        .get(format!("{}/healthz", server.base))
+        .get(format!("{}/healthz", server.ops))
         .send()
         .await
         .expect("health");
@@ -288,4 +288,139 @@ fn random_text(rng: &mut impl Rng, max: usize) -> String {
     (0..rng.random_range(0..max))
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+/// Reads from `socket` until the server closes it; how long that took, or `None` when
+/// it was still open after `patience`.
+async fn closed_within(
+    socket: &mut tokio::net::TcpStream,
+    patience: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(patience, async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some((started.elapsed(), received))
+}
+
+/// Slowloris: a client that never finishes its headers would hold a connection (and a
+/// task) for ever. The server closes it once the header deadline passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start_with(stack, |args| args.header_timeout_ms = 500)
+        .await
+        .expect("queue-api starts");
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /v1/events/x/queue/me HTTP/1.1\r\nHost: dropgate\r\nX-Slow: ")
+        .await
+        .expect("partial headers");
+    // Trickle a byte now and then, as a slowloris client does to look alive.
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if socket.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    };
+    trickle.await;
+    let closed = closed_within(&mut socket, Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some(),
+        "the connection was still open 14 s after its first byte"
+    );
+
+    // A client that sends its headers in time is served as before, and the server
+    // still answers afterwards.
+    let (code, body) = server
+        .enter(
+            &server.open_event(10).await.expect("event"),
+            &token("shop", "prompt"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}
+
+/// A body that never arrives: answered 408 `request_timeout` in JSON, and the
+/// connection is not held.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_body_never_arrives_gets_a_json_408() {
+    use tokio::io::AsyncWriteExt;
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start_with(stack, |args| args.request_timeout_ms = 500)
+        .await
+        .expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/events/{event}/queue HTTP/1.1\r\nHost: dropgate\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{",
+        token("shop", "slow-body")
+    );
+    socket.write_all(head.as_bytes()).await.expect("head");
+    let (_, received) = closed_within(&mut socket, Duration::from_secs(10))
+        .await
+        .expect("the server answered and closed within 10 s");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+    let (code, _) = server.status(&event, &token("shop", "slow-body")).await;
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "the timed-out enter took no ticket"
+    );
+}
+
+/// The request deadline bounds the time to an answer's head, not a stream's life.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_outlive_the_request_deadline() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start_with(stack, |args| args.request_timeout_ms = 300)
+        .await
+        .expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let user = token("shop", "streamer");
+    let (code, entered) = server.enter(&event, &user).await;
+    assert_eq!(code, StatusCode::CREATED, "{entered}");
+    let mut stream = server.open_stream(&event, &user, None).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let ticket = entered["ticket"].as_u64().expect("ticket");
+    let member = dropgate_core::UserKey::parse("shop", "streamer").expect("valid");
+    server
+        .decide(&event, &member, dropgate_core::UserState::Lost, ticket, 1)
+        .await
+        .expect("decide");
+    let mut outcome = None;
+    for _ in 0..10 {
+        match stream.next(Duration::from_secs(5)).await.expect("an event") {
+            Some(event) if event.name == "result" => {
+                outcome = Some(event.data);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("the stream ended before its result"),
+        }
+    }
+    let outcome = outcome.expect("the result arrived on the stream");
+    assert!(outcome.contains("lost"), "{outcome}");
 }

@@ -98,13 +98,13 @@ async fn health_readiness_metrics_and_cors() {
     server.enter(&event, &token("shop", "m1")).await;
 
     let health = client
-        .get(format!("{}/healthz", server.base))
+        .get(format!("{}/healthz", server.ops))
         .send()
         .await
         .expect("healthz");
     assert_eq!(health.status(), StatusCode::OK);
     let ready = client
-        .get(format!("{}/readyz", server.base))
+        .get(format!("{}/readyz", server.ops))
         .send()
         .await
         .expect("readyz");
@@ -141,6 +141,52 @@ async fn health_readiness_metrics_and_cors() {
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
 
+/// The public port serves the API and the page only: queue lengths (unannounced
+/// drops included), readiness and metrics are on the ops port, which no load balancer
+/// forwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn ops_routes_are_not_served_on_the_public_port() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    server.enter(&event, &token("shop", "ops-1")).await;
+    let client = server.client();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let public = client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("public port answers");
+        assert_eq!(public.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: serde_json::Value = public.json().await.expect("JSON error");
+        assert_eq!(error_code(&body), "not_found", "{path}: {body}");
+        let ops = client
+            .get(format!("{}{path}", server.ops))
+            .send()
+            .await
+            .expect("ops port answers");
+        assert_eq!(ops.status(), StatusCode::OK, "{path} on the ops port");
+    }
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(&format!("dropgate_queue_length{{event=\"{event}\"}} 1")),
+        "the ops port has the queue gauges"
+    );
+    let api_on_ops = client
+        .post(format!("{}/v1/events/{event}/queue", server.ops))
+        .bearer_auth(token("shop", "ops-2"))
+        .send()
+        .await
+        .expect("ops port answers");
+    assert_eq!(
+        api_on_ops.status(),
+        StatusCode::NOT_FOUND,
+        "the ops port serves no API route"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_fails_when_redis_is_gone() {
     let stack = TestStack::dedicated().await.expect("stack");
@@ -150,7 +196,7 @@ async fn readiness_fails_when_redis_is_gone() {
     dropgate_tools::stack::stop_component(stack.state_dir(), Component::Redis, StopMode::Crash)
         .expect("stop redis");
     let ready = client
-        .get(format!("{}/readyz", server.base))
+        .get(format!("{}/readyz", server.ops))
         .send()
         .await
         .expect("readyz");
@@ -173,6 +219,7 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
     }
     let child = command
         .env("DROPGATE_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
         .env("DROPGATE_API_IP_RATE", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -223,6 +270,7 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
         rate_per_s: 10,
         abandon_timeout_ms: 120_000,
         opens_at_ms: 0,
+        allowed_platforms: Vec::new(),
     };
     store.put_event_meta(&event, &meta).await.expect("meta");
     let response = client
@@ -377,4 +425,36 @@ async fn a_users_newer_stream_replaces_the_older_one() {
     );
     drop(later);
     server.stop().await.expect("stop");
+}
+
+/// Real events are remembered for their gauges and streams, but never without bound:
+/// one instance keeps at most 1,000, forgetting the idlest first.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_remembers_a_bounded_number_of_events() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    let visitor = token("shop", "tourist");
+    let events: Vec<EventId> =
+        futures_util::future::try_join_all((0..1_010).map(|_| server.open_event(10)))
+            .await
+            .expect("events");
+    for chunk in events.chunks(100) {
+        let entered =
+            futures_util::future::join_all(chunk.iter().map(|event| server.enter(event, &visitor)))
+                .await;
+        for (code, body) in entered {
+            assert_eq!(code, StatusCode::CREATED, "{body}");
+        }
+    }
+    let text = server.metrics().await;
+    let watched: usize = metric_value(&text, "dropgate_queue_watched_events")
+        .expect("gauge")
+        .parse()
+        .expect("a number");
+    assert_eq!(watched, 1_000, "remembered events are capped");
+    let latest = events.last().expect("events");
+    assert!(
+        text.contains(&format!("dropgate_queue_length{{event=\"{latest}\"}} 1")),
+        "the most recent event is among them"
+    );
 }

@@ -212,3 +212,58 @@ async fn every_bad_token_gets_its_own_code() {
     let (code, _) = server.enter(&event, &token("shop", "u1")).await;
     assert_eq!(code, StatusCode::CREATED);
 }
+
+/// The identity provider withdraws a key (it leaked, or rotation finished): tokens it
+/// signed stop working within the refresh interval, also those already verified and
+/// cached, while tokens from the new key work at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_key_left_the_key_set_is_refused_within_the_refresh_interval() {
+    let stack = TestStack::shared().await;
+    let server = ApiServer::start_with(stack, |args| args.keys.jwks_refresh_secs = 1)
+        .await
+        .expect("queue-api starts");
+    let event = server.open_event(10).await.expect("event");
+    let old = token("shop", "rotated");
+    let (code, body) = server.enter(&event, &old).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let (code, _) = server.status(&event, &old).await;
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "verified once, then served from the cache"
+    );
+
+    let new_key = RS256KeyPair::generate(2048)
+        .expect("key")
+        .with_key_id("test-key-2");
+    std::fs::write(
+        server.jwks_path(),
+        dropgate_functions::auth::dev::jwks_for(&new_key),
+    )
+    .expect("rotate the JWKS");
+    let fresh = dropgate_functions::auth::dev::sign_with(
+        &new_key,
+        "shop",
+        "rotated",
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("sign");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (old_code, old_body) = server.status(&event, &old).await;
+        let (fresh_code, fresh_body) = server.status(&event, &fresh).await;
+        if old_code == StatusCode::UNAUTHORIZED && fresh_code == StatusCode::OK {
+            assert_eq!(error_code(&old_body), "unknown_key_id", "{old_body}");
+            assert_eq!(
+                fresh_body["ticket"], body["ticket"],
+                "the same user, the same place"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "5 s after the rotation: the withdrawn key's token gets {old_code} {old_body}, the new key's {fresh_code} {fresh_body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

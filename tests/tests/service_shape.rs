@@ -54,6 +54,7 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
     let child = Command::new(workspace_binary("queue-api").expect("built"))
         .env_clear()
         .env("DROPGATE_API_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
         .env("DROPGATE_REDIS_URL", &stack.env.redis_url)
         .env("DROPGATE_JWKS_FILE", &jwks)
         .env("DROPGATE_JWT_ISSUER", LOCAL_ISSUER)
@@ -74,7 +75,13 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
     assert_eq!(listening["fields"]["purpose"], "http");
     let address = listening["fields"]["address"]
         .as_str()
-        .expect("address logged");
+        .expect("address logged")
+        .to_owned();
+    let ops = wait_for(&lines, "the ops port's line", |line| {
+        message(line) == "listening" && line["fields"]["purpose"] == "ops"
+    });
+    let ops_address = ops["fields"]["address"].as_str().expect("address logged");
+    assert_ne!(ops_address, address, "the ops port is a port of its own");
 
     let client = reqwest::Client::new();
     let status = client

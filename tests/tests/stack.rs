@@ -377,10 +377,20 @@ async fn local_up_runs_the_four_functions_and_stack_down_stops_them() {
     assert!(instances.iter().all(stack::functions::is_running));
     let env = stack::env(&dir).expect("env");
     let api = env.api_url.expect("the env names queue-api");
-    let health = reqwest::get(format!("{api}/readyz"))
+    let queue_api = instances
+        .iter()
+        .find(|instance| instance.name == "queue-api")
+        .expect("queue-api recorded");
+    let ops_port = queue_api.ops_port.expect("queue-api has an ops port");
+    assert_ne!(ops_port, queue_api.port);
+    let health = reqwest::get(format!("http://127.0.0.1:{ops_port}/readyz"))
+        .await
+        .expect("queue-api's ops port answers");
+    assert!(health.status().is_success());
+    let public = reqwest::get(format!("{api}/metrics"))
         .await
         .expect("queue-api answers");
-    assert!(health.status().is_success());
+    assert_eq!(public.status(), 404, "no metrics on the public port");
 
     let again = Command::new(&dropgate)
         .args(["local", "up", "--state-dir"])

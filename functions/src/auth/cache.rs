@@ -1,72 +1,103 @@
 //! Verified tokens, so a user polling every few seconds or reconnecting a stream does
 //! not pay for a signature check each time. Keyed by SHA-256 of the token (the token
-//! itself is a credential and is not kept), valid until the token's `exp`, bounded.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! itself is a credential and is not kept), valid until the token's `exp` and while the
+//! key that verified it is still in the key set; bounded, with quick_cache's O(1)
+//! eviction (a full cache of live tokens evicts the coldest, not everything).
 
 use dropgate_core::UserKey;
 use sha2::{Digest, Sha256};
 
-/// A bounded map from token hash to (user, exp).
-#[derive(Debug)]
-pub(crate) struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], (UserKey, u64)>>,
-    capacity: usize,
+use super::keys::Algorithm;
+
+/// What a verified token proved, and what must still hold for it to count.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub(crate) user: UserKey,
+    pub(crate) expires_at: u64,
+    /// The key that verified it: (`kid`, algorithm).
+    pub(crate) key_id: Option<std::sync::Arc<str>>,
+    pub(crate) algorithm: Algorithm,
+}
+
+/// A bounded map from token hash to what it proved; `None` when disabled.
+pub(crate) struct TokenCache(Option<quick_cache::sync::Cache<[u8; 32], Verified>>);
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.0.as_ref().map_or(0, |cache| cache.len());
+        write!(f, "TokenCache({entries} entries)")
+    }
 }
 
 impl TokenCache {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::with_capacity(capacity.min(1 << 16))),
-            capacity,
+        Self((capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)))
+    }
+
+    /// The entry for `token` if it has not expired at `now_s`.
+    pub(crate) fn get(&self, token: &str, now_s: u64) -> Option<Verified> {
+        let cache = self.0.as_ref()?;
+        let key = hash(token);
+        let verified = cache.get(&key)?;
+        if verified.expires_at > now_s {
+            Some(verified)
+        } else {
+            cache.remove(&key);
+            None
         }
     }
 
-    pub(crate) fn get(&self, token: &str, now_s: u64) -> Option<UserKey> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&key)
-            .filter(|(_, expires_at)| *expires_at > now_s)
-            .map(|(user, _)| user.clone())
+    /// Forgets `token` (its key left the key set).
+    pub(crate) fn forget(&self, token: &str) {
+        if let Some(cache) = &self.0 {
+            cache.remove(&hash(token));
+        }
     }
 
-    pub(crate) fn insert(&self, token: &str, user: UserKey, expires_at: u64, now_s: u64) {
-        if self.capacity == 0 {
-            return;
+    pub(crate) fn insert(&self, token: &str, verified: Verified) {
+        if let Some(cache) = &self.0 {
+            cache.insert(hash(token), verified);
         }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity {
-            entries.retain(|_, (_, exp)| *exp > now_s);
-            if entries.len() >= self.capacity {
-                // Still full of live tokens: start over rather than grow; the cost is
-                // one signature check per user on their next request.
-                entries.clear();
-            }
-        }
-        entries.insert(key, (user, expires_at));
     }
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn user(n: u32) -> UserKey {
-        UserKey::parse("p", &format!("u{n}")).expect("valid")
+    fn verified(n: u32, expires_at: u64) -> Verified {
+        Verified {
+            user: UserKey::parse("p", &format!("u{n}")).expect("valid"),
+            expires_at,
+            key_id: Some("k1".into()),
+            algorithm: Algorithm::Rs256,
+        }
     }
 
     #[test]
     fn hits_until_expiry_and_stays_bounded() {
         let cache = TokenCache::new(2);
-        cache.insert("a", user(1), 100, 10);
-        assert_eq!(cache.get("a", 50), Some(user(1)));
-        assert_eq!(cache.get("a", 100), None, "expired at exp");
-        cache.insert("b", user(2), 200, 10);
-        cache.insert("c", user(3), 200, 10);
-        assert!(cache.entries.lock().expect("lock").len() <= 2);
-        assert_eq!(cache.get("c", 20), Some(user(3)));
+        cache.insert("a", verified(1, 100));
+        assert_eq!(
+            cache.get("a", 50).map(|v| v.user),
+            Some(verified(1, 0).user)
+        );
+        assert!(cache.get("a", 100).is_none(), "expired at exp");
+        for n in 0..100 {
+            cache.insert(&format!("t{n}"), verified(n, 200));
+        }
+        assert!(cache.0.as_ref().expect("enabled").len() <= 2);
+        assert!(cache.get("t99", 20).is_some(), "the newest entry is kept");
+    }
+
+    #[test]
+    fn a_zero_capacity_cache_keeps_nothing() {
+        let cache = TokenCache::new(0);
+        cache.insert("a", verified(1, 100));
+        assert!(cache.get("a", 50).is_none());
     }
 }

@@ -16,6 +16,7 @@ mod rs256;
 mod source;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dropgate_core::UserKey;
@@ -132,17 +133,32 @@ pub struct AuthPolicy {
 #[derive(Debug)]
 pub struct Authenticator {
     policy: AuthPolicy,
-    keys: KeySource,
+    keys: Arc<KeySource>,
     cache: cache::TokenCache,
+    refresh: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        if let Some(refresh) = &self.refresh {
+            refresh.abort();
+        }
+    }
 }
 
 impl Authenticator {
-    /// An authenticator with a cache of up to `cache_capacity` verified tokens.
+    /// An authenticator with a cache of up to `cache_capacity` verified tokens. Inside
+    /// a Tokio runtime it reloads the keys in the background at the source's interval.
     pub fn new(policy: AuthPolicy, keys: KeySource, cache_capacity: usize) -> Self {
+        let keys = Arc::new(keys);
+        let refresh = tokio::runtime::Handle::try_current()
+            .is_ok()
+            .then(|| KeySource::spawn_refresh(&keys));
         Self {
             policy,
             keys,
             cache: cache::TokenCache::new(cache_capacity),
+            refresh,
         }
     }
 
@@ -158,16 +174,23 @@ impl Authenticator {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(AuthError::MalformedToken)?;
-        let now = now_s();
-        if let Some(user) = self.cache.get(token, now) {
-            return Ok(user);
+        if let Some(verified) = self.cache.get(token, now_s()) {
+            if self
+                .keys
+                .still_has(verified.key_id.as_deref(), verified.algorithm)
+            {
+                return Ok(verified.user);
+            }
+            // Its key was withdrawn: verify again, which refuses it.
+            self.cache.forget(token);
         }
-        let (user, expires_at) = self.verify(token).await?;
-        self.cache.insert(token, user.clone(), expires_at, now);
+        let verified = self.verify(token).await?;
+        let user = verified.user.clone();
+        self.cache.insert(token, verified);
         Ok(user)
     }
 
-    async fn verify(&self, token: &str) -> Result<(UserKey, u64), AuthError> {
+    async fn verify(&self, token: &str) -> Result<cache::Verified, AuthError> {
         let metadata = Token::decode_metadata(token).map_err(|_| AuthError::MalformedToken)?;
         let algorithm = Algorithm::from_name(metadata.algorithm())
             .filter(|algorithm| self.policy.algorithms.contains(algorithm))
@@ -183,7 +206,7 @@ impl Authenticator {
             allowed_audiences: Some(HashSet::from([self.policy.audience.clone()])),
             time_tolerance: Some(CLOCK_TOLERANCE.into()),
             max_token_length: Some(MAX_TOKEN_BYTES),
-            required_key_id: key_id,
+            required_key_id: key_id.clone(),
             accept_future: false,
             ..VerificationOptions::default()
         };
@@ -203,7 +226,12 @@ impl Authenticator {
             custom.user_id.as_deref().unwrap_or_default(),
         )
         .map_err(|e| AuthError::InvalidIdentity(e.to_string()))?;
-        Ok((user, expires_at))
+        Ok(cache::Verified {
+            user,
+            expires_at,
+            key_id: key_id.map(Arc::from),
+            algorithm,
+        })
     }
 }
 

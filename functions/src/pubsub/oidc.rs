@@ -98,19 +98,9 @@ impl PushAuth {
             );
         };
         let source = if jwks.starts_with("https://") || jwks.starts_with("http://") {
-            KeySourceArgs {
-                jwks_file: None,
-                jwks_url: Some(jwks.to_owned()),
-                jwt_public_key_file: None,
-                jwt_key_id: None,
-            }
+            KeySourceArgs::jwks_url(jwks.to_owned())
         } else {
-            KeySourceArgs {
-                jwks_file: Some(PathBuf::from(jwks)),
-                jwks_url: None,
-                jwt_public_key_file: None,
-                jwt_key_id: None,
-            }
+            KeySourceArgs::jwks_file(PathBuf::from(jwks))
         };
         let keys = KeySource::load(&source).await?;
         Ok(PushAuth::Verify(Box::new(Verifier {

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404: no such event.
     #[error("no such event")]
     UnknownEvent,
+    /// 403: the event takes users of other platforms only.
+    #[error("this event does not take users of your platform")]
+    PlatformNotAllowed,
     /// 404: the caller never entered this event's queue.
     #[error("you have not entered this event's queue; POST to /v1/events/{{event_id}}/queue first")]
     NotInQueue,
@@ -58,6 +61,9 @@ pub enum ApiError {
         "this event's decision log is too large to be served here; the operator publishes it (dropgate event fairness)"
     )]
     DecisionLogNotServed,
+    /// 408: the request took longer than the server allows (a slow body).
+    #[error("the request took too long; send it again")]
+    RequestTimeout,
     /// 404: no such route.
     #[error("no such route")]
     NotFound,
@@ -74,6 +80,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PlatformNotAllowed => StatusCode::FORBIDDEN,
             ApiError::InvalidEventId(_) | ApiError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownEvent
             | ApiError::NotInQueue
@@ -82,6 +89,7 @@ impl ApiError {
             | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::EventClosed | ApiError::EventSoldOut => StatusCode::GONE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManyStreams | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -95,6 +103,7 @@ impl ApiError {
             ApiError::Auth(e) => e.code(),
             ApiError::InvalidEventId(_) => "invalid_event_id",
             ApiError::UnknownEvent => "unknown_event",
+            ApiError::PlatformNotAllowed => "platform_not_allowed",
             ApiError::NotInQueue => "not_in_queue",
             ApiError::EventClosed => "event_closed",
             ApiError::EventSoldOut => "event_sold_out",
@@ -105,6 +114,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::DecisionLogNotYetPublic => "decision_log_not_yet_public",
             ApiError::DecisionLogNotServed => "decision_log_not_served",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",

@@ -32,6 +32,7 @@ pub use stream::StreamHub;
 
 use crate::auth::{Algorithm, AuthPolicy, Authenticator, KeySource, KeySourceArgs};
 use crate::config::RedisArgs;
+use crate::ops_server::OpsArgs;
 use crate::queue::QueueStore;
 use limits::Limiter;
 
@@ -44,6 +45,11 @@ pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "DROPGATE_API_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` live on a port of their own, which
+    /// neither the Ingress nor the load balancer forwards: every event's queue length
+    /// (unannounced drops included) is for the operator, not the internet.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// Where Redis is.
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -94,6 +100,18 @@ pub struct ApiArgs {
     /// further left come from the client and can be forged.
     #[arg(long, env = "DROPGATE_API_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: u8,
+    /// Longest a client may take to send a request's headers, in ms, counted from
+    /// when the connection is ready for a request; then it is closed (a client
+    /// trickling its headers would hold it for ever), so an idle keep-alive connection
+    /// is closed after this long too. Behind Google's load balancers, which keep idle
+    /// backend connections for 600 s, set it above that (620000).
+    #[arg(long, env = "DROPGATE_API_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub header_timeout_ms: u64,
+    /// Longest a request may take from its headers to its answer's first byte, in ms
+    /// (a slow body included); slower ones get 408 `request_timeout`. A stream's events
+    /// come after its first byte, so streams stay open.
+    #[arg(long, env = "DROPGATE_API_REQUEST_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub request_timeout_ms: u64,
     /// Verified tokens kept in memory.
     #[arg(long, env = "DROPGATE_API_TOKEN_CACHE", default_value_t = 200_000)]
     pub token_cache: usize,
@@ -135,8 +153,9 @@ pub struct AppParts {
     pub dev_tokens: Option<Arc<DevSigner>>,
 }
 
-/// The router, without a socket (tests call it with `oneshot`).
-pub fn app(state: AppState, cors_origins: &[String]) -> Router {
+/// The router, without a socket (tests call it with `oneshot`); every request must be
+/// answered within `request_timeout`.
+pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) -> Router {
     // Recorded metrics need the recorder, also where no service main installed it.
     crate::telemetry::prometheus();
     let api = Router::new()
@@ -170,11 +189,12 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
         )
         .merge(page::router(cors_origins, state.dev_tokens.is_some()))
         .merge(dev)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            request_deadline,
+        ))
         .layer(axum::middleware::from_fn(ops::record_metrics))
         .layer(crate::telemetry::request_spans())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -184,6 +204,32 @@ pub fn app(state: AppState, cors_origins: &[String]) -> Router {
                 "handler panicked"
             )))
         }))
+        .with_state(state)
+}
+
+/// Answers 408 `request_timeout` when the handler has not produced its response head
+/// in time; reading the body is part of that. A stream's events flow after its head, so
+/// they are not cut.
+async fn request_deadline(
+    axum::extract::State(deadline): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::RequestTimeout),
+    }
+}
+
+/// The ops port's router: health, readiness and metrics, never exposed publicly.
+pub fn ops_app(state: AppState) -> Router {
+    crate::telemetry::prometheus();
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 
@@ -207,6 +253,9 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    ops_listener: TcpListener,
+    ops_router: Router,
+    header_timeout: Duration,
     shutdown: watch::Sender<bool>,
     streams: StreamHub,
 }
@@ -259,9 +308,24 @@ impl Application {
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", args.listen))?;
+        let ops_listener = TcpListener::bind(args.ops.health_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to listen on {} (DROPGATE_HEALTH_ADDR, the ops port)",
+                    args.ops.health_addr
+                )
+            })?;
         Ok(Self {
             listener,
-            router: app(state, &args.cors_origins),
+            router: app(
+                state.clone(),
+                &args.cors_origins,
+                Duration::from_millis(args.request_timeout_ms),
+            ),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            ops_listener,
+            ops_router: ops_app(state),
             shutdown,
             streams,
         })
@@ -275,6 +339,14 @@ impl Application {
             .unwrap_or(0)
     }
 
+    /// The bound ops port (health, readiness, metrics).
+    pub fn ops_port(&self) -> u16 {
+        self.ops_listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or(0)
+    }
+
     /// Serves until `stop` resolves, then stops accepting, tells open streams to
     /// reconnect elsewhere, and drains in-flight requests (bounded by 10 s).
     pub async fn run_until_stopped(
@@ -283,9 +355,10 @@ impl Application {
     ) -> Result<()> {
         let shutdown = self.shutdown.clone();
         let streams = self.streams.clone();
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+        // The ops port answers through the drain, so probes see the process until it
+        // exits; it goes with the task.
+        let ops = tokio::spawn(axum::serve(self.ops_listener, self.ops_router).into_future());
+        let _stop_ops = AbortOnDrop(ops);
         let drain = async move {
             stop.await;
             tracing::info!(
@@ -294,10 +367,11 @@ impl Application {
             );
             let _ = shutdown.send(true);
         };
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(drain);
+        let server =
+            crate::http_server::serve(self.listener, self.router, self.header_timeout, drain);
         let mut shutdown_seen = self.shutdown.subscribe();
         tokio::select! {
-            result = server => result.context("HTTP server failed"),
+            () = server => Ok(()),
             _ = async {
                 let _ = shutdown_seen.wait_for(|stopping| *stopping).await;
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -306,6 +380,15 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+/// Aborts a background task when dropped, also on an early return.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -338,10 +421,10 @@ impl crate::service::Service for Application {
     }
 
     fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
-        self.listener
-            .local_addr()
-            .map(|address| vec![("http", address)])
-            .unwrap_or_default()
+        [("http", &self.listener), ("ops", &self.ops_listener)]
+            .into_iter()
+            .filter_map(|(purpose, listener)| Some((purpose, listener.local_addr().ok()?)))
+            .collect()
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {

@@ -110,6 +110,7 @@ pub(crate) fn found(lookup: Lookup) -> Result<Standing, ApiError> {
     match lookup {
         Lookup::Found(standing) => Ok(standing),
         Lookup::UnknownEvent => Err(ApiError::UnknownEvent),
+        Lookup::PlatformNotAllowed => Err(ApiError::PlatformNotAllowed),
         Lookup::Closed => Err(ApiError::EventClosed),
         Lookup::SoldOut => Err(ApiError::EventSoldOut),
         Lookup::NotEntered => Err(ApiError::NotInQueue),
@@ -140,6 +141,7 @@ pub(crate) async fn status(
     Caller(user): Caller,
 ) -> Result<Json<QueueView>, ApiError> {
     let standing = found(state.store.status(&event, &user, now_s()).await?)?;
+    state.streams.remember(&event);
     Ok(Json(QueueView::of(&event, &standing)))
 }
 

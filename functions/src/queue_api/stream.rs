@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use axum::extract::State;
@@ -46,6 +46,13 @@ const MAX_REFRESH: Duration = Duration::from_secs(20);
 const MIN_REFRESH: Duration = Duration::from_secs(2);
 /// How long a client waits before reconnecting after the stream ends or breaks.
 const RETRY_MS: u64 = 3_000;
+/// An event nobody has entered, read or streamed through this instance for this long
+/// is forgotten: no more ticker reads, no more metric series (Prometheus drops a gauge
+/// not set for as long, see `telemetry`).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Most events one instance remembers; past it, the one idle longest (with no open
+/// stream) is forgotten first. Real drops are a handful at a time.
+const MAX_REMEMBERED_EVENTS: usize = 1_000;
 /// Pattern matching every event's notify channel.
 const NOTIFY_PATTERN: &str = "{ev:*}:notify";
 
@@ -76,6 +83,8 @@ struct EventWatch {
     /// then the watch lives only as long as its streams, so a stream to an event that
     /// does not exist leaves nothing behind (no ticker reads, no metric series).
     confirmed: bool,
+    /// When someone last entered, read or streamed it here.
+    last_used: Instant,
 }
 
 struct Inner {
@@ -210,11 +219,20 @@ impl StreamHub {
     /// Starts watching `event`, which Redis has just shown to exist (its serving
     /// counter feeds positions and metrics).
     pub fn remember(&self, event: &EventId) {
-        self.inner
-            .lock_events()
-            .entry(event.clone())
-            .or_insert_with(EventWatch::new)
-            .confirmed = true;
+        let mut events = self.inner.lock_events();
+        if !events.contains_key(event) && events.len() >= MAX_REMEMBERED_EVENTS {
+            let idlest = events
+                .iter()
+                .filter(|(_, watch)| watch.waiters.is_empty())
+                .min_by_key(|(_, watch)| watch.last_used)
+                .map(|(event, _)| event.clone());
+            if let Some(idlest) = idlest {
+                events.remove(&idlest);
+            }
+        }
+        let watch = events.entry(event.clone()).or_insert_with(EventWatch::new);
+        watch.confirmed = true;
+        watch.last_used = Instant::now();
     }
 
     /// Events this instance has served.
@@ -243,6 +261,7 @@ impl StreamHub {
         let replaced = Arc::new(AtomicBool::new(false));
         let mut events = self.inner.lock_events();
         let watch = events.entry(event.clone()).or_insert_with(EventWatch::new);
+        watch.last_used = Instant::now();
         let waiters = watch.waiters.entry(member.clone()).or_default();
         for older in waiters.iter() {
             older.replaced.store(true, Ordering::Release);
@@ -275,6 +294,7 @@ impl EventWatch {
             pulse: watch::channel(None).0,
             waiters: HashMap::new(),
             confirmed: false,
+            last_used: Instant::now(),
         }
     }
 }
@@ -326,7 +346,18 @@ async fn tick(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.clone();
     let mut redis = inner.store.connection();
     loop {
-        let events: Vec<EventId> = inner.lock_events().keys().cloned().collect();
+        // Only streams use the pulse; an event without one is read at /metrics.
+        let events: Vec<EventId> = {
+            let mut events = inner.lock_events();
+            events.retain(|_, watch| {
+                !watch.waiters.is_empty() || watch.last_used.elapsed() < FORGET_AFTER
+            });
+            events
+                .iter()
+                .filter(|(_, watch)| !watch.waiters.is_empty())
+                .map(|(event, _)| event.clone())
+                .collect()
+        };
         if !events.is_empty() {
             let mut pipe = redis::pipe();
             for event in &events {

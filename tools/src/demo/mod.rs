@@ -149,6 +149,9 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(plan.concurrency)
+        // queue-api closes connections idle past its header deadline (10 s by
+        // default); give them up first rather than race its close.
+        .pool_idle_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .build()
         .context("Failed to build the HTTP client")?;

@@ -22,9 +22,12 @@ use super::report::Verdict;
 use super::user::{Mode, User};
 use crate::events;
 
-/// Fails early, with the fix in the message, when queue-api does not answer.
+/// Fails early, with the fix in the message, when queue-api does not answer. Its
+/// readiness route is on the ops port, which a deployment does not expose, so this
+/// asks a public route that reads Redis: an unknown event's fairness record (404 when
+/// Redis answers, 503 when it does not).
 pub(super) async fn check_api(client: &reqwest::Client, api_url: &str) -> Result<()> {
-    let url = format!("{api_url}/readyz");
+    let url = format!("{api_url}/v1/events/dropgate-demo-probe/fairness");
     let response = client
         .get(&url)
         .timeout(Duration::from_secs(5))
@@ -33,7 +36,7 @@ pub(super) async fn check_api(client: &reqwest::Client, api_url: &str) -> Result
         .with_context(|| {
             format!("queue-api at {api_url} does not answer; is it running (`dropgate local up`)?")
         })?;
-    if !response.status().is_success() {
+    if !(response.status().is_success() || response.status() == reqwest::StatusCode::NOT_FOUND) {
         bail!(
             "queue-api at {api_url} is not ready ({}); is Redis up?",
             response.status()

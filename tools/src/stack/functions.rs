@@ -23,6 +23,17 @@ pub struct FunctionProcess {
     pub pid: u32,
     /// queue-api's HTTP port, or the ops port of the others.
     pub port: u16,
+    /// queue-api's ops port (health, readiness, metrics); the others serve them on
+    /// `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_port: Option<u16>,
+}
+
+impl FunctionProcess {
+    /// The port of its `/healthz`, `/readyz` and `/metrics`.
+    pub fn health_port(&self) -> u16 {
+        self.ops_port.unwrap_or(self.port)
+    }
 }
 
 /// Where the binaries are and how many goods-workers to run.
@@ -108,7 +119,18 @@ pub async fn up(
             Some(instance) => instance.port,
             None => process::free_port()?,
         };
-        let instance = start(options, env, &name, binary, port)?;
+        let ops_port = match (binary, &previous) {
+            (
+                "queue-api",
+                Some(FunctionProcess {
+                    ops_port: Some(ops),
+                    ..
+                }),
+            ) => Some(*ops),
+            ("queue-api", _) => Some(process::free_port()?),
+            _ => None,
+        };
+        let instance = start(options, env, &name, binary, port, ops_port)?;
         recorded.retain(|other| other.name != name);
         recorded.push(instance.clone());
         save(dir, &recorded)?;
@@ -127,6 +149,7 @@ fn start(
     name: &str,
     binary: &str,
     port: u16,
+    ops_port: Option<u16>,
 ) -> Result<FunctionProcess> {
     let path = options.bin_dir.join(binary);
     anyhow::ensure!(
@@ -145,6 +168,9 @@ fn start(
         command
             .env("DROPGATE_API_ADDR", &address)
             .env("DROPGATE_API_IP_RATE", "0");
+        if let Some(ops) = ops_port {
+            command.env("DROPGATE_HEALTH_ADDR", format!("127.0.0.1:{ops}"));
+        }
     } else {
         command.env("DROPGATE_HEALTH_ADDR", &address);
         // A restarted instance takes its old place in its consumer group at once
@@ -162,11 +188,12 @@ fn start(
         binary: binary.to_owned(),
         pid,
         port,
+        ops_port,
     })
 }
 
 async fn wait_ready(instance: &FunctionProcess, log: &Path) -> Result<()> {
-    let url = format!("http://127.0.0.1:{}/readyz", instance.port);
+    let url = format!("http://127.0.0.1:{}/readyz", instance.health_port());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()?;
