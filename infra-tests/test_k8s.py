@@ -25,6 +25,8 @@ GKE_KINDS = {"BackendConfig", "FrontendConfig", "ManagedCertificate", "PodMonito
 REQUIRED_ENV = {
     "queue-api": {
         "DROPGATE_API_ADDR",
+        "DROPGATE_HEALTH_ADDR",
+        "DROPGATE_API_HEADER_TIMEOUT_MS",
         "DROPGATE_REDIS_URL",
         "DROPGATE_JWKS_URL",
         "DROPGATE_JWT_ISSUER",
@@ -186,13 +188,25 @@ def test_functions_probe_their_health_routes(rendered, name):
         if fn == "queue-api":
             assert env["DROPGATE_API_ADDR"] == "0.0.0.0:8080" and ports["http"] == 8080
             assert spec["terminationGracePeriodSeconds"] >= 30, "SSE streams need time to drain"
-        else:
-            assert env["DROPGATE_HEALTH_ADDR"] == "0.0.0.0:9090" and ports["health"] == 9090
+        # Every function, queue-api included, serves its health and metrics on an ops
+        # port of its own.
+        assert env["DROPGATE_HEALTH_ADDR"] == "0.0.0.0:9090" and ports["health"] == 9090
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = c[probe]["httpGet"]
             assert get["path"] == path, f"{fn} {probe}"
             port = ports.get(get["port"], get["port"])
-            assert port == (8080 if fn == "queue-api" else 9090), f"{fn} {probe} port"
+            assert port == 9090, f"{fn} {probe} port"
+
+
+@overlay
+def test_ops_ports_are_never_exposed_by_a_service_or_the_ingress(rendered, name):
+    """/metrics names every event's queue length: only probes and collectors reach it."""
+    docs = rendered[name]
+    for service in (d for d in docs if d["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            assert port.get("targetPort", port["port"]) not in ("health", 9090), f"Service/{service['metadata']['name']} exposes the ops port"
+    monitors = [d for d in docs if d["kind"] == "PodMonitoring"]
+    assert monitors and all(e["port"] == "health" for m in monitors for e in m["spec"]["endpoints"])
 
 
 @overlay
@@ -302,9 +316,22 @@ def test_ingress_reaches_queue_api_with_sse_timeout(rendered, name):
     assert yaml.safe_load(annotations["cloud.google.com/neg"]) == {"ingress": True}
     backend = find(docs, "BackendConfig", "queue-api")["spec"]
     assert backend["timeoutSec"] >= 3600, "an SSE stream must outlive the load balancer's response timeout"
-    assert backend["healthCheck"]["requestPath"] == "/readyz" and backend["healthCheck"]["port"] == 8080
+    assert backend["healthCheck"]["requestPath"] == "/readyz" and backend["healthCheck"]["port"] == 9090
     cert = find(docs, "ManagedCertificate", "queue-api")["spec"]["domains"]
     assert cert == [r["host"] for r in ingress["spec"]["rules"]]
+
+
+@overlay
+def test_the_ingress_backend_is_behind_terraforms_cloud_armor_policy(rendered, name):
+    """The BackendConfig names <prefix>-edge, the policy modules/cloud-armor makes, with
+    the same prefix as the Ingress's reserved address (<prefix>-ingress)."""
+    docs = rendered[name]
+    ingress = find(docs, "Ingress", "queue-api")
+    address = ingress["metadata"]["annotations"]["kubernetes.io/ingress.global-static-ip-name"]
+    assert address.endswith("-ingress")
+    prefix = address.removesuffix("-ingress")
+    backend = find(docs, "BackendConfig", "queue-api")["spec"]
+    assert backend["securityPolicy"] == {"name": f"{prefix}-edge"}
 
 
 @overlay

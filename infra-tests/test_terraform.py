@@ -363,6 +363,102 @@ def test_cloud_run_services_are_internal_except_queue_api(modules, env_dev: TfDi
     assert call["services"].count("f.ingress") == 1
 
 
+def test_queue_api_probes_and_metrics_are_off_its_public_port_on_cloud_run(modules, env_dev: TfDir):
+    """Cloud Run forwards the container port only; the ops routes must not be on it."""
+    api = env_dev.locals()["functions"]["queue-api"]
+    assert api["port"] == 8080 and api["health_port"] == 9090
+    assert api["env"]["DROPGATE_HEALTH_ADDR"] == "0.0.0.0:9090"
+    assert api["env"]["DROPGATE_API_ADDR"] == "0.0.0.0:8080"
+    service = modules["cloudrun"].resources()[("google_cloud_run_v2_service", "function")]
+    container = one(one(service["template"])["containers"])
+    for probe in ("startup_probe", "liveness_probe"):
+        port = one(one(container[probe])["http_get"])["port"]
+        assert port == "${coalesce(each.value.health_port, each.value.port)}", probe
+    assert one(container["ports"])["container_port"] == "${each.value.port}"
+    assert "try(f.health_port, null)" in env_dev.labelled("module")["cloudrun"]["services"]
+
+
+def test_cloud_armor_denies_attacks_and_rate_limits_the_enter_route_per_client(modules, env_dev: TfDir):
+    armor = modules["cloud-armor"]
+    policy = armor.resources()[("google_compute_security_policy", "edge")]
+    assert policy["name"] == "${var.prefix}-edge" and policy["type"] == "CLOUD_ARMOR"
+    assert one(one(policy["adaptive_protection_config"])["layer_7_ddos_defense_config"])["enable"] == "${var.policy.adaptive_protection}"
+    # The WAF rules: one deny(403) rule per preconfigured set.
+    (waf,) = [d["rule"] for d in policy["dynamic"]]
+    content = one(waf["content"])
+    assert content["action"] == "deny(403)"
+    assert "evaluatePreconfiguredWaf('${rule.value}'" in one(one(content["match"])["expr"])["expression"]
+    defaults = armor.labelled("variable")["policy"]["type"]
+    for rule_set in ("sqli-v33-stable", "xss-v33-stable"):
+        assert rule_set in defaults, rule_set
+    rules = {rule["priority"]: rule for rule in policy["rule"]}
+    log4j = rules[900]
+    assert log4j["action"] == "deny(403)" and "preview" not in log4j, "Log4j lookups are denied, preview or not"
+    assert one(one(log4j["match"])["expr"])["expression"] == "evaluatePreconfiguredWaf('cve-canary')"
+    enter = rules[2000]
+    assert enter["action"] == "throttle"
+    limit = one(enter["rate_limit_options"])
+    assert limit["enforce_on_key"] == "IP" and limit["exceed_action"] == "deny(429)" and limit["conform_action"] == "allow"
+    assert one(limit["rate_limit_threshold"])["count"] == "${var.policy.enter_per_client.count}"
+    assert one(one(enter["match"])["expr"])["expression"] == "${local.enter_route}"
+    expression = armor.locals()["enter_route"]
+    (pattern,) = re.findall(r"matches\('([^']+)'\)", expression)
+    assert "request.method == 'POST'" in expression
+    assert re.fullmatch(pattern, "/v1/events/spring-drop_1.a/queue")
+    for other in ("/v1/events/x/queue/me", "/v1/events/x/queue/me/stream", "/v1/events/x/fairness", "/e/x"):
+        assert not re.fullmatch(pattern, other), other
+    everything = one(rules[3000]["rate_limit_options"])
+    assert everything["enforce_on_key"] == "IP" and everything["exceed_action"] == "deny(429)"
+    assert rules[2147483647]["action"] == "allow", "the default rule lets the rest through"
+    # Cloud Run's load balancer uses it; GKE's BackendConfig names it (test_k8s.py).
+    assert env_dev.labelled("module")["cloudrun"]["load_balancer"]["security_policy"] == "${module.cloud_armor.policy.id}"
+    assert env_dev.labelled("module")["cloud_armor"]["policy"] == "${var.cloud_armor}"
+    lb = modules["cloudrun"].resources()[("google_compute_backend_service", "public")]
+    assert lb["security_policy"] == "${var.load_balancer.security_policy}"
+
+
+def test_kafka_acls_let_only_goods_worker_write_results_and_only_the_admitter_admissions(modules, env_dev: TfDir):
+    acl = modules["kafka"].resources()[("google_managed_kafka_acl", "access")]
+    assert acl["for_each"] == "${var.acls}"
+    entries = one(acl["dynamic"])["acl_entries"]
+    content = one(entries["content"])
+    assert content["permission_type"] == "ALLOW" and content["host"] == "*"
+    assert env_dev.labelled("module")["kafka"]["acls"] == "${local.kafka_acls}"
+    local_values = env_dev.locals()
+    acls = local_values["kafka_acls"]
+    principal = {k: f"${{local.kafka_principal[\"{k}\"]}}" for k in ("admitter", "goods-worker", "result-relay", "event-admin")}
+
+    def allowed(acl_id: str, operation: str) -> set[str]:
+        rules = acls[acl_id]
+        if isinstance(rules, str):  # the winners topic: goods-worker plus var.kafka.winners_readers
+            return {name for name in principal if f'local.kafka_principal["{name}"], operation = "{operation}"' in rules}
+        return {name for name, p in principal.items() for rule in rules if rule["principal"] == p and rule["operation"] == operation}
+
+    waiting, results, winners = "topic/${local.topics.waiting_queue}", "topic/${local.topics.result_notification}", "topic/${local.topics.winners}"
+    dead = "topic/${local.dead_letter_topic}"
+    assert set(acls) == {waiting, results, winners, dead, "consumerGroup/goods-worker", "consumerGroup/result-relay", "consumerGroupPrefixed/dropgate-dead-letter-"}
+    # A forged "won" needs WRITE on results: goods-worker alone (and the operator's replay).
+    assert allowed(results, "WRITE") == {"goods-worker", "event-admin"}
+    assert allowed(results, "READ") == {"result-relay"}
+    assert allowed(waiting, "WRITE") == {"admitter", "event-admin"}
+    assert allowed(waiting, "READ") == {"goods-worker"}
+    assert allowed(winners, "WRITE") == {"goods-worker"}
+    assert "var.kafka.winners_readers" in acls[winners]
+    assert allowed(dead, "READ") == {"event-admin"}
+    assert allowed(dead, "WRITE") == {"goods-worker", "result-relay"}
+    assert allowed("consumerGroup/goods-worker", "READ") == {"goods-worker"}
+    assert allowed("consumerGroup/result-relay", "READ") == {"result-relay"}
+    for rules in acls.values():
+        assert "ALL" not in str(rules), "no ACL grants every operation"
+    # The group names are the functions' defaults and the CLI's.
+    goods = (REPO / "functions/src/goods_worker/mod.rs").read_text()
+    relay = (REPO / "functions/src/result_relay.rs").read_text()
+    cli = (REPO / "tools/src/dead_letter_cli.rs").read_text()
+    assert 'env = "DROPGATE_GOODS_GROUP", default_value = "goods-worker"' in goods
+    assert 'env = "DROPGATE_RELAY_GROUP", default_value = "result-relay"' in relay
+    assert '"dropgate-dead-letter-replay"' in cli and '"dropgate-dead-letter-list-{}"' in cli
+
+
 def test_cloud_run_uses_direct_vpc_egress(modules):
     service = modules["cloudrun"].resources()[("google_cloud_run_v2_service", "function")]
     template = one(service["template"])

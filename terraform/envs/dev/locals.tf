@@ -62,7 +62,43 @@ locals {
   # refused push is dead-lettered by its subscription instead (modules/pubsub), and
   # `dropgate dead-letter replay-pubsub` sends it back.
   dead_letter_topic = "dead-letter"
-  dead_letter_env   = local.use_kafka ? { DROPGATE_TOPIC_DEAD_LETTER = local.dead_letter_topic } : {}
+  # Kafka ACLs (modules/kafka): each topic and consumer group open to exactly the
+  # functions that use it, so only goods-worker can write a result and only the
+  # admitter (and the operator's dead-letter replay) an admission. READ and WRITE imply
+  # DESCRIBE. event-admin reads the dead letters with groups named
+  # dropgate-dead-letter-*, and replays them to the topics they came from.
+  kafka_principal = { for k in ["admitter", "goods-worker", "result-relay", "event-admin"] : k => "User:${module.iam.emails[k]}" }
+  kafka_acls = {
+    "topic/${local.topics.waiting_queue}" = [
+      { principal = local.kafka_principal["admitter"], operation = "WRITE" },
+      { principal = local.kafka_principal["goods-worker"], operation = "READ" },
+      { principal = local.kafka_principal["event-admin"], operation = "WRITE" },
+    ]
+    "topic/${local.topics.result_notification}" = [
+      { principal = local.kafka_principal["goods-worker"], operation = "WRITE" },
+      { principal = local.kafka_principal["result-relay"], operation = "READ" },
+      { principal = local.kafka_principal["event-admin"], operation = "WRITE" },
+    ]
+    "topic/${local.topics.winners}" = concat(
+      [{ principal = local.kafka_principal["goods-worker"], operation = "WRITE" }],
+      [for member in var.kafka.winners_readers : { principal = member, operation = "READ" }],
+    )
+    "topic/${local.dead_letter_topic}" = [
+      { principal = local.kafka_principal["goods-worker"], operation = "WRITE" },
+      { principal = local.kafka_principal["result-relay"], operation = "WRITE" },
+      { principal = local.kafka_principal["event-admin"], operation = "READ" },
+    ]
+    "consumerGroup/goods-worker" = [
+      { principal = local.kafka_principal["goods-worker"], operation = "READ" },
+    ]
+    "consumerGroup/result-relay" = [
+      { principal = local.kafka_principal["result-relay"], operation = "READ" },
+    ]
+    "consumerGroupPrefixed/dropgate-dead-letter-" = [
+      { principal = local.kafka_principal["event-admin"], operation = "READ" },
+    ]
+  }
+  dead_letter_env = local.use_kafka ? { DROPGATE_TOPIC_DEAD_LETTER = local.dead_letter_topic } : {}
   # event-admin names both topics: `dropgate dead-letter` replays to them.
   admin_topic_env = {
     DROPGATE_TOPIC_WAITING_QUEUE       = local.topic_names.waiting_queue
@@ -88,12 +124,16 @@ locals {
       project_roles = local.telemetry_roles
       ingress       = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
       port          = 8080
+      # Health, readiness and metrics on a port of their own: Cloud Run forwards only
+      # the container port, so the probes reach them and the internet does not.
+      health_port   = 9090
       min_instances = 2
       max_instances = 100
       concurrency   = 250
       timeout       = "3600s"
       env = {
         DROPGATE_API_ADDR         = "0.0.0.0:8080"
+        DROPGATE_HEALTH_ADDR      = "0.0.0.0:9090"
         DROPGATE_JWKS_URL         = var.auth.jwks_url
         DROPGATE_JWT_ISSUER       = var.auth.issuer
         DROPGATE_JWT_AUDIENCE     = var.auth.audience
@@ -102,6 +142,10 @@ locals {
         # Only the load balancer reaches this service (its ingress setting), and it
         # appends "<client>, <load balancer>" to X-Forwarded-For.
         DROPGATE_API_TRUSTED_PROXY_HOPS = "2"
+        # Google's front end reads each client's headers itself and forwards whole
+        # requests only; it reuses idle backend connections for up to 600 s, which
+        # queue-api must not close first (see docs/api.md, Limits).
+        DROPGATE_API_HEADER_TIMEOUT_MS = "620000"
       }
     }
     # PostgreSQL is the authority on an event's lifecycle: the admitter moves events to
@@ -177,8 +221,8 @@ locals {
       }
       # `dropgate dead-letter list|replay` reads the dead-letter topic and produces
       # back to waiting-queue and result-notification, so with Kafka the operator CLI
-      # gets the functions' Kafka client role (no Kafka ACLs narrow that role to
-      # topics, for them or for it). It already writes both stores.
+      # gets the Kafka client role, and local.kafka_acls let it read the dead letters
+      # and write those two topics, nothing more. It already writes both stores.
       event-admin = {
         description   = "The operator CLI (dropgate event create/open/close/verify, dropgate dead-letter list/replay/replay-pubsub) as a Cloud Run job and the event-admin pod: reads the Redis and PostgreSQL secrets; with Kafka, the Kafka client role; with Pub/Sub, pull on the dead-letter subscriptions and publish on the topics."
         project_roles = local.transport_roles

@@ -99,6 +99,16 @@ module "seed_key" {
   depends_on       = [google_project_service.apis]
 }
 
+# Cloud Armor at the edge: WAF rules and per-client rate limits, on the Cloud Run
+# load balancer's backend and on the GKE Ingress's (its BackendConfig names it).
+module "cloud_armor" {
+  source     = "../../modules/cloud-armor"
+  project_id = var.project_id
+  prefix     = var.prefix
+  policy     = var.cloud_armor
+  depends_on = [google_project_service.apis]
+}
+
 # The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and
 # Cloud Run) or Pub/Sub (push subscriptions to the Cloud Run services). Only what
 # local.transport_env and the pubsub module's topics below hold differ; the functions
@@ -111,6 +121,7 @@ module "kafka" {
   region     = var.region
   labels     = local.labels
   subnet_id  = module.network.ids.private_subnet
+  acls       = local.kafka_acls
   capacity = {
     vcpu_count = var.kafka.vcpu_count
     memory_gib = var.kafka.memory_gib
@@ -271,6 +282,7 @@ module "cloudrun" {
       service_account = module.iam.emails[k]
       ingress         = f.ingress
       port            = f.port
+      health_port     = try(f.health_port, null)
       min_instances   = f.min_instances
       max_instances   = f.max_instances
       concurrency     = f.concurrency
@@ -336,8 +348,9 @@ module "cloudrun" {
     }
   }
   load_balancer = {
-    service = "queue-api"
-    domains = var.public_domains
+    service         = "queue-api"
+    domains         = var.public_domains
+    security_policy = module.cloud_armor.policy.id
   }
   # Besides the APIs: every secret version and secretAccessor grant of the stores and
   # of the seed key, so the first revision can read what it refers to. (The modules'

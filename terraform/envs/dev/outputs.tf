@@ -17,6 +17,11 @@ output "cloudrun" {
   } : null
 }
 
+output "cloud_armor" {
+  description = "The Cloud Armor edge policy: `id` and `name` (deploy/k8s's BackendConfig names it; the base uses dropgate-edge)."
+  value       = module.cloud_armor.policy
+}
+
 output "gke" {
   description = "The GKE cluster, the command to get credentials for it, and the Ingress address and SSL policy names; null unless deployment_target includes gke."
   value = local.use_gke ? {

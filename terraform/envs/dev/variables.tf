@@ -83,15 +83,20 @@ variable "image_tag" {
 }
 
 variable "kafka" {
-  description = "Managed Kafka sizing: `vcpu_count`, `memory_gib`, `partitions` of waiting-queue, result-notification and winners (the most consumers that share a topic) and the `replication_factor` of every topic (the dead-letter topic has 3 partitions of its own)."
+  description = "Managed Kafka sizing and access: `vcpu_count`, `memory_gib`, `partitions` of waiting-queue, result-notification and winners (the most consumers that share a topic), the `replication_factor` of every topic (the dead-letter topic has 3 partitions of its own), and `winners_readers`: the Kafka principals (`User:<service account email>`) of the checkout services allowed to read the winners topic (the ACLs close every topic to everyone they do not name)."
   type = object({
     vcpu_count         = optional(number, 3)
     memory_gib         = optional(number, 6)
     partitions         = optional(number, 6)
     replication_factor = optional(number, 3)
+    winners_readers    = optional(list(string), [])
   })
   nullable = false
   default  = {}
+  validation {
+    condition     = alltrue([for member in var.kafka.winners_readers : startswith(member, "User:")])
+    error_message = "kafka.winners_readers are Kafka principals: User:<service account email>."
+  }
 }
 
 variable "labels" {
@@ -140,6 +145,26 @@ variable "project_id" {
   description = "ID of an existing project with billing enabled; everything is created in it."
   type        = string
   nullable    = false
+}
+
+variable "cloud_armor" {
+  description = "The Cloud Armor edge policy in front of queue-api (Cloud Run's load balancer and the GKE Ingress): `waf_rules`, `waf_sensitivity` (1-4), `enter_per_client` and `all_per_client` (`count` requests per `interval_sec` per client address on the enter route and on every route; beyond them 429), `adaptive_protection`, and `preview` (log only). See modules/cloud-armor."
+  type = object({
+    waf_rules       = optional(list(string))
+    waf_sensitivity = optional(number)
+    enter_per_client = optional(object({
+      count        = number
+      interval_sec = number
+    }))
+    all_per_client = optional(object({
+      count        = number
+      interval_sec = number
+    }))
+    adaptive_protection = optional(bool)
+    preview             = optional(bool)
+  })
+  nullable = false
+  default  = {}
 }
 
 variable "public_domains" {

@@ -101,7 +101,7 @@ resource "google_cloud_run_v2_service" "function" {
         failure_threshold = 30
         http_get {
           path = each.value.health_path
-          port = each.value.port
+          port = coalesce(each.value.health_port, each.value.port)
         }
       }
       liveness_probe {
@@ -109,7 +109,7 @@ resource "google_cloud_run_v2_service" "function" {
         failure_threshold = 3
         http_get {
           path = each.value.health_path
-          port = each.value.port
+          port = coalesce(each.value.health_port, each.value.port)
         }
       }
     }

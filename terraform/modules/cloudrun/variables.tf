@@ -117,12 +117,13 @@ variable "region" {
 }
 
 variable "services" {
-  description = "One Cloud Run service per function, keyed by function name: the `command` (binary), `service_account` email, `ingress` (internal only unless it sits behind the load balancer), the `port` its health routes listen on, `health_path`, instance bounds, `concurrency`, `cpu`/`memory`, `cpu_always_allocated` (background consumers need CPU outside requests), request `timeout` (SSE streams last long), plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version) and `secret_files` (volume name => `path`, the absolute file path, and `secret`, the Secret Manager secret id whose latest version the file holds; one directory per file)."
+  description = "One Cloud Run service per function, keyed by function name: the `command` (binary), `service_account` email, `ingress` (internal only unless it sits behind the load balancer), the `port` it serves (Cloud Run's container port), `health_port` where its health routes listen when that is another port (queue-api keeps them off the public one), `health_path`, instance bounds, `concurrency`, `cpu`/`memory`, `cpu_always_allocated` (background consumers need CPU outside requests), request `timeout` (SSE streams last long), plain `env`, `secret_env` (variable name => Secret Manager secret id, latest version) and `secret_files` (volume name => `path`, the absolute file path, and `secret`, the Secret Manager secret id whose latest version the file holds; one directory per file)."
   type = map(object({
     command              = list(string)
     service_account      = string
     ingress              = optional(string, "INGRESS_TRAFFIC_INTERNAL_ONLY")
     port                 = optional(number, 9090)
+    health_port          = optional(number)
     health_path          = optional(string, "/healthz")
     min_instances        = optional(number, 1)
     max_instances        = optional(number, 10)

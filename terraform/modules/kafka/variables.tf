@@ -1,5 +1,31 @@
 # Inputs of the kafka module, alphabetical.
 
+variable "acls" {
+  description = "Kafka ACLs, by ACL id (`topic/<name>`, `consumerGroup/<name>`, `consumerGroupPrefixed/<prefix>`, `cluster`, ...): the `principal` (`User:<service account email>`) and the `operation` (READ, WRITE, DESCRIBE, ...) each entry allows. Every resource named here is closed to principals it does not list."
+  type = map(list(object({
+    principal = string
+    operation = string
+  })))
+  nullable = false
+  default  = {}
+  validation {
+    condition = alltrue([
+      for id, entries in var.acls :
+      can(regex("^(cluster|allTopics|allConsumerGroups|allTransactionalIds|(topic|consumerGroup|transactionalId|topicPrefixed|consumerGroupPrefixed|transactionalIdPrefixed)/.+)$", id)) && length(entries) > 0
+    ])
+    error_message = "Each ACL id must be cluster, allTopics, allConsumerGroups, allTransactionalIds or <resource type>/<name>, with at least one entry."
+  }
+  validation {
+    condition = alltrue(flatten([
+      for id, entries in var.acls : [
+        for entry in entries :
+        startswith(entry.principal, "User:") && contains(["ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "IDEMPOTENT_WRITE"], entry.operation)
+      ]
+    ]))
+    error_message = "Each ACL entry needs a User:<service account email> principal and a Kafka operation (READ, WRITE, DESCRIBE, ...)."
+  }
+}
+
 variable "capacity" {
   description = "Cluster capacity: `vcpu_count` (at least 3) and `memory_gib` (1 to 8 GiB per vCPU)."
   type = object({

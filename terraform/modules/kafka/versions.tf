@@ -1,12 +1,12 @@
-# Terraform and provider versions this module needs (google >= 6.30: Managed Kafka
-# and Cloud Run v2 deletion_protection are generally available there).
+# Terraform and provider versions this module needs (google >= 6.41: Managed Kafka
+# ACLs, google_managed_kafka_acl, are there).
 
 terraform {
   required_version = ">= 1.9.0"
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.30.0, < 8.0.0"
+      version = ">= 6.41.0, < 8.0.0"
     }
   }
 }
