@@ -414,3 +414,88 @@ async fn local_up_runs_the_four_functions_and_stack_down_stops_them() {
         assert!(!pid_alive(instance.pid), "{} still runs", instance.name);
     }
 }
+
+/// The functions log in as the stack's app login, as deployed: it reads and writes
+/// rows, and cannot change the schema, empty a table or rewrite the migrations'
+/// record. The migrations ran as the owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_functions_login_reads_and_writes_rows_but_cannot_change_the_schema() {
+    let stack = TestStack::shared().await;
+    let vars: std::collections::HashMap<_, _> = stack.env.vars().into_iter().collect();
+    assert_eq!(vars["DATABASE_URL"], stack.env.app_database_url);
+    assert!(
+        stack
+            .env
+            .app_database_url
+            .starts_with(&format!("postgres://{}:", stack::APP_USER)),
+        "the functions' URL names the app login"
+    );
+    let mut app = sqlx::PgConnection::connect(&stack.env.app_database_url)
+        .await
+        .expect("the app login connects");
+    for allowed in [
+        "select count(*) from events",
+        "select count(*) from draws",
+        "update events set state = state where false",
+        "delete from outbox where false",
+        "select count(*) from _sqlx_migrations",
+    ] {
+        sqlx::query(allowed)
+            .execute(&mut app)
+            .await
+            .unwrap_or_else(|error| panic!("{allowed}: {error}"));
+    }
+    for refused in [
+        "create table probe (x int)",
+        "alter table events add column probe int",
+        "drop table draws",
+        "truncate draws",
+        "delete from _sqlx_migrations where false",
+        "alter table events disable trigger all",
+    ] {
+        let error = sqlx::query(refused)
+            .execute(&mut app)
+            .await
+            .expect_err(refused);
+        let code = error
+            .as_database_error()
+            .and_then(|error| error.code().map(|code| code.into_owned()));
+        assert_eq!(
+            code.as_deref(),
+            Some("42501"),
+            "{refused}: refused for lack of privilege, got {error}"
+        );
+    }
+}
+
+/// `dropgate db migrate --runtime-user` gives a deployment's logins the runtime role.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_grants_the_runtime_role_to_the_named_logins() {
+    let stack = TestStack::shared().await;
+    let (pool, url) = stack.fresh_database().await.expect("database");
+    let login = TestStack::unique("login").replace('-', "_");
+    sqlx::query(&format!("create role {login} login"))
+        .execute(&pool)
+        .await
+        .expect("create the login");
+    let output = Command::new(dropgate_binary().expect("built"))
+        .args(["db", "migrate", "--runtime-users", &login])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("dropgate runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let member: bool = sqlx::query_scalar("select pg_has_role($1, 'dropgate_runtime', 'member')")
+        .bind(&login)
+        .fetch_one(&pool)
+        .await
+        .expect("pg_has_role");
+    assert!(member, "{login} got the runtime role");
+    sqlx::query(&format!("drop role {login}"))
+        .execute(&pool)
+        .await
+        .expect("drop the login");
+}

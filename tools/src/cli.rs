@@ -79,10 +79,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DbCommand {
-    /// Apply every pending migration to DATABASE_URL (applying twice is a no-op).
+    /// Apply every pending migration to DATABASE_URL (applying twice is a no-op), as
+    /// the schema's owner, then let the functions' logins read and write rows.
     Migrate {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// The logins the functions and the operator CLI use (comma-separated): each
+        /// is granted dropgate_runtime, rows only, no schema changes.
+        #[arg(long, env = "DROPGATE_DATABASE_RUNTIME_USERS", value_delimiter = ',')]
+        runtime_users: Vec<String>,
     },
 }
 
@@ -124,10 +129,22 @@ fn block_on_code(work: impl std::future::Future<Output = anyhow::Result<ExitCode
     }
 }
 
-async fn migrate(database: DatabaseArgs) -> anyhow::Result<()> {
+async fn migrate(database: DatabaseArgs, runtime_users: Vec<String>) -> anyhow::Result<()> {
     let pool = database.pool(2).await?;
     dropgate_functions::postgres::migrate(&pool).await?;
     println!("migrations applied");
+    let runtime_users: Vec<String> = runtime_users
+        .into_iter()
+        .map(|user| user.trim().to_owned())
+        .filter(|user| !user.is_empty())
+        .collect();
+    dropgate_functions::postgres::grant_runtime(&pool, &runtime_users).await?;
+    for user in &runtime_users {
+        println!(
+            "{user} may read and write rows ({})",
+            dropgate_functions::postgres::RUNTIME_ROLE
+        );
+    }
     Ok(())
 }
 
@@ -178,8 +195,12 @@ pub fn main() -> ExitCode {
         Command::Stack { command } => block_on(stack_cli::run(command)),
         Command::Local { command } => block_on(stack_cli::run_local(command)),
         Command::Db {
-            command: DbCommand::Migrate { database },
-        } => block_on(migrate(database)),
+            command:
+                DbCommand::Migrate {
+                    database,
+                    runtime_users,
+                },
+        } => block_on(migrate(database, runtime_users)),
         Command::Token {
             user,
             platform,

@@ -33,7 +33,7 @@ use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
 use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TopicArgs};
 use dropgate_functions::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 use dropgate_functions::seed_vault::{SeedKey, SeedKeyArgs};
-pub use postgres::{DATABASE, connect_options, create_database_if_missing};
+pub use postgres::{APP_USER, DATABASE, connect_options, create_database_if_missing};
 pub use state::{Component, Server, StackState, state_file};
 
 /// Redis AOF fsync policy.
@@ -123,8 +123,12 @@ pub struct StackEnv {
     pub state_dir: PathBuf,
     /// `redis://127.0.0.1:<port>/0`.
     pub redis_url: String,
-    /// `postgres://dropgate:<password>@127.0.0.1:<port>/dropgate`.
+    /// `postgres://dropgate:<password>@127.0.0.1:<port>/dropgate`: the schema's owner,
+    /// for migrations, new databases and tests that arrange records.
     pub database_url: String,
+    /// `postgres://dropgate_app:<password>@...`: the login the functions and the
+    /// operator CLI get (`DATABASE_URL` in [`StackEnv::vars`]), rows only.
+    pub app_database_url: String,
     /// `127.0.0.1:<port>`.
     pub kafka_brokers: String,
     /// queue-api's base URL, while `dropgate local up` runs it.
@@ -168,6 +172,12 @@ impl StackEnv {
                 redis_tls(state_dir, state).as_ref(),
             ),
             database_url: postgres::url(port(Component::Postgres)?, &state.postgres_password, ca),
+            app_database_url: postgres::url_as(
+                postgres::APP_USER,
+                port(Component::Postgres)?,
+                &state.postgres_app_password,
+                ca,
+            ),
             kafka_brokers: format!("127.0.0.1:{broker_port}"),
             api_url: functions::api_url(state_dir),
             tls: certs.map(|certs| StackTlsEnv {
@@ -230,7 +240,9 @@ impl StackEnv {
         let mut vars = vec![
             ("DROPGATE_STATE_DIR", self.state_dir.display().to_string()),
             ("DROPGATE_REDIS_URL", self.redis_url.clone()),
-            ("DATABASE_URL", self.database_url.clone()),
+            // As deployed: the functions log in as a user that reads and writes rows
+            // and cannot change the schema (the migrations ran as the owner).
+            ("DATABASE_URL", self.app_database_url.clone()),
             ("DROPGATE_KAFKA_BROKERS", self.kafka_brokers.clone()),
             ("DROPGATE_TOPIC_WAITING_QUEUE", TOPICS[0].to_owned()),
             ("DROPGATE_TOPIC_RESULT_NOTIFICATION", TOPICS[1].to_owned()),
@@ -363,6 +375,9 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
     let mut state = StackState::load(dir)?;
     if state.postgres_password.is_empty() {
         state.postgres_password = random_hex(16)?;
+    }
+    if state.postgres_app_password.is_empty() {
+        state.postgres_app_password = random_hex(16)?;
     }
     if state.server(Component::Postgres).is_none() && state.postgres_dir.is_none() {
         // A new stack takes the TLS choice of this `up`; an existing one keeps its own.
@@ -506,7 +521,14 @@ async fn start_once(
             let pid = postgres::start(options, &pg_dir, port, certs.as_ref())?;
             record(state, pid)?;
             let ca = certs.as_ref().map(|certs| certs.ca.as_path());
-            let pool = postgres::prepare_database(pid, port, &state.postgres_password, ca).await?;
+            let pool = postgres::prepare_database(
+                pid,
+                port,
+                &state.postgres_password,
+                &state.postgres_app_password,
+                ca,
+            )
+            .await?;
             pool.close().await;
             Ok(pid)
         }

@@ -244,10 +244,18 @@ pub fn connect_options(
     }
 }
 
-/// The URL of the stack's database: with `ca`, one that verifies the server, so every
-/// client given the URL alone (tests, `psql`) connects the same way.
+/// The functions' login: granted dropgate_runtime (rows only) after the migrations.
+pub const APP_USER: &str = "dropgate_app";
+
+/// The URL of the stack's database as its owner: with `ca`, one that verifies the
+/// server, so every client given the URL alone (tests, `psql`) connects the same way.
 pub(crate) fn url(port: u16, password: &str, ca: Option<&Path>) -> String {
-    let base = format!("postgres://{DATABASE}:{password}@127.0.0.1:{port}/{DATABASE}");
+    url_as(DATABASE, port, password, ca)
+}
+
+/// [`url`] for the login `user`.
+pub(crate) fn url_as(user: &str, port: u16, password: &str, ca: Option<&Path>) -> String {
+    let base = format!("postgres://{user}:{password}@127.0.0.1:{port}/{DATABASE}");
     match ca {
         Some(ca) => format!(
             "{base}?sslmode=verify-full&sslrootcert={}",
@@ -274,11 +282,13 @@ fn escape_query(value: &str) -> String {
 }
 
 /// Waits until the server accepts connections, creates the `dropgate` database if
-/// needed and applies the migrations.
+/// needed, applies the migrations, and gives the functions' login [`APP_USER`] (with
+/// `app_password`) the runtime role.
 pub(crate) async fn prepare_database(
     pid: u32,
     port: u16,
     password: &str,
+    app_password: &str,
     ca: Option<&Path>,
 ) -> Result<PgPool> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -305,6 +315,24 @@ pub(crate) async fn prepare_database(
         .await
         .context("Failed to connect to the dropgate database")?;
     dropgate_functions::postgres::migrate(&pool).await?;
+    anyhow::ensure!(
+        app_password.chars().all(|c| c.is_ascii_hexdigit()),
+        "the app login's password must be hex"
+    );
+    // A role belongs to the server, not the database: made once, its password set on
+    // every `up` (a state dir from before it existed gets one).
+    sqlx::query(&format!(
+        "do $$ begin create role {APP_USER} login; \
+         exception when duplicate_object or unique_violation then null; end $$"
+    ))
+    .execute(&pool)
+    .await
+    .context("Failed to create the functions' login")?;
+    sqlx::query(&format!("alter role {APP_USER} password '{app_password}'"))
+        .execute(&pool)
+        .await
+        .context("Failed to set the functions' login password")?;
+    dropgate_functions::postgres::grant_runtime(&pool, &[APP_USER.to_owned()]).await?;
     Ok(pool)
 }
 

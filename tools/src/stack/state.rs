@@ -82,6 +82,10 @@ pub struct StackState {
     /// Password of the `dropgate` database role (generated at first `up`; loopback
     /// only, but still not a fixed string anyone could guess).
     pub postgres_password: String,
+    /// Password of the functions' login, `dropgate_app` (rows only: the
+    /// dropgate_runtime role), generated at the first `up` that needs it.
+    #[serde(default)]
+    pub postgres_app_password: String,
     /// Where PostgreSQL keeps its data: inside the state dir unless the server's
     /// unprivileged user cannot reach it there.
     pub postgres_dir: Option<PathBuf>,
