@@ -70,7 +70,7 @@ ADMIN_ENV = {
     "DROPGATE_TOPIC_DEAD_LETTER",
 }
 # Secrets are made at deploy time from Secret Manager (docs/deploy.md), never in git.
-EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis", "dropgate-seed-key"}
+EXTERNAL_SECRETS = {"dropgate-runtime", "dropgate-redis", "dropgate-seed-key", "dropgate-migrate"}
 
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
@@ -322,6 +322,27 @@ def test_ingress_reaches_queue_api_with_sse_timeout(rendered, name):
 
 
 @overlay
+def test_only_the_migration_job_reads_the_schema_owners_url(rendered, name):
+    """The migration Job runs as db-migrate, with dropgate-migrate's URL, and grants the
+    functions' user the runtime role; no other workload names that Secret."""
+    docs = rendered[name]
+    for doc in workloads(docs):
+        spec = pod_spec(doc)
+        text = str(spec)
+        if doc["metadata"]["name"] == "db-migrate":
+            assert spec["serviceAccountName"] == "db-migrate"
+            (c,) = spec["containers"]
+            env = container_env(docs, c)
+            assert env["DROPGATE_DATABASE_RUNTIME_USERS"] == "dropgate"
+            assert "dropgate-runtime" not in text, "the Job needs nothing of the functions' Secret"
+        else:
+            assert "dropgate-migrate" not in text, doc["metadata"]["name"]
+            assert spec.get("serviceAccountName") != "db-migrate", doc["metadata"]["name"]
+    account = find(docs, "ServiceAccount", "db-migrate")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].split("@")[0].endswith("-db-migrate")
+
+
+@overlay
 def test_the_ingress_backend_is_behind_terraforms_cloud_armor_policy(rendered, name):
     """The BackendConfig names <prefix>-edge, the policy modules/cloud-armor makes, with
     the same prefix as the Ingress's reserved address (<prefix>-ingress)."""
@@ -487,13 +508,15 @@ def test_every_workload_requires_tls_and_mounts_the_store_cas(rendered, name):
             env = container_env(docs, c)
             assert env.get("DROPGATE_REQUIRE_TLS") == "true", f"{where}: DROPGATE_REQUIRE_TLS"
             refs = {v["name"]: v.get("valueFrom", {}).get("secretKeyRef") for v in c.get("env", [])}
+            # The migration Job logs in as the schema's owner, from a Secret of its own.
+            secret = "dropgate-migrate" if doc["metadata"]["name"] == "db-migrate" else "dropgate-runtime"
             for url_var, (url_key, ca_var, ca_key) in STORES.items():
                 if url_var not in env:
                     continue
-                assert refs.get(url_var) == {"name": "dropgate-runtime", "key": url_key}, f"{where}: {url_var} from a Secret"
+                assert refs.get(url_var) == {"name": secret, "key": url_key}, f"{where}: {url_var} from a Secret"
                 ca_path = env.get(ca_var)
                 assert ca_path, f"{where}: {url_var} without {ca_var}"
-                assert mounted_secret_file(spec, c, ca_path) == ("dropgate-runtime", ca_key), f"{where}: nothing mounts {ca_path}"
+                assert mounted_secret_file(spec, c, ca_path) == (secret, ca_key), f"{where}: nothing mounts {ca_path}"
                 checked.add((doc["metadata"]["name"], url_var))
             if labels.get("dropgate/uses-kafka") == "true":
                 assert env["DROPGATE_KAFKA_SECURITY_PROTOCOL"] == "sasl_ssl", where

@@ -618,9 +618,9 @@ def test_event_admin_runs_any_cli_command_and_reaches_the_bus(env_dev: TfDir):
     accounts = str(env_dev.locals()["service_accounts"])
     assert re.search(r"event-admin = \{description = [^}]*project_roles = local\.transport_roles\}", accounts), accounts
     gke = env_dev.labelled("module")["gke"]["workload_identity"]
-    assert 'concat(keys(local.functions), ["event-admin"])' in gke
+    assert 'concat(keys(local.functions), ["event-admin", "db-migrate"])' in gke
     k8s = env_dev.labelled("output")["k8s"]["value"]["service_account"]
-    assert 'concat(keys(local.functions), ["event-admin"])' in k8s
+    assert 'concat(keys(local.functions), ["event-admin", "db-migrate"])' in k8s
     # The guide's `admin` helper passes the subcommand on both targets.
     guide = (REPO / "docs" / "deploy.md").read_text()
     assert "-- dropgate \"$@\"" in guide
@@ -920,9 +920,35 @@ def test_every_postgres_function_gets_the_database_the_same_way(modules, env_dev
     assert "keys(local.functions)" in env_dev.labelled("module")["gke"]["workload_identity"]
 
 
-def test_no_database_user_beyond_the_password_user_and_the_iam_logins(modules, env_dev: TfDir):
+def test_the_migrations_run_as_a_user_and_an_identity_of_their_own(modules, env_dev: TfDir):
+    cloudsql = modules["cloudsql"]
+    migrate = cloudsql.resources()[("google_sql_user", "migrate")]
+    assert migrate["name"] == "${var.database.migrate_user}"
+    assert migrate["password"] == "${random_password.migrate.result}"
+    database_var = cloudsql.labelled("variable")["database"]
+    assert "var.database.user != var.database.migrate_user" in str(database_var["validation"])
+    secrets = cloudsql.locals()
+    assert "database-migrate-url" in str(secrets["secret_names"])
+    readers = secrets["secret_readers"]
+    assert readers["database-migrate-url"] == "${var.migrate_secret_accessors}"
+    assert readers["database-url"] == "${var.secret_accessors}"
+    call = env_dev.labelled("module")["cloudsql"]
+    assert call["migrate_secret_accessors"] == {"db-migrate": '${module.iam.members["db-migrate"]}'}
+    job = env_dev.labelled("module")["cloudrun"]["jobs"]["db-migrate"]
+    assert job["service_account"] == '${module.iam.emails["db-migrate"]}'
+    assert job["secret_env"] == {"DATABASE_URL": '${module.cloudsql.secret_ids["database-migrate-url"]}'}
+    assert "DROPGATE_DATABASE_RUNTIME_USERS = module.cloudsql.users.runtime" in job["env"]
+    # No function reads the migration URL.
+    assert "database-migrate-url" not in str(env_dev.locals()["functions"])
+    accounts = str(env_dev.locals()["service_accounts"])
+    assert re.search(r"db-migrate = \{description = [^}]*project_roles = \[\]\}", accounts), accounts
+    # The CLI flag the job's variable sets exists.
+    assert 'env = "DROPGATE_DATABASE_RUNTIME_USERS"' in (REPO / "tools/src/cli.rs").read_text()
+
+
+def test_no_database_user_beyond_the_password_users_and_the_iam_logins(modules, env_dev: TfDir):
     users = {name for (rtype, name) in modules["cloudsql"].resources() if rtype == "google_sql_user"}
-    assert users == {"app", "iam"}, users
+    assert users == {"app", "migrate", "iam"}, users
     database = modules["cloudsql"].resources()[("google_sql_user", "iam")]
     assert database["for_each"] == "${var.iam_users}"
     # An IAM database user only where the function may log in with it (instanceUser):

@@ -223,6 +223,12 @@ locals {
       # back to waiting-queue and result-notification, so with Kafka the operator CLI
       # gets the Kafka client role, and local.kafka_acls let it read the dead letters
       # and write those two topics, nothing more. It already writes both stores.
+      # The migration job: logs in as the schema's owner (the database-migrate-url
+      # secret, which nothing else reads) and grants the functions' user its rows.
+      db-migrate = {
+        description   = "The migration job (dropgate db migrate) on Cloud Run and GKE: reads the schema owner's database URL and the database CA; no project role."
+        project_roles = []
+      }
       event-admin = {
         description   = "The operator CLI (dropgate event create/open/close/verify, dropgate dead-letter list/replay/replay-pubsub) as a Cloud Run job and the event-admin pod: reads the Redis and PostgreSQL secrets; with Kafka, the Kafka client role; with Pub/Sub, pull on the dead-letter subscriptions and publish on the topics."
         project_roles = local.transport_roles

@@ -84,7 +84,9 @@ module "cloudsql" {
   }
   iam_users        = { for k in local.postgres_iam_users : k => module.iam.emails[k] }
   secret_accessors = { for k in local.postgres_secret_readers : k => module.iam.members[k] }
-  depends_on       = [google_project_service.apis]
+  # The migration job alone reads the schema owner's URL.
+  migrate_secret_accessors = { db-migrate = module.iam.members["db-migrate"] }
+  depends_on               = [google_project_service.apis]
 }
 
 # The key the draw seeds are sealed under in PostgreSQL (Secret Manager), readable by
@@ -253,7 +255,7 @@ module "gke" {
   }
   # The functions, and event-admin for its Kafka tokens (dropgate dead-letter).
   workload_identity = {
-    for k in concat(keys(local.functions), ["event-admin"]) : k => {
+    for k in concat(keys(local.functions), ["event-admin", "db-migrate"]) : k => {
       service_account_id = module.iam.ids[k]
       namespace          = local.k8s_namespace
       ksa                = k
@@ -313,11 +315,16 @@ module "cloudrun" {
     }
   }
   jobs = {
+    # Migrates as the schema's owner (an identity and a database user of its own),
+    # then grants the functions' user the runtime role: rows, not the schema.
     db-migrate = {
       command         = ["/usr/local/bin/dropgate", "db", "migrate"]
-      service_account = module.iam.emails["goods-worker"]
-      env             = merge(local.tls_env, { DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"] })
-      secret_env      = { DATABASE_URL = module.cloudsql.secret_ids["database-url"] }
+      service_account = module.iam.emails["db-migrate"]
+      env = merge(local.tls_env, {
+        DROPGATE_DATABASE_CA_FILE       = local.ca_files["database-ca"]
+        DROPGATE_DATABASE_RUNTIME_USERS = module.cloudsql.users.runtime
+      })
+      secret_env = { DATABASE_URL = module.cloudsql.secret_ids["database-migrate-url"] }
       secret_files = {
         database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
       }

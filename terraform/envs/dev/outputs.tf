@@ -37,17 +37,22 @@ output "image_repository" {
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions and event-admin), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-seed-key` for goods-worker, the admitter and event-admin only; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions, event-admin and db-migrate), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-migrate` for the migration Job alone; `dropgate-seed-key` for goods-worker, the admitter and event-admin only; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
   value = {
     namespace       = local.k8s_namespace
     kafka_brokers   = one(module.kafka[*].bootstrap_servers)
-    service_account = { for k in concat(keys(local.functions), ["event-admin"]) : k => module.iam.emails[k] }
+    service_account = { for k in concat(keys(local.functions), ["event-admin", "db-migrate"]) : k => module.iam.emails[k] }
     secrets = {
       dropgate-runtime = {
         database-ca  = module.cloudsql.secret_ids["database-ca"]
         database-url = module.cloudsql.secret_ids["database-url"]
         redis-ca     = one(concat(module.memorystore[*].secret_ids["redis-ca"], module.redis_statefulset[*].secret_ids["redis-ca"]))
         redis-url    = one(concat(module.memorystore[*].secret_ids["redis-url"], module.redis_statefulset[*].secret_ids["redis-url"]))
+      }
+      # Only the migration Job mounts this one: the schema owner's URL.
+      dropgate-migrate = {
+        database-ca  = module.cloudsql.secret_ids["database-ca"]
+        database-url = module.cloudsql.secret_ids["database-migrate-url"]
       }
       # Only goods-worker, the admitter and event-admin mount this one.
       dropgate-seed-key = {

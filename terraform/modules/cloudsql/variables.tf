@@ -31,16 +31,17 @@ variable "config" {
 }
 
 variable "database" {
-  description = "Name of the application database and of its built-in (password) user; the migrations, goods-worker, the admitter and the operator CLI use them."
+  description = "Name of the application database, of the built-in (password) `user` goods-worker, the admitter and the operator CLI log in as (rows only: the migration job grants it dropgate_runtime), and of the `migrate_user` the migration job alone logs in as, which owns the schema."
   type = object({
-    name = optional(string, "dropgate")
-    user = optional(string, "dropgate")
+    name         = optional(string, "dropgate")
+    user         = optional(string, "dropgate")
+    migrate_user = optional(string, "dropgate_migrate")
   })
   nullable = false
   default  = {}
   validation {
-    condition     = can(regex("^[a-z][a-z0-9_]{0,62}$", var.database.name)) && can(regex("^[a-z][a-z0-9_]{0,62}$", var.database.user))
-    error_message = "Database and user names must be lowercase letters, digits and underscores, starting with a letter."
+    condition     = alltrue([for name in [var.database.name, var.database.user, var.database.migrate_user] : can(regex("^[a-z][a-z0-9_]{0,62}$", name))]) && var.database.user != var.database.migrate_user
+    error_message = "Database and user names must be lowercase letters, digits and underscores, starting with a letter, and the migration user must not be the functions' user."
   }
 }
 
@@ -57,6 +58,13 @@ variable "iam_users" {
 
 variable "labels" {
   description = "Labels put on every labelled resource."
+  type        = map(string)
+  nullable    = false
+  default     = {}
+}
+
+variable "migrate_secret_accessors" {
+  description = "IAM members (`serviceAccount:...`) allowed to read the migration user's URL (`database-migrate-url`) and the CA: the migration job's identity alone. Keyed by a name known at plan time."
   type        = map(string)
   nullable    = false
   default     = {}
@@ -95,7 +103,7 @@ variable "region" {
 }
 
 variable "secret_accessors" {
-  description = "IAM members (`serviceAccount:...`) allowed to read the database URL, password and CA secrets: the functions that use PostgreSQL (goods-worker, whose identity the migration job runs as, and the admitter) and the operator CLI. Keyed by a name known at plan time (the workload), since the members themselves may not be."
+  description = "IAM members (`serviceAccount:...`) allowed to read the functions' database URL, password and CA secrets: the functions that use PostgreSQL (goods-worker and the admitter) and the operator CLI. Keyed by a name known at plan time (the workload), since the members themselves may not be."
   type        = map(string)
   nullable    = false
   default     = {}
