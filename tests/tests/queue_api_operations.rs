@@ -316,8 +316,9 @@ async fn the_queue_api_binary_trusts_tokens_from_dropgate_token_and_stops_on_sig
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_to_events_that_do_not_exist_leave_nothing_behind() {
-    let stack = TestStack::shared().await;
-    let server = ApiServer::start(stack).await.expect("queue-api starts");
+    // A Redis of its own: its command counts are this server's alone.
+    let stack = TestStack::dedicated().await.expect("stack");
+    let server = ApiServer::start(&stack).await.expect("queue-api starts");
     // A real event with a stream open, which the instance rightly watches.
     let event = server.open_event(1).await.expect("event");
     let (status, _) = server.enter(&event, &token("shop", "watcher")).await;
@@ -328,6 +329,7 @@ async fn streams_to_events_that_do_not_exist_leave_nothing_behind() {
     let before = server.metrics().await;
     let watched = |text: &str| metric_value(text, "dropgate_queue_watched_events");
     assert_eq!(watched(&before).as_deref(), Some("1"), "{before}");
+    let ticker_reads_before = ticker_reads_per_2s(&stack).await;
 
     let token = token("shop", "prober");
     let mut refused = Vec::new();
@@ -357,7 +359,48 @@ async fn streams_to_events_that_do_not_exist_leave_nothing_behind() {
         !after.contains("no-such-event"),
         "no metric series for events that do not exist"
     );
+    let ticker_reads_after = ticker_reads_per_2s(&stack).await;
+    assert!(
+        ticker_reads_after <= ticker_reads_before + 4,
+        "the serving ticker reads as much of Redis as before: {ticker_reads_before} GET+HMGET per 2 s, then {ticker_reads_after}"
+    );
     server.stop().await.expect("stop");
+}
+
+/// GET and HMGET calls Redis served in two seconds: the serving ticker's reads (two per
+/// event it watches, every second).
+async fn ticker_reads_per_2s(stack: &TestStack) -> u64 {
+    let client = redis::Client::open(stack.env.redis_url.as_str()).expect("url");
+    let redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let calls = || {
+        let mut redis = redis.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut redis)
+                .await
+                .expect("INFO");
+            info.lines()
+                .filter(|line| {
+                    line.starts_with("cmdstat_get:") || line.starts_with("cmdstat_hmget:")
+                })
+                .filter_map(|line| {
+                    line.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        }
+    };
+    let start = calls().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    calls().await - start
 }
 
 #[tokio::test(flavor = "multi_thread")]
