@@ -176,6 +176,64 @@ async fn the_commitment_is_public_from_creation_and_the_seed_after_the_close() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The log as a browser fetches it: gzipped on request, with an ETag a revalidation
+    // gets 304 for.
+    let url = format!("{}{log_path}", api.base);
+    let plain = api.client().get(&url).send().await.expect("log");
+    assert_eq!(plain.headers().get("content-encoding"), None);
+    let etag = plain.headers()["etag"].to_str().expect("ascii").to_owned();
+    let plain = plain.text().await.expect("text");
+    let zipped = api
+        .client()
+        .get(&url)
+        .header("Accept-Encoding", "br, gzip")
+        .send()
+        .await
+        .expect("log");
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["etag"].to_str().expect("ascii"), etag);
+    let zipped = zipped.bytes().await.expect("bytes");
+    let mut inflated = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped[..]),
+        &mut inflated,
+    )
+    .expect("gzip");
+    assert_eq!(inflated, plain, "the gzip is the same log");
+    let revalidated = api
+        .client()
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .expect("log");
+    assert_eq!(revalidated.status(), 304);
+
+    // Redis loses the log alone (evicted, or deleted by hand): the admitter publishes
+    // it again, though its record still says it is served.
+    let log_key = dropgate_functions::queue::EventKeys::new(&event).decision_log();
+    let _: () = redis::cmd("DEL")
+        .arg(&log_key)
+        .query_async(&mut api.store.connection())
+        .await
+        .expect("DEL");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let present: bool = redis::cmd("EXISTS")
+            .arg(&log_key)
+            .query_async(&mut api.store.connection())
+            .await
+            .expect("EXISTS");
+        if present {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the admitter did not publish the lost log again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let (status, body, _) = fairness(&api, "no-such-event").await;
     assert_eq!((status.as_u16(), error_code(&body)), (404, "unknown_event"));
     let (status, body, _) = fairness(&api, "bad%20id").await;

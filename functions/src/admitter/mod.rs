@@ -50,7 +50,7 @@ use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use crate::queue::scripts::raise_seq::RaiseSeqScript;
 use crate::queue::scripts::sweep::{SweepReply, SweepScript};
-use crate::queue::{EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore};
+use crate::queue::{DecisionLog, EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore};
 use crate::service::Runner;
 
 /// admitter settings.
@@ -805,32 +805,44 @@ impl Admitter {
             bool,
             bool,
             bool,
-            Option<u64>,
+            (Option<u64>, Option<String>),
+            bool,
         );
-        let (meta, waiting, in_flight, seq, bucket, fairness, revealed, beacon, log_entries): Reads =
-            redis::pipe()
-                .hget(
-                    keys.meta(),
-                    &[
-                        "state",
-                        "rate",
-                        "max_in_flight",
-                        "abandon_ms",
-                        "stock_left",
-                        "generation",
-                    ],
-                )
-                .zcard(keys.queue())
-                .zcard(keys.inflight())
-                .get(keys.seq())
-                .hget(keys.bucket(), &["milli", "at_ms"])
-                .exists(keys.fairness())
-                .hexists(keys.fairness(), "seed")
-                .hexists(keys.fairness(), "beacon_value")
-                .hget(keys.fairness(), "decision_log_entries")
-                .query_async(&mut self.redis)
-                .await
-                .context("Failed to read the event")?;
+        let (
+            meta,
+            waiting,
+            in_flight,
+            seq,
+            bucket,
+            fairness,
+            revealed,
+            beacon,
+            (log_entries, log_status),
+            log_present,
+        ): Reads = redis::pipe()
+            .hget(
+                keys.meta(),
+                &[
+                    "state",
+                    "rate",
+                    "max_in_flight",
+                    "abandon_ms",
+                    "stock_left",
+                    "generation",
+                ],
+            )
+            .zcard(keys.queue())
+            .zcard(keys.inflight())
+            .get(keys.seq())
+            .hget(keys.bucket(), &["milli", "at_ms"])
+            .exists(keys.fairness())
+            .hexists(keys.fairness(), "seed")
+            .hexists(keys.fairness(), "beacon_value")
+            .hget(keys.fairness(), &["decision_log_entries", "decision_log"])
+            .exists(keys.decision_log())
+            .query_async(&mut self.redis)
+            .await
+            .context("Failed to read the event")?;
         let (state, rate, max_in_flight, abandon_ms, stock_left, generation) = meta;
         Ok(EventView {
             state: state.and_then(|state| state.parse().ok()),
@@ -849,7 +861,11 @@ impl Admitter {
                 record: fairness,
                 seed: revealed,
                 beacon_value: beacon,
-                log_entries,
+                // A log the record says is served but Redis no longer holds (evicted,
+                // deleted) counts as unpublished, so it is published again.
+                log_entries: log_entries.filter(|_| {
+                    log_present || log_status.as_deref() != Some(DecisionLog::Served.as_str())
+                }),
             },
         })
     }

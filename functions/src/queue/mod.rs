@@ -110,6 +110,9 @@ pub struct PublicFairness {
     pub seed: Option<(String, u64)>,
     /// Whether queue-api serves the decision log, once published at the close.
     pub decision_log: Option<DecisionLog>,
+    /// How many entries the published log holds: its version (a republished log,
+    /// with users answered after the close, holds more).
+    pub decision_log_entries: Option<u64>,
     /// The beacon round the event names, from creation, and its value once supplied.
     pub beacon: Option<dropgate_core::Beacon>,
 }
@@ -126,7 +129,7 @@ pub enum DecisionLog {
 }
 
 impl DecisionLog {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DecisionLog::Served => "served",
             DecisionLog::TooLarge => "too_large",
@@ -163,6 +166,7 @@ impl PublicFairness {
             queue_mode: queue_mode.to_owned(),
             seed: None,
             decision_log: None,
+            decision_log_entries: None,
             beacon: None,
         })
     }
@@ -347,6 +351,9 @@ impl QueueStore {
             decision_log: fields
                 .get("decision_log")
                 .and_then(|text| DecisionLog::parse(text)),
+            decision_log_entries: fields
+                .get("decision_log_entries")
+                .and_then(|text| text.parse().ok()),
             beacon: dropgate_core::Beacon::from_columns(
                 fields.get("beacon_round").cloned(),
                 fields.get("beacon_value").cloned(),

@@ -5,6 +5,7 @@ mod dev;
 mod error;
 mod extract;
 pub mod limits;
+mod log;
 mod ops;
 mod page;
 mod queue;
@@ -151,6 +152,8 @@ pub struct AppParts {
     pub trusted_proxy_hops: u8,
     /// Local mode's token signer; `None` (the deployed case) means no `/dev/token`.
     pub dev_tokens: Option<Arc<DevSigner>>,
+    /// Decision logs as served, read from Redis and gzipped once per version.
+    pub(crate) decision_logs: log::LogCache,
 }
 
 /// The router, without a socket (tests call it with `oneshot`); every request must be
@@ -182,7 +185,7 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
         )
         .route(
             "/v1/events/{event_id}/fairness/log",
-            get(queue::decision_log).route_layer(axum::middleware::from_fn_with_state(
+            get(log::decision_log).route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 extract::limit_by_address,
             )),
@@ -304,6 +307,7 @@ impl Application {
             streams: streams.clone(),
             trusted_proxy_hops: args.trusted_proxy_hops,
             dev_tokens,
+            decision_logs: log::cache(),
         }));
         let listener = TcpListener::bind(args.listen)
             .await

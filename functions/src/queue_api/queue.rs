@@ -199,37 +199,3 @@ async fn public_record(
         .map_err(ApiError::Unavailable)?
         .ok_or(ApiError::UnknownEvent)
 }
-
-/// `GET /v1/events/{event_id}/fairness/log`: the decision log published at the close
-/// (docs/fairness.md), for anyone to re-run the drop and for the page's "check my
-/// result". No token; republished only if users are answered after the close.
-pub(crate) async fn decision_log(
-    State(state): State<AppState>,
-    EventPath(event): EventPath,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse as _;
-
-    let record = public_record(&state, &event).await?;
-    match record.decision_log {
-        None => return Err(ApiError::DecisionLogNotYetPublic),
-        Some(DecisionLog::TooLarge) => return Err(ApiError::DecisionLogNotServed),
-        Some(DecisionLog::Served) => {}
-    }
-    let log = state
-        .store
-        .decision_log(&event)
-        .await
-        .map_err(ApiError::Unavailable)?
-        .ok_or(ApiError::DecisionLogNotYetPublic)?;
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "application/json"),
-            (
-                axum::http::header::CACHE_CONTROL,
-                "public, max-age=86400, immutable",
-            ),
-        ],
-        log,
-    )
-        .into_response())
-}
