@@ -115,26 +115,46 @@ pub async fn up(
             progress(&format!("{name} already runs (pid {})", instance.pid));
             continue;
         }
-        let port = match &previous {
-            Some(instance) => instance.port,
-            None => process::free_port()?,
+        let log = dir.join("logs").join(format!("{name}.log"));
+        // A port found free may be taken by another process before the instance binds
+        // it (tests start many stacks at once): then it exits at start-up, and a fresh
+        // pair of ports is tried. A recorded port is kept: clients know it.
+        let mut attempt = 0;
+        let instance = loop {
+            attempt += 1;
+            let port = match &previous {
+                Some(instance) => instance.port,
+                None => process::free_port()?,
+            };
+            let ops_port = match (binary, &previous) {
+                (
+                    "queue-api",
+                    Some(FunctionProcess {
+                        ops_port: Some(ops),
+                        ..
+                    }),
+                ) => Some(*ops),
+                ("queue-api", _) => Some(process::free_port()?),
+                _ => None,
+            };
+            let instance = start(options, env, &name, binary, port, ops_port)?;
+            recorded.retain(|other| other.name != name);
+            recorded.push(instance.clone());
+            save(dir, &recorded)?;
+            match wait_ready(&instance, &log).await {
+                Ok(()) => break instance,
+                Err(_)
+                    if previous.is_none()
+                        && attempt < 3
+                        && !is_running(&instance)
+                        && std::fs::read_to_string(&log)
+                            .is_ok_and(|text| text.contains("Address already in use")) =>
+                {
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
         };
-        let ops_port = match (binary, &previous) {
-            (
-                "queue-api",
-                Some(FunctionProcess {
-                    ops_port: Some(ops),
-                    ..
-                }),
-            ) => Some(*ops),
-            ("queue-api", _) => Some(process::free_port()?),
-            _ => None,
-        };
-        let instance = start(options, env, &name, binary, port, ops_port)?;
-        recorded.retain(|other| other.name != name);
-        recorded.push(instance.clone());
-        save(dir, &recorded)?;
-        wait_ready(&instance, &dir.join("logs").join(format!("{name}.log"))).await?;
         progress(&format!(
             "{name} ready (pid {}, port {})",
             instance.pid, instance.port
@@ -199,10 +219,16 @@ async fn wait_ready(instance: &FunctionProcess, log: &Path) -> Result<()> {
         .build()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
+        // Ready only if the answer is this instance's: a port it failed to bind may
+        // be another process's, and binding fails early in start-up, so the instance
+        // must still run a moment after answering.
         if let Ok(response) = client.get(&url).send().await
             && response.status().is_success()
         {
-            return Ok(());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if is_running(instance) {
+                return Ok(());
+            }
         }
         if !is_running(instance) {
             anyhow::bail!(
