@@ -721,6 +721,7 @@ API_OF_TYPE = {
     "google_compute_": "compute.googleapis.com",
     "google_container_": "container.googleapis.com",
     "google_managed_kafka_": "managedkafka.googleapis.com",
+    "google_monitoring_": "monitoring.googleapis.com",
     "google_project_iam_": "cloudresourcemanager.googleapis.com",
     "google_project": "cloudresourcemanager.googleapis.com",
     "google_pubsub_": "pubsub.googleapis.com",

@@ -28,9 +28,11 @@ pub struct OpsArgs {
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    /// Marks the function (not) ready.
+    /// Marks the function (not) ready, also as the gauge `dropgate_ready` (1 or 0), which
+    /// the "store unreachable" alert watches.
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Release);
+        metrics::gauge!("dropgate_ready").set(if ready { 1.0 } else { 0.0 });
     }
 
     /// Whether it is ready.

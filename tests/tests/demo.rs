@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 /// nothing running.
 struct Functions {
     api_url: String,
+    /// queue-api's ops port: its /metrics renders every function's metrics here, since
+    /// they share the process's recorder.
+    ops_url: String,
     stop: watch::Sender<bool>,
     stop_api: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<Result<()>>>,
@@ -45,6 +48,7 @@ impl Functions {
         let (stop, stopped) = watch::channel(false);
         let mut functions = Self {
             api_url: String::new(),
+            ops_url: String::new(),
             stop,
             stop_api: None,
             tasks: Vec::new(),
@@ -53,6 +57,7 @@ impl Functions {
         let api_args = default_args(stack, DevKeys::in_state_dir(stack.state_dir()).jwks);
         let application = Application::build(&api_args).await?;
         functions.api_url = format!("http://127.0.0.1:{}", application.port());
+        functions.ops_url = format!("http://127.0.0.1:{}", application.ops_port());
         let (stop_api, api_stopped) = oneshot::channel::<()>();
         functions.stop_api = Some(stop_api);
         functions
@@ -184,8 +189,13 @@ async fn a_demo_drop_ends_with_every_user_final_and_the_draw_verified() {
         functions.api_url
     ))
     .await;
+    let missing_metrics = metrics_every_drop_lacks(&functions.ops_url).await;
     functions.stop().await.expect("the functions stop cleanly");
     let report = report.expect("the demo runs");
+    assert!(
+        missing_metrics.is_empty(),
+        "deploy/monitoring/metrics.tsv says every drop exports these, and this one did not: {missing_metrics:?}"
+    );
 
     let users = u64::from(users);
     // Each user's answer through the API is what PostgreSQL recorded for them; users
@@ -466,4 +476,48 @@ async fn independent_verdict(
         .await
         .expect("fairness data");
     dropgate_tests::independent_verdict(&data)
+}
+
+/// The metrics deploy/monitoring/metrics.tsv marks as exported by every drop that the
+/// functions' /metrics does not show (the consumer lag comes every 10 s: waited for).
+async fn metrics_every_drop_lacks(ops_url: &str) -> Vec<String> {
+    let listed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/metrics.tsv"),
+    )
+    .expect("the metric list");
+    let expected: Vec<String> = listed
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.starts_with("name\t"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            (fields.get(4) == Some(&"yes")).then(|| fields[0].to_owned())
+        })
+        .collect();
+    assert!(
+        expected.len() > 10,
+        "the list names the metrics of every drop"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = reqwest::get(format!("{ops_url}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|name| {
+                !text.lines().any(|line| {
+                    line.starts_with(name.as_str())
+                        && line[name.len()..].starts_with(['{', ' ', '_'])
+                })
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

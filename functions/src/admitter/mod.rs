@@ -377,6 +377,15 @@ impl Admitter {
         }
         let lease_value = Lease::value(&self.instance, token);
         let mut view = self.read(event).await?;
+        // The leader's view of the line, every tick: what the operator watches during
+        // a drop (waiting users, and admitted users the draw has not answered yet).
+        let label = event.to_string();
+        metrics::gauge!("dropgate_admitter_waiting", "event" => label.clone())
+            .set(view.waiting as f64);
+        metrics::gauge!("dropgate_admitter_in_flight", "event" => label.clone())
+            .set(view.in_flight as f64);
+        metrics::gauge!("dropgate_admitter_rate_per_s", "event" => label)
+            .set(view.rate_per_s as f64);
         let authority = match self.authority(event, &keys, &lease_value, &mut view).await {
             Ok(Some(row)) => Authority::Known(row),
             Ok(None) => Authority::Unknown,

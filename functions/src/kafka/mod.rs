@@ -22,11 +22,15 @@ use crate::config::KafkaArgs;
 use google_token::GoogleTokens;
 
 /// What every dropgate Kafka client carries: the OAUTHBEARER token source, when the
-/// settings ask for Google tokens.
+/// settings ask for Google tokens, and a consumer's group, for its lag gauge.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaContext {
     tokens: Option<GoogleTokens>,
+    group: Option<std::sync::Arc<str>>,
 }
+
+/// How often a consumer reports its lag (librdkafka's statistics).
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ClientContext for KafkaContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
@@ -40,6 +44,41 @@ impl ClientContext for KafkaContext {
             None => Err("OAUTHBEARER needs DROPGATE_KAFKA_SASL_MECHANISM=OAUTHBEARER".into()),
         }
     }
+
+    /// A consumer's lag per assigned partition, as librdkafka computes it (the
+    /// partition's high watermark minus the group's committed offset), as the gauge
+    /// `dropgate_consumer_lag{group, topic, partition}`: how far the draw or the relay
+    /// is behind.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(group) = &self.group else {
+            return;
+        };
+        for (topic, partition, lag) in consumer_lags(&statistics) {
+            metrics::gauge!(
+                "dropgate_consumer_lag",
+                "group" => group.to_string(),
+                "topic" => topic.to_owned(),
+                "partition" => partition.to_string()
+            )
+            .set(lag as f64);
+        }
+    }
+}
+
+/// (topic, partition, lag) of every partition the consumer has assigned and knows the
+/// lag of (librdkafka reports -1 until it has fetched once and committed).
+pub fn consumer_lags(statistics: &rdkafka::Statistics) -> Vec<(&str, i32, i64)> {
+    statistics
+        .topics
+        .iter()
+        .flat_map(|(topic, stats)| {
+            stats
+                .partitions
+                .values()
+                .filter(|partition| partition.partition >= 0 && partition.consumer_lag >= 0)
+                .map(move |partition| (topic.as_str(), partition.partition, partition.consumer_lag))
+        })
+        .collect()
 }
 
 impl ConsumerContext for KafkaContext {}
@@ -69,7 +108,13 @@ async fn base(args: &KafkaArgs) -> Result<(ClientConfig, KafkaContext)> {
     if let Some(contexts) = args.debug.as_deref().filter(|c| !c.is_empty()) {
         config.set("debug", contexts);
     }
-    Ok((config, KafkaContext { tokens }))
+    Ok((
+        config,
+        KafkaContext {
+            tokens,
+            group: None,
+        },
+    ))
 }
 
 /// An idempotent producer: acks from all in-sync replicas, retries that can neither
@@ -99,7 +144,8 @@ pub async fn producer(args: &KafkaArgs) -> Result<Producer> {
 /// if it held it) without a rebalance. Without it, a member killed while it led the
 /// group can leave the survivors of a tansu group agreeing on an empty assignment.
 pub async fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<Consumer> {
-    let (mut config, context) = base(args).await?;
+    let (mut config, mut context) = base(args).await?;
+    context.group = Some(group.into());
     if let Some(instance) = args.instance_id.as_deref().filter(|id| !id.is_empty()) {
         config.set("group.instance.id", instance);
     }
@@ -111,6 +157,10 @@ pub async fn consumer(args: &KafkaArgs, group: &str, topic: &str) -> Result<Cons
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        .set(
+            "statistics.interval.ms",
+            LAG_INTERVAL.as_millis().to_string(),
+        )
         .create_with_context(context)
         .context("Failed to create the Kafka consumer")?;
     consumer
@@ -210,5 +260,36 @@ impl Positions {
                 .context("Failed to build the offsets to commit")?;
         }
         Ok(Some(offsets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_read_for_assigned_partitions_only() {
+        let partition = |id: i32, lag: i64| rdkafka::statistics::Partition {
+            partition: id,
+            consumer_lag: lag,
+            ..Default::default()
+        };
+        let mut statistics = rdkafka::Statistics::default();
+        statistics.topics.insert(
+            "waiting-queue".to_owned(),
+            rdkafka::statistics::Topic {
+                topic: "waiting-queue".to_owned(),
+                partitions: [partition(0, 12), partition(1, -1), partition(-1, 0)]
+                    .into_iter()
+                    .map(|p| (p.partition, p))
+                    .collect(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            consumer_lags(&statistics),
+            vec![("waiting-queue", 0, 12)],
+            "not yet known (-1) and librdkafka's internal partition (-1) are left out"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text, with queue gauges read fresh for the events this
 /// instance has served.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let ready = state.store.ping().await;
+    metrics::gauge!("dropgate_ready").set(if ready { 1.0 } else { 0.0 });
     let events = state.streams.known_events();
     metrics::gauge!("dropgate_queue_watched_events").set(events.len() as f64);
     for event in events {

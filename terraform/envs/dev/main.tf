@@ -111,6 +111,22 @@ module "cloud_armor" {
   depends_on = [google_project_service.apis]
 }
 
+# The live view of a drop and who gets woken: the dashboard of deploy/monitoring
+# (the same panels as the Grafana dashboard there), alert policies, SLOs and an uptime
+# check on the public endpoint (docs/runbook.md says what each means).
+module "monitoring" {
+  source                = "../../modules/monitoring"
+  project_id            = var.project_id
+  prefix                = var.prefix
+  labels                = local.labels
+  panels                = jsondecode(file("${path.module}/../../../deploy/monitoring/panels.json"))
+  notification_channels = var.monitoring.notification_channels
+  objectives            = var.monitoring.objectives
+  runbook_url           = var.monitoring.runbook_url
+  public_host           = length(var.public_domains) > 0 ? var.public_domains[0] : null
+  depends_on            = [google_project_service.apis]
+}
+
 # The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and
 # Cloud Run) or Pub/Sub (push subscriptions to the Cloud Run services). Only what
 # local.transport_env and the pubsub module's topics below hold differ; the functions

@@ -22,6 +22,14 @@ output "cloud_armor" {
   value       = module.cloud_armor.policy
 }
 
+output "monitoring" {
+  description = "The Cloud Monitoring dashboard id and the alert policy names, by alert (the runbook's section names)."
+  value = {
+    dashboard      = module.monitoring.dashboard_id
+    alert_policies = module.monitoring.alert_policies
+  }
+}
+
 output "gke" {
   description = "The GKE cluster, the command to get credentials for it, and the Ingress address and SSL policy names; null unless deployment_target includes gke."
   value = local.use_gke ? {

@@ -167,6 +167,25 @@ variable "cloud_armor" {
   default  = {}
 }
 
+variable "monitoring" {
+  description = "Alerting (modules/monitoring): `notification_channels` (ids every alert goes to), `objectives` (error ratio, enter p99, consumer lag, SLO goals; see the module) and `runbook_url` (where operators read docs/runbook.md, linked from every alert)."
+  type = object({
+    notification_channels = optional(list(string), [])
+    objectives = optional(object({
+      error_ratio       = optional(number)
+      enter_p99_seconds = optional(number)
+      lag_messages      = optional(number)
+      lag_minutes       = optional(number)
+      availability      = optional(number)
+      latency           = optional(number)
+      window_days       = optional(number)
+    }), {})
+    runbook_url = optional(string, "docs/runbook.md")
+  })
+  nullable = false
+  default  = {}
+}
+
 variable "public_domains" {
   description = "Domains served by the Cloud Run load balancer (its managed certificate covers them). Needed when deployment_target includes cloudrun; on GKE the Ingress in deploy/k8s carries the domain instead."
   type        = list(string)
