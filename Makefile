@@ -57,6 +57,7 @@ local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WI
 	echo "make local: the stack and the functions keep running:"; \
 	echo "  queue-api          $$DROPGATE_API_URL  (docs/api.md)"; \
 	echo "  waiting-room page  $$DROPGATE_API_URL/e/<event id>  (local sign-in; try a new event: dropgate event create/open)"; \
+	echo "  live view          $(DROPGATE) event watch --id <event id>  (after the eval below; p/r/c pause, resume, close)"; \
 	echo "  logs               $(STATE_DIR)/logs/"; \
 	echo "  variables          eval \"\$$($(DROPGATE) stack env --state-dir $(STATE_DIR))\""; \
 	echo "  stop everything    make local-down"

@@ -56,7 +56,7 @@ impl EventTarget {
     }
 
     /// The Redis settings, when a Redis URL is given.
-    fn redis(&self) -> Option<RedisArgs> {
+    pub(crate) fn redis(&self) -> Option<RedisArgs> {
         self.redis_url.as_ref().map(|url| RedisArgs {
             url: url.clone(),
             ca_file: self.redis_ca_file.clone(),
@@ -121,6 +121,15 @@ pub enum EventAdminCommand {
         /// this many seconds; 0 returns once closing has begun).
         #[arg(long, default_value_t = 0)]
         wait_secs: u64,
+    },
+    /// A live view of the drop in the terminal: the line, admissions, draws and
+    /// outcomes, stock, the admitter's leader, consumer lag and errors, with their last
+    /// minutes as sparklines, refreshed every second; `p`, `r`, `c` pause, resume and
+    /// close (each asks for a `y`), `q` quits.
+    Watch {
+        /// The event and where to read it.
+        #[command(flatten)]
+        watch: crate::watch::WatchArgs,
     },
     /// Settings, counters, commitment (and the seed once closed), the draws' outcomes
     /// and the users told a final state without a draw, as JSON.
@@ -255,6 +264,10 @@ pub async fn run(command: EventAdminCommand) -> Result<ExitCode> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
+        }
+        EventAdminCommand::Watch { watch } => {
+            crate::watch::run(watch).await?;
+            Ok(ExitCode::SUCCESS)
         }
         EventAdminCommand::Show { target } => {
             let (event, pool) = connect(&target).await?;

@@ -17,3 +17,4 @@ pub mod independent;
 pub mod settings_table;
 pub mod stack;
 pub mod stack_cli;
+pub mod watch;
