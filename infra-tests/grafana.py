@@ -14,7 +14,7 @@ from pathlib import Path
 PANELS = Path(__file__).resolve().parent.parent / "deploy" / "monitoring" / "panels.json"
 
 UNITS = {"s": "s", "req/s": "reqps", "users": "short", "users/s": "short", "draws/s": "short",
-         "units": "short", "messages": "short", "instances": "short", "per 5 min": "short", "": "short"}
+         "units": "short", "pods": "short", "messages": "short", "instances": "short", "per 5 min": "short", "": "short"}
 
 
 def dashboard(source: dict) -> dict:

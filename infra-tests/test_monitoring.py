@@ -18,6 +18,12 @@ from conftest import REPO, TfDir
 MONITORING = REPO / "deploy" / "monitoring"
 # "dropgate_..." strings in functions/src that are not metrics.
 NOT_METRICS = {"dropgate_runtime"}
+# Metrics of the platform, not of dropgate: GKE's kube state metrics, which the gke
+# module turns on (monitoring_config's HPA component).
+PLATFORM_METRICS = {
+    "kube_horizontalpodautoscaler_status_current_replicas": "HPA",
+    "kube_horizontalpodautoscaler_spec_max_replicas": "HPA",
+}
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
 
@@ -37,6 +43,12 @@ def metric_names(text: str) -> set[str]:
                 name = base
         out.add(name)
     return out
+
+
+def modules_gke_monitoring():
+    cluster = TfDir(REPO / "terraform" / "modules" / "gke").resources()[("google_container_cluster", "main")]
+    config = cluster["monitoring_config"]
+    return config[0] if isinstance(config, list) else config
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +72,15 @@ def test_the_metric_list_names_exactly_what_the_functions_export():
 def test_every_panel_and_alert_queries_exported_metrics(monitoring: TfDir):
     listed = set(exported())
     panels = json.loads((MONITORING / "panels.json").read_text())
+    components = modules_gke_monitoring()["enable_components"]
     for panel in panels["panels"]:
         for query in panel["queries"]:
             names = metric_names(query["promql"])
-            assert names, f"{panel['title']}: the query reads no dropgate metric"
+            platform = {name for name in PLATFORM_METRICS if name in query["promql"]}
+            assert names or platform, f"{panel['title']}: the query reads no metric it knows"
             assert names <= listed, f"{panel['title']}: {names - listed}"
+            for name in platform:
+                assert PLATFORM_METRICS[name] in components, f"{name} needs GKE's {PLATFORM_METRICS[name]} metrics"
     alerts = monitoring.locals()["alerts"]
     assert alerts, "alert policies"
     for name, alert in alerts.items():
@@ -120,3 +136,12 @@ def test_every_alert_pages_the_channels_and_links_its_runbook_section(monitoring
     http = uptime["http_check"]
     http = http[0] if isinstance(http, list) else http
     assert http["use_ssl"] is True and http["validate_ssl"] is True and http["path"].startswith("/e/")
+
+
+def test_pubsub_dead_letters_alert_too(monitoring: TfDir, env_dev: TfDir):
+    policy = monitoring.resources()[("google_monitoring_alert_policy", "pubsub_dead_letters")]
+    assert "length(var.dead_letter_subscriptions)" in policy["count"]
+    assert "num_undelivered_messages" in str(policy["conditions"])
+    assert "docs/runbook.md#dead-letters" in str(policy["documentation"])
+    call = env_dev.labelled("module")["monitoring"]
+    assert "module.pubsub[0].dead_letter_subscriptions" in call["dead_letter_subscriptions"]

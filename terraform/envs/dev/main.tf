@@ -124,7 +124,10 @@ module "monitoring" {
   objectives            = var.monitoring.objectives
   runbook_url           = var.monitoring.runbook_url
   public_host           = length(var.public_domains) > 0 ? var.public_domains[0] : null
-  depends_on            = [google_project_service.apis]
+  dead_letter_subscriptions = (local.use_pubsub && local.deploy_cloudrun
+    ? [for id in values(module.pubsub[0].dead_letter_subscriptions) : basename(id)]
+  : [])
+  depends_on = [google_project_service.apis]
 }
 
 # The message bus, as var.transport says: Managed Kafka (consumer groups; GKE and

@@ -93,7 +93,9 @@ resource "google_container_cluster" "main" {
   }
 
   monitoring_config {
-    enable_components = ["SYSTEM_COMPONENTS"]
+    # HPA, DEPLOYMENT and POD: GKE's kube state metrics, for the drop dashboard's
+    # pods-against-the-HPA panel (deploy/monitoring/panels.json).
+    enable_components = ["SYSTEM_COMPONENTS", "HPA", "DEPLOYMENT", "POD"]
     managed_prometheus {
       enabled = true
     }

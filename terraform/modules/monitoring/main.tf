@@ -208,3 +208,32 @@ resource "google_monitoring_alert_policy" "uptime" {
     content   = "The public endpoint fails from more than one checker region. What to do: docs/runbook.md#uptime (${var.runbook_url}#uptime)."
   }
 }
+
+# On Pub/Sub a push that keeps failing lands on its subscription's dead-letter topic
+# (modules/pubsub), not on dropgate's dead-letter counter: alert on what waits there.
+resource "google_monitoring_alert_policy" "pubsub_dead_letters" {
+  count                 = length(var.dead_letter_subscriptions) > 0 ? 1 : 0
+  project               = var.project_id
+  display_name          = "${var.prefix}: Pub/Sub messages wait on a dead-letter subscription"
+  combiner              = "OR"
+  notification_channels = var.notification_channels
+  severity              = "CRITICAL"
+  user_labels           = var.labels
+  conditions {
+    display_name = "Undelivered dead letters"
+    condition_threshold {
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=one_of(${join(", ", [for name in var.dead_letter_subscriptions : "\"${name}\""])})"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "60s"
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Pushes that failed max_delivery_attempts times wait on a dead-letter subscription. What to do: docs/runbook.md#dead-letters (${var.runbook_url}#dead-letters)."
+  }
+}

@@ -1,5 +1,12 @@
 # Inputs of the monitoring module, alphabetical.
 
+variable "dead_letter_subscriptions" {
+  description = "Names of the Pub/Sub dead-letter subscriptions (transport pubsub) to alert on when messages wait there; empty with Kafka, whose dead letters dropgate counts itself."
+  type        = list(string)
+  nullable    = false
+  default     = []
+}
+
 variable "labels" {
   description = "User labels put on the alert policies."
   type        = map(string)
