@@ -83,7 +83,10 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(readiness): State<Readiness>) -> Response {
+    // Set at every scrape too: an idle function changes its readiness seldom, and a
+    // gauge not set for 15 minutes leaves /metrics.
+    readiness.set(readiness.get());
     (
         [(
             axum::http::header::CONTENT_TYPE,
