@@ -48,7 +48,7 @@ pub struct EventRecord {
     /// The draw rule the event follows (docs/fairness.md).
     pub draw_rule: String,
     /// The platforms whose users may enter; empty: every platform.
-    pub allowed_platforms: Vec<String>,
+    pub allowed_platforms: Vec<PlatformId>,
 }
 
 const SELECT_EVENT: &str = "select event_id, state, stock_total, stock_left, win_probability, admission_rate_per_s,
@@ -84,7 +84,12 @@ fn record_of(row: &sqlx::postgres::PgRow) -> Result<EventRecord> {
         decisions_made: row.get::<i64, _>("decisions_made") as u64,
         beacon: Beacon::from_columns(row.get("beacon_round"), row.get("beacon_value")),
         draw_rule: row.get("draw_rule"),
-        allowed_platforms: row.get("allowed_platforms"),
+        allowed_platforms: row
+            .get::<Vec<String>, _>("allowed_platforms")
+            .into_iter()
+            .map(PlatformId::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("stored allowed platform: {e}"))?,
     })
 }
 
@@ -297,11 +302,7 @@ pub async fn mirror(store: &QueueStore, record: &EventRecord) -> Result<()> {
                 rate_per_s: record.admission_rate_per_s,
                 abandon_timeout_ms: record.abandon_timeout_ms,
                 opens_at_ms: record.opens_at_ms,
-                allowed_platforms: record
-                    .allowed_platforms
-                    .iter()
-                    .map(PlatformId::parse)
-                    .collect::<Result<_, _>>()?,
+                allowed_platforms: record.allowed_platforms.clone(),
             },
         )
         .await?;

@@ -18,9 +18,17 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Whether Redis answers, recorded as `dropgate_ready` as the other functions' ops
+/// ports do.
+async fn redis_ready(state: &AppState) -> bool {
+    let ready = state.store.ping().await;
+    metrics::gauge!("dropgate_ready").set(if ready { 1.0 } else { 0.0 });
+    ready
+}
+
 /// `GET /readyz`: Redis answers.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.store.ping().await {
+    if redis_ready(&state).await {
         Json(json!({"status": "ready"})).into_response()
     } else {
         (
@@ -34,8 +42,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text, with queue gauges read fresh for the events this
 /// instance has served.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let ready = state.store.ping().await;
-    metrics::gauge!("dropgate_ready").set(if ready { 1.0 } else { 0.0 });
+    redis_ready(&state).await;
     let events = state.streams.known_events();
     metrics::gauge!("dropgate_queue_watched_events").set(events.len() as f64);
     for event in events {

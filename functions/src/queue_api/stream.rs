@@ -220,7 +220,13 @@ impl StreamHub {
     /// counter feeds positions and metrics).
     pub fn remember(&self, event: &EventId) {
         let mut events = self.inner.lock_events();
-        if !events.contains_key(event) && events.len() >= MAX_REMEMBERED_EVENTS {
+        // Every enter and status read lands here: a known event costs a lookup only.
+        if let Some(watch) = events.get_mut(event) {
+            watch.confirmed = true;
+            watch.last_used = Instant::now();
+            return;
+        }
+        if events.len() >= MAX_REMEMBERED_EVENTS {
             let idlest = events
                 .iter()
                 .filter(|(_, watch)| watch.waiters.is_empty())
