@@ -42,8 +42,14 @@ ifeq ($(TLS),1)
 LOCAL_UP_FLAGS := --tls
 override STATE_DIR := $(STATE_DIR)-tls
 endif
+# REDIS_CLUSTER=3: Redis as a cluster of that many primaries (a stack of its own).
+REDIS_CLUSTER ?=
+ifneq ($(REDIS_CLUSTER),)
+LOCAL_UP_FLAGS += --redis-cluster $(REDIS_CLUSTER)
+override STATE_DIR := $(STATE_DIR)-cluster
+endif
 
-local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WIN_PROBABILITY, RATE, TLS=1)
+local: setup ## the main job: run a whole drop on this machine (USERS, STOCK, WIN_PROBABILITY, RATE, TLS=1, REDIS_CLUSTER=3)
 	@echo "==> building release binaries"
 	$(CARGO) build --workspace --release --locked
 	@echo "==> starting the local stack and the four functions"

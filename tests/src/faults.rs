@@ -56,6 +56,10 @@ pub enum Fault {
     /// with whatever it had received, and its data served at the primary's address
     /// (as Memorystore's failover keeps the endpoint).
     RedisFailover,
+    /// On a Redis Cluster: `kill -9` the primary that holds the (first) event's slot
+    /// and start it again with its AOF; the other primaries, and the events on them,
+    /// carry on.
+    RedisPrimaryCrashed,
 }
 
 impl std::fmt::Display for Fault {
@@ -76,6 +80,7 @@ impl std::fmt::Display for Fault {
             }
             Fault::RedisEmptied => f.write_str("Redis emptied"),
             Fault::RedisFailover => f.write_str("Redis failed over to its replica"),
+            Fault::RedisPrimaryCrashed => f.write_str("crash-restart the event's Redis primary"),
         }
     }
 }
@@ -105,6 +110,12 @@ pub struct DropPlan {
     /// Run on a `--tls` stack: every connection encrypted, verified and
     /// authenticated, as deployed.
     pub tls: bool,
+    /// Run on a Redis Cluster of this many primaries (0: one Redis).
+    pub redis_cluster: u8,
+    /// Events on sale at once, each with its own crowd of `users`; on a cluster each
+    /// on another primary (as far as there are primaries). The fault strikes when the
+    /// first has drawn enough.
+    pub events: usize,
 }
 
 impl Default for DropPlan {
@@ -119,6 +130,8 @@ impl Default for DropPlan {
             down_ms: (200, 1_500),
             timeout: Duration::from_secs(90),
             tls: false,
+            redis_cluster: 0,
+            events: 1,
         }
     }
 }
@@ -183,11 +196,17 @@ pub async fn run(fault: Fault, plan: DropPlan) {
 
     let stack = if plan.tls {
         TestStack::dedicated_tls().await
+    } else if plan.redis_cluster > 0 {
+        TestStack::dedicated_cluster(plan.redis_cluster).await
     } else {
         TestStack::dedicated().await
     }
     .expect("a stack of the test's own");
-    let event = TestStack::unique("fault");
+    let store = QueueStore::connect(&stack.env.redis())
+        .await
+        .expect("Redis");
+    let events = event_names(&store, plan.events).await.expect("event names");
+    let event = events[0].clone();
     let _logs = LogsOnFailure {
         state_dir: stack.state_dir().to_path_buf(),
         label: event.clone(),
@@ -211,9 +230,6 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         .connect(&stack.env.database_url)
         .await
         .expect("PostgreSQL");
-    let store = QueueStore::connect(&stack.env.redis())
-        .await
-        .expect("Redis");
     let event_id = EventId::parse(event.as_str()).expect("a valid event id");
 
     let expected_draws = f64::from(plan.stock) / plan.win_probability;
@@ -233,7 +249,7 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         win_probability: plan.win_probability,
         rate: plan.rate,
         sse_share: 0.5,
-        concurrency: 512,
+        concurrency: 512 / plan.events.max(1) as u32,
         event: Some(event.clone()),
         report_dir: None,
         timeout: plan.timeout,
@@ -262,7 +278,16 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         })
     };
     let crowd_started = Instant::now();
-    let report = demo::run(&args).await;
+    // Every event's crowd at once, each through the same functions.
+    let crowds = events.iter().map(|name| {
+        let args = DemoArgs {
+            event: Some(name.clone()),
+            ..args.clone()
+        };
+        async move { demo::run(&args).await }
+    });
+    let mut reports = futures_util::future::join_all(crowds).await;
+    let report = reports.remove(0);
     let _ = crowd_done.send(true);
     let strike = striker
         .await
@@ -294,6 +319,15 @@ pub async fn run(fault: Fault, plan: DropPlan) {
     let checked = check(&report, &pool, &store, &event_id)
         .await
         .unwrap_or_else(|e| panic!("{fault}: {e:#}\n{}", report.summary()));
+    // The events on sale next to it (on other primaries of a cluster) hold every
+    // invariant too.
+    for (name, other) in events.iter().skip(1).zip(reports) {
+        let other = other.unwrap_or_else(|e| panic!("{fault}: the crowd of {name} failed: {e:#}"));
+        let other_id = EventId::parse(name.as_str()).expect("a valid event id");
+        check(&other, &pool, &store, &other_id)
+            .await
+            .unwrap_or_else(|e| panic!("{fault}, event {name}: {e:#}\n{}", other.summary()));
+    }
 
     let line = format!(
         "faults: {fault} at {:.1} s ({} drawn, stock {} left, away {:.1} s): {} users, \
@@ -436,6 +470,18 @@ async fn strike(
             .await
             .with_context(|| format!("{fault}: serving the replica"))?;
         }
+        Fault::RedisPrimaryCrashed => {
+            let store = QueueStore::connect(&env.redis()).await?;
+            let holder = primary_of(&store, &event).await?;
+            let state = stack::StackState::load(&options.state_dir)?;
+            let index = (0..state.redis_node_count())
+                .find(|&index| state.redis_node(index).map(|node| node.port) == Some(holder))
+                .with_context(|| format!("no stack node listens on {holder}"))?;
+            tokio::time::sleep(down).await;
+            stack::restart_redis_node(&stack_options, index, StopMode::Crash, &mut quiet)
+                .await
+                .with_context(|| format!("{fault}: restarting node {index}"))?;
+        }
         Fault::RedisEmptied => {
             let mut redis = redis::Client::open(env.redis_url.as_str())?
                 .get_multiplexed_async_connection()
@@ -449,6 +495,42 @@ async fn strike(
         stock_left,
         outage: struck.elapsed(),
     }))
+}
+
+/// `count` new event names; on a cluster, each held by another primary as far as
+/// there are primaries, so the events of one run really spread over the cluster.
+async fn event_names(store: &QueueStore, count: usize) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut primaries = Vec::new();
+    let mut tries = 0;
+    while names.len() < count {
+        let name = TestStack::unique("fault");
+        let event = EventId::parse(name.as_str())?;
+        let primary = primary_of(store, &event).await?;
+        tries += 1;
+        // A single Redis is every event's primary; a cluster gets spread first.
+        if !primaries.contains(&primary) || tries > 200 {
+            primaries.push(primary);
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The port of the Redis process holding `event`'s keys: the only one, or the
+/// primary of the event's slot in a cluster.
+async fn primary_of(store: &QueueStore, event: &EventId) -> Result<u16> {
+    let mut redis = store.connection();
+    let key = dropgate_functions::queue::EventKeys::new(event).meta();
+    // Routed by the key, so a cluster answers from the event's primary.
+    let port: u16 = redis::cmd("EVAL")
+        .arg("return string.match(redis.call('INFO', 'server'), 'tcp_port:(%d+)')")
+        .arg(1)
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .context("asking the event's primary its port")?;
+    Ok(port)
 }
 
 /// How long the draw is held before the AOF copy of a rollback.

@@ -48,7 +48,7 @@ impl TestStack {
     pub async fn shared() -> &'static TestStack {
         SHARED
             .get_or_init(|| async {
-                Self::start(false, false)
+                Self::start(false, false, 0)
                     .await
                     .unwrap_or_else(|e| panic!("starting the test stack: {e:#}"))
             })
@@ -57,16 +57,22 @@ impl TestStack {
 
     /// A stack of this test's own, stopped (and deleted) when dropped.
     pub async fn dedicated() -> Result<TestStack> {
-        Self::start(true, false).await
+        Self::start(true, false, 0).await
+    }
+
+    /// A stack of this test's own whose Redis is a cluster of `primaries`, stopped
+    /// (and deleted) when dropped.
+    pub async fn dedicated_cluster(primaries: u8) -> Result<TestStack> {
+        Self::start(true, false, primaries).await
     }
 
     /// A `--tls` stack of this test's own (TLS-only servers, passwords, SASL/SCRAM
     /// behind a TLS terminator), stopped (and deleted) when dropped.
     pub async fn dedicated_tls() -> Result<TestStack> {
-        Self::start(true, true).await
+        Self::start(true, true, 0).await
     }
 
-    async fn start(stop_on_drop: bool, tls: bool) -> Result<TestStack> {
+    async fn start(stop_on_drop: bool, tls: bool, redis_cluster: u8) -> Result<TestStack> {
         // Kept rather than deleted on drop: `down --purge` removes it together with
         // any PostgreSQL data placed outside it.
         let dir = tempfile::Builder::new()
@@ -77,6 +83,7 @@ impl TestStack {
         let options = StackOptions {
             partitions: 3,
             tls,
+            redis_cluster,
             ..StackOptions::new(&dir)
         };
         // The watchdog starts first, so even a failed start-up is cleaned up.

@@ -620,9 +620,7 @@ async fn recorded_event(
 ) -> (EventId, dropgate_functions::queue::QueueStore) {
     let (event, store) = pg_event(stack, pool, count, absent).await;
     let mut redis = store.connection();
-    let run = dropgate_functions::queue::redis_run_id(&mut redis)
-        .await
-        .expect("run_id");
+    let run = redis.primary_run_ids().await.expect("run_id").join(",");
     let _: () = redis
         .hset(EventKeys::new(&event).meta(), "generation", run)
         .await

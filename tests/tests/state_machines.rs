@@ -14,6 +14,7 @@ use dropgate_functions::admitter::Admitter;
 use dropgate_functions::config::TopicArgs;
 use dropgate_functions::goods_worker::store::record_batch;
 use dropgate_functions::ops_server::Readiness;
+use dropgate_functions::queue::RedisConn;
 use dropgate_functions::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
 use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScript};
 use dropgate_functions::queue::scripts::enter::EnterScript;
@@ -25,14 +26,13 @@ use dropgate_tests::TestStack;
 use dropgate_tests::clock::now_s;
 use dropgate_tools::events;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 const TICKET: u64 = 7;
 
 /// One event in Redis, with this test holding its admitter lease.
 struct Event {
     store: QueueStore,
-    redis: ConnectionManager,
+    redis: RedisConn,
     event: EventId,
     keys: EventKeys,
     lease_value: String,
@@ -469,7 +469,7 @@ async fn the_sold_out_mark_follows_event_step_and_only_the_lease_holder_writes_i
 async fn only_the_lease_holder_carries_the_token_bucket() {
     let stack = TestStack::shared().await;
     let mut event = Event::new(stack, EventState::Open).await;
-    let bucket = |redis: &mut ConnectionManager, keys: &EventKeys| {
+    let bucket = |redis: &mut RedisConn, keys: &EventKeys| {
         let key = keys.bucket();
         let mut redis = redis.clone();
         async move {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 use dropgate_core::{EventId, EventSeed, EventState, QueueMode};
-use dropgate_functions::config::{DatabaseArgs, RedisArgs, Secret, TlsVerify};
+use dropgate_functions::config::{DatabaseArgs, RedisArgs, RedisMode, Secret, TlsVerify};
 use dropgate_functions::queue::QueueStore;
 use dropgate_functions::seed_vault::SeedKey;
 use sqlx::PgPool;
@@ -28,6 +28,10 @@ pub struct EventTarget {
     /// PostgreSQL changes).
     #[arg(long = "redis-url", env = "DROPGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret<String>>,
+    /// `single` or `cluster` (then the URL names one or more of the cluster's nodes,
+    /// comma-separated).
+    #[arg(long = "redis-mode", env = "DROPGATE_REDIS_MODE", value_enum, default_value_t = RedisMode::Single)]
+    pub redis_mode: RedisMode,
     /// PEM file of the CA that signed Redis' server certificate (with `rediss://`).
     #[arg(long = "redis-ca-file", env = "DROPGATE_REDIS_CA_FILE")]
     pub redis_ca_file: Option<std::path::PathBuf>,
@@ -59,6 +63,7 @@ impl EventTarget {
     pub(crate) fn redis(&self) -> Option<RedisArgs> {
         self.redis_url.as_ref().map(|url| RedisArgs {
             url: url.clone(),
+            mode: self.redis_mode,
             ca_file: self.redis_ca_file.clone(),
             verify: self.redis_tls_verify,
             require_tls: self.redis_require_tls,

@@ -37,6 +37,10 @@ pub enum StackCommand {
         /// passwords, and SASL/SCRAM for the broker (a new stack only).
         #[arg(long)]
         tls: bool,
+        /// Run Redis as a Redis Cluster of this many primaries (at least 3) on
+        /// loopback, as Memorystore for Redis Cluster would (a new stack only).
+        #[arg(long, value_name = "PRIMARIES", value_parser = clap::value_parser!(u8).range(3..=9))]
+        redis_cluster: Option<u8>,
     },
     /// Stop exactly the processes `up` started (by recorded pid).
     Down {
@@ -88,6 +92,10 @@ pub enum LocalCommand {
         /// Start a new stack TLS-only with authentication (see `stack up --tls`).
         #[arg(long)]
         tls: bool,
+        /// Start a new stack with a Redis Cluster of this many primaries (see `stack
+        /// up --redis-cluster`).
+        #[arg(long, value_name = "PRIMARIES", value_parser = clap::value_parser!(u8).range(3..=9))]
+        redis_cluster: Option<u8>,
     },
     /// Stop the functions (the stack keeps running; `stack down` stops everything).
     Down {
@@ -129,9 +137,11 @@ pub async fn run_local(command: LocalCommand) -> Result<()> {
             dir,
             goods_workers,
             tls,
+            redis_cluster,
         } => {
             let options = StackOptions {
                 tls,
+                redis_cluster: redis_cluster.unwrap_or(0),
                 ..StackOptions::new(&dir.state_dir)
             };
             let env = stack::up(&options, &mut progress).await?;
@@ -190,12 +200,14 @@ pub async fn run(command: StackCommand) -> Result<()> {
             redis_fsync,
             broker_storage,
             tls,
+            redis_cluster,
         } => {
             let options = StackOptions {
                 partitions,
                 redis_fsync,
                 broker_storage,
                 tls,
+                redis_cluster: redis_cluster.unwrap_or(0),
                 ..StackOptions::new(dir.state_dir)
             };
             let env = stack::up(&options, &mut progress).await?;
@@ -244,6 +256,13 @@ pub async fn run(command: StackCommand) -> Result<()> {
                     ),
                     (None, _) => println!("{:<9} not started", line.component.name()),
                 }
+            }
+            for (name, server, running) in stack::redis_node_status(&dir.state_dir)? {
+                let state = if running { "running " } else { "stopped " };
+                println!(
+                    "{name:<9} {state} pid {:<8} 127.0.0.1:{}",
+                    server.pid, server.port
+                );
             }
         }
         StackCommand::Env { dir } => {

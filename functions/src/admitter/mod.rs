@@ -34,7 +34,6 @@ use dropgate_core::{
     TokenBucket, UserKey, UserState, admit,
 };
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::bus::Publisher;
@@ -50,7 +49,7 @@ use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use crate::queue::scripts::raise_seq::RaiseSeqScript;
 use crate::queue::scripts::sweep::{SweepReply, SweepScript};
-use crate::queue::{DecisionLog, EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore};
+use crate::queue::{DecisionLog, EVENTS_KEY, EventKeys, EventMeta, Notice, QueueStore, RedisConn};
 use crate::service::Runner;
 
 /// admitter settings.
@@ -125,6 +124,11 @@ const LOOK_BUDGET_EXTRA: u64 = 2_000;
 /// Most admitting users re-published per tick.
 const REPUBLISH_LIMIT: isize = 10_000;
 
+/// The `run_id` of the Redis process that holds `KEYS[1]`: the server itself, or the
+/// primary of the key's slot in a cluster.
+const HOLDER_RUN_ID_SCRIPT: &str =
+    "return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')";
+
 /// What of the event's public fairness record Redis holds: the record, the revealed
 /// seed, the beacon value. The admitter publishes it again from PostgreSQL when a
 /// part PostgreSQL has is missing.
@@ -155,6 +159,9 @@ struct EventView {
     /// The `run_id` of the Redis process that last brought the event in line with
     /// PostgreSQL. Another value means the data may come from an older copy.
     generation: Option<String>,
+    /// The `run_id` of the Redis process that holds the event now (in a cluster, the
+    /// primary of the event's slot).
+    holder_run: String,
     /// The public fairness record exists, and holds the revealed seed.
     fairness: FairnessPublished,
 }
@@ -182,7 +189,7 @@ impl Authority {
 
 /// One admitter instance.
 pub struct Admitter {
-    redis: ConnectionManager,
+    redis: RedisConn,
     store: QueueStore,
     pool: sqlx::PgPool,
     seed_key: crate::seed_vault::SeedKey,
@@ -210,7 +217,7 @@ pub struct Admitter {
     only: HashSet<String>,
     /// Events whose sold-out notice this instance already published.
     announced_sold_out: HashSet<EventId>,
-    /// The `run_id` of the Redis process seen last tick: it changes when Redis
+    /// The `run_id` of every Redis primary seen last tick: it changes when one
     /// restarts or fails over, which is when acknowledged writes can be lost.
     redis_run: String,
     readiness: Readiness,
@@ -301,7 +308,7 @@ impl Admitter {
 
     /// One pass over every event this instance serves.
     pub async fn tick_once(&mut self) -> Result<()> {
-        let run = crate::queue::redis_run_id(&mut self.redis).await?;
+        let run = self.redis.primary_run_ids().await?.join(",");
         if run != self.redis_run {
             if !self.redis_run.is_empty() {
                 tracing::warn!(previous = %self.redis_run, now = %run, "Redis restarted or failed over: every event is checked against PostgreSQL");
@@ -473,7 +480,7 @@ impl Admitter {
             Some("the event is missing")
         } else if view.seq < row.tickets_issued {
             Some("the ticket counter went back")
-        } else if view.generation.as_deref() != Some(self.redis_run.as_str()) {
+        } else if view.generation.as_deref() != Some(view.holder_run.as_str()) {
             // A restart from periodic persistence or a promoted asynchronous
             // replica can lose writes that leave no other trace (a result applied,
             // an admission), so a Redis process not yet checked is repaired anyway.
@@ -503,7 +510,7 @@ impl Admitter {
             self.repair(event, reason, seq_found, view.seq).await?;
             let _: () = self
                 .redis
-                .hset(keys.meta(), "generation", &self.redis_run)
+                .hset(keys.meta(), "generation", &view.holder_run)
                 .await?;
             *view = self.read(event).await?;
         }
@@ -816,6 +823,7 @@ impl Admitter {
             bool,
             (Option<u64>, Option<String>),
             bool,
+            Option<String>,
         );
         let (
             meta,
@@ -828,6 +836,7 @@ impl Admitter {
             beacon,
             (log_entries, log_status),
             log_present,
+            holder_run,
         ): Reads = redis::pipe()
             .hget(
                 keys.meta(),
@@ -849,6 +858,11 @@ impl Admitter {
             .hexists(keys.fairness(), "beacon_value")
             .hget(keys.fairness(), &["decision_log_entries", "decision_log"])
             .exists(keys.decision_log())
+            // Keyed by the event, so a cluster runs it on the primary of its slot.
+            .cmd("EVAL")
+            .arg(HOLDER_RUN_ID_SCRIPT)
+            .arg(1)
+            .arg(keys.meta())
             .query_async(&mut self.redis)
             .await
             .context("Failed to read the event")?;
@@ -866,6 +880,7 @@ impl Admitter {
             seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
             generation,
+            holder_run: holder_run.context("Redis' INFO has no run_id")?,
             fairness: FairnessPublished {
                 record: fairness,
                 seed: revealed,

@@ -3,16 +3,15 @@
 //! (loaded once, run by EVALSHA, reloaded on NOSCRIPT by redis-rs), behind a typed
 //! wrapper in [`scripts`].
 
+pub mod conn;
 pub mod keys;
 pub mod scripts;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisArgs;
 use scripts::draw_limits::DrawLimitsScript;
@@ -20,6 +19,7 @@ use scripts::enter::EnterScript;
 use scripts::retick::RetickScript;
 use scripts::status::StatusScript;
 
+pub use conn::RedisConn;
 pub use keys::{EVENTS_KEY, EventKeys, Notice};
 
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
@@ -73,21 +73,6 @@ pub struct Standing {
     pub event_state: EventState,
     /// The event's stock is known to be gone.
     pub stock_gone: bool,
-}
-
-/// The `run_id` of the Redis process behind `redis`: new after every restart, and
-/// another node's after a failover. The admitter marks each event it has checked
-/// against PostgreSQL with it.
-pub async fn redis_run_id(redis: &mut impl redis::aio::ConnectionLike) -> Result<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(redis)
-        .await
-        .context("Failed to read Redis' INFO")?;
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|run| run.trim().to_owned())
-        .context("Redis' INFO has no run_id")
 }
 
 /// What anyone may know of an event's draw (docs/fairness.md): from creation the
@@ -175,7 +160,7 @@ impl PublicFairness {
 /// queue-api's Redis access.
 #[derive(Clone)]
 pub struct QueueStore {
-    redis: ConnectionManager,
+    redis: RedisConn,
     enter: EnterScript,
     status: StatusScript,
     retick: RetickScript,
@@ -189,34 +174,16 @@ impl std::fmt::Debug for QueueStore {
 }
 
 impl QueueStore {
-    /// Connects (the manager reconnects by itself after Redis restarts). Gives up
-    /// after about ten seconds, so a wrong address fails a start-up instead of hanging
-    /// it; a command that gets no answer within two seconds fails rather than holding
-    /// a client's request open.
+    /// Connects to a single Redis or a cluster, as `args` says (see
+    /// [`RedisConn::connect`]).
     pub async fn connect(args: &RedisArgs) -> Result<Self> {
-        let client = args.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(3)
-            .set_max_delay(1_000);
-        let redis = tokio::time::timeout(
-            Duration::from_secs(10),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
-        .and_then(|connected| Ok(connected?))
-        .context(
-            "Failed to connect to Redis (DROPGATE_REDIS_URL; for TLS also DROPGATE_REDIS_CA_FILE)",
-        )?;
-        Ok(Self::new(redis))
+        Ok(Self::new(RedisConn::connect(args).await?))
     }
 
-    /// Wraps an existing connection manager.
-    pub fn new(redis: ConnectionManager) -> Self {
+    /// Wraps an existing connection.
+    pub fn new(redis: impl Into<RedisConn>) -> Self {
         Self {
-            redis,
+            redis: redis.into(),
             enter: EnterScript::default(),
             status: StatusScript::default(),
             retick: RetickScript::default(),
@@ -225,7 +192,7 @@ impl QueueStore {
     }
 
     /// The connection, for callers that need plain commands.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.redis.clone()
     }
 
@@ -278,7 +245,9 @@ impl QueueStore {
         ];
         let keys = EventKeys::new(event);
         // One transaction: an enter between the fields and the platforms would find
-        // the event open to every platform.
+        // the event open to every platform. The events set is another slot in a
+        // cluster, so it is written after: an admitter that finds the event finds it
+        // whole.
         let mut pipe = redis::pipe();
         pipe.atomic().hset_multiple(keys.meta(), &fields);
         if meta.allowed_platforms.is_empty() {
@@ -287,10 +256,8 @@ impl QueueStore {
             let platforms: Vec<&str> = meta.allowed_platforms.iter().map(|p| p.as_str()).collect();
             pipe.hset(keys.meta(), "platforms", platforms.join(","));
         }
-        let _: () = pipe
-            .sadd(EVENTS_KEY, event.as_str())
-            .query_async(&mut self.redis.clone())
-            .await?;
+        let _: () = pipe.query_async(&mut self.redis.clone()).await?;
+        let _: () = self.redis.clone().sadd(EVENTS_KEY, event.as_str()).await?;
         Ok(())
     }
 
@@ -433,12 +400,9 @@ impl QueueStore {
         Ok((length, serving.unwrap_or(0)))
     }
 
-    /// Whether Redis answers.
+    /// Whether Redis answers (in a cluster, at least one primary).
     pub async fn ping(&self) -> bool {
-        redis::cmd("PING")
-            .query_async::<String>(&mut self.redis.clone())
-            .await
-            .is_ok()
+        self.redis.clone().ping().await
     }
 
     /// The event's counters (entered, admitted, won, ...). `entered` is the ticket

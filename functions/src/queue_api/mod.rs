@@ -295,7 +295,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let streams = StreamHub::new(
             store.clone(),
-            args.redis.client()?,
+            args.redis.clone(),
             args.max_streams,
             shutdown_rx,
         );

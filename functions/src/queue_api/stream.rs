@@ -34,6 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::extract::{Caller, EventPath};
 use super::queue::{QueueView, found, now_s};
 use super::{ApiError, AppState};
+use crate::config::RedisArgs;
 use crate::queue::{EventKeys, Notice, QueueStore, Standing};
 
 /// Comment heartbeat interval: below the 30–60 s idle timeouts of common proxies.
@@ -89,7 +90,7 @@ struct EventWatch {
 
 struct Inner {
     store: QueueStore,
-    client: redis::Client,
+    redis_args: RedisArgs,
     max_streams: usize,
     open: AtomicUsize,
     next_stream_id: AtomicU64,
@@ -190,14 +191,14 @@ impl StreamHub {
     /// Starts the subscription and the ticker (they run until `shutdown` turns true).
     pub fn new(
         store: QueueStore,
-        client: redis::Client,
+        redis_args: RedisArgs,
         max_streams: usize,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let hub = Self {
             inner: Arc::new(Inner {
                 store,
-                client,
+                redis_args,
                 max_streams,
                 open: AtomicUsize::new(0),
                 next_stream_id: AtomicU64::new(0),
@@ -311,13 +312,20 @@ fn event_of_channel(channel: &str) -> Option<EventId> {
     EventId::parse(id).ok()
 }
 
-/// Keeps one pattern subscription alive, reconnecting with backoff.
+/// Keeps one pattern subscription alive, reconnecting with backoff (in a cluster, to
+/// the next primary: the one it was on may be the one that went away).
 async fn subscribe(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0;
     loop {
         let session = async {
-            let mut pubsub = inner.client.get_async_pubsub().await?;
+            let client = inner
+                .store
+                .connection()
+                .subscriber_client(&inner.redis_args, attempt)
+                .await?;
+            let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(NOTIFY_PATTERN).await?;
             tracing::debug!("result notifications subscribed");
             let mut messages = pubsub.on_message();
@@ -342,6 +350,7 @@ async fn subscribe(inner: Arc<Inner>) {
             }
             _ = shutdown.wait_for(|stopping| *stopping) => return,
         }
+        attempt += 1;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -350,7 +359,7 @@ async fn subscribe(inner: Arc<Inner>) {
 /// Reads serving counters and states of watched events once a second.
 async fn tick(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.clone();
-    let mut redis = inner.store.connection();
+    let redis = inner.store.connection();
     loop {
         // Only streams use the pulse; an event without one is read at /metrics.
         let events: Vec<EventId> = {
@@ -365,35 +374,44 @@ async fn tick(inner: Arc<Inner>) {
                 .collect()
         };
         if !events.is_empty() {
-            let mut pipe = redis::pipe();
-            for event in &events {
+            // One small pipeline per event, all sent at once: in a cluster each event
+            // lives on its own primary, and a pipeline may only name one slot.
+            let reads = events.iter().map(|event| {
                 let keys = EventKeys::new(event);
-                pipe.get(keys.serving())
-                    .hget(keys.meta(), &["state", "rate", "abandon_ms"]);
-            }
-            type Reply = Vec<(Option<u64>, (Option<String>, Option<u32>, Option<u64>))>;
-            match pipe.query_async::<Reply>(&mut redis).await {
-                Ok(replies) => {
-                    let events_map = inner.lock_events();
-                    for (event, (serving, (state, rate, abandon))) in events.iter().zip(replies) {
-                        let pulse = state
-                            .and_then(|state| state.parse().ok())
-                            .map(|state| Pulse {
-                                serving: serving.unwrap_or(0),
-                                rate_per_s: rate.unwrap_or(1).max(1),
-                                state,
-                                abandon_timeout_ms: abandon.unwrap_or(120_000),
-                            });
-                        if let Some(watch) = events_map.get(event) {
-                            watch.pulse.send_if_modified(|current| {
-                                let changed = *current != pulse;
-                                *current = pulse;
-                                changed
-                            });
-                        }
-                    }
+                let mut redis = redis.clone();
+                async move {
+                    redis::pipe()
+                        .get(keys.serving())
+                        .hget(keys.meta(), &["state", "rate", "abandon_ms"])
+                        .query_async::<PulseReply>(&mut redis)
+                        .await
                 }
-                Err(error) => tracing::warn!(%error, "could not read serving counters"),
+            });
+            let replies = futures_util::future::join_all(reads).await;
+            let events_map = inner.lock_events();
+            for (event, reply) in events.iter().zip(replies) {
+                let (serving, (state, rate, abandon)) = match reply {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        tracing::warn!(%event, %error, "could not read the serving counter");
+                        continue;
+                    }
+                };
+                let pulse = state
+                    .and_then(|state| state.parse().ok())
+                    .map(|state| Pulse {
+                        serving: serving.unwrap_or(0),
+                        rate_per_s: rate.unwrap_or(1).max(1),
+                        state,
+                        abandon_timeout_ms: abandon.unwrap_or(120_000),
+                    });
+                if let Some(watch) = events_map.get(event) {
+                    watch.pulse.send_if_modified(|current| {
+                        let changed = *current != pulse;
+                        *current = pulse;
+                        changed
+                    });
+                }
             }
         }
         tokio::select! {
@@ -403,6 +421,9 @@ async fn tick(inner: Arc<Inner>) {
         }
     }
 }
+
+/// An event's serving counter and the meta fields a stream needs.
+type PulseReply = (Option<u64>, (Option<String>, Option<u32>, Option<u64>));
 
 /// What a stream tells its client.
 enum Told {

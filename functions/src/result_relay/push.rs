@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::queue::RedisConn;
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +17,6 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use dropgate_core::DrawResult;
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,7 +42,7 @@ struct State_ {
 
 /// result-relay serving push deliveries.
 pub struct RelayPush {
-    redis: ConnectionManager,
+    redis: RedisConn,
     auth: PushAuth,
     batch_size: usize,
     batch_wait: Duration,
@@ -133,7 +133,7 @@ async fn handle(state: &State_, headers: &HeaderMap, body: Body) -> Result<(), P
 /// idempotent, so whatever did get applied is found applied next time).
 async fn apply_batch(
     script: &ApplyResultScript,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     readiness: &Readiness,
     items: Vec<(DrawResult, String)>,
 ) -> Vec<Verdict> {

@@ -2,12 +2,13 @@
 # how it is exposed. Both deployment targets and the IAM roles are derived from it.
 
 locals {
-  use_gke               = contains(["gke", "both"], var.deployment_target)
-  use_cloudrun          = contains(["cloudrun", "both"], var.deployment_target)
-  use_memorystore       = var.redis_mode == "memorystore"
-  use_statefulset_redis = var.redis_mode == "statefulset"
-  use_kafka             = var.transport == "kafka"
-  use_pubsub            = var.transport == "pubsub"
+  use_gke                 = contains(["gke", "both"], var.deployment_target)
+  use_cloudrun            = contains(["cloudrun", "both"], var.deployment_target)
+  use_memorystore         = var.redis_mode == "memorystore"
+  use_memorystore_cluster = var.redis_mode == "memorystore_cluster"
+  use_statefulset_redis   = var.redis_mode == "statefulset"
+  use_kafka               = var.transport == "kafka"
+  use_pubsub              = var.transport == "pubsub"
   # Cloud Run services need an image that exists, so they (and the Pub/Sub push
   # subscriptions to them) are created on the first apply that names one.
   deploy_cloudrun = local.use_cloudrun && var.image_tag != null
@@ -26,11 +27,18 @@ locals {
 
   # Memorystore's server certificate names its IP in the common name only, which
   # rustls does not read, so the chain is checked against the instance's own CA and
-  # the name is not (the same trust as PostgreSQL's verify-ca).
+  # the name is not (the same trust as PostgreSQL's verify-ca). The cluster's nodes are
+  # reached at Private Service Connect addresses of this VPC, which their certificates
+  # are not known to name either, so memorystore_cluster is checked the same way.
   memorystore_tls_env = {
     DROPGATE_REDIS_CA_FILE    = local.ca_files["redis-ca"]
     DROPGATE_REDIS_TLS_VERIFY = "ca"
   }
+  # One Redis (memorystore, statefulset) or a cluster (memorystore_cluster), whose
+  # nodes the cluster client learns from the discovery endpoint in DROPGATE_REDIS_URL.
+  # Every workload with DROPGATE_REDIS_URL gets it: the Redis functions and event-admin
+  # (Cloud Run here; GKE from the k8s output's redis_config).
+  redis_mode_env = { DROPGATE_REDIS_MODE = local.use_memorystore_cluster ? "cluster" : "single" }
 
   # Where the stores' server CAs are mounted, by secret name (Cloud Run: one secret
   # volume per file; GKE: the same paths from the dropgate-runtime Secret).

@@ -3,8 +3,8 @@
 #
 # Order on a fresh project: every module waits for the APIs (services.tf), so nothing
 # calls a Google API before it is enabled; Cloud Run waits for the secrets' versions
-# and their accessor grants (the memorystore, cloudsql and seed-key modules), so no
-# revision starts before it can read what it mounts.
+# and their accessor grants (the memorystore or memorystore-cluster, cloudsql and
+# seed-key modules), so no revision starts before it can read what it mounts.
 
 module "network" {
   source     = "../../modules/network"
@@ -52,6 +52,25 @@ module "memorystore" {
     id             = module.network.ids.network
     psa_range      = module.network.names.psa_range
     psa_connection = module.network.psa_connection
+  }
+  secret_accessors = { for k in local.redis_secret_readers : k => module.iam.members[k] }
+  depends_on       = [google_project_service.apis]
+}
+
+# redis_mode = memorystore_cluster: Memorystore for Redis Cluster, its Private Service
+# Connect endpoints in the private subnet (where GKE nodes and Cloud Run's direct VPC
+# egress already are), and the same two secrets as the single instance.
+module "memorystore_cluster" {
+  source     = "../../modules/memorystore-cluster"
+  count      = local.use_memorystore_cluster ? 1 : 0
+  project_id = var.project_id
+  prefix     = var.prefix
+  region     = var.region
+  labels     = local.labels
+  config     = var.memorystore_cluster
+  network = {
+    id     = module.network.ids.network
+    subnet = module.network.ids.private_subnet
   }
   secret_accessors = { for k in local.redis_secret_readers : k => module.iam.members[k] }
   depends_on       = [google_project_service.apis]
@@ -229,6 +248,10 @@ data "google_project" "this" {
 }
 
 locals {
+  # The Redis secrets Cloud Run reads: the instance's or the cluster's (with
+  # statefulset there is no Cloud Run, which cannot reach the in-cluster Redis).
+  redis_secret_ids = one(concat(module.memorystore[*].secret_ids, module.memorystore_cluster[*].secret_ids))
+
   # Managed Kafka takes SASL over TLS only. Its certificate chains to a public root
   # (the image's ca-certificates, so no DROPGATE_KAFKA_CA_FILE), and the OAUTHBEARER
   # tokens are the workload's own Google credentials from the metadata server
@@ -311,18 +334,18 @@ module "cloudrun" {
       env = merge(
         f.env,
         local.tls_env,
-        contains(f.uses, "redis") ? local.memorystore_tls_env : {},
+        contains(f.uses, "redis") ? merge(local.memorystore_tls_env, local.redis_mode_env) : {},
         contains(f.uses, "postgres") ? { DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"] } : {},
         contains(f.uses, "bus") ? local.transport_env : {},
         contains(local.seed_key_readers, k) ? { DROPGATE_SEED_KEY_FILE = local.seed_key_file } : {},
       )
       secret_env = merge(
-        contains(f.uses, "redis") ? { DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"] } : {},
+        contains(f.uses, "redis") ? { DROPGATE_REDIS_URL = local.redis_secret_ids["redis-url"] } : {},
         contains(f.uses, "postgres") ? { DATABASE_URL = module.cloudsql.secret_ids["database-url"] } : {},
       )
       secret_files = merge(
         contains(f.uses, "redis") ? {
-          redis-ca = { path = local.ca_files["redis-ca"], secret = module.memorystore[0].secret_ids["redis-ca"] }
+          redis-ca = { path = local.ca_files["redis-ca"], secret = local.redis_secret_ids["redis-ca"] }
         } : {},
         contains(f.uses, "postgres") ? {
           database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
@@ -356,17 +379,17 @@ module "cloudrun" {
     event-admin = {
       command         = ["/usr/local/bin/dropgate"]
       service_account = module.iam.emails["event-admin"]
-      env = merge(local.tls_env, local.memorystore_tls_env, {
+      env = merge(local.tls_env, local.memorystore_tls_env, local.redis_mode_env, {
         DROPGATE_DATABASE_CA_FILE = local.ca_files["database-ca"]
         DROPGATE_SEED_KEY_FILE    = local.seed_key_file
       }, local.transport_env, local.admin_topic_env, local.dead_letter_env)
       secret_env = {
         DATABASE_URL       = module.cloudsql.secret_ids["database-url"]
-        DROPGATE_REDIS_URL = module.memorystore[0].secret_ids["redis-url"]
+        DROPGATE_REDIS_URL = local.redis_secret_ids["redis-url"]
       }
       secret_files = {
         database-ca = { path = local.ca_files["database-ca"], secret = module.cloudsql.secret_ids["database-ca"] }
-        redis-ca    = { path = local.ca_files["redis-ca"], secret = module.memorystore[0].secret_ids["redis-ca"] }
+        redis-ca    = { path = local.ca_files["redis-ca"], secret = local.redis_secret_ids["redis-ca"] }
         seed-key    = { path = local.seed_key_file, secret = module.seed_key.secret_id }
       }
       max_retries = 0
@@ -385,6 +408,7 @@ module "cloudrun" {
     google_project_service.apis,
     module.cloudsql,
     module.memorystore,
+    module.memorystore_cluster,
     module.seed_key,
   ]
 }

@@ -45,17 +45,29 @@ output "image_repository" {
 }
 
 output "k8s" {
-  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions, event-admin and db-migrate), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-migrate` for the migration Job alone; `dropgate-seed-key` for goods-worker, the admitter and event-admin only; `dropgate-redis` for the in-cluster Redis, null with Memorystore)."
+  description = "Values deploy/k8s needs from this environment: the Workload Identity service account per Kubernetes service account (the functions, event-admin and db-migrate), the Kafka bootstrap address (GKE runs Kafka consumers), and, by Kubernetes Secret, the Secret Manager secrets to copy into it as Secret key => secret id (`dropgate-runtime` for the functions; `dropgate-migrate` for the migration Job alone; `dropgate-seed-key` for goods-worker, the admitter and event-admin only; `dropgate-redis` for the in-cluster Redis, null with Memorystore), and `redis_config`: the dropgate-config ConfigMap entries redis_mode decides, which the overlay must carry (DROPGATE_REDIS_MODE: `cluster` with memorystore_cluster, `single` otherwise; DROPGATE_REDIS_TLS_VERIFY: `ca` with Memorystore, `full` with the in-cluster Redis)."
   value = {
     namespace       = local.k8s_namespace
     kafka_brokers   = one(module.kafka[*].bootstrap_servers)
     service_account = { for k in concat(keys(local.functions), ["event-admin", "db-migrate"]) : k => module.iam.emails[k] }
+    # What the overlay's dropgate-config patch must set for this redis_mode.
+    redis_config = merge(local.redis_mode_env, {
+      DROPGATE_REDIS_TLS_VERIFY = local.use_statefulset_redis ? "full" : local.memorystore_tls_env["DROPGATE_REDIS_TLS_VERIFY"]
+    })
     secrets = {
       dropgate-runtime = {
         database-ca  = module.cloudsql.secret_ids["database-ca"]
         database-url = module.cloudsql.secret_ids["database-url"]
-        redis-ca     = one(concat(module.memorystore[*].secret_ids["redis-ca"], module.redis_statefulset[*].secret_ids["redis-ca"]))
-        redis-url    = one(concat(module.memorystore[*].secret_ids["redis-url"], module.redis_statefulset[*].secret_ids["redis-url"]))
+        redis-ca = one(concat(
+          module.memorystore[*].secret_ids["redis-ca"],
+          module.memorystore_cluster[*].secret_ids["redis-ca"],
+          module.redis_statefulset[*].secret_ids["redis-ca"],
+        ))
+        redis-url = one(concat(
+          module.memorystore[*].secret_ids["redis-url"],
+          module.memorystore_cluster[*].secret_ids["redis-url"],
+          module.redis_statefulset[*].secret_ids["redis-url"],
+        ))
       }
       # Only the migration Job mounts this one: the schema owner's URL.
       dropgate-migrate = {

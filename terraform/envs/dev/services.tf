@@ -23,6 +23,10 @@ locals {
       "storage.googleapis.com",
     ],
     local.use_kafka ? ["managedkafka.googleapis.com"] : ["pubsub.googleapis.com"],
+    # Memorystore for Redis Cluster places its Private Service Connect endpoints through
+    # a service connection policy (Network Connectivity), which provisions them through
+    # Service Consumer Management.
+    local.use_memorystore_cluster ? ["networkconnectivity.googleapis.com", "serviceconsumermanagement.googleapis.com"] : [],
     # The cluster enforces the project's Binary Authorization policy (modules/gke),
     # which GKE can only evaluate with the API on. Until a policy is written, the
     # project's default policy admits every image.

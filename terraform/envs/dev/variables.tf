@@ -43,7 +43,7 @@ variable "cloudsql" {
 }
 
 variable "deployment_target" {
-  description = "Where the functions run: `gke` (the private cluster and deploy/k8s), `cloudrun` (one Cloud Run service per function) or `both`. Valid combinations with redis_mode and transport: gke with memorystore or statefulset, and kafka; cloudrun with memorystore, and kafka or pubsub; both with memorystore and kafka."
+  description = "Where the functions run: `gke` (the private cluster and deploy/k8s), `cloudrun` (one Cloud Run service per function) or `both`. Valid combinations with redis_mode and transport: gke with memorystore, memorystore_cluster or statefulset, and kafka; cloudrun with memorystore or memorystore_cluster, and kafka or pubsub; both with memorystore or memorystore_cluster, and kafka."
   type        = string
   nullable    = false
   default     = "gke"
@@ -113,6 +113,19 @@ variable "memorystore" {
     memory_size_gb      = optional(number, 5)
     redis_version       = optional(string, "REDIS_7_2")
     rdb_snapshot_period = optional(string, "ONE_HOUR")
+  })
+  nullable = false
+  default  = {}
+}
+
+variable "memorystore_cluster" {
+  description = "Memorystore for Redis Cluster shape (used when redis_mode is `memorystore_cluster`), passed to modules/memorystore-cluster (see its `config`): `shard_count` (3), `replica_count` per shard (1: a zone outage fails shards over), `node_type`, `aof_append_fsync` and `deletion_protection`."
+  type = object({
+    shard_count         = optional(number, 3)
+    replica_count       = optional(number, 1)
+    node_type           = optional(string, "REDIS_HIGHMEM_MEDIUM")
+    aof_append_fsync    = optional(string, "EVERYSEC")
+    deletion_protection = optional(bool, true)
   })
   nullable = false
   default  = {}
@@ -217,16 +230,16 @@ variable "pubsub" {
 }
 
 variable "redis_mode" {
-  description = "Where the queue state lives: `memorystore` (managed, HA, RDB persistence, TLS with Google's server CA) or `statefulset` (the Redis StatefulSet in deploy/k8s/redis, AOF persistence, TLS with a CA this environment generates; GKE only, as in the dev overlay)."
+  description = "Where the queue state lives: `memorystore` (one managed instance, HA, RDB persistence, AUTH and TLS with Google's server CA), `memorystore_cluster` (Memorystore for Redis Cluster: several shards with replicas in other zones, AOF persistence, reached through Private Service Connect with TLS; the functions run with DROPGATE_REDIS_MODE=cluster) or `statefulset` (the Redis StatefulSet in deploy/k8s/redis, AOF persistence, TLS with a CA this environment generates; GKE only, as in the dev overlay)."
   type        = string
   nullable    = false
   default     = "memorystore"
   validation {
-    condition     = contains(["memorystore", "statefulset"], var.redis_mode)
-    error_message = "redis_mode must be memorystore or statefulset."
+    condition     = contains(["memorystore", "memorystore_cluster", "statefulset"], var.redis_mode)
+    error_message = "redis_mode must be memorystore, memorystore_cluster or statefulset."
   }
   validation {
-    condition     = var.redis_mode == "memorystore" || var.deployment_target == "gke"
+    condition     = var.redis_mode != "statefulset" || var.deployment_target == "gke"
     error_message = "redis_mode statefulset runs Redis inside the GKE cluster, so it needs deployment_target = gke (Cloud Run cannot reach it)."
   }
 }

@@ -3,9 +3,11 @@
 terraform {
   required_version = ">= 1.9.0"
   required_providers {
+    # 6.40: modules/memorystore-cluster reads the cluster's server CA, exported from
+    # there on (Terraform applies a module's constraint whether or not it is counted in).
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.30.0, < 8.0.0"
+      version = ">= 6.40.0, < 8.0.0"
     }
     random = {
       source  = "hashicorp/random"

@@ -30,7 +30,9 @@ use nix::sys::signal::Signal;
 pub use broker::{KAFKA_USER, TOPICS};
 pub use certs::StackCerts;
 use dropgate_functions::auth::dev::{DevKeys, LOCAL_AUDIENCE, LOCAL_ISSUER};
-use dropgate_functions::config::{DatabaseArgs, KafkaArgs, RedisArgs, Secret, TopicArgs};
+use dropgate_functions::config::{
+    DatabaseArgs, KafkaArgs, RedisArgs, RedisMode, Secret, TopicArgs,
+};
 use dropgate_functions::kafka::security::{KafkaSecurityArgs, SaslMechanism, SecurityProtocol};
 use dropgate_functions::seed_vault::{SeedKey, SeedKeyArgs};
 pub use postgres::{APP_USER, DATABASE, connect_options, create_database_if_missing};
@@ -75,6 +77,9 @@ pub struct StackOptions {
     /// TLS-only servers with authentication (`--tls`); a stack keeps what it was
     /// first started with.
     pub tls: bool,
+    /// Primaries of a Redis Cluster instead of one Redis (`--redis-cluster N`, at
+    /// least 3); 0 for one Redis. A stack keeps what it was first started with.
+    pub redis_cluster: u8,
 }
 
 impl StackOptions {
@@ -89,6 +94,7 @@ impl StackOptions {
             redis_server: find_program("redis-server"),
             tansu: find_program("tansu"),
             tls: false,
+            redis_cluster: 0,
         }
     }
 
@@ -121,8 +127,10 @@ fn find_program(program: &str) -> PathBuf {
 pub struct StackEnv {
     /// The state directory.
     pub state_dir: PathBuf,
-    /// `redis://127.0.0.1:<port>/0`.
+    /// `redis://127.0.0.1:<port>/0`; for a cluster, every node's, comma-separated.
     pub redis_url: String,
+    /// One Redis or a cluster.
+    pub redis_mode: RedisMode,
     /// `postgres://dropgate:<password>@127.0.0.1:<port>/dropgate`: the schema's owner,
     /// for migrations, new databases and tests that arrange records.
     pub database_url: String,
@@ -165,12 +173,22 @@ impl StackEnv {
         } else {
             port(Component::Broker)?
         };
+        let redis_tls = redis_tls(state_dir, state);
+        let mut redis_urls = vec![redis::url(port(Component::Redis)?, redis_tls.as_ref())];
+        for index in 1..usize::from(state.redis_cluster) {
+            let node = state
+                .redis_node(index)
+                .with_context(|| format!("the stack has no Redis node {index}"))?;
+            redis_urls.push(redis::url(node.port, redis_tls.as_ref()));
+        }
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
-            redis_url: redis::url(
-                port(Component::Redis)?,
-                redis_tls(state_dir, state).as_ref(),
-            ),
+            redis_url: redis_urls.join(","),
+            redis_mode: if state.redis_cluster > 0 {
+                RedisMode::Cluster
+            } else {
+                RedisMode::Single
+            },
             database_url: postgres::url(port(Component::Postgres)?, &state.postgres_password, ca),
             app_database_url: postgres::url_as(
                 postgres::APP_USER,
@@ -193,6 +211,7 @@ impl StackEnv {
         RedisArgs {
             ca_file: self.tls.as_ref().map(|tls| tls.ca_file.clone()),
             require_tls: self.tls.is_some(),
+            mode: self.redis_mode,
             ..RedisArgs::url(self.redis_url.clone())
         }
     }
@@ -240,6 +259,14 @@ impl StackEnv {
         let mut vars = vec![
             ("DROPGATE_STATE_DIR", self.state_dir.display().to_string()),
             ("DROPGATE_REDIS_URL", self.redis_url.clone()),
+            (
+                "DROPGATE_REDIS_MODE",
+                match self.redis_mode {
+                    RedisMode::Single => "single",
+                    RedisMode::Cluster => "cluster",
+                }
+                .to_owned(),
+            ),
             // As deployed: the functions log in as a user that reads and writes rows
             // and cannot change the schema (the migrations ran as the owner).
             ("DATABASE_URL", self.app_database_url.clone()),
@@ -379,13 +406,30 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
     if state.postgres_app_password.is_empty() {
         state.postgres_app_password = random_hex(16)?;
     }
+    if options.redis_cluster == 1 || options.redis_cluster == 2 {
+        anyhow::bail!("a Redis Cluster needs at least 3 primaries (--redis-cluster 3)");
+    }
     if state.server(Component::Postgres).is_none() && state.postgres_dir.is_none() {
-        // A new stack takes the TLS choice of this `up`; an existing one keeps its own.
+        // A new stack takes the TLS and cluster choices of this `up`; an existing one
+        // keeps its own.
         state.tls = options.tls;
+        state.redis_cluster = options.redis_cluster;
     } else if options.tls && !state.tls {
         anyhow::bail!(
             "the stack at {} was made without --tls; remove it (`dropgate stack down --purge`) to start it with TLS",
             dir.display()
+        );
+    } else if options.redis_cluster != 0 && options.redis_cluster != state.redis_cluster {
+        anyhow::bail!(
+            "the stack at {} was made with {} Redis primaries; remove it (`dropgate stack down --purge`) to start it with --redis-cluster {}",
+            dir.display(),
+            state.redis_cluster.max(1),
+            options.redis_cluster
+        );
+    }
+    if state.tls && state.redis_cluster > 0 {
+        anyhow::bail!(
+            "--redis-cluster and --tls together are not supported by the local stack yet"
         );
     }
     if state.tls {
@@ -404,6 +448,9 @@ pub async fn up(options: &StackOptions, progress: &mut dyn FnMut(&str)) -> Resul
 
     for &component in Component::of_stack(state.tls) {
         start_component(options, &mut state, component, progress).await?;
+    }
+    if state.redis_cluster > 0 {
+        start_redis_cluster(options, &mut state, progress)?;
     }
     DevKeys::in_state_dir(dir)
         .ensure()
@@ -507,7 +554,12 @@ async fn start_once(
     match component {
         Component::Redis => {
             let tls = redis_tls(dir, state);
-            let pid = redis::start(options, port, tls.as_ref())?;
+            let node = if state.redis_cluster > 0 {
+                redis::RedisNode::Cluster(0)
+            } else {
+                redis::RedisNode::Single
+            };
+            let pid = redis::start(options, node, port, tls.as_ref())?;
             record(state, pid)?;
             redis::wait_ready(pid, port, tls.as_ref())?;
             Ok(pid)
@@ -584,6 +636,125 @@ async fn start_once(
     }
 }
 
+/// Starts the cluster nodes after the first (which starts as [`Component::Redis`])
+/// unless they run, joins them into a cluster the first time, and waits until the
+/// cluster is ok.
+fn start_redis_cluster(
+    options: &StackOptions,
+    state: &mut StackState,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for index in 1..usize::from(state.redis_cluster) {
+        start_redis_node(options, state, index, progress)?;
+    }
+    let ports = redis_node_ports(state)?;
+    if !state.redis_cluster_created {
+        redis::create_cluster(&ports)?;
+        state.redis_cluster_created = true;
+        state.save(&options.state_dir)?;
+        progress(&format!(
+            "redis cluster of {} primaries created",
+            ports.len()
+        ));
+    } else {
+        redis::wait_cluster_ok(&ports)?;
+    }
+    Ok(())
+}
+
+/// Starts cluster node `index` (1 or more) unless it runs, on its recorded port if it
+/// has one.
+fn start_redis_node(
+    options: &StackOptions,
+    state: &mut StackState,
+    index: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let node = redis::RedisNode::Cluster(index);
+    if let Some(server) = state.redis_node(index)
+        && process::is_running(server.pid, Component::Redis.program())
+    {
+        progress(&format!(
+            "{} already running (pid {}, port {})",
+            node.log_name(),
+            server.pid,
+            server.port
+        ));
+        return Ok(());
+    }
+    let port = match state.redis_node(index) {
+        Some(server) => server.port,
+        None => process::free_port()?,
+    };
+    let pid = redis::start(options, node, port, None)?;
+    state.set_redis_node(index, Some(Server { pid, port }));
+    state.save(&options.state_dir)?;
+    redis::wait_ready(pid, port, None).with_context(|| {
+        format!(
+            "{} did not start; its log is {}",
+            node.log_name(),
+            options.log_file(&node.log_name()).display()
+        )
+    })?;
+    progress(&format!(
+        "{} ready on 127.0.0.1:{port} (pid {pid})",
+        node.log_name()
+    ));
+    Ok(())
+}
+
+fn redis_node_ports(state: &StackState) -> Result<Vec<u16>> {
+    (0..state.redis_node_count())
+        .map(|index| {
+            state
+                .redis_node(index)
+                .map(|server| server.port)
+                .with_context(|| format!("the stack has no Redis node {index}"))
+        })
+        .collect()
+}
+
+/// Stops Redis cluster node `index` and starts it again on the same port, then waits
+/// until the cluster is ok (a primary lost and back mid-drop, as the cluster test
+/// does it). Node 0 is [`Component::Redis`].
+pub async fn restart_redis_node(
+    options: &StackOptions,
+    index: usize,
+    mode: StopMode,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let dir = std::fs::canonicalize(&options.state_dir)?;
+    let options = &StackOptions {
+        state_dir: dir.clone(),
+        ..options.clone()
+    };
+    if index == 0 {
+        return restart_component(options, Component::Redis, mode, progress).await;
+    }
+    stop_redis_node(&dir, index, mode)?;
+    let mut state = StackState::load(&dir)?;
+    start_redis_node(options, &mut state, index, progress)?;
+    redis::wait_cluster_ok(&redis_node_ports(&state)?)
+}
+
+/// Stops Redis cluster node `index` (1 or more); returns whether it was running.
+pub fn stop_redis_node(state_dir: &Path, index: usize, mode: StopMode) -> Result<bool> {
+    let state = StackState::load(state_dir)?;
+    let Some(server) = state.redis_node(index) else {
+        return Ok(false);
+    };
+    let program = Component::Redis.program();
+    Ok(match mode {
+        StopMode::Crash => process::kill_hard(server.pid, program),
+        StopMode::Graceful => process::stop(
+            server.pid,
+            program,
+            Signal::SIGTERM,
+            Duration::from_secs(20),
+        ),
+    })
+}
+
 /// How `stop` ends a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -652,7 +823,11 @@ pub async fn restart_component_with(
     stop_component(&dir, component, mode)?;
     while_stopped(&dir)?;
     let mut state = StackState::load(&dir)?;
-    start_component(options, &mut state, component, progress).await
+    start_component(options, &mut state, component, progress).await?;
+    if component == Component::Redis && state.redis_cluster > 0 {
+        redis::wait_cluster_ok(&redis_node_ports(&state)?)?;
+    }
+    Ok(())
 }
 
 /// Stops every recorded server (each by its own clean shutdown) and forgets their
@@ -673,8 +848,20 @@ pub fn down(state_dir: &Path, purge: bool) -> Result<Vec<&'static str>> {
         }
     }
     let mut state = StackState::load(state_dir)?;
+    for index in 1..=state.redis_nodes.len() {
+        if stop_redis_node(state_dir, index, StopMode::Graceful)? {
+            stopped.push("redis-node");
+        }
+    }
+    // A cluster's nodes find each other again by the addresses they remember, so
+    // they keep their ports (the next `up` reuses recorded ports).
+    let cluster_nodes = (state.redis_cluster > 0).then(|| state.redis.clone());
     for component in Component::EVERY {
         state.set_server(component, None);
+    }
+    match cluster_nodes {
+        Some(first) => state.redis = first,
+        None => state.redis_nodes.clear(),
     }
     state.save(state_dir)?;
     let _ = std::fs::remove_file(env_file(state_dir));
@@ -716,6 +903,19 @@ pub fn status(state_dir: &Path) -> Result<Vec<ComponentStatus>> {
                 server,
                 running,
             }
+        })
+        .collect())
+}
+
+/// The Redis Cluster nodes after the first (which [`status`] shows as `redis`): name,
+/// recorded server, whether it runs.
+pub fn redis_node_status(state_dir: &Path) -> Result<Vec<(String, Server, bool)>> {
+    let state = StackState::load(state_dir)?;
+    Ok((1..usize::from(state.redis_cluster))
+        .filter_map(|index| {
+            let server = state.redis_node(index)?.clone();
+            let running = process::is_running(server.pid, Component::Redis.program());
+            Some((redis::RedisNode::Cluster(index).log_name(), server, running))
         })
         .collect())
 }

@@ -1,6 +1,12 @@
 //! redis-server for the local stack: loopback only, AOF on, no RDB snapshots (the AOF
 //! is what survives a crash mid-drop). On a `--tls` stack it listens on a TLS port
 //! only (the plaintext port is off) and requires a password.
+//!
+//! `--redis-cluster N` starts N such servers with cluster mode on and joins them into
+//! a Redis Cluster of N primaries (`redis-cli --cluster create`), each owning a third
+//! (for three) of the slots. A primary that stops leaves its slots unserved until it
+//! is back; the others keep serving theirs (`cluster-require-full-coverage no`),
+//! which is what a drop on another event needs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use dropgate_functions::config::RedisArgs;
 
 use super::certs::{StackCerts, write_private};
@@ -24,10 +30,43 @@ pub(crate) struct RedisTls {
     pub(crate) password: String,
 }
 
-/// Starts redis-server on `port` with its data in `<state>/redis`: plaintext, or
+/// Which of the stack's redis-servers: the only one, or one node of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RedisNode {
+    /// The stack's single Redis.
+    Single,
+    /// Node `index` (from 0) of a cluster.
+    Cluster(usize),
+}
+
+impl RedisNode {
+    /// Its data directory: `redis` (node 0 too, so a stack's first node is where a
+    /// single Redis would be), `redis-node-<i>` for the others.
+    pub(crate) fn dir(self, state_dir: &Path) -> std::path::PathBuf {
+        match self {
+            RedisNode::Single | RedisNode::Cluster(0) => state_dir.join("redis"),
+            RedisNode::Cluster(index) => state_dir.join(format!("redis-node-{index}")),
+        }
+    }
+
+    /// Its log file's name.
+    pub(crate) fn log_name(self) -> String {
+        match self {
+            RedisNode::Single | RedisNode::Cluster(0) => "redis".to_owned(),
+            RedisNode::Cluster(index) => format!("redis-node-{index}"),
+        }
+    }
+}
+
+/// Starts redis-server on `port` with its data in the node's directory: plaintext, or
 /// TLS-only with a password.
-pub(crate) fn start(options: &StackOptions, port: u16, tls: Option<&RedisTls>) -> Result<u32> {
-    let dir = options.state_dir.join("redis");
+pub(crate) fn start(
+    options: &StackOptions,
+    node: RedisNode,
+    port: u16,
+    tls: Option<&RedisTls>,
+) -> Result<u32> {
+    let dir = node.dir(&options.state_dir);
     std::fs::create_dir_all(&dir)?;
     let mut command = Command::new(&options.redis_server);
     if let Some(tls) = tls {
@@ -67,7 +106,69 @@ pub(crate) fn start(options: &StackOptions, port: u16, tls: Option<&RedisTls>) -
         "--maxclients",
         "10000",
     ]);
-    spawn_detached(command, &options.log_file("redis"))
+    if let RedisNode::Cluster(_) = node {
+        command.args([
+            "--cluster-enabled",
+            "yes",
+            // Relative to --dir: each node keeps its own view of the cluster.
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+            "--cluster-require-full-coverage",
+            "no",
+        ]);
+    }
+    spawn_detached(command, &options.log_file(&node.log_name()))
+}
+
+/// Joins the nodes on `ports` into one cluster of primaries (slots split evenly) and
+/// waits until every node says the cluster is ok.
+pub(crate) fn create_cluster(ports: &[u16]) -> Result<()> {
+    let mut command = Command::new("redis-cli");
+    command.args(["--cluster", "create"]);
+    for port in ports {
+        command.arg(format!("127.0.0.1:{port}"));
+    }
+    let output = command
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("Failed to run redis-cli (Debian package redis-tools)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "redis-cli --cluster create failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_cluster_ok(ports)
+}
+
+/// Waits until every node on `ports` reports `cluster_state:ok` and knows all of
+/// them (gossip takes a moment after a create or a restart).
+pub(crate) fn wait_cluster_ok(ports: &[u16]) -> Result<()> {
+    let ok = |port: u16| {
+        let Ok(client) = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            return false;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let info: String = ::redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut connection)
+            .unwrap_or_default();
+        info.contains("cluster_state:ok")
+            && info.contains(&format!("cluster_known_nodes:{}", ports.len()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if ports.iter().all(|&port| ok(port)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the Redis cluster on ports {ports:?} did not become ok within 30 s")
 }
 
 /// Waits until the server answers PING (over TLS, authenticated, on a `--tls` stack).
@@ -118,5 +219,8 @@ fn ping(port: u16) -> bool {
 
 /// Whether `dir` holds an AOF (for status output).
 pub(crate) fn has_aof(state_dir: &Path) -> bool {
-    state_dir.join("redis").join("appendonlydir").exists()
+    RedisNode::Single
+        .dir(state_dir)
+        .join("appendonlydir")
+        .exists()
 }

@@ -111,6 +111,16 @@ pub struct StackState {
     /// was switched on: tansu's own tools cannot authenticate).
     #[serde(default)]
     pub broker_bootstrapped: bool,
+    /// Primaries of the stack's Redis Cluster (`stack up --redis-cluster N`); 0: one
+    /// plain Redis. Node 0 is [`StackState::redis`].
+    #[serde(default)]
+    pub redis_cluster: u8,
+    /// Cluster nodes 1 to N-1.
+    #[serde(default)]
+    pub redis_nodes: Vec<Option<Server>>,
+    /// Whether the nodes were joined into a cluster (done once; they remember it).
+    #[serde(default)]
+    pub redis_cluster_created: bool,
 }
 
 impl StackState {
@@ -132,6 +142,31 @@ impl StackState {
             Component::Broker => self.broker = server,
             Component::BrokerTls => self.broker_tls = server,
         }
+    }
+
+    /// The recorded server of Redis node `index` (0 is [`StackState::redis`]).
+    pub fn redis_node(&self, index: usize) -> Option<&Server> {
+        match index {
+            0 => self.redis.as_ref(),
+            _ => self.redis_nodes.get(index - 1).and_then(Option::as_ref),
+        }
+    }
+
+    /// Records (or clears) Redis node `index`.
+    pub fn set_redis_node(&mut self, index: usize, server: Option<Server>) {
+        if index == 0 {
+            self.redis = server;
+            return;
+        }
+        if self.redis_nodes.len() < index {
+            self.redis_nodes.resize(index, None);
+        }
+        self.redis_nodes[index - 1] = server;
+    }
+
+    /// How many redis-servers the stack runs.
+    pub fn redis_node_count(&self) -> usize {
+        usize::from(self.redis_cluster).max(1)
     }
 
     /// Reads the state of the stack in `dir`; an absent file is an empty state.

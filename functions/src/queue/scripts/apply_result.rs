@@ -1,6 +1,6 @@
 //! `apply_result.lua` as a typed call: one [`DrawResult`] in, one [`Applied`] out. A
-//! batch of results goes to Redis as one pipeline, so a batch costs one round trip
-//! however many users it decides.
+//! batch of results goes to Redis as one pipeline per event, so a batch costs one round
+//! trip per event however many users it decides.
 
 use anyhow::{Context, Result};
 use dropgate_core::DrawResult;
@@ -106,27 +106,42 @@ impl ApplyResultScript {
         results: &[DrawResult],
         correction: bool,
     ) -> Result<Vec<Applied>> {
-        if results.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        // Loading first, on the same connection, means a Redis that restarted (and
-        // forgot its scripts) never answers NOSCRIPT to the calls behind it.
-        pipe.cmd("SCRIPT").arg("LOAD").arg(self.0.source()).ignore();
+        // One pipeline per event, in the order of the batch: an event's keys share one
+        // slot, and a cluster takes a pipeline to one slot only.
+        let mut events: Vec<&dropgate_core::EventId> = Vec::new();
         for result in results {
-            pipe.add_command(self.invocation(result, correction));
+            if !events.contains(&&result.event_id) {
+                events.push(&result.event_id);
+            }
         }
-        let replies: Vec<Value> = pipe
-            .query_async(redis)
-            .await
-            .context("Failed to apply results in Redis")?;
-        anyhow::ensure!(
-            replies.len() == results.len(),
-            "Redis answered {} of {} results",
-            replies.len(),
-            results.len()
-        );
-        replies.into_iter().map(parse).collect()
+        let mut applied: Vec<Option<Applied>> = vec![None; results.len()];
+        for event in events {
+            let positions: Vec<usize> = (0..results.len())
+                .filter(|&at| &results[at].event_id == event)
+                .collect();
+            let mut pipe = redis::pipe();
+            // Loading first, on the same connection (and the same primary), means a
+            // Redis that restarted (and forgot its scripts) never answers NOSCRIPT to
+            // the calls behind it.
+            pipe.cmd("SCRIPT").arg("LOAD").arg(self.0.source()).ignore();
+            for &at in &positions {
+                pipe.add_command(self.invocation(&results[at], correction));
+            }
+            let replies: Vec<Value> = pipe
+                .query_async(redis)
+                .await
+                .context("Failed to apply results in Redis")?;
+            anyhow::ensure!(
+                replies.len() == positions.len(),
+                "Redis answered {} of {} results",
+                replies.len(),
+                positions.len()
+            );
+            for (at, reply) in positions.into_iter().zip(replies) {
+                applied[at] = Some(parse(reply)?);
+            }
+        }
+        Ok(applied.into_iter().flatten().collect())
     }
 }
 
