@@ -12,8 +12,8 @@
 //! channel ([`RedisConn::subscriber_client`]). Sharded pub/sub would keep each notice
 //! on its shard but has no pattern subscription, so every queue-api instance would
 //! hold one subscription per event per shard; a notice is one small message per
-//! decided user, which the cluster bus carries to a few primaries without strain
-//! (docs/capacity.md).
+//! decided user, which the cluster bus carries to a few primaries without strain (not measured
+//! yet).
 
 use std::time::Duration;
 
