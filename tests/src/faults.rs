@@ -158,7 +158,9 @@ struct LogsOnFailure {
 
 impl Drop for LogsOnFailure {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        // DROPGATE_FAULT_KEEP_LOGS keeps them after a passing run too, to read how a
+        // part got through the fault.
+        if !std::thread::panicking() && std::env::var_os("DROPGATE_FAULT_KEEP_LOGS").is_none() {
             return;
         }
         let target = std::env::temp_dir().join(format!("dropgate-fault-logs-{}", self.label));
@@ -167,7 +169,7 @@ impl Drop for LogsOnFailure {
         let _ = match copied {
             Ok(()) => writeln!(
                 stderr,
-                "faults: logs of the failed run kept in {}",
+                "faults: logs of the run kept in {}",
                 target.display()
             ),
             Err(e) => writeln!(stderr, "faults: could not keep the logs: {e:#}"),

@@ -142,7 +142,6 @@ async fn postgres_crashed_mid_drop() {
 /// started again. The other two carry on meanwhile, and all three hold every
 /// invariant afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "work in progress (issue 22): on a 3-primary cluster the crowds stall after the primary restart; 1,257 of 1,500 users unfinished at the deadline"]
 async fn redis_cluster_primary_crashed_mid_drop() {
     faults::run(
         Fault::RedisPrimaryCrashed,
