@@ -47,6 +47,29 @@ pub struct BenchArgs {
     /// Waiting users for the memory figure.
     #[arg(long, default_value_t = 100_000)]
     pub memory_users: u32,
+    /// Run only these sections (repeat or separate with commas); every one by default.
+    /// The report leaves the others out.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
+}
+
+/// A section of `dropgate bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// HTTP enters at 64 and 256 connections, with the CPU per enter.
+    Enter,
+    /// The draw pipeline.
+    Draw,
+    /// A whole drop through the HTTP API.
+    Drop,
+    /// Redis bytes per waiting user.
+    Memory,
+}
+
+impl BenchArgs {
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 /// Runs every benchmark; exit 0 when all ran (targets missed are reported, not
@@ -86,17 +109,92 @@ async fn run(args: &BenchArgs) -> Result<()> {
     let machine = machine::describe();
     say(&format!("machine: {machine}"));
 
-    say("1/4 enter: HTTP vs redis-benchmark ZADD");
     let cpu = cpu::CpuParts::of_stack(&args.state_dir)?;
-    let enter = enter::run(&env, &api, args.requests, &cpu).await?;
+    let enter = if args.runs(Section::Enter) {
+        say("enter: HTTP vs redis-benchmark ZADD");
+        Some(enter::run(&env, &api, args.requests, &cpu).await?)
+    } else {
+        None
+    };
 
-    say("2/4 draw pipeline: goods-workers vs pgbench and the raw broker");
-    let draw = draw::run(&env, args.draw_messages, &cpu).await?;
+    let draw = if args.runs(Section::Draw) {
+        say("draw pipeline: goods-workers vs pgbench and the raw broker");
+        Some(draw::run(&env, args.draw_messages, &cpu).await?)
+    } else {
+        None
+    };
 
-    say("3/4 drop: a crowd entering as fast as it can, admission unthrottled");
     let event = format!("bench-drop-{}", std::process::id());
+    let drop = if args.runs(Section::Drop) {
+        say("drop: a crowd entering as fast as it can, admission unthrottled");
+        Some(drop_figures(args, &env, &api, &event).await?)
+    } else {
+        None
+    };
+
+    let memory = if args.runs(Section::Memory) {
+        say("memory: Redis bytes per waiting user");
+        enter::memory(&env, args.memory_users).await?
+    } else {
+        Value::Null
+    };
+
+    let report = json!({
+        "machine": machine.to_json(),
+        "enter": enter.as_ref().map(|enter| enter.json.clone()),
+        "draw": draw.as_ref().map(|draw| draw.json.clone()),
+        "drop": drop,
+        "memory": memory,
+        "reproduce": "make bench  (or: dropgate local up && dropgate bench)",
+    });
+    let json_path = args.report_dir.join("report.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
+    let mut plots = Vec::new();
+    if let Some(enter) = &enter {
+        let cdf = Chart {
+            title: "enter latency CDF",
+            x_label: "latency (ms)",
+            y_label: "share of requests (%)",
+        }
+        .render(&enter.cdf_series())?;
+        let path = args.report_dir.join("enter-latency-cdf.svg");
+        std::fs::write(&path, cdf)?;
+        plots.push(path);
+    }
+    if let Some(draw) = &draw {
+        let throughput = Chart {
+            title: "draw pipeline throughput",
+            x_label: "seconds since the workers started",
+            y_label: "results per second",
+        }
+        .render(&[Series {
+            name: "draws/s",
+            colour: RGBColor(0x75, 0x70, 0xb3),
+            points: draw.throughput.clone(),
+        }])?;
+        let path = args.report_dir.join("draw-throughput.svg");
+        std::fs::write(&path, throughput)?;
+        plots.push(path);
+    }
+    let markdown = markdown(&report);
+    std::fs::write(args.report_dir.join("report.md"), &markdown)?;
+    println!("{markdown}");
+    println!("report: {}", json_path.display());
+    for plot in plots {
+        println!("plot:   {}", plot.display());
+    }
+    Ok(())
+}
+
+/// A whole drop through the HTTP API with admission unthrottled.
+async fn drop_figures(
+    args: &BenchArgs,
+    env: &stack::StackEnv,
+    api: &str,
+    event: &str,
+) -> Result<Value> {
     let drop = demo::run(&DemoArgs {
-        api_url: Some(api.clone()),
+        api_url: Some(api.to_owned()),
         database: dropgate_functions::config::DatabaseArgs::url(env.database_url.clone()),
         redis: env.redis(),
         seed_key: env.seed_key_args(),
@@ -107,62 +205,21 @@ async fn run(args: &BenchArgs) -> Result<()> {
         rate: 1_000_000,
         sse_share: 0.5,
         concurrency: 512,
-        event: Some(event.clone()),
+        event: Some(event.to_owned()),
         report_dir: Some(args.report_dir.clone()),
         timeout: Duration::from_secs(600),
     })
     .await?;
-
-    say("4/4 memory: Redis bytes per waiting user");
-    let memory = enter::memory(&env, args.memory_users).await?;
-
-    let report = json!({
-        "machine": machine.to_json(),
-        "enter": enter.json,
-        "draw": draw.json,
-        "drop": {
-            "users": drop.users,
-            "stock": drop.stock_total,
-            "seconds_to_last_result": drop.seconds_to_last_result,
-            "entered": drop.entered,
-            "won": drop.won,
-            "verify": format!("{:?}", drop.verify).to_lowercase(),
-            "timeline_svg": args.report_dir.join(format!("{event}-timeline.svg")),
-            "target_s": 60,
-        },
-        "memory": memory,
-        "reproduce": "make bench  (or: dropgate local up && dropgate bench)",
-    });
-    let json_path = args.report_dir.join("report.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
-    let cdf = Chart {
-        title: "enter latency CDF",
-        x_label: "latency (ms)",
-        y_label: "share of requests (%)",
-    }
-    .render(&enter.cdf_series())?;
-    std::fs::write(args.report_dir.join("enter-latency-cdf.svg"), cdf)?;
-    let throughput = Chart {
-        title: "draw pipeline throughput",
-        x_label: "seconds since the workers started",
-        y_label: "results per second",
-    }
-    .render(&[Series {
-        name: "draws/s",
-        colour: RGBColor(0x75, 0x70, 0xb3),
-        points: draw.throughput.clone(),
-    }])?;
-    std::fs::write(args.report_dir.join("draw-throughput.svg"), throughput)?;
-    let markdown = markdown(&report);
-    std::fs::write(args.report_dir.join("report.md"), &markdown)?;
-    println!("{markdown}");
-    println!("report: {}", json_path.display());
-    println!(
-        "plots:  {}, {}",
-        args.report_dir.join("enter-latency-cdf.svg").display(),
-        args.report_dir.join("draw-throughput.svg").display()
-    );
-    Ok(())
+    Ok(json!({
+        "users": drop.users,
+        "stock": drop.stock_total,
+        "seconds_to_last_result": drop.seconds_to_last_result,
+        "entered": drop.entered,
+        "won": drop.won,
+        "verify": format!("{:?}", drop.verify).to_lowercase(),
+        "timeline_svg": args.report_dir.join(format!("{event}-timeline.svg")),
+        "target_s": 60,
+    }))
 }
 
 fn number(value: &Value) -> String {
@@ -188,6 +245,9 @@ fn markdown(report: &Value) -> String {
     );
     for connections in ["c64", "c256"] {
         let enter = &report["enter"][connections];
+        if enter.is_null() {
+            continue;
+        }
         text.push_str(&format!(
             "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors | redis-benchmark ZADD {} req/s (the enter script alone: {} req/s, ratio {}; a script of one ZADD: {} req/s) | {} | ≥ 0.50{} |\n",
             &connections[1..],
@@ -205,7 +265,8 @@ fn markdown(report: &Value) -> String {
         ));
     }
     let draw = &report["draw"];
-    text.push_str(&format!(
+    if !draw.is_null() {
+        text.push_str(&format!(
         "| draw pipeline, {} messages | {} draws/s from the first consume ({} s before it joining the group and fetching; {} draws/s counting those) | pgbench batched {} draws/s; broker produce+consume {} msg/s | {} | ≥ 30,000/s and ≥ 0.5 |\n",
         draw["messages"],
         number(&draw["draws_per_s"]),
@@ -215,19 +276,24 @@ fn markdown(report: &Value) -> String {
         number(&draw["broker_msgs_per_s"]),
         number(&draw["ratio"]),
     ));
+    }
     let drop = &report["drop"];
-    text.push_str(&format!(
-        "| drop, {} users, stock {} | {} s first enter to last result | | | < 60 s |\n",
-        drop["users"],
-        drop["stock"],
-        number(&drop["seconds_to_last_result"]),
-    ));
+    if !drop.is_null() {
+        text.push_str(&format!(
+            "| drop, {} users, stock {} | {} s first enter to last result | | | < 60 s |\n",
+            drop["users"],
+            drop["stock"],
+            number(&drop["seconds_to_last_result"]),
+        ));
+    }
     let memory = &report["memory"];
-    text.push_str(&format!(
-        "| memory, {} waiting users | {} bytes per user | | | ≤ 200 |\n",
-        memory["users"],
-        number(&memory["bytes_per_user"]),
-    ));
+    if !memory.is_null() {
+        text.push_str(&format!(
+            "| memory, {} waiting users | {} bytes per user | | | ≤ 200 |\n",
+            memory["users"],
+            number(&memory["bytes_per_user"]),
+        ));
+    }
     text.push_str(&cpu_table(report));
     text
 }
@@ -246,7 +312,14 @@ fn cpu_table(report: &Value) -> String {
         ),
         ("draw pipeline (per draw)", &report["draw"]["cpu"]),
     ];
-    let Some(parts) = windows[0].1["us_per_unit"].as_object() else {
+    let windows: Vec<_> = windows
+        .into_iter()
+        .filter(|(_, cpu)| cpu["us_per_unit"].is_object())
+        .collect();
+    let Some(parts) = windows
+        .first()
+        .and_then(|(_, cpu)| cpu["us_per_unit"].as_object())
+    else {
         return String::new();
     };
     let names: Vec<&String> = parts.keys().collect();
