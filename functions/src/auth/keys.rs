@@ -137,7 +137,7 @@ impl KeySet {
                     let n = decode(jwk.n.as_deref(), "n")?;
                     let e = decode(jwk.e.as_deref(), "e")?;
                     let key = RS256PublicKey::from_components(&n, &e)?;
-                    PublicKey::Rs256(Box::new(Rs256Key::from(&key)))
+                    PublicKey::Rs256(Box::new(Rs256Key::try_from(&key)?))
                 }
                 ("EC", Some("P-256")) => {
                     let mut point = vec![0x04];
@@ -171,7 +171,7 @@ impl KeySet {
     /// Parses one PEM public key (RSA, P-256 or Ed25519), optionally with a `kid`.
     pub fn from_pem(pem: &str, key_id: Option<String>) -> Result<Self> {
         let key = if let Ok(key) = RS256PublicKey::from_pem(pem) {
-            PublicKey::Rs256(Box::new(Rs256Key::from(&key)))
+            PublicKey::Rs256(Box::new(Rs256Key::try_from(&key)?))
         } else if let Ok(key) = ES256PublicKey::from_pem(pem) {
             PublicKey::Es256(Box::new(key))
         } else if let Ok(key) = Ed25519PublicKey::from_pem(pem) {
