@@ -111,19 +111,13 @@ fn request_span(request: &Request) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route,
-        status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-    )
+    tracing::info_span!("request", method = request.method().as_str(), route)
 }
 
-fn record_response(response: &Response, latency: Duration, span: &Span) {
+/// The status and latency go on the closing event only: recorded on the span, the
+/// text log formatted them into it on every request although no event follows them.
+fn record_response(response: &Response, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1_000.0;
-    span.record("status", status);
-    span.record("latency_ms", latency_ms);
     tracing::debug!(status, latency_ms, "request answered");
 }

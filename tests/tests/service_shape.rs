@@ -1,6 +1,6 @@
 //! Every service binary starts the same way: telemetry first, one "listening" line per
-//! bound port, a span per HTTP request carrying route, status and latency, and a clean
-//! stop on SIGTERM.
+//! bound port, a span per HTTP request carrying method and route and closed by an event
+//! with status and latency, and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

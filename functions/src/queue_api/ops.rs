@@ -1,11 +1,13 @@
 //! Health, readiness and Prometheus metrics, and the middleware that records request
 //! counts and latencies by route and status.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -65,18 +67,69 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Counts every request and times it, labelled by matched route and status.
 pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!("dropgate_http_requests_total", &labels).increment(1);
-    metrics::histogram!("dropgate_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let (requests, duration) = request_metrics(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        response.status().as_u16(),
+    );
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The counter and histogram of one route, method and status, registered once: looking
+/// them up by their labels on every request (three label strings, two registry
+/// lookups) cost queue-api about as much as the rest of this middleware. Methods
+/// outside HTTP's own are labelled `OTHER`, so a client inventing methods cannot
+/// grow the series without bound.
+fn request_metrics(route: &str, method: &Method, status: u16) -> RequestMetrics {
+    type ByRoute = HashMap<String, HashMap<(Method, u16), RequestMetrics>>;
+    static HANDLES: LazyLock<RwLock<ByRoute>> = LazyLock::new(Default::default);
+    let known = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    let method = if known.contains(method) {
+        method.clone()
+    } else {
+        Method::from_bytes(b"OTHER").unwrap_or(Method::GET)
+    };
+    let key = (method, status);
+    if let Some(handles) = HANDLES
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(route)
+        .and_then(|by_method| by_method.get(&key))
+    {
+        return handles.clone();
+    }
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", key.0.as_str().to_owned()),
+        ("status", status.to_string()),
+    ];
+    let handles = (
+        metrics::counter!("dropgate_http_requests_total", &labels),
+        metrics::histogram!("dropgate_http_request_duration_seconds", &labels),
+    );
+    HANDLES
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(route.to_owned())
+        .or_default()
+        .insert(key, handles.clone());
+    handles
 }
