@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dropgate_core::{EventId, EventState, UserKey};
-use dropgate_functions::auth::dev::DevKeys;
+use dropgate_functions::auth::dev::{DevKeys, TokenSigner};
 use dropgate_functions::queue::scripts::enter::EnterScript;
 use dropgate_functions::queue::{EventMeta, QueueStore};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -78,7 +78,7 @@ async fn sign_tokens(
     prefix: &str,
     count: usize,
 ) -> Result<Vec<String>> {
-    let keys = DevKeys::in_state_dir(state_dir);
+    let keys = Arc::new(TokenSigner::local(&DevKeys::in_state_dir(state_dir))?);
     let workers = std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use dropgate_core::{EventConfig, EventId, EventSeed, EventState};
-use dropgate_functions::auth::dev::sign_with;
+use dropgate_functions::auth::dev::TokenSigner;
 use dropgate_functions::queue::QueueStore;
 use dropgate_functions::seed_vault::SeedKey;
 use indicatif::MultiProgress;
@@ -66,7 +66,7 @@ pub(super) async fn sign_tokens(
     bars: &MultiProgress,
 ) -> Result<Vec<User>> {
     let progress = bar(bars, u64::from(users), "signing tokens");
-    let pair = Arc::new(pair);
+    let pair = Arc::new(TokenSigner::new(&pair)?);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let chunk = users.div_ceil(workers).max(1);
     let mut tasks = Vec::new();
@@ -76,7 +76,7 @@ pub(super) async fn sign_tokens(
             (start..(start + chunk).min(users))
                 .map(|index| {
                     let (platform, user) = identity(index);
-                    let token = sign_with(&pair, platform, &user, ttl)?.into();
+                    let token = pair.sign(platform, &user, ttl)?.into();
                     progress.inc(1);
                     let streams = ((index + 1) as f64 * sse_share).floor()
                         > (index as f64 * sse_share).floor();
