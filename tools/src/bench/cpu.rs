@@ -70,6 +70,35 @@ impl CpuParts {
         Ok(Self { parts })
     }
 
+    /// Each part's peak resident memory so far in MiB (`VmHWM`): for a part of
+    /// several processes of one kind the largest, for a tree its main process (a
+    /// PostgreSQL backend's shared buffers would be counted once per backend).
+    pub(super) fn peak_rss_mib(&self) -> Value {
+        let peak = |pid: u32| -> Option<f64> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let kib: f64 = status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / 1024.0)
+        };
+        let mut parts = Map::new();
+        for (name, processes) in &self.parts {
+            let mib = match processes {
+                Processes::Tree(pid) => peak(*pid),
+                Processes::Each(pids) => pids.iter().filter_map(|pid| peak(*pid)).reduce(f64::max),
+            };
+            if let Some(mib) = mib {
+                parts.insert(name.clone(), json!(mib));
+            }
+        }
+        Value::Object(parts)
+    }
+
     /// CPU seconds used so far by each part.
     pub(super) fn snapshot(&self) -> CpuSnapshot {
         let processes = ProcessTimes::read();

@@ -41,9 +41,12 @@ pub struct BenchArgs {
     /// Admitted messages preloaded for the draw pipeline.
     #[arg(long, default_value_t = 200_000)]
     pub draw_messages: u32,
-    /// Users of the drop run.
+    /// Users of the drop run (`--drop-users 1000000` is the million-user drop).
     #[arg(long, default_value_t = 100_000)]
     pub drop_users: u32,
+    /// Stock of the drop run.
+    #[arg(long, default_value_t = 1_000)]
+    pub drop_stock: u32,
     /// Waiting users for the memory figure.
     #[arg(long, default_value_t = 100_000)]
     pub memory_users: u32,
@@ -127,7 +130,7 @@ async fn run(args: &BenchArgs) -> Result<()> {
     let event = format!("bench-drop-{}", std::process::id());
     let drop = if args.runs(Section::Drop) {
         say("drop: a crowd entering as fast as it can, admission unthrottled");
-        Some(drop_figures(args, &env, &api, &event).await?)
+        Some(drop_figures(args, &env, &api, &event, &cpu).await?)
     } else {
         None
     };
@@ -192,6 +195,7 @@ async fn drop_figures(
     env: &stack::StackEnv,
     api: &str,
     event: &str,
+    cpu: &cpu::CpuParts,
 ) -> Result<Value> {
     let drop = demo::run(&DemoArgs {
         api_url: Some(api.to_owned()),
@@ -200,7 +204,7 @@ async fn drop_figures(
         seed_key: env.seed_key_args(),
         state_dir: env.state_dir.clone(),
         users: args.drop_users,
-        stock: 1_000,
+        stock: args.drop_stock,
         win_probability: 0.05,
         rate: 1_000_000,
         sse_share: 0.5,
@@ -216,9 +220,13 @@ async fn drop_figures(
         "seconds_to_last_result": drop.seconds_to_last_result,
         "entered": drop.entered,
         "won": drop.won,
+        "unfinished": drop.unfinished,
+        "errors": drop.errors,
         "verify": format!("{:?}", drop.verify).to_lowercase(),
+        "signing_s": drop.signing_s,
+        "peak_rss_mib": cpu.peak_rss_mib(),
         "timeline_svg": args.report_dir.join(format!("{event}-timeline.svg")),
-        "target_s": 60,
+        "target_s": if args.drop_users >= 1_000_000 { 120 } else { 60 },
     }))
 }
 
@@ -279,11 +287,27 @@ fn markdown(report: &Value) -> String {
     }
     let drop = &report["drop"];
     if !drop.is_null() {
+        let peaks = drop["peak_rss_mib"]
+            .as_object()
+            .map(|parts| {
+                parts
+                    .iter()
+                    .map(|(name, mib)| format!("{name} {}", number(mib)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         text.push_str(&format!(
-            "| drop, {} users, stock {} | {} s first enter to last result | | | < 60 s |\n",
+            "| drop, {} users, stock {} | {} s first enter to last result, verify {}, {} unfinished, {} errors (tokens signed before timing in {} s) | peak RSS, MiB: {} | | < {} s |\n",
             drop["users"],
             drop["stock"],
             number(&drop["seconds_to_last_result"]),
+            drop["verify"].as_str().unwrap_or("n/a"),
+            drop["unfinished"],
+            drop["errors"],
+            number(&drop["signing_s"]),
+            peaks,
+            drop["target_s"],
         ));
     }
     let memory = &report["memory"];

@@ -159,7 +159,9 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
 
     let bars = MultiProgress::new();
     let ttl = args.timeout + TOKEN_SLACK;
+    let signing = std::time::Instant::now();
     let users = sign_tokens(pair, args.users, plan.sse_share, ttl, &bars).await?;
+    let signing_s = signing.elapsed().as_secs_f64();
     let tokens: Vec<Arc<str>> = users.iter().map(|user| user.token.clone()).collect();
 
     let config = EventConfig {
@@ -190,6 +192,7 @@ pub async fn run_until(args: &DemoArgs, interrupt: impl Future<Output = ()>) -> 
         .into_iter()
         .collect();
     let mut report = build_report(&crowd.tally, &plan, args, timeline, timed_out);
+    report.signing_s = signing_s;
     report.stock_total = record.stock_total;
     report.stock_left = record.stock_left;
     report.verify = verify;
@@ -321,6 +324,7 @@ fn build_report(
         win_probability: args.win_probability,
         admission_rate_per_s: args.rate,
         seconds_to_last_result: tally.first_enter_to_last_result().map(|d| d.as_secs_f64()),
+        signing_s: 0.0,
         enter_p50_ms: ms(50.0),
         enter_p99_ms: ms(99.0),
         verify: Verdict::Fail,

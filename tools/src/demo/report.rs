@@ -64,6 +64,8 @@ pub struct Report {
     pub admission_rate_per_s: u32,
     /// First enter request to the last final state a user saw (null if none).
     pub seconds_to_last_result: Option<f64>,
+    /// How long signing every user's token took, before anyone entered.
+    pub signing_s: f64,
     /// Median enter latency (null if nobody entered).
     pub enter_p50_ms: Option<f64>,
     /// 99th percentile enter latency.
@@ -195,9 +197,10 @@ impl Report {
         );
         let _ = writeln!(
             text,
-            "  first enter to last result: {}",
+            "  first enter to last result: {} (tokens signed before it, in {:.1} s)",
             self.seconds_to_last_result
-                .map_or("n/a".to_owned(), |s| format!("{s:.1} s"))
+                .map_or("n/a".to_owned(), |s| format!("{s:.1} s")),
+            self.signing_s
         );
         let _ = writeln!(
             text,
