@@ -75,8 +75,15 @@ local-down: ## stop everything make local started
 
 # Benchmarks run on a stack of their own, removed afterwards. BENCH_ARGS shrinks them,
 # e.g. BENCH_ARGS="--requests 5000 --draw-messages 50000 --drop-users 20000".
+# DROP_USERS=1000000 runs only the big drop (stock DROP_STOCK) and the memory figure
+# at that many waiting users: `make bench DROP_USERS=1000000`.
 BENCH_STATE_DIR ?= $(STATE_DIR)/bench-stack
 BENCH_ARGS ?=
+DROP_USERS ?=
+DROP_STOCK ?= 10000
+ifneq ($(DROP_USERS),)
+BENCH_ARGS += --only drop,memory --drop-users $(DROP_USERS) --drop-stock $(DROP_STOCK) --memory-users $(DROP_USERS)
+endif
 
 bench: setup ## the headline performance figures, next to the machine's own limits (target/bench/)
 	@echo "==> building release binaries"
