@@ -272,13 +272,15 @@ fn markdown(report: &Value) -> String {
             continue;
         }
         text.push_str(&format!(
-            "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors | redis-benchmark ZADD {} req/s (the enter script alone: {} req/s, ratio {}; a script of one ZADD: {} req/s) | {} | ≥ 0.50{} |\n",
+            "| enter, {} connections | {} req/s, p50 {} ms, p99 {} ms, p999 {} ms, {} errors; the enter script held Redis {} µs per call ({} calls) | redis-benchmark ZADD {} req/s (the enter script alone: {} req/s, ratio {}; a script of one ZADD: {} req/s) | {} | ≥ 0.50{} |\n",
             &connections[1..],
             number(&enter["rps"]),
             number(&enter["p50_ms"]),
             number(&enter["p99_ms"]),
             number(&enter["p999_ms"]),
             enter["errors"],
+            number(&enter["script_us_per_call"]),
+            enter["script_calls"],
             number(&enter["zadd_rps"]),
             number(&enter["enter_script_rps"]),
             number(&enter["script_ratio"]),
