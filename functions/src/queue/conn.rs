@@ -53,7 +53,7 @@ pub enum RedisConn {
 /// of one primary the others keep answering, so this only fires when nothing does.
 const WEDGED_AFTER: Duration = Duration::from_secs(3);
 
-/// A cluster connection that is replaced when it stops answering ([`WEDGED_AFTER`]).
+/// A cluster connection that is replaced when it goes 3 s without a single reply.
 /// Clones share it.
 #[derive(Clone)]
 pub struct ClusterConn {
