@@ -210,3 +210,39 @@ struct Jwk {
     x: Option<String>,
     y: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jwt_simple::prelude::{RS256KeyPair, RSAKeyPairLike, VerificationOptions};
+
+    use super::*;
+    use crate::auth::dev::jwks_for;
+
+    /// A provider's JWKS may still list an old RSA key shorter than 2048 bits: the
+    /// document loads with it (tokens signed by it fail verification, RS256 here
+    /// takes 2048 to 8192 bits) and its other keys verify as before.
+    #[test]
+    fn a_short_rsa_key_does_not_stop_the_others() -> Result<()> {
+        // A 1024-bit modulus (jwt-simple will not generate one).
+        let old = serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "old", "e": "AQAB",
+            "n": "vd8xKwboaTw1DZqYxgp1HRhdCMlOpyfyVIMb8n5mA_lIUm3TeeWHoR1e4_GM07pHmDT5PyoXlza_NNZWu7S3jRLC_Ww8ydWN5e8kZkBLzLwxCGUWAXWMszOfCKt6oJafejeoQK8dLbvxVIsAm_A37KcgNHyPE0_inrsuhmET86U",
+        });
+        let pair = RS256KeyPair::generate(2048)?.with_key_id("new");
+        let new: serde_json::Value = serde_json::from_str(&jwks_for(&pair))?;
+        let both = serde_json::json!({"keys": [old, new["keys"][0].clone()]});
+        let set = KeySet::from_jwks(&serde_json::to_vec(&both)?)?;
+        let Some(PublicKey::Rs256(key)) = set.find(Some("new"), Algorithm::Rs256) else {
+            panic!("the 2048-bit key is in the set");
+        };
+        let token = crate::auth::dev::sign_with(&pair, "web", "u-1", Duration::from_secs(60))?;
+        let options = VerificationOptions {
+            allowed_issuers: Some([crate::auth::dev::LOCAL_ISSUER.to_owned()].into()),
+            ..VerificationOptions::default()
+        };
+        assert!(key.verify::<crate::auth::Claims>(&token, &options).is_ok());
+        Ok(())
+    }
+}
