@@ -215,7 +215,7 @@ struct Jwk {
 mod tests {
     use std::time::Duration;
 
-    use jwt_simple::prelude::{RS256KeyPair, RSAKeyPairLike, VerificationOptions};
+    use jwt_simple::prelude::{RS256KeyPair, VerificationOptions};
 
     use super::*;
     use crate::auth::dev::jwks_for;
