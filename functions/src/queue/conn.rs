@@ -63,11 +63,55 @@ pub struct ClusterConn {
 struct ClusterShared {
     client: redis::cluster::ClusterClient,
     current: RwLock<ClusterConnection>,
-    /// Milliseconds after `started` of the last reply from any node (a value or a
-    /// server error: both mean the connection works).
+    silence: Silence,
+}
+
+/// When a connection has been silent long enough to replace: every reply (a value or
+/// a server error, both mean the connection works) resets it, and one replacement
+/// runs at a time.
+struct Silence {
+    started: Instant,
+    /// Milliseconds after `started` of the last reply, or of the last replacement.
     last_answer_ms: AtomicU64,
     replacing: AtomicBool,
-    started: Instant,
+}
+
+impl Silence {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_answer_ms: AtomicU64::new(0),
+            replacing: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes a command's outcome at `now_ms`; returns how long the connection had been
+    /// silent when this call should start the one replacement, else `None`.
+    fn observe(&self, now_ms: u64, answered: bool) -> Option<Duration> {
+        if answered {
+            self.last_answer_ms.store(now_ms, Ordering::Relaxed);
+            return None;
+        }
+        let silent_ms = now_ms.saturating_sub(self.last_answer_ms.load(Ordering::Relaxed));
+        if silent_ms < WEDGED_AFTER.as_millis() as u64
+            || self.replacing.swap(true, Ordering::AcqRel)
+        {
+            return None;
+        }
+        Some(Duration::from_millis(silent_ms))
+    }
+
+    /// The replacement ended at `now_ms`; a new connection gets a full grace period.
+    fn replaced(&self, now_ms: u64, succeeded: bool) {
+        if succeeded {
+            self.last_answer_ms.store(now_ms, Ordering::Relaxed);
+        }
+        self.replacing.store(false, Ordering::Release);
+    }
 }
 
 impl ClusterConn {
@@ -77,9 +121,7 @@ impl ClusterConn {
             shared: Arc::new(ClusterShared {
                 client,
                 current: RwLock::new(connection),
-                last_answer_ms: AtomicU64::new(0),
-                replacing: AtomicBool::new(false),
-                started: Instant::now(),
+                silence: Silence::new(),
             }),
         })
     }
@@ -93,49 +135,34 @@ impl ClusterConn {
             .clone()
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// Notes how a command went; after [`WEDGED_AFTER`] without any answer, starts
-    /// replacing the connection (once at a time, in the background: the caller's own
-    /// error goes back to it as it is).
+    /// replacing the connection in the background (the caller's own error goes back
+    /// to it as it is).
     fn observe<T>(&self, result: &redis::RedisResult<T>) {
-        let now = self.now_ms();
         let unanswered = matches!(result, Err(error) if error.is_timeout()
             || error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal());
-        if !unanswered {
-            self.shared.last_answer_ms.store(now, Ordering::Relaxed);
+        let silence = &self.shared.silence;
+        let Some(silent) = silence.observe(silence.now_ms(), !unanswered) else {
             return;
-        }
-        let silent_ms = now.saturating_sub(self.shared.last_answer_ms.load(Ordering::Relaxed));
-        if silent_ms < WEDGED_AFTER.as_millis() as u64
-            || self.shared.replacing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
+        };
         let shared = Arc::clone(&self.shared);
-        let this = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(
+            let made = tokio::time::timeout(
                 Duration::from_secs(10),
                 shared.client.get_async_connection(),
             )
-            .await
-            {
+            .await;
+            let succeeded = matches!(made, Ok(Ok(_)));
+            match made {
                 Ok(Ok(connection)) => {
                     *shared
                         .current
                         .write()
                         .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
-                    // The new connection gets a full grace period of its own.
-                    shared
-                        .last_answer_ms
-                        .store(this.now_ms(), Ordering::Relaxed);
                     tracing::warn!(
-                        silent_s = silent_ms as f64 / 1000.0,
+                        silent_s = silent.as_secs_f64(),
                         "the Redis Cluster connection stopped answering: replaced it with a new one"
                     );
                 }
@@ -147,7 +174,7 @@ impl ClusterConn {
                     "the Redis Cluster connection stopped answering and a new one took over 10 s"
                 ),
             }
-            shared.replacing.store(false, Ordering::Release);
+            shared.silence.replaced(shared.silence.now_ms(), succeeded);
         });
     }
 
@@ -391,6 +418,27 @@ impl ConnectionLike for RedisConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_silence_of_wedged_after_starts_one_replacement() {
+        let silence = Silence::new();
+        let wedged = WEDGED_AFTER.as_millis() as u64;
+        // Replies keep it quiet however many commands fail between them.
+        assert_eq!(silence.observe(1_000, false), None);
+        assert_eq!(silence.observe(1_500, true), None);
+        assert_eq!(silence.observe(1_500 + wedged - 1, false), None);
+        // Silent for WEDGED_AFTER: one caller starts the replacement, the others do not.
+        let started = silence.observe(1_500 + wedged, false);
+        assert_eq!(started, Some(WEDGED_AFTER));
+        assert_eq!(silence.observe(1_600 + wedged, false), None);
+        // A failed replacement may be tried again at once; a made one gets a new
+        // grace period.
+        silence.replaced(1_700 + wedged, false);
+        assert!(silence.observe(1_800 + wedged, false).is_some());
+        silence.replaced(1_900 + wedged, true);
+        assert_eq!(silence.observe(1_900 + 2 * wedged - 1, false), None);
+        assert!(silence.observe(1_900 + 2 * wedged, false).is_some());
+    }
 
     #[test]
     fn run_ids_are_read_from_every_reply_shape() {
