@@ -257,6 +257,21 @@ pub async fn run(fault: Fault, plan: DropPlan) {
         timeout: plan.timeout,
     };
 
+    // A small drop through the whole pipeline first, so the goods-workers have joined
+    // their group before the crowds start. Otherwise the admissions of the first
+    // seconds wait for the join and are drawn in one batch: the count the fault waits
+    // for can then jump from nothing past the stock, and the fault strikes after the
+    // sale instead of during it.
+    demo::run(&DemoArgs {
+        users: 20,
+        stock: 2,
+        win_probability: 0.5,
+        event: Some(TestStack::unique("warmup")),
+        ..args.clone()
+    })
+    .await
+    .expect("a warm-up drop through the whole pipeline");
+
     let (crowd_done, crowd_done_rx) = watch::channel(false);
     // On a thread of its own: restarts wait synchronously, and their progress callbacks
     // are not `Send`.
@@ -479,10 +494,18 @@ async fn strike(
             let index = (0..state.redis_node_count())
                 .find(|&index| state.redis_node(index).map(|node| node.port) == Some(holder))
                 .with_context(|| format!("no stack node listens on {holder}"))?;
-            tokio::time::sleep(down).await;
-            stack::restart_redis_node(&stack_options, index, StopMode::Crash, &mut quiet)
-                .await
-                .with_context(|| format!("{fault}: restarting node {index}"))?;
+            stack::restart_redis_node(
+                &stack_options,
+                index,
+                StopMode::Crash,
+                |_| {
+                    std::thread::sleep(down);
+                    Ok(())
+                },
+                &mut quiet,
+            )
+            .await
+            .with_context(|| format!("{fault}: restarting node {index}"))?;
         }
         Fault::RedisEmptied => {
             let mut redis = redis::Client::open(env.redis_url.as_str())?

@@ -714,13 +714,15 @@ fn redis_node_ports(state: &StackState) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// Stops Redis cluster node `index` and starts it again on the same port, then waits
-/// until the cluster is ok (a primary lost and back mid-drop, as the cluster test
-/// does it). Node 0 is [`Component::Redis`].
+/// Stops Redis cluster node `index`, runs `while_stopped` (an outage's length, a change
+/// to its files), starts it again on the same port, then waits until the cluster is
+/// ok (a primary lost and back mid-drop, as the cluster test does it). Node 0 is
+/// [`Component::Redis`].
 pub async fn restart_redis_node(
     options: &StackOptions,
     index: usize,
     mode: StopMode,
+    while_stopped: impl FnOnce(&Path) -> Result<()>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let dir = std::fs::canonicalize(&options.state_dir)?;
@@ -729,9 +731,11 @@ pub async fn restart_redis_node(
         ..options.clone()
     };
     if index == 0 {
-        return restart_component(options, Component::Redis, mode, progress).await;
+        return restart_component_with(options, Component::Redis, mode, while_stopped, progress)
+            .await;
     }
     stop_redis_node(&dir, index, mode)?;
+    while_stopped(&dir)?;
     let mut state = StackState::load(&dir)?;
     start_redis_node(options, &mut state, index, progress)?;
     redis::wait_cluster_ok(&redis_node_ports(&state)?)
