@@ -124,6 +124,29 @@ async fn health_readiness_metrics_and_cors() {
     );
     assert!(metrics.contains("dropgate_sse_open_streams"), "{metrics}");
 
+    // A client inventing methods adds no series: they are all counted as OTHER.
+    for invented in ["BREW", "PROPFIND2"] {
+        let answer = client
+            .request(
+                reqwest::Method::from_bytes(invented.as_bytes()).expect("a method"),
+                format!("{}/v1/events/{event}/queue", server.base),
+            )
+            .send()
+            .await
+            .expect("an invented method");
+        assert!(
+            answer.status().is_client_error(),
+            "{invented}: {}",
+            answer.status()
+        );
+    }
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
+    assert!(
+        !metrics.contains("BREW") && !metrics.contains("PROPFIND2"),
+        "{metrics}"
+    );
+
     let preflight = |origin: &'static str| {
         client
             .request(reqwest::Method::OPTIONS, server.queue_url(&event, ""))
