@@ -55,14 +55,7 @@ impl DevKeys {
 
     /// Signs a token for (`platform`, `user`) valid for `ttl`.
     pub fn sign(&self, platform: &str, user: &str, ttl: Duration) -> Result<String> {
-        let pem = std::fs::read_to_string(&self.private_key).with_context(|| {
-            format!(
-                "no local signing key at {}; run `dropgate stack up` first",
-                self.private_key.display()
-            )
-        })?;
-        let pair = RS256KeyPair::from_pem(&pem)?.with_key_id(LOCAL_KEY_ID);
-        sign_with(&pair, platform, user, ttl)
+        TokenSigner::local(self)?.sign(platform, user, ttl)
     }
 }
 
