@@ -2,8 +2,9 @@
 //! user, value `<state>|<ticket>|<last seen, s>[|<decision order>|<decided at, ms>]`.
 //!
 //! A Redis key per user costs about 100 bytes of overhead before any data; one hash
-//! field with a ~20-byte value keeps a waiting user (queue entry included) within the
-//! 200-byte budget. The Lua scripts read and write the same format with the state
+//! field with a ~20-byte value and the user's line entry come to 109 bytes per
+//! waiting user at a million (`make bench DROP_USERS=1000000`), within the 150-byte
+//! budget. The Lua scripts read and write the same format with the state
 //! codes of [`UserState::code`]; this module is its single definition, and its tests
 //! pin it.
 

@@ -13,7 +13,7 @@ use dropgate_core::{
 };
 use dropgate_functions::config::KafkaArgs;
 use dropgate_functions::kafka;
-use dropgate_functions::queue::{EventKeys, QueueStore};
+use dropgate_functions::queue::{EventKeys, LineEntry, QueueStore};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -181,7 +181,15 @@ impl<'a> Setup<'a> {
         };
         let _: () = redis::pipe()
             .hset(keys.users(), user.member(), record.encode())
-            .zrem(keys.queue(), user.member())
+            .lrem(
+                keys.line(),
+                0,
+                LineEntry {
+                    ticket,
+                    member: user.member(),
+                }
+                .encode(),
+            )
             .query_async(&mut self.store.connection())
             .await
             .expect("admit");

@@ -10,9 +10,12 @@ use dropgate_core::{
 };
 use dropgate_functions::queue::scripts::apply_result::ApplyResultScript;
 use dropgate_functions::queue::scripts::finished::FinishedScript;
-use dropgate_functions::queue::{EventKeys, EventMeta};
+use dropgate_functions::queue::scripts::join_legacy_queue::JoinLegacyQueueScript;
+use dropgate_functions::queue::scripts::retick::RetickScript;
+use dropgate_functions::queue::{EventKeys, EventMeta, LineEntry};
 use dropgate_tests::admitter::{Fixture, Running};
 use dropgate_tests::api::{ApiServer, token};
+use dropgate_tests::clock::now_s;
 use dropgate_tests::{KillOnDrop, TestStack, workspace_binary};
 use redis::AsyncCommands;
 
@@ -378,6 +381,126 @@ async fn a_finished_event_stops_being_ticked_once_everyone_admitted_is_published
     assert!(listed, "an open event left the events set");
 }
 
+/// A rolling upgrade: older queue-api instances still put users in the sorted-set
+/// queue of earlier releases while newer ones push to the line, both taking tickets
+/// from the same counter. The line takes the older ones in at their ticket's place
+/// (also when more arrive after a merge), and the admitter admits everybody.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_an_older_queue_api_queued_join_the_line_in_ticket_order() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 100, 100).await;
+    let keys = EventKeys::new(&fixture.event);
+    let mut redis = fixture.store.connection();
+    let older = [1, 2, 5, 9, 10, 14, 21, 22, 23, 30];
+    let mut enter = async |range: std::ops::RangeInclusive<u64>| {
+        for n in range {
+            let user = Fixture::user(n);
+            if older.contains(&n) {
+                // What an older release's enter script wrote.
+                let ticket: u64 = redis.incr(keys.seq(), 1).await.expect("INCR");
+                let _: () = redis::pipe()
+                    .zadd(keys.legacy_queue(), user.member(), ticket)
+                    .hset(
+                        keys.users(),
+                        user.member(),
+                        UserRecord::waiting(ticket, now_s()).encode(),
+                    )
+                    .query_async(&mut redis)
+                    .await
+                    .expect("an older enter");
+            } else {
+                fixture
+                    .store
+                    .enter(&fixture.event, &user, now_s())
+                    .await
+                    .expect("enter");
+            }
+        }
+    };
+    let script = JoinLegacyQueueScript::default();
+    let in_order = |upto: u64| -> Vec<(u64, String)> {
+        (1..=upto).map(|n| (n, Fixture::user(n).member())).collect()
+    };
+    let line = async |fixture: &Fixture| -> Vec<(u64, String)> {
+        let places = fixture.store.in_line(&fixture.event).await.expect("line");
+        places
+            .into_iter()
+            .map(|place| (place.ticket, place.member))
+            .collect()
+    };
+
+    enter(1..=20).await;
+    let mut conn = fixture.store.connection();
+    assert_eq!(script.call(&mut conn, &keys).await.expect("join"), 6);
+    assert_eq!(line(&fixture).await, in_order(20));
+    enter(21..=30).await;
+    assert_eq!(
+        script.call(&mut conn, &keys).await.expect("join again"),
+        4,
+        "only what arrived since"
+    );
+    assert_eq!(line(&fixture).await, in_order(30));
+    let exists: bool = conn.exists(keys.legacy_queue()).await.expect("EXISTS");
+    assert!(!exists, "the legacy queue is emptied");
+
+    // Some more arrive the old way while the admitter runs: it merges them itself.
+    enter(31..=34).await;
+    let _: () = redis::pipe()
+        .zadd(keys.legacy_queue(), Fixture::user(35).member(), 35)
+        .hset(
+            keys.users(),
+            Fixture::user(35).member(),
+            UserRecord::waiting(35, now_s()).encode(),
+        )
+        .incr(keys.seq(), 1)
+        .query_async(&mut conn)
+        .await
+        .expect("an older enter");
+    let (_running, _) = Running::start(&fixture.args(2_000)).await;
+    let messages = fixture.admitted_messages(35, Duration::from_secs(30)).await;
+    let tickets: BTreeSet<u64> = messages.values().map(|seen| seen[0].ticket).collect();
+    assert_eq!(tickets, (1..=35).collect(), "everybody admitted once");
+}
+
+/// A pre-queue shuffle whose operator stopped after its first step: the admitter
+/// applies the rest of the plan before it admits anybody, so everyone is admitted
+/// with the ticket the shuffle gave them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admitter_finishes_a_shuffle_left_part_way() {
+    let stack = TestStack::shared().await;
+    let fixture = Fixture::new(stack, 100, 100).await;
+    fixture.enter(12, &[]).await;
+    fixture
+        .store
+        .plan_shuffle(&fixture.event, |members| members.reverse())
+        .await
+        .expect("plan");
+    let keys = EventKeys::new(&fixture.event);
+    let first = RetickScript::default()
+        .call(&mut fixture.store.connection(), &keys, 1)
+        .await
+        .expect("one step");
+    assert_eq!(first.left, 11);
+
+    let (_running, _) = Running::start(&fixture.args(2_000)).await;
+    let messages = fixture.admitted_messages(12, Duration::from_secs(30)).await;
+    for n in 1..=12 {
+        let seen = &messages[&Fixture::user(n).member()];
+        assert_eq!(
+            seen[0].ticket,
+            13 - n,
+            "user {n} admitted with its shuffled ticket"
+        );
+    }
+    let planned: bool = fixture
+        .store
+        .connection()
+        .exists(keys.shuffle_plan())
+        .await
+        .expect("EXISTS");
+    assert!(!planned, "the plan is used up");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_is_finished_only_when_no_tick_can_change_it() {
     let stack = TestStack::shared().await;
@@ -405,7 +528,7 @@ async fn an_event_is_finished_only_when_no_tick_can_change_it() {
         ("sold_out", [0, 0, 0, 0], true),
     ];
     let sets = [
-        keys.queue(),
+        keys.line(),
         keys.admitting(),
         keys.inflight(),
         keys.expiring(),
@@ -419,10 +542,16 @@ async fn an_event_is_finished_only_when_no_tick_can_change_it() {
             .expect("reset");
         for (set, count) in sets.iter().zip(counts) {
             for n in 0..count {
-                let _: () = redis
-                    .zadd(set, Fixture::user(n).member(), n)
-                    .await
-                    .expect("ZADD");
+                let member = Fixture::user(n).member();
+                let _: () = if *set == keys.line() {
+                    let entry = LineEntry {
+                        ticket: n + 1,
+                        member,
+                    };
+                    redis.rpush(set, entry.encode()).await.expect("RPUSH")
+                } else {
+                    redis.zadd(set, member, n).await.expect("ZADD")
+                };
             }
         }
         let finished = script.call(&mut redis, &keys).await.expect("script");

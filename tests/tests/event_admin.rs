@@ -359,14 +359,14 @@ async fn a_randomized_pre_queue_is_shuffled_at_open_with_the_event_seed() {
         text(&opened.stdout)
     );
 
-    let queued = store.queued(&event).await.expect("queue");
-    let tickets: Vec<u64> = queued.iter().map(|(_, ticket)| *ticket).collect();
+    let queued = store.in_line(&event).await.expect("line");
+    let tickets: Vec<u64> = queued.iter().map(|place| place.ticket).collect();
     assert_eq!(
         tickets,
         (1..=50).collect::<Vec<u64>>(),
         "the same tickets, all still there"
     );
-    let order: Vec<String> = queued.into_iter().map(|(member, _)| member).collect();
+    let order: Vec<String> = queued.into_iter().map(|place| place.member).collect();
     let arrival: Vec<String> = users.iter().map(|user| user.member()).collect();
     assert_ne!(
         order, arrival,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dropgate_core::{DrawResult, Outcome, UserKey, UserRecord, UserState};
-use dropgate_functions::queue::EventKeys;
+use dropgate_functions::queue::{EventKeys, LineEntry};
 use dropgate_tests::TestStack;
 use dropgate_tests::api::{ApiServer, token};
 use dropgate_tests::clock::now_s;
@@ -270,7 +270,14 @@ async fn the_last_unit_sets_stock_to_zero_and_leaves_waiting_users_to_the_admitt
             ben.member(),
             UserRecord::waiting(2, now_s()).encode(),
         )
-        .zadd(keys.queue(), ben.member(), 2)
+        .rpush(
+            keys.line(),
+            LineEntry {
+                ticket: 2,
+                member: ben.member(),
+            }
+            .encode(),
+        )
         .query_async(&mut setup.store.connection())
         .await
         .expect("a waiting user");
@@ -287,13 +294,15 @@ async fn the_last_unit_sets_stock_to_zero_and_leaves_waiting_users_to_the_admitt
         setup.record(&ben).await.map(|r| r.state),
         Some(UserState::Waiting)
     );
-    let queued: Option<f64> = setup
-        .store
-        .connection()
-        .zscore(keys.queue(), ben.member())
-        .await
-        .expect("ZSCORE");
-    assert_eq!(queued, Some(2.0));
+    let queued = setup.store.in_line(&setup.event).await.expect("line");
+    assert_eq!(
+        queued
+            .iter()
+            .map(|place| (place.ticket, place.member.clone()))
+            .collect::<Vec<_>>(),
+        [(2, ben.member())],
+        "still in line, for the admitter to tell"
+    );
     assert!(relay.log_text().contains("stock reached 0"));
 }
 

@@ -20,8 +20,9 @@ use dropgate_functions::queue::scripts::apply_result::{Applied, ApplyResultScrip
 use dropgate_functions::queue::scripts::enter::EnterScript;
 use dropgate_functions::queue::scripts::lease::{Lease, LeaseScript};
 use dropgate_functions::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
+use dropgate_functions::queue::scripts::retick::{RetickScript, Reticked};
 use dropgate_functions::queue::scripts::sweep::{SweepReply, SweepScript};
-use dropgate_functions::queue::{EventKeys, EventMeta, Lookup, QueueStore};
+use dropgate_functions::queue::{EventKeys, EventMeta, LineEntry, Lookup, QueueStore};
 use dropgate_tests::TestStack;
 use dropgate_tests::clock::now_s;
 use dropgate_tools::events;
@@ -82,10 +83,14 @@ impl Event {
             last_seen_s,
             decided: None,
         };
-        let member = Self::user().member();
+        let entry = LineEntry {
+            ticket: TICKET,
+            member: Self::user().member(),
+        };
         let _: () = redis::pipe()
-            .hset(self.keys.users(), &member, record.encode())
-            .zadd(self.keys.queue(), &member, TICKET)
+            .hset(self.keys.users(), &entry.member, record.encode())
+            .del(self.keys.line())
+            .rpush(self.keys.line(), entry.encode())
             .del(self.keys.admitting())
             .query_async(&mut self.redis)
             .await
@@ -99,6 +104,11 @@ impl Event {
             .await
             .expect("HGET");
         UserRecord::decode(&text).expect("record")
+    }
+
+    /// Entries in line, stale ones included.
+    async fn line_length(&mut self) -> u64 {
+        self.redis.llen(self.keys.line()).await.expect("LLEN")
     }
 
     async fn admitting(&mut self) -> bool {
@@ -157,14 +167,13 @@ async fn admission_stops_above_the_recorded_tickets_and_tracks_the_user_until_a_
         }
     );
     assert_eq!(event.record().await.state, UserState::Waiting);
-    let queued: Option<u64> = event
-        .redis
-        .zscore(event.keys.queue(), &member)
-        .await
-        .expect("ZSCORE");
+    let queued = event.store.in_line(&event.event).await.expect("line");
     assert_eq!(
-        queued,
-        Some(TICKET),
+        queued
+            .iter()
+            .map(|place| (place.ticket, place.member.as_str()))
+            .collect::<Vec<_>>(),
+        [(TICKET, member.as_str())],
         "a ticket not yet recorded stays in line"
     );
 
@@ -250,12 +259,11 @@ async fn the_admit_script_moves_exactly_the_users_step_allows() {
                 "{from} -> {target}: only an expired user waits to be recorded as such"
             );
             let _: () = event.redis.del(event.keys.expiring()).await.expect("DEL");
-            let queued: Option<u64> = event
-                .redis
-                .zscore(event.keys.queue(), Event::user().member())
-                .await
-                .expect("ZSCORE");
-            assert_eq!(queued, None, "{from}: the head of the queue is passed");
+            assert_eq!(
+                event.line_length().await,
+                0,
+                "{from}: the head of the line is passed"
+            );
         }
     }
 }
@@ -263,7 +271,11 @@ async fn the_admit_script_moves_exactly_the_users_step_allows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sweeps_move_exactly_the_users_step_allows() {
     let stack = TestStack::shared().await;
-    let members = [Event::user().member()];
+    let head = [LineEntry {
+        ticket: TICKET,
+        member: Event::user().member(),
+    }
+    .encode()];
     for (event_state, to) in [
         (EventState::SoldOut, UserState::SoldOut),
         (EventState::Closing, UserState::Closed),
@@ -272,13 +284,7 @@ async fn the_sweeps_move_exactly_the_users_step_allows() {
         for from in UserState::ALL {
             event.place(from, now_s()).await;
             let reply = SweepScript::default()
-                .call(
-                    &mut event.redis,
-                    &event.keys,
-                    &event.lease_value,
-                    to,
-                    &members,
-                )
+                .call(&mut event.redis, &event.keys, &event.lease_value, to, &head)
                 .await
                 .expect("sweep");
             let expected = expect_move(from.step(to), from);
@@ -292,15 +298,35 @@ async fn the_sweeps_move_exactly_the_users_step_allows() {
                 SweepReply::Swept(u64::from(expected != from)),
                 "{from} -> {to}"
             );
-            let queued: Option<u64> = event
-                .redis
-                .zscore(event.keys.queue(), Event::user().member())
-                .await
-                .expect("ZSCORE");
-            assert_eq!(queued, None, "{from}: a swept user has left the line");
+            assert_eq!(
+                event.line_length().await,
+                0,
+                "{from}: a swept user has left the line"
+            );
         }
+        // The caller read another head (the line moved since): nobody it did not
+        // record is told anything or taken off the line.
+        event.place(UserState::Waiting, now_s()).await;
+        let other = [LineEntry {
+            ticket: TICKET + 1,
+            member: Event::user().member(),
+        }
+        .encode()];
         let reply = SweepScript::default()
-            .call(&mut event.redis, &event.keys, "someone|else", to, &members)
+            .call(
+                &mut event.redis,
+                &event.keys,
+                &event.lease_value,
+                to,
+                &other,
+            )
+            .await
+            .expect("sweep");
+        assert_eq!(reply, SweepReply::Swept(0), "another head: nobody moved");
+        assert_eq!(event.record().await.state, UserState::Waiting);
+        assert_eq!(event.line_length().await, 1, "another head: nobody leaves");
+        let reply = SweepScript::default()
+            .call(&mut event.redis, &event.keys, "someone|else", to, &head)
             .await
             .expect("sweep");
         assert_eq!(reply, SweepReply::NotLeader);
@@ -368,12 +394,20 @@ async fn results_land_as_core_says(correction: bool) {
                 }
             }
             if from == UserState::Waiting {
-                let queued: Option<u64> = event
-                    .redis
-                    .zscore(event.keys.queue(), Event::user().member())
-                    .await
-                    .expect("ZSCORE");
-                assert_eq!(queued, None, "a drawn user is never admitted again");
+                // Drawn while Redis still had them waiting: their line entry stays
+                // but is stale, and the head passes it without admitting them.
+                let before = event.record().await;
+                let reply = event.admit(now_s(), 60).await;
+                assert_eq!(
+                    reply,
+                    AdmitReply::Done {
+                        admitted: 0,
+                        expired: 0
+                    },
+                    "a drawn user is never admitted again ({to})"
+                );
+                assert_eq!(event.record().await, before, "{to}: record untouched");
+                assert_eq!(event.line_length().await, 0, "the stale entry is dropped");
             }
         }
     }
@@ -415,7 +449,7 @@ async fn entering_and_admitting_follow_the_event_state() {
         } else {
             assert_eq!(reply, AdmitReply::NotAdmitting, "a {state} event");
             assert_eq!(event.record().await.state, UserState::Waiting);
-            let queued = event.store.queued(&event.event).await.expect("queue");
+            let queued = event.store.in_line(&event.event).await.expect("line");
             assert_eq!(queued.len(), 1, "a {state} event keeps its line");
         }
     }
@@ -663,4 +697,91 @@ async fn the_draw_marks_sold_out_only_where_event_step_allows() {
             "a {state} event whose last unit went"
         );
     }
+}
+
+/// The pre-queue shuffle cut short after its first steps (the operator's command
+/// stopped): while its plan is in Redis nobody is admitted or swept off the line (the
+/// steps address line positions), and the next shuffle finishes the same plan rather
+/// than shuffling the half-shuffled line again. Every user ends with one place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shuffle_cut_short_is_finished_from_its_own_plan() {
+    let stack = TestStack::shared().await;
+    let mut event = Event::new(stack, EventState::Open).await;
+    let users: Vec<UserKey> = (1..=6)
+        .map(|n| UserKey::parse("shop", &format!("early{n}")).expect("valid"))
+        .collect();
+    for user in &users {
+        event
+            .store
+            .enter(&event.event, user, now_s())
+            .await
+            .expect("enter");
+    }
+    event
+        .store
+        .plan_shuffle(&event.event, |members| members.reverse())
+        .await
+        .expect("plan");
+    let first = RetickScript::default()
+        .call(&mut event.redis, &event.keys, 2)
+        .await
+        .expect("two steps");
+    assert_eq!(first, Reticked { moved: 2, left: 4 });
+
+    assert_eq!(
+        event.admit(now_s(), 60).await,
+        AdmitReply::Done {
+            admitted: 0,
+            expired: 0
+        },
+        "nobody admitted from a line half shuffled"
+    );
+    let head: Vec<String> = event
+        .redis
+        .lrange(event.keys.line(), 0, -1)
+        .await
+        .expect("LRANGE");
+    let swept = SweepScript::default()
+        .call(
+            &mut event.redis,
+            &event.keys,
+            &event.lease_value,
+            UserState::Closed,
+            &head,
+        )
+        .await
+        .expect("sweep");
+    assert_eq!(swept, SweepReply::Swept(0), "nobody swept meanwhile");
+    assert_eq!(event.line_length().await, 6);
+
+    let moved = event
+        .store
+        .shuffle_line(&event.event, |_| {
+            panic!("a plan is in Redis: the line is not shuffled again")
+        })
+        .await
+        .expect("finish");
+    assert_eq!(moved, 4, "the rest of the plan");
+    let line = event.store.in_line(&event.event).await.expect("line");
+    let expected: Vec<(u64, String)> = users
+        .iter()
+        .rev()
+        .zip(1..)
+        .map(|(user, ticket)| (ticket, user.member()))
+        .collect();
+    assert_eq!(
+        line.iter()
+            .map(|place| (place.ticket, place.member.clone()))
+            .collect::<Vec<_>>(),
+        expected,
+        "the planned order, each user once, with the line's tickets"
+    );
+    assert_eq!(
+        event.admit(now_s(), 60).await,
+        AdmitReply::Done {
+            admitted: 6,
+            expired: 0
+        },
+        "once the plan is applied the line moves again"
+    );
 }

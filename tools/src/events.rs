@@ -283,12 +283,11 @@ pub async fn shuffle_pre_queue(
     let seed = stored_seed(seed_key, event, sealed.as_deref(), clear.as_deref())?
         .event_key(beacon.as_ref())
         .map_err(|problem| anyhow::anyhow!("{problem}: give it with --beacon-value"))?;
-    let queued = store.queued(event).await?;
-    let tickets: Vec<u64> = queued.iter().map(|(_, ticket)| *ticket).collect();
-    let mut members: Vec<String> = queued.into_iter().map(|(member, _)| member).collect();
-    dropgate_core::shuffle_pre_queue(&seed, event, &mut members);
-    let assignments: Vec<(String, u64)> = members.into_iter().zip(tickets).collect();
-    store.retick(event, &assignments).await
+    store
+        .shuffle_line(event, |members| {
+            dropgate_core::shuffle_pre_queue(&seed, event, members)
+        })
+        .await
 }
 
 /// Writes what the queue side needs to know of `record` into Redis.

@@ -238,7 +238,7 @@ async fn read(
             Option<String>,
         ) = redis::pipe()
             .get(keys.seq())
-            .zcard(keys.queue())
+            .llen(keys.line())
             .zcard(keys.inflight())
             .hget(keys.stats(), "admitted")
             .get(keys.leader())

@@ -45,6 +45,7 @@ use crate::queue::scripts::admit::{AdmitReply, AdmitRequest, AdmitScript};
 use crate::queue::scripts::apply_result::{Applied, ApplyResultScript};
 use crate::queue::scripts::correct_state::{CorrectStateReply, CorrectStateScript};
 use crate::queue::scripts::finished::FinishedScript;
+use crate::queue::scripts::join_legacy_queue::JoinLegacyQueueScript;
 use crate::queue::scripts::lease::{Lease, LeaseScript};
 use crate::queue::scripts::mark_sold_out::{MarkSoldOutReply, MarkSoldOutScript};
 use crate::queue::scripts::raise_seq::RaiseSeqScript;
@@ -150,7 +151,13 @@ struct EventView {
     max_in_flight: u32,
     abandon_ms: u64,
     stock_left: Option<u64>,
+    /// Entries in line (stale ones included until the next pass drops them).
     waiting: u64,
+    /// A pre-queue shuffle's plan is being applied.
+    shuffling: bool,
+    /// Older queue-api instances (a rolling upgrade) put users in the sorted-set
+    /// queue of earlier releases.
+    legacy_queue: bool,
     /// Users sent to the draw whose result has not been applied yet.
     in_flight: u64,
     /// The ticket counter.
@@ -209,6 +216,7 @@ pub struct Admitter {
     raise_seq: RaiseSeqScript,
     apply_result: ApplyResultScript,
     finished: FinishedScript,
+    join_legacy_queue: JoinLegacyQueueScript,
     /// Events that need no more ticks (see [`Admitter::retire_if_finished`]).
     retired: HashSet<EventId>,
     /// Fencing token per event this instance leads.
@@ -263,6 +271,7 @@ impl Admitter {
             raise_seq: RaiseSeqScript::default(),
             apply_result: ApplyResultScript::default(),
             finished: FinishedScript::default(),
+            join_legacy_queue: JoinLegacyQueueScript::default(),
             retired: HashSet::new(),
             leading: HashMap::new(),
             only: args
@@ -384,6 +393,20 @@ impl Admitter {
         }
         let lease_value = Lease::value(&self.instance, token);
         let mut view = self.read(event).await?;
+        if view.shuffling {
+            // A shuffle whose operator stopped part-way: its plan is whole (it is
+            // written before any step is applied), so finishing it needs no seed, and
+            // the line cannot move until it is finished.
+            let moved = self.store.apply_shuffle_plan(event).await?;
+            tracing::warn!(%event, moved, "finished applying a pre-queue shuffle left part-way");
+        }
+        if view.legacy_queue {
+            let moved = self.join_legacy_queue.call(&mut self.redis, &keys).await?;
+            if moved > 0 {
+                tracing::info!(%event, moved, "users an older queue-api queued joined the line");
+                view.waiting += moved;
+            }
+        }
         // The leader's view of the line, every tick: what the operator watches during
         // a drop (waiting users, and admitted users the draw has not answered yet).
         let label = event.to_string();
@@ -709,7 +732,7 @@ impl Admitter {
             return Ok(());
         };
         // Users not yet published are in flight too (the admit script adds to both).
-        let line: u64 = self.redis.zcard(keys.queue()).await?;
+        let line: u64 = self.redis.llen(keys.line()).await?;
         let closing = Closing {
             waiting: line,
             in_flight: view.in_flight,
@@ -756,24 +779,28 @@ impl Admitter {
         if matches!(authority, Authority::Unreachable) {
             return Ok(0);
         }
-        let head: Vec<(String, u64)> = self
+        let head: Vec<String> = self
             .redis
-            .zrange_withscores(keys.queue(), 0, self.sweep_batch as isize - 1)
+            .lrange(keys.line(), 0, self.sweep_batch as isize - 1)
             .await?;
         if head.is_empty() {
             return Ok(0);
         }
-        let answered = self
-            .record_without_draw(event, &head, to, authority)
-            .await?;
-        let members: Vec<String> = head
+        // Only users still waiting are recorded; stale entries just leave the line.
+        // Users PostgreSQL had already answered are told that answer here, so the
+        // sweep finds them decided and leaves them be.
+        let waiting: Vec<(String, u64)> = self
+            .store
+            .waiting_among(event, &head)
+            .await?
             .into_iter()
-            .map(|(member, _)| member)
-            .filter(|member| !answered.contains(member))
+            .map(|(_, entry)| (entry.member, entry.ticket))
             .collect();
+        self.record_without_draw(event, &waiting, to, authority)
+            .await?;
         match self
             .sweep
-            .call(&mut self.redis, keys, lease_value, to, &members)
+            .call(&mut self.redis, keys, lease_value, to, &head)
             .await?
         {
             SweepReply::Swept(swept) => {
@@ -818,12 +845,12 @@ impl Admitter {
             u64,
             Option<u64>,
             (Option<u64>, Option<u64>),
-            bool,
-            bool,
-            bool,
+            (Option<String>, Option<String>, Option<String>),
             (Option<u64>, Option<String>),
             bool,
             Option<String>,
+            bool,
+            bool,
         );
         let (
             meta,
@@ -831,12 +858,12 @@ impl Admitter {
             in_flight,
             seq,
             bucket,
-            fairness,
-            revealed,
-            beacon,
+            (rule, revealed, beacon),
             (log_entries, log_status),
             log_present,
             holder_run,
+            shuffling,
+            legacy_queue,
         ): Reads = redis::pipe()
             .hget(
                 keys.meta(),
@@ -849,13 +876,12 @@ impl Admitter {
                     "generation",
                 ],
             )
-            .zcard(keys.queue())
+            .llen(keys.line())
             .zcard(keys.inflight())
             .get(keys.seq())
             .hget(keys.bucket(), &["milli", "at_ms"])
-            .exists(keys.fairness())
-            .hexists(keys.fairness(), "seed")
-            .hexists(keys.fairness(), "beacon_value")
+            // Presence only: every fairness record has its rule.
+            .hget(keys.fairness(), &["rule", "seed", "beacon_value"])
             .hget(keys.fairness(), &["decision_log_entries", "decision_log"])
             .exists(keys.decision_log())
             // Keyed by the event, so a cluster runs it on the primary of its slot.
@@ -863,6 +889,8 @@ impl Admitter {
             .arg(HOLDER_RUN_ID_SCRIPT)
             .arg(1)
             .arg(keys.meta())
+            .exists(keys.shuffle_plan())
+            .exists(keys.legacy_queue())
             .query_async(&mut self.redis)
             .await
             .context("Failed to read the event")?;
@@ -876,15 +904,17 @@ impl Admitter {
                 .unwrap_or(dropgate_core::EventConfig::DEFAULT_ABANDON_TIMEOUT_MS),
             stock_left,
             waiting,
+            shuffling,
+            legacy_queue,
             in_flight,
             seq: seq.unwrap_or(0),
             bucket: bucket.0.zip(bucket.1),
             generation,
             holder_run: holder_run.context("Redis' INFO has no run_id")?,
             fairness: FairnessPublished {
-                record: fairness,
-                seed: revealed,
-                beacon_value: beacon,
+                record: rule.is_some(),
+                seed: revealed.is_some(),
+                beacon_value: beacon.is_some(),
                 // A log the record says is served but Redis no longer holds (evicted,
                 // deleted) counts as unpublished, so it is published again.
                 log_entries: log_entries.filter(|_| {
@@ -1024,20 +1054,20 @@ impl Admitter {
         Ok(())
     }
 
-    /// Records `entries` (queue members and their tickets) in PostgreSQL as having
-    /// reached `state` without a draw, when PostgreSQL knows the event. Users
-    /// PostgreSQL had already answered (drawn, or recorded with another state: only
-    /// after Redis lost writes) are told that answer instead, here; their members
-    /// are returned so the caller leaves them be.
+    /// Records `entries` (members and their tickets) in PostgreSQL as having reached
+    /// `state` without a draw, when PostgreSQL knows the event. Users PostgreSQL had
+    /// already answered (drawn, or recorded with another state: only after Redis
+    /// lost writes) are told that answer instead, here, so their records are final
+    /// and no sweep moves them.
     async fn record_without_draw(
         &mut self,
         event: &EventId,
         entries: &[(String, u64)],
         state: UserState,
         authority: &Authority,
-    ) -> Result<HashSet<String>> {
+    ) -> Result<()> {
         if !matches!(authority, Authority::Known(_)) {
-            return Ok(HashSet::new());
+            return Ok(());
         }
         let users: Vec<(UserKey, u64)> = entries
             .iter()
@@ -1053,7 +1083,7 @@ impl Admitter {
             event_lifecycle::record_final_states(&mut conn, event, &users, state, now_ms()).await?;
         drop(conn);
         if answered.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(());
         }
         tracing::warn!(%event, users = answered.len(), told = %state, "users PostgreSQL had already answered were about to be told otherwise (Redis had lost writes): told PostgreSQL's answer");
         metrics::counter!("dropgate_admitter_corrected_total", "event" => event.to_string())
@@ -1061,7 +1091,7 @@ impl Admitter {
         self.apply_result
             .correct_all(&mut self.redis, &answered)
             .await?;
-        Ok(answered.iter().map(|result| result.user.member()).collect())
+        Ok(())
     }
 
     /// Sends again the users whose result has not landed within the redelivery

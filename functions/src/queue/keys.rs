@@ -30,9 +30,35 @@ impl EventKeys {
     pub fn seq(&self) -> String {
         self.key("seq")
     }
-    /// ZSET of waiting members scored by ticket.
-    pub fn queue(&self) -> String {
+    /// LIST of [`LineEntry`]s in ticket order: the waiting line. New users are pushed
+    /// at the tail (the enter script takes the ticket and pushes in one step, so list
+    /// order is ticket order) and the admitter takes them from the head. A user who
+    /// leaves the line another way (drawn while Redis still had them waiting, answered
+    /// by PostgreSQL) is not searched for: their entry goes stale and whoever reaches
+    /// it drops it.
+    ///
+    /// A list, not a sorted set: at a million waiting users the sorted set cost 125
+    /// bytes per user (skiplist node, dict entry, member string) and the list 27 (the
+    /// entry inside a listpack node), measured with `INFO memory` on Redis 7.0.
+    pub fn line(&self) -> String {
+        self.key("line")
+    }
+    /// ZSET of members scored by ticket: the waiting line of releases before the
+    /// list. Read only to merge what older queue-api instances still put there during
+    /// a rolling upgrade into [`EventKeys::line`].
+    pub fn legacy_queue(&self) -> String {
         self.key("queue")
+    }
+    /// LIST of the pre-queue shuffle's plan while it is applied: one
+    /// `<position>|<ticket>|<member>` per user, so a shuffle cut short is resumed
+    /// rather than planned again from a half-shuffled line.
+    pub fn shuffle_plan(&self) -> String {
+        self.key("shuffle")
+    }
+    /// LIST where the shuffle's plan is written before it becomes
+    /// [`EventKeys::shuffle_plan`] in one rename: a plan is either whole or absent.
+    pub fn shuffle_staging(&self) -> String {
+        self.key("shuffle:staging")
     }
     /// HASH member → compact [`dropgate_core::UserRecord`].
     pub fn users(&self) -> String {
@@ -94,6 +120,36 @@ impl EventKeys {
 /// hash-tagged: it is only ever read or written alone.
 pub const EVENTS_KEY: &str = "dropgate:events";
 
+/// One place in an event's [`EventKeys::line`]: `<ticket>|<member>`. The ticket goes
+/// first because user ids may contain `|`. The entry is the member's place while
+/// their record says waiting with this ticket; otherwise it is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineEntry {
+    /// The ticket the place was taken with.
+    pub ticket: u64,
+    /// `<platform>:<user>`.
+    pub member: String,
+}
+
+impl LineEntry {
+    /// The stored form (the scripts read and write the same).
+    pub fn encode(&self) -> String {
+        format!("{}|{}", self.ticket, self.member)
+    }
+
+    /// Parses the stored form; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (ticket, member) = text.split_once('|')?;
+        if member.is_empty() || !ticket.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            ticket: ticket.parse().ok()?,
+            member: member.to_owned(),
+        })
+    }
+}
+
 /// What is published on an event's [`EventKeys::channel`]: one user's outcome was
 /// written to their record, or the event sold out. queue-api wakes the matching
 /// streams, which re-read the record itself, so a notice carries no outcome.
@@ -138,7 +194,10 @@ mod tests {
         for key in [
             keys.meta(),
             keys.seq(),
-            keys.queue(),
+            keys.line(),
+            keys.legacy_queue(),
+            keys.shuffle_plan(),
+            keys.shuffle_staging(),
             keys.users(),
             keys.serving(),
             keys.admitting(),
@@ -150,6 +209,27 @@ mod tests {
             keys.expiring(),
         ] {
             assert!(key.starts_with("{ev:drop-1}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn line_entries_round_trip_members_with_bars() {
+        let entry = LineEntry {
+            ticket: 42,
+            member: "web:a|b".into(),
+        };
+        assert_eq!(entry.encode(), "42|web:a|b");
+        assert_eq!(LineEntry::decode(&entry.encode()), Some(entry));
+        for bad in [
+            "",
+            "42",
+            "42|",
+            "|web:a",
+            "x|web:a",
+            "-1|web:a",
+            "4 2|web:a",
+        ] {
+            assert_eq!(LineEntry::decode(bad), None, "{bad:?}");
         }
     }
 

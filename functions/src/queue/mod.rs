@@ -10,7 +10,7 @@ pub mod scripts;
 use std::collections::HashMap;
 
 use anyhow::Result;
-use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord};
+use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord, UserState};
 use redis::AsyncCommands;
 
 use crate::config::RedisArgs;
@@ -20,7 +20,7 @@ use scripts::retick::RetickScript;
 use scripts::status::StatusScript;
 
 pub use conn::RedisConn;
-pub use keys::{EVENTS_KEY, EventKeys, Notice};
+pub use keys::{EVENTS_KEY, EventKeys, LineEntry, Notice};
 
 /// What the queue side knows of an event (mirrored from PostgreSQL by the event admin
 /// and the draw).
@@ -157,6 +157,17 @@ impl PublicFairness {
     }
 }
 
+/// One user waiting in an event's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InLine {
+    /// Index of the user's entry in the line (0 is the head).
+    pub position: u64,
+    /// The user's ticket.
+    pub ticket: u64,
+    /// `<platform>:<user>`.
+    pub member: String,
+}
+
 /// queue-api's Redis access.
 #[derive(Clone)]
 pub struct QueueStore {
@@ -212,27 +223,141 @@ impl QueueStore {
             .await
     }
 
-    /// The queue in ticket order: (member, ticket).
-    pub async fn queued(&self, event: &EventId) -> Result<Vec<(String, u64)>> {
-        Ok(self
-            .redis
-            .clone()
-            .zrange_withscores(EventKeys::new(event).queue(), 0, -1)
-            .await?)
+    /// The users waiting in `event`'s line, in ticket order, with the position of
+    /// each one's entry. Stale entries are left out.
+    pub async fn in_line(&self, event: &EventId) -> Result<Vec<InLine>> {
+        const SLICE: usize = 10_000;
+        let keys = EventKeys::new(event);
+        let mut redis = self.redis.clone();
+        let length: usize = redis.llen(keys.line()).await?;
+        let mut found = Vec::new();
+        for start in (0..length).step_by(SLICE) {
+            let stop = (start + SLICE).min(length) - 1;
+            let entries: Vec<String> = redis
+                .lrange(keys.line(), start as isize, stop as isize)
+                .await?;
+            let waiting = self.waiting_among(event, &entries).await?;
+            for (offset, entry) in waiting {
+                found.push(InLine {
+                    position: (start + offset) as u64,
+                    ticket: entry.ticket,
+                    member: entry.member,
+                });
+            }
+        }
+        Ok(found)
     }
 
-    /// Gives each listed waiting member its new ticket, in chunks so Redis never
-    /// blocks for long. Returns how many moved.
-    pub async fn retick(&self, event: &EventId, assignments: &[(String, u64)]) -> Result<u64> {
+    /// Of `entries` (line entries of `event` as read), the ones whose user still
+    /// waits with that ticket, with their index in `entries`.
+    pub async fn waiting_among(
+        &self,
+        event: &EventId,
+        entries: &[String],
+    ) -> Result<Vec<(usize, LineEntry)>> {
+        let parsed: Vec<(usize, LineEntry)> = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(at, text)| LineEntry::decode(text).map(|entry| (at, entry)))
+            .collect();
+        if parsed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members: Vec<&str> = parsed
+            .iter()
+            .map(|(_, entry)| entry.member.as_str())
+            .collect();
+        let records: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(EventKeys::new(event).users())
+            .arg(&members)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(parsed
+            .into_iter()
+            .zip(records)
+            .filter(|((_, entry), record)| {
+                record
+                    .as_deref()
+                    .and_then(|text| UserRecord::decode(text).ok())
+                    .is_some_and(|record| {
+                        record.state == UserState::Waiting && record.ticket == entry.ticket
+                    })
+            })
+            .map(|(found, _)| found)
+            .collect())
+    }
+
+    /// Reorders the users waiting in `event`'s line: `shuffle` permutes their members
+    /// (given in ticket order) and the i-th member of the result takes the i-th
+    /// ticket. The tickets stay the same set and users entering meanwhile keep
+    /// theirs, behind everyone shuffled. The whole plan is written to Redis before
+    /// the first step is applied, so a shuffle cut short is finished from the same
+    /// plan (by the next call or by the admitter) rather than planned again from a
+    /// half-shuffled line. Returns how many users were given a new ticket.
+    pub async fn shuffle_line(
+        &self,
+        event: &EventId,
+        shuffle: impl FnOnce(&mut [String]),
+    ) -> Result<u64> {
+        self.plan_shuffle(event, shuffle).await?;
+        self.apply_shuffle_plan(event).await
+    }
+
+    /// Writes the plan of [`QueueStore::shuffle_line`] unless one is already there
+    /// (then `shuffle` is not called). Until the plan is applied nobody is admitted
+    /// or swept from the line.
+    pub async fn plan_shuffle(
+        &self,
+        event: &EventId,
+        shuffle: impl FnOnce(&mut [String]),
+    ) -> Result<()> {
+        let keys = EventKeys::new(event);
+        let mut redis = self.redis.clone();
+        let planned: bool = redis.exists(keys.shuffle_plan()).await?;
+        if !planned {
+            let users = self.in_line(event).await?;
+            if users.is_empty() {
+                return Ok(());
+            }
+            let mut members: Vec<String> = users.iter().map(|user| user.member.clone()).collect();
+            shuffle(&mut members);
+            let steps: Vec<String> = users
+                .iter()
+                .zip(&members)
+                .map(|(place, member)| format!("{}|{}|{member}", place.position, place.ticket))
+                .collect();
+            // Each writer stages under its own name; the first whole plan wins.
+            let staging = format!("{}:{:016x}", keys.shuffle_staging(), rand::random::<u64>());
+            for slice in steps.chunks(10_000) {
+                let _: () = redis.rpush(&staging, slice).await?;
+            }
+            let won: bool = redis::cmd("RENAMENX")
+                .arg(&staging)
+                .arg(keys.shuffle_plan())
+                .query_async(&mut redis)
+                .await?;
+            if !won {
+                let _: () = redis.del(&staging).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies what is left of `event`'s shuffle plan, in slices so Redis never
+    /// blocks for long. Returns how many users were given a new ticket.
+    pub async fn apply_shuffle_plan(&self, event: &EventId) -> Result<u64> {
         let keys = EventKeys::new(event);
         let mut moved = 0;
-        for chunk in assignments.chunks(5_000) {
-            moved += self
+        loop {
+            let step = self
                 .retick
-                .call(&mut self.redis.clone(), &keys, chunk)
+                .call(&mut self.redis.clone(), &keys, 5_000)
                 .await?;
+            moved += step.moved;
+            if step.left == 0 {
+                return Ok(moved);
+            }
         }
-        Ok(moved)
     }
 
     /// Writes the event's metadata (event admin, tests).
@@ -393,7 +518,7 @@ impl QueueStore {
     pub async fn queue_gauges(&self, event: &EventId) -> Result<(u64, u64)> {
         let keys = EventKeys::new(event);
         let (length, serving): (u64, Option<u64>) = redis::pipe()
-            .zcard(keys.queue())
+            .llen(keys.line())
             .get(keys.serving())
             .query_async(&mut self.redis.clone())
             .await?;

@@ -334,9 +334,10 @@ fn markdown(report: &Value) -> String {
     let memory = &report["memory"];
     if !memory.is_null() {
         text.push_str(&format!(
-            "| memory, {} waiting users | {} bytes per user | | | ≤ 200 |\n",
+            "| memory, {} waiting users | {} bytes per user | | | ≤ {} |\n",
             memory["users"],
             number(&memory["bytes_per_user"]),
+            memory["target"],
         ));
     }
     text.push_str(&cpu_table(report));

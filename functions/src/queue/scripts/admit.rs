@@ -1,4 +1,4 @@
-//! `admit.lua`: move up to N users from the head of an event's queue to the draw,
+//! `admit.lua`: move up to N users from the head of an event's line to the draw,
 //! and carry the admission token bucket to the next tick, both fenced by the lease.
 
 use anyhow::{Context, Result};
@@ -71,7 +71,7 @@ impl AdmitScript {
             .prepare()
             .key(keys.leader())
             .key(keys.meta())
-            .key(keys.queue())
+            .key(keys.line())
             .key(keys.users())
             .key(keys.serving())
             .key(keys.admitting())
@@ -79,6 +79,7 @@ impl AdmitScript {
             .key(keys.bucket())
             .key(keys.inflight())
             .key(keys.expiring())
+            .key(keys.shuffle_plan())
             .arg(request.lease_value)
             .arg(request.want)
             .arg(request.now_s)

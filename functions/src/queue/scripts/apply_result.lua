@@ -4,7 +4,9 @@
 -- redelivery, and another final state stands. A correction (the admitter telling a
 -- user the answer it just read back from PostgreSQL) follows CORRECT_TO instead: the
 -- recorded answer replaces a final state Redis wrote without recording it.
--- KEYS: 1 users, 2 stats, 3 meta, 4 queue, 5 inflight
+-- KEYS: 1 users, 2 stats, 3 meta, 4 inflight
+-- A user drawn while Redis still had them waiting keeps their line entry: with the
+-- ticket it holds no longer waiting, the entry is stale and the admitter drops it.
 -- ARGV: 1 member, 2 state code of the outcome, 3 ticket, 4 last seen (Unix s, used
 --       only when the record is missing), 5 decision order, 6 decided at (Unix ms),
 --       7 stats counter (the outcome's name), 8 stock left, 9 channel, 10 notice,
@@ -25,7 +27,7 @@ if known == nil or stock_left < known then
 end
 
 -- Decided, whatever the record says: no longer waiting for a result.
-redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 local ticket, seen, code = ARGV[3], ARGV[4], nil
@@ -56,10 +58,6 @@ end
 
 redis.call('HSET', KEYS[1], ARGV[1],
   ARGV[2] .. '|' .. ticket .. '|' .. seen .. '|' .. ARGV[5] .. '|' .. ARGV[6])
-if code == WAITING then
-  -- Still queued in Redis although drawn: leaving it would have it admitted again.
-  redis.call('ZREM', KEYS[4], ARGV[1])
-end
 redis.call('HINCRBY', KEYS[2], ARGV[7], 1)
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return {'applied', previous or '', sold_out_now}

@@ -54,11 +54,10 @@ impl ApplyResultScript {
         let member = result.user.member();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.0.hash())
-            .arg(5)
+            .arg(4)
             .arg(keys.users())
             .arg(keys.stats())
             .arg(keys.meta())
-            .arg(keys.queue())
             .arg(keys.inflight())
             .arg(&member)
             .arg(result.outcome.user_state().code().to_string())

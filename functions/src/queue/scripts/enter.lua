@@ -1,5 +1,5 @@
--- enter: put a user in an event's queue, or return the place they already have.
--- KEYS: 1 meta, 2 seq, 3 queue, 4 users, 5 serving
+-- enter: put a user in an event's line, or return the place they already have.
+-- KEYS: 1 meta, 2 seq, 3 line, 4 users, 5 serving
 -- (How many entered is seq itself: every new entry takes the next ticket, so no
 -- separate counter is written on the hottest path.)
 -- ARGV: 1 member (<platform>:<user>), 2 now (Unix s), 3 the member's platform
@@ -27,7 +27,8 @@ if not ACCEPTS_ENTRIES[state] then
   return {'not_accepting', '', serving, rate, state, abandon, stock}
 end
 local ticket = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[3], ticket, ARGV[1])
+-- Ticket and push in one step: the line's order is the ticket order.
+redis.call('RPUSH', KEYS[3], ticket .. '|' .. ARGV[1])
 record = WAITING .. '|' .. ticket .. '|' .. ARGV[2]
 redis.call('HSET', KEYS[4], ARGV[1], record)
 return {'new', record, serving, rate, state, abandon, stock}

@@ -1,4 +1,4 @@
-//! `enter.lua`: join an event's queue (or find the place already held).
+//! `enter.lua`: join an event's line (or find the place already held).
 
 use anyhow::Result;
 use dropgate_core::{EventState, UserKey, UserRecord};
@@ -39,7 +39,7 @@ impl EnterScript {
             .prepare()
             .key(keys.meta())
             .key(keys.seq())
-            .key(keys.queue())
+            .key(keys.line())
             .key(keys.users())
             .key(keys.serving())
             .arg(user.member())

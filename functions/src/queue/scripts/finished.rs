@@ -26,7 +26,7 @@ impl FinishedScript {
             .0
             .prepare()
             .key(keys.meta())
-            .key(keys.queue())
+            .key(keys.line())
             .key(keys.admitting())
             .key(keys.inflight())
             .key(keys.expiring())

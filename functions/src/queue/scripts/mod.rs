@@ -19,6 +19,7 @@ pub mod correct_state;
 pub mod draw_limits;
 pub mod enter;
 pub mod finished;
+pub mod join_legacy_queue;
 pub mod lease;
 pub mod mark_sold_out;
 pub mod raise_seq;
@@ -111,8 +112,33 @@ fn prelude(body: &str) -> String {
             let _ = writeln!(text, "local {name} = {table}");
         }
     }
+    if mentions(body, "read_line_entry") {
+        text.push_str(READ_LINE_ENTRY);
+    }
     text
 }
+
+/// Reads one entry of an event's line (`<ticket>|<member>`, keys.rs' `LineEntry`)
+/// and the member's record. The state code and last-seen time come back only while
+/// the record still holds this ticket; otherwise the entry is stale (the user left
+/// the line another way) and `code` is nil. An entry that is not in the format gives
+/// nil ticket.
+const READ_LINE_ENTRY: &str = r"local function read_line_entry(users, entry)
+  local ticket, member = string.match(entry, '^(%d+)|(.+)$')
+  if not ticket then
+    return nil
+  end
+  local record = redis.call('HGET', users, member)
+  local code, held, seen
+  if record then
+    code, held, seen = string.match(record, '^(%a)|(%d+)|(%d+)')
+  end
+  if held ~= ticket then
+    code, seen = nil, nil
+  end
+  return tonumber(ticket), member, code, seen
+end
+";
 
 /// Whether `body` uses the identifier `name` (not just a longer name containing it).
 fn mentions(body: &str, name: &str) -> bool {
@@ -191,6 +217,7 @@ mod tests {
             draw_limits::BODY,
             enter::BODY,
             finished::BODY,
+            join_legacy_queue::BODY,
             lease::BODY,
             lease::RELEASE_BODY,
             mark_sold_out::BODY,

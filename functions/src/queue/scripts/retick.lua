@@ -1,19 +1,36 @@
--- retick: give queued users new tickets (the randomized pre-queue's shuffle at open).
--- Only users still waiting in the queue are moved; anyone else is left alone.
--- KEYS: 1 queue, 2 users
--- ARGV: member1, ticket1, member2, ticket2, ...
--- Returns the number of users moved.
+-- retick: apply the next steps of the pre-queue shuffle's plan. Each step gives the
+-- line position that held a ticket to the member the shuffle drew for that ticket,
+-- and the member's record the ticket if they still wait. A step and its removal from
+-- the plan are one script, so a shuffle cut short resumes where it stopped and every
+-- step is applied once. Nobody takes users off the line while a plan exists (admit
+-- and sweep wait), so positions hold; a step whose position no longer holds its
+-- ticket fails the whole call before anything is written.
+-- KEYS: 1 line, 2 users, 3 plan
+-- ARGV: 1 most steps to apply
+-- Returns {users moved, steps left in the plan}.
+local plan = redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)
+local steps = {}
+for i, text in ipairs(plan) do
+  local position, ticket, member = string.match(text, '^(%d+)|(%d+)|(.+)$')
+  if not position then
+    return redis.error_reply('unreadable shuffle step: ' .. text)
+  end
+  local held = redis.call('LINDEX', KEYS[1], position)
+  if not held or string.sub(held, 1, #ticket + 1) ~= ticket .. '|' then
+    return redis.error_reply('the line changed under the shuffle: position ' .. position .. ' no longer holds ticket ' .. ticket)
+  end
+  steps[i] = {position, ticket, member}
+end
 local moved = 0
-for i = 1, #ARGV, 2 do
-  local member, ticket = ARGV[i], ARGV[i + 1]
-  if redis.call('ZSCORE', KEYS[1], member) then
-    local record = redis.call('HGET', KEYS[2], member)
-    local code, rest = string.match(record or '', '^(%a)|%d+(|.*)$')
-    if code == WAITING then
-      redis.call('ZADD', KEYS[1], ticket, member)
-      redis.call('HSET', KEYS[2], member, code .. '|' .. ticket .. rest)
-      moved = moved + 1
-    end
+for _, step in ipairs(steps) do
+  local position, ticket, member = step[1], step[2], step[3]
+  redis.call('LSET', KEYS[1], position, ticket .. '|' .. member)
+  local record = redis.call('HGET', KEYS[2], member)
+  local code, rest = string.match(record or '', '^(%a)|%d+(|.*)$')
+  if code == WAITING then
+    redis.call('HSET', KEYS[2], member, code .. '|' .. ticket .. rest)
+    moved = moved + 1
   end
 end
-return moved
+redis.call('LTRIM', KEYS[3], #plan, -1)
+return {moved, redis.call('LLEN', KEYS[3])}

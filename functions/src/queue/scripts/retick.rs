@@ -1,4 +1,4 @@
-//! `retick.lua`: new tickets for the users still waiting (the pre-queue's shuffle).
+//! `retick.lua`: apply the pre-queue shuffle's plan, a slice at a time.
 
 use anyhow::{Context, Result};
 use redis::aio::ConnectionLike;
@@ -19,22 +19,34 @@ impl Default for RetickScript {
     }
 }
 
+/// What one call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reticked {
+    /// Users given their new ticket (the others no longer wait).
+    pub moved: u64,
+    /// Steps still in the plan.
+    pub left: u64,
+}
+
 impl RetickScript {
-    /// Gives each listed member its new ticket if still waiting; returns how many
-    /// moved. One call per slice: callers keep slices small so Redis never blocks long.
+    /// Applies up to `steps` steps of `keys`' event shuffle plan. One call per slice:
+    /// callers keep slices small so Redis never blocks long.
     pub async fn call(
         &self,
         redis: &mut impl ConnectionLike,
         keys: &EventKeys,
-        assignments: &[(String, u64)],
-    ) -> Result<u64> {
-        let mut call = self.0.prepare();
-        call.key(keys.queue()).key(keys.users());
-        for (member, ticket) in assignments {
-            call.arg(member).arg(*ticket);
-        }
-        call.invoke_async(redis)
+        steps: usize,
+    ) -> Result<Reticked> {
+        let (moved, left): (u64, u64) = self
+            .0
+            .prepare()
+            .key(keys.line())
+            .key(keys.users())
+            .key(keys.shuffle_plan())
+            .arg(steps)
+            .invoke_async(redis)
             .await
-            .context("The retick script failed")
+            .context("The shuffle step failed")?;
+        Ok(Reticked { moved, left })
     }
 }
