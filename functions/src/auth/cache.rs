@@ -35,34 +35,39 @@ impl TokenCache {
     }
 
     /// The entry for `token` if it has not expired at `now_s`.
-    pub(crate) fn get(&self, token: &str, now_s: u64) -> Option<Verified> {
+    pub(crate) fn get(&self, token: &TokenHash, now_s: u64) -> Option<Verified> {
         let cache = self.0.as_ref()?;
-        let key = hash(token);
-        let verified = cache.get(&key)?;
+        let verified = cache.get(&token.0)?;
         if verified.expires_at > now_s {
             Some(verified)
         } else {
-            cache.remove(&key);
+            cache.remove(&token.0);
             None
         }
     }
 
     /// Forgets `token` (its key left the key set).
-    pub(crate) fn forget(&self, token: &str) {
+    pub(crate) fn forget(&self, token: &TokenHash) {
         if let Some(cache) = &self.0 {
-            cache.remove(&hash(token));
+            cache.remove(&token.0);
         }
     }
 
-    pub(crate) fn insert(&self, token: &str, verified: Verified) {
+    pub(crate) fn insert(&self, token: TokenHash, verified: Verified) {
         if let Some(cache) = &self.0 {
-            cache.insert(hash(token), verified);
+            cache.insert(token.0, verified);
         }
     }
 }
 
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// What a token is cached under: hashed once per request, for the lookup and, on a
+/// miss, the insert.
+pub(crate) struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub(crate) fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
 }
 
 #[cfg(test)]
@@ -81,23 +86,29 @@ mod tests {
     #[test]
     fn hits_until_expiry_and_stays_bounded() {
         let cache = TokenCache::new(2);
-        cache.insert("a", verified(1, 100));
+        cache.insert(TokenHash::of("a"), verified(1, 100));
         assert_eq!(
-            cache.get("a", 50).map(|v| v.user),
+            cache.get(&TokenHash::of("a"), 50).map(|v| v.user),
             Some(verified(1, 0).user)
         );
-        assert!(cache.get("a", 100).is_none(), "expired at exp");
+        assert!(
+            cache.get(&TokenHash::of("a"), 100).is_none(),
+            "expired at exp"
+        );
         for n in 0..100 {
-            cache.insert(&format!("t{n}"), verified(n, 200));
+            cache.insert(TokenHash::of(&format!("t{n}")), verified(n, 200));
         }
         assert!(cache.0.as_ref().expect("enabled").len() <= 2);
-        assert!(cache.get("t99", 20).is_some(), "the newest entry is kept");
+        assert!(
+            cache.get(&TokenHash::of("t99"), 20).is_some(),
+            "the newest entry is kept"
+        );
     }
 
     #[test]
     fn a_zero_capacity_cache_keeps_nothing() {
         let cache = TokenCache::new(0);
-        cache.insert("a", verified(1, 100));
-        assert!(cache.get("a", 50).is_none());
+        cache.insert(TokenHash::of("a"), verified(1, 100));
+        assert!(cache.get(&TokenHash::of("a"), 50).is_none());
     }
 }

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::{
     ECDSAP256PublicKeyLike, ES256PublicKey, Ed25519PublicKey, EdDSAPublicKeyLike, JWTClaims,
-    RS256PublicKey, VerificationOptions,
+    RS256PublicKey, TokenMetadata, VerificationOptions,
 };
 use serde::Deserialize;
 
@@ -74,16 +74,18 @@ impl PublicKey {
         }
     }
 
-    /// Verifies signature and claims with `options`.
+    /// Verifies signature and claims with `options`; `header` is the token's, as
+    /// already read to find this key.
     pub(crate) fn verify(
         &self,
         token: &str,
-        options: VerificationOptions,
+        header: &TokenMetadata,
+        options: &VerificationOptions,
     ) -> Result<JWTClaims<Claims>, jwt_simple::Error> {
         match self {
-            PublicKey::Rs256(key) => key.verify::<Claims>(token, &options),
-            PublicKey::Es256(key) => key.verify_token::<Claims>(token, Some(options)),
-            PublicKey::EdDsa(key) => key.verify_token::<Claims>(token, Some(options)),
+            PublicKey::Rs256(key) => key.verify_with_header::<Claims>(token, header, options),
+            PublicKey::Es256(key) => key.verify_token::<Claims>(token, Some(options.clone())),
+            PublicKey::EdDsa(key) => key.verify_token::<Claims>(token, Some(options.clone())),
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct AuthPolicy {
 #[derive(Debug)]
 pub struct Authenticator {
     policy: AuthPolicy,
+    /// The claim rules of `policy`, built once rather than on every token.
+    options: VerificationOptions,
     keys: Arc<KeySource>,
     cache: cache::TokenCache,
     refresh: Option<tokio::task::JoinHandle<()>>,
@@ -154,8 +156,19 @@ impl Authenticator {
         let refresh = tokio::runtime::Handle::try_current()
             .is_ok()
             .then(|| KeySource::spawn_refresh(&keys));
+        // No required key id: the key is the one the token's own `kid` names, so
+        // requiring that `kid` again could not fail.
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from([policy.issuer.clone()])),
+            allowed_audiences: Some(HashSet::from([policy.audience.clone()])),
+            time_tolerance: Some(CLOCK_TOLERANCE.into()),
+            max_token_length: Some(MAX_TOKEN_BYTES),
+            accept_future: false,
+            ..VerificationOptions::default()
+        };
         Self {
             policy,
+            options,
             keys,
             cache: cache::TokenCache::new(cache_capacity),
             refresh,
@@ -174,7 +187,8 @@ impl Authenticator {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(AuthError::MalformedToken)?;
-        if let Some(verified) = self.cache.get(token, now_s()) {
+        let cached = cache::TokenHash::of(token);
+        if let Some(verified) = self.cache.get(&cached, now_s()) {
             if self
                 .keys
                 .still_has(verified.key_id.as_deref(), verified.algorithm)
@@ -182,11 +196,11 @@ impl Authenticator {
                 return Ok(verified.user);
             }
             // Its key was withdrawn: verify again, which refuses it.
-            self.cache.forget(token);
+            self.cache.forget(&cached);
         }
         let verified = self.verify(token).await?;
         let user = verified.user.clone();
-        self.cache.insert(token, verified);
+        self.cache.insert(cached, verified);
         Ok(user)
     }
 
@@ -201,16 +215,9 @@ impl Authenticator {
             .find(key_id.as_deref(), algorithm)
             .await
             .ok_or(AuthError::UnknownKeyId)?;
-        let options = VerificationOptions {
-            allowed_issuers: Some(HashSet::from([self.policy.issuer.clone()])),
-            allowed_audiences: Some(HashSet::from([self.policy.audience.clone()])),
-            time_tolerance: Some(CLOCK_TOLERANCE.into()),
-            max_token_length: Some(MAX_TOKEN_BYTES),
-            required_key_id: key_id.clone(),
-            accept_future: false,
-            ..VerificationOptions::default()
-        };
-        let claims = key.verify(token, options).map_err(classify)?;
+        let claims = key
+            .verify(token, &metadata, &self.options)
+            .map_err(classify)?;
         let expires_at = claims.expires_at.ok_or(AuthError::MissingExpiry)?.as_secs();
         let issued_at = claims
             .issued_at

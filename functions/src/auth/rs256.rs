@@ -16,7 +16,9 @@
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_simple::prelude::{Clock, JWTClaims, RS256PublicKey, Token, VerificationOptions};
+use jwt_simple::prelude::{
+    Clock, JWTClaims, RS256PublicKey, Token, TokenMetadata, VerificationOptions,
+};
 use jwt_simple::{Error, JWTError};
 use serde::de::DeserializeOwned;
 
@@ -44,13 +46,25 @@ impl Rs256Key {
         token: &str,
         options: &VerificationOptions,
     ) -> Result<JWTClaims<CustomClaims>, Error> {
-        verify(&self.key, token, options)
+        verify(&self.key, token, None, options)
+    }
+
+    /// [`Rs256Key::verify`] for a caller that has already read the token's header
+    /// (to pick the key), so it is not decoded twice.
+    pub(crate) fn verify_with_header<CustomClaims: DeserializeOwned>(
+        &self,
+        token: &str,
+        header: &TokenMetadata,
+        options: &VerificationOptions,
+    ) -> Result<JWTClaims<CustomClaims>, Error> {
+        verify(&self.key, token, Some(header), options)
     }
 }
 
 fn verify<CustomClaims: DeserializeOwned>(
     key: &ParsedPublicKey,
     token: &str,
+    header: Option<&TokenMetadata>,
     options: &VerificationOptions,
 ) -> Result<JWTClaims<CustomClaims>, Error> {
     if let Some(max) = options.max_token_length
@@ -64,7 +78,14 @@ fn verify<CustomClaims: DeserializeOwned>(
     else {
         return Err(JWTError::CompactEncodingError.into());
     };
-    let header = Token::decode_metadata(token)?;
+    let decoded;
+    let header = match header {
+        Some(header) => header,
+        None => {
+            decoded = Token::decode_metadata(token)?;
+            &decoded
+        }
+    };
     if header
         .critical()
         .is_some_and(|critical| !critical.is_empty())
