@@ -259,7 +259,6 @@ pub(super) async fn run(
         for _ in 0..connections {
             connections_open.push(Connection::open(target.clone()).await?);
         }
-        let next = Arc::new(AtomicUsize::new(0));
         let progress = bar(u64::from(requests), &format!("enter, {connections} conns"));
         let mut redis = store.connection();
         let _: () = redis::cmd("CONFIG")
@@ -268,36 +267,11 @@ pub(super) async fn run(
             .await?;
         let cpu_before = cpu.snapshot();
         let started = Instant::now();
-        let mut workers = Vec::new();
-        for mut connection in connections_open {
-            let (bodies, next, progress) =
-                (Arc::clone(&bodies), Arc::clone(&next), progress.clone());
-            workers.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = bodies.get(index) else {
-                        break;
-                    };
-                    match connection.send(request).await {
-                        Ok(answer) if (200..300).contains(&answer.status) => {
-                            latencies.push(answer.latency);
-                        }
-                        _ => errors += 1,
-                    }
-                    progress.inc(1);
-                }
-                (latencies, errors)
-            }));
-        }
-        let mut latencies = Vec::with_capacity(requests as usize);
-        let mut errors = 0;
-        for worker in workers {
-            let (mine, failed) = worker.await?;
-            latencies.extend(mine);
-            errors += failed;
-        }
+        let (mut latencies, errors, connections_open) =
+            drive(connections_open, &bodies, progress.clone(), |status| {
+                (200..300).contains(&status)
+            })
+            .await?;
         let elapsed = started.elapsed().as_secs_f64();
         let cpu_used = cpu.snapshot().since(&cpu_before, u64::from(requests));
         let commandstats: String = redis::cmd("INFO")
@@ -333,11 +307,110 @@ pub(super) async fn run(
         eprintln!("bench: enter at {connections} connections: {line}");
         figures.insert(format!("c{connections}"), line);
         all_latencies.push((connections, latencies));
+        if connections == CONNECTIONS[0] {
+            let parts =
+                parts_of_an_enter(connections_open, &bodies, &target, &tokens, cpu, requests)
+                    .await?;
+            eprintln!("bench: the parts of an enter: {parts}");
+            figures.insert("parts".to_owned(), parts);
+        }
     }
     Ok(EnterFigures {
         json: Value::Object(figures),
         latencies: all_latencies,
     })
+}
+
+/// Sends `requests` over `connections`, each connection taking the next request
+/// until none is left; an answer whose status `accepted` refuses counts as an error.
+/// Returns the latencies of the accepted answers, the error count and the
+/// connections, still open.
+async fn drive(
+    connections: Vec<Connection>,
+    requests: &Arc<Vec<Vec<u8>>>,
+    progress: ProgressBar,
+    accepted: fn(u16) -> bool,
+) -> Result<(Vec<Duration>, u64, Vec<Connection>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for mut connection in connections {
+        let (requests, next, progress) =
+            (Arc::clone(requests), Arc::clone(&next), progress.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = requests.get(index) else {
+                    break;
+                };
+                match connection.send(request).await {
+                    Ok(answer) if accepted(answer.status) => latencies.push(answer.latency),
+                    _ => errors += 1,
+                }
+                progress.inc(1);
+            }
+            (latencies, errors, connection)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests.len());
+    let mut errors = 0;
+    let mut connections = Vec::new();
+    for worker in workers {
+        let (mine, failed, connection) = worker.await?;
+        latencies.extend(mine);
+        errors += failed;
+        connections.push(connection);
+    }
+    Ok((latencies, errors, connections))
+}
+
+/// What an enter's parts cost queue-api, with the same connections and the same
+/// requests as the 64-connection window: the bare HTTP round trip with every layer
+/// (a path no route serves: answered 404 before any token or Redis work), and an
+/// enter without the RSA verification (the same users again: their tokens are in
+/// queue-api's verified-token cache and the script finds their place). The full
+/// enter minus the second is the verification; the second minus the first is the
+/// route's own work, Redis round trip included.
+async fn parts_of_an_enter(
+    connections: Vec<Connection>,
+    enters: &Arc<Vec<Vec<u8>>>,
+    target: &Target,
+    tokens: &[String],
+    cpu: &CpuParts,
+    requests: u32,
+) -> Result<Value> {
+    let unrouted = Target {
+        path: format!("{}/no-such-route", target.path),
+        ..target.clone()
+    };
+    let bare: Arc<Vec<Vec<u8>>> = Arc::new(
+        tokens
+            .iter()
+            .map(|token| unrouted.post_with_token(token))
+            .collect(),
+    );
+    let mut figures = serde_json::Map::new();
+    let mut connections = connections;
+    for (name, batch, accepted) in [
+        (
+            "unrouted",
+            &bare,
+            (|status| status == 404) as fn(u16) -> bool,
+        ),
+        ("enter_again", enters, |status| status == 200),
+    ] {
+        let progress = bar(u64::from(requests), name);
+        let before = cpu.snapshot();
+        let (_, errors, open) = drive(connections, batch, progress.clone(), accepted).await?;
+        progress.finish();
+        connections = open;
+        figures.insert(
+            name.to_owned(),
+            json!({"errors": errors, "cpu": cpu.snapshot().since(&before, u64::from(requests))}),
+        );
+    }
+    Ok(Value::Object(figures))
 }
 
 /// Calls and Redis' own microseconds per call of every script run (`EVALSHA`) since

@@ -356,6 +356,14 @@ fn cpu_table(report: &Value) -> String {
             "enter, 256 conns (per request)",
             &report["enter"]["c256"]["cpu"],
         ),
+        (
+            "unrouted request, 64 conns: HTTP and middleware only",
+            &report["enter"]["parts"]["unrouted"]["cpu"],
+        ),
+        (
+            "enter again, 64 conns: cached token, place found",
+            &report["enter"]["parts"]["enter_again"]["cpu"],
+        ),
         ("draw pipeline (per draw)", &report["draw"]["cpu"]),
     ];
     let windows: Vec<_> = windows
