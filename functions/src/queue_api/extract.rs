@@ -2,7 +2,6 @@
 //! malformed body gets the API's JSON error shape, and the per-address limit.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
@@ -48,7 +47,7 @@ impl FromRequestParts<AppState> for Caller {
         let user = state.auth.authenticate(header).await?;
         state
             .user_limits
-            .check(&user.member(), Instant::now())
+            .check(&user.member())
             .map_err(ApiError::RateLimited)?;
         Ok(Caller(user))
     }
@@ -107,7 +106,7 @@ pub(crate) async fn limit_by_address(
     next: Next,
 ) -> Response {
     if let Some(address) = client_address(&request, state.trusted_proxy_hops)
-        && let Err(wait) = state.ip_limits.check(&address.to_string(), Instant::now())
+        && let Err(wait) = state.ip_limits.check(&address)
     {
         return ApiError::RateLimited(wait).into_response();
     }

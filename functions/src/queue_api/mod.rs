@@ -143,9 +143,9 @@ pub struct AppParts {
     /// Token verification.
     pub auth: Arc<Authenticator>,
     /// Per-user limits.
-    pub user_limits: Arc<Limiter>,
+    pub user_limits: Arc<Limiter<String>>,
     /// Per-address limits.
-    pub ip_limits: Arc<Limiter>,
+    pub ip_limits: Arc<Limiter<std::net::IpAddr>>,
     /// Result streams.
     pub streams: StreamHub,
     /// How many `X-Forwarded-For` entries the trusted proxies append.
