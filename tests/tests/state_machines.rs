@@ -722,6 +722,12 @@ async fn a_shuffle_cut_short_is_finished_from_its_own_plan() {
         .plan_shuffle(&event.event, |members| members.reverse())
         .await
         .expect("plan");
+    let ttl: i64 = event
+        .redis
+        .ttl(event.keys.shuffle_plan())
+        .await
+        .expect("TTL");
+    assert_eq!(ttl, -1, "a whole plan never expires");
     let first = RetickScript::default()
         .call(&mut event.redis, &event.keys, 2)
         .await

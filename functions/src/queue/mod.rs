@@ -326,17 +326,25 @@ impl QueueStore {
                 .zip(&members)
                 .map(|(place, member)| format!("{}|{}|{member}", place.position, place.ticket))
                 .collect();
-            // Each writer stages under its own name; the first whole plan wins.
+            // Each writer stages under its own name; the first whole plan wins. A
+            // writer that stops while staging leaves nothing for long: the staging
+            // key expires, and only a whole plan loses its expiry.
             let staging = format!("{}:{:016x}", keys.shuffle_staging(), rand::random::<u64>());
             for slice in steps.chunks(10_000) {
-                let _: () = redis.rpush(&staging, slice).await?;
+                let _: () = redis::pipe()
+                    .rpush(&staging, slice)
+                    .expire(&staging, 3_600)
+                    .query_async(&mut redis)
+                    .await?;
             }
             let won: bool = redis::cmd("RENAMENX")
                 .arg(&staging)
                 .arg(keys.shuffle_plan())
                 .query_async(&mut redis)
                 .await?;
-            if !won {
+            if won {
+                let _: () = redis.persist(keys.shuffle_plan()).await?;
+            } else {
                 let _: () = redis.del(&staging).await?;
             }
         }
