@@ -51,6 +51,13 @@ impl UserRecord {
         }
     }
 
+    /// Whether this user still holds the place in line taken with `ticket`: they
+    /// wait, and with that very ticket. A line entry for any other ticket is stale:
+    /// the user left the line another way (drawn, answered, given a new ticket).
+    pub fn waits_with(&self, ticket: u64) -> bool {
+        self.state == UserState::Waiting && self.ticket == ticket
+    }
+
     /// The stored form.
     pub fn encode(&self) -> String {
         let mut text = format!("{}|{}|{}", self.state.code(), self.ticket, self.last_seen_s);
@@ -96,6 +103,20 @@ impl UserRecord {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_a_waiting_user_with_that_ticket_holds_the_place() {
+        let waiting = UserRecord::waiting(7, 0);
+        assert!(waiting.waits_with(7));
+        assert!(
+            !waiting.waits_with(8),
+            "re-ticketed: the old entry is stale"
+        );
+        for state in UserState::ALL {
+            let record = UserRecord { state, ..waiting };
+            assert_eq!(record.waits_with(7), state == UserState::Waiting, "{state}");
+        }
+    }
 
     #[test]
     fn the_format_is_pinned() {

@@ -10,7 +10,7 @@ pub mod scripts;
 use std::collections::HashMap;
 
 use anyhow::Result;
-use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord, UserState};
+use dropgate_core::{EventId, EventState, PlatformId, UserKey, UserRecord};
 use redis::AsyncCommands;
 
 use crate::config::RedisArgs;
@@ -279,9 +279,7 @@ impl QueueStore {
                 record
                     .as_deref()
                     .and_then(|text| UserRecord::decode(text).ok())
-                    .is_some_and(|record| {
-                        record.state == UserState::Waiting && record.ticket == entry.ticket
-                    })
+                    .is_some_and(|record| record.waits_with(entry.ticket))
             })
             .map(|(found, _)| found)
             .collect())

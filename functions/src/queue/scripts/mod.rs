@@ -121,7 +121,8 @@ fn prelude(body: &str) -> String {
 /// Reads one entry of an event's line (`<ticket>|<member>`, keys.rs' `LineEntry`)
 /// and the member's record. The state code and last-seen time come back only while
 /// the record still holds this ticket; otherwise the entry is stale (the user left
-/// the line another way) and `code` is nil. An entry that is not in the format gives
+/// the line another way) and `code` is nil. The ticket half of core's
+/// `UserRecord::waits_with`; the state is left to the caller's STEP table. An entry that is not in the format gives
 /// nil ticket.
 const READ_LINE_ENTRY: &str = r"local function read_line_entry(users, entry)
   local ticket, member = string.match(entry, '^(%d+)|(.+)$')
