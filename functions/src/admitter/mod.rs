@@ -394,11 +394,11 @@ impl Admitter {
         let lease_value = Lease::value(&self.instance, token);
         let mut view = self.read(event).await?;
         if view.shuffling {
-            // A shuffle whose operator stopped part-way: its plan is whole (it is
-            // written before any step is applied), so finishing it needs no seed, and
-            // the line cannot move until it is finished.
+            // The operator's command applies the plan too, but may have stopped: the
+            // plan is whole (written before any step is applied), so finishing it
+            // needs no seed, and the line cannot move until it is finished.
             let moved = self.store.apply_shuffle_plan(event).await?;
-            tracing::warn!(%event, moved, "finished applying a pre-queue shuffle left part-way");
+            tracing::info!(%event, moved, "applied the rest of a pre-queue shuffle plan");
         }
         if view.legacy_queue {
             let moved = self.join_legacy_queue.call(&mut self.redis, &keys).await?;
