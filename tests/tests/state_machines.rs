@@ -791,3 +791,67 @@ async fn a_shuffle_cut_short_is_finished_from_its_own_plan() {
         "once the plan is applied the line moves again"
     );
 }
+
+/// Two operators open the same pre-queue at once, each with its own order: only one
+/// plan is applied, whole, and nobody ends with two places or none. A third, later,
+/// finds the line shuffled and leaves it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_shuffles_at_once_apply_one_plan() {
+    let stack = TestStack::shared().await;
+    let event = Event::new(stack, EventState::Scheduled).await;
+    let users: Vec<UserKey> = (1..=40)
+        .map(|n| UserKey::parse("shop", &format!("early{n}")).expect("valid"))
+        .collect();
+    for user in &users {
+        event
+            .store
+            .enter(&event.event, user, now_s())
+            .await
+            .expect("enter");
+    }
+    let reversed = event
+        .store
+        .shuffle_line(&event.event, |members| members.reverse());
+    let rotated = event
+        .store
+        .shuffle_line(&event.event, |members| members.rotate_left(7));
+    let (first, second) = tokio::join!(reversed, rotated);
+    let moved = first.expect("first shuffle") + second.expect("second shuffle");
+    assert_eq!(moved, 40, "every user moved once, by one of the two");
+
+    let line: Vec<String> = event
+        .store
+        .in_line(&event.event)
+        .await
+        .expect("line")
+        .into_iter()
+        .map(|place| place.member)
+        .collect();
+    let arrival: Vec<String> = users.iter().map(UserKey::member).collect();
+    let mut by_reversal = arrival.clone();
+    by_reversal.reverse();
+    let mut by_rotation = arrival;
+    by_rotation.rotate_left(7);
+    assert!(
+        line == by_reversal || line == by_rotation,
+        "one whole plan, not a mix: {line:?}"
+    );
+
+    let again = event
+        .store
+        .shuffle_line(&event.event, |_| {
+            panic!("a shuffled line is not planned again")
+        })
+        .await
+        .expect("a late shuffle");
+    assert_eq!(again, 0);
+    let after: Vec<String> = event
+        .store
+        .in_line(&event.event)
+        .await
+        .expect("line")
+        .into_iter()
+        .map(|place| place.member)
+        .collect();
+    assert_eq!(after, line, "the order stands");
+}

@@ -55,6 +55,11 @@ impl EventKeys {
     pub fn shuffle_plan(&self) -> String {
         self.key("shuffle")
     }
+    /// STRING set once the pre-queue shuffle's plan is applied: the line is shuffled
+    /// once, so no later plan reorders it again.
+    pub fn shuffled(&self) -> String {
+        self.key("shuffled")
+    }
     /// LIST where the shuffle's plan is written before it becomes
     /// [`EventKeys::shuffle_plan`] in one rename: a plan is either whole or absent.
     pub fn shuffle_staging(&self) -> String {
@@ -198,6 +203,7 @@ mod tests {
             keys.legacy_queue(),
             keys.shuffle_plan(),
             keys.shuffle_staging(),
+            keys.shuffled(),
             keys.users(),
             keys.serving(),
             keys.admitting(),

@@ -302,8 +302,9 @@ impl QueueStore {
     }
 
     /// Writes the plan of [`QueueStore::shuffle_line`] unless one is already there
-    /// (then `shuffle` is not called). Until the plan is applied nobody is admitted
-    /// or swept from the line.
+    /// or the line was shuffled already (then `shuffle` is not called, or its plan is
+    /// dropped when another one got in first). Until the plan is applied nobody is
+    /// admitted or swept from the line.
     pub async fn plan_shuffle(
         &self,
         event: &EventId,
@@ -311,8 +312,12 @@ impl QueueStore {
     ) -> Result<()> {
         let keys = EventKeys::new(event);
         let mut redis = self.redis.clone();
-        let planned: bool = redis.exists(keys.shuffle_plan()).await?;
-        if !planned {
+        let (planned, shuffled): (bool, bool) = redis::pipe()
+            .exists(keys.shuffle_plan())
+            .exists(keys.shuffled())
+            .query_async(&mut redis)
+            .await?;
+        if !planned && !shuffled {
             let users = self.in_line(event).await?;
             if users.is_empty() {
                 return Ok(());
@@ -324,9 +329,10 @@ impl QueueStore {
                 .zip(&members)
                 .map(|(place, member)| format!("{}|{}|{member}", place.position, place.ticket))
                 .collect();
-            // Each writer stages under its own name; the first whole plan wins. A
-            // writer that stops while staging leaves nothing for long: the staging
-            // key expires, and only a whole plan loses its expiry.
+            // Each writer stages under its own name; the first whole plan wins, and
+            // none after the line was shuffled. A writer that stops while staging
+            // leaves nothing for long: the staging key expires, and only a whole
+            // plan loses its expiry.
             let staging = format!("{}:{:016x}", keys.shuffle_staging(), rand::random::<u64>());
             for slice in steps.chunks(10_000) {
                 let _: () = redis::pipe()
@@ -335,16 +341,7 @@ impl QueueStore {
                     .query_async(&mut redis)
                     .await?;
             }
-            let won: bool = redis::cmd("RENAMENX")
-                .arg(&staging)
-                .arg(keys.shuffle_plan())
-                .query_async(&mut redis)
-                .await?;
-            if won {
-                let _: () = redis.persist(keys.shuffle_plan()).await?;
-            } else {
-                let _: () = redis.del(&staging).await?;
-            }
+            self.retick.install(&mut redis, &keys, &staging).await?;
         }
         Ok(())
     }

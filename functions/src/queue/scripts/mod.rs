@@ -224,6 +224,7 @@ mod tests {
             mark_sold_out::BODY,
             raise_seq::BODY,
             retick::BODY,
+            retick::INSTALL_BODY,
             status::BODY,
             sweep::BODY,
         ];

@@ -5,7 +5,8 @@
 -- step is applied once. Nobody takes users off the line while a plan exists (admit
 -- and sweep wait), so positions hold; a step whose position no longer holds its
 -- ticket fails the whole call before anything is written.
--- KEYS: 1 line, 2 users, 3 plan
+-- The last step marks the line shuffled, so no later plan reorders it again.
+-- KEYS: 1 line, 2 users, 3 plan, 4 shuffled mark
 -- ARGV: 1 most steps to apply
 -- Returns {users moved, steps left in the plan}.
 local plan = redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)
@@ -33,4 +34,8 @@ for _, step in ipairs(steps) do
   end
 end
 redis.call('LTRIM', KEYS[3], #plan, -1)
-return {moved, redis.call('LLEN', KEYS[3])}
+local left = redis.call('LLEN', KEYS[3])
+if left == 0 then
+  redis.call('SET', KEYS[4], '1')
+end
+return {moved, left}

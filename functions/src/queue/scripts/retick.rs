@@ -8,14 +8,22 @@ use crate::queue::EventKeys;
 
 /// The script text, without the prelude.
 pub const BODY: &str = include_str!("retick.lua");
+/// The text of the script that installs a staged plan.
+pub const INSTALL_BODY: &str = include_str!("install_shuffle_plan.lua");
 
-/// The loaded script.
+/// The loaded scripts.
 #[derive(Debug, Clone)]
-pub struct RetickScript(LuaScript);
+pub struct RetickScript {
+    apply: LuaScript,
+    install: LuaScript,
+}
 
 impl Default for RetickScript {
     fn default() -> Self {
-        Self(LuaScript::new(BODY))
+        Self {
+            apply: LuaScript::new(BODY),
+            install: LuaScript::new(INSTALL_BODY),
+        }
     }
 }
 
@@ -38,15 +46,34 @@ impl RetickScript {
         steps: usize,
     ) -> Result<Reticked> {
         let (moved, left): (u64, u64) = self
-            .0
+            .apply
             .prepare()
             .key(keys.line())
             .key(keys.users())
             .key(keys.shuffle_plan())
+            .key(keys.shuffled())
             .arg(steps)
             .invoke_async(redis)
             .await
             .context("The shuffle step failed")?;
         Ok(Reticked { moved, left })
+    }
+
+    /// Makes the plan staged in `staging` the plan of `keys`' event, unless one is
+    /// being applied or the line was shuffled already; true when it did.
+    pub async fn install(
+        &self,
+        redis: &mut impl ConnectionLike,
+        keys: &EventKeys,
+        staging: &str,
+    ) -> Result<bool> {
+        self.install
+            .prepare()
+            .key(staging)
+            .key(keys.shuffle_plan())
+            .key(keys.shuffled())
+            .invoke_async(redis)
+            .await
+            .context("Failed to install the shuffle plan")
     }
 }
