@@ -1,6 +1,6 @@
 //! The one error type of the public API. Every failure a client can cause is a 4xx
 //! with a stable snake_case code; server-side causes are a 5xx with fixed text, the
-//! cause logged inside the request's span. The body is always
+//! cause logged with the request's method and route (see [`Failure`]). The body is always
 //! `{"error": {"code": "...", "message": "..."}}`.
 
 use std::time::Duration;
@@ -124,15 +124,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %format!("{cause:#}"), "request failed: Redis unavailable");
-            }
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %format!("{cause:#}"), "request failed: internal error");
-            }
-            _ => {}
-        }
+        let failure = match &self {
+            ApiError::Unavailable(cause) => Some(Failure {
+                internal: false,
+                cause: format!("{cause:#}"),
+            }),
+            ApiError::Internal(cause) => Some(Failure {
+                internal: true,
+                cause: format!("{cause:#}"),
+            }),
+            _ => None,
+        };
         let status = self.status();
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
@@ -152,8 +154,25 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"dropgate\""),
             );
         }
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         response
     }
+}
+
+/// A server-side cause behind a 5xx answer, for the log. It travels in the response's
+/// extensions to the API router's metrics layer, which logs it once with the request's
+/// method, route and status: the handler that failed does not know its route, and
+/// the per-request span that would carry them costs every request (see
+/// `telemetry::request_spans`).
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// An internal error (logged as an error); otherwise Redis was unavailable (a
+    /// warning: clients are told to retry).
+    pub(crate) internal: bool,
+    /// The cause, with its chain.
+    pub(crate) cause: String,
 }
 
 /// Redis and other infrastructure failures are "unavailable" to the client.

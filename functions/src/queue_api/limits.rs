@@ -66,8 +66,9 @@ impl<K: Hash + Eq + Clone, C: Clock> Limiter<K, C> {
             .is_multiple_of(LOOK_EVERY)
             && limiter.len() > FORGET_IDLE_ABOVE
         {
+            // The map keeps its capacity: the next crowd of new keys fills it again,
+            // and shrinking it only to grow it back rehashes every key twice.
             limiter.retain_recent();
-            limiter.shrink_to_fit();
         }
         limiter
             .check_key(key)

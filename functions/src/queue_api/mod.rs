@@ -174,7 +174,7 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
         .clone()
         .map(dev::router)
         .unwrap_or_default();
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .route(
             "/v1/events/{event_id}/fairness",
@@ -200,8 +200,15 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
         ))
         .layer(axum::middleware::from_fn(ops::record_metrics))
         .layer(crate::telemetry::request_spans())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(cors(cors_origins))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Without allowed origins the API is same-origin only, which browsers enforce
+    // themselves; a CORS layer allowing nothing would only cost every request its
+    // clone (the layer's lists are copied per request).
+    let router = match cors(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
                 "handler panicked"
@@ -236,12 +243,16 @@ pub fn ops_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// The CORS layer for `origins`, or `None` when no origin is allowed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
         .collect();
-    CorsLayer::new()
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
@@ -249,7 +260,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             axum::http::header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
         ])
-        .max_age(Duration::from_secs(600))
+        .max_age(Duration::from_secs(600));
+    Some(layer)
 }
 
 /// A bound, ready-to-serve queue-api.

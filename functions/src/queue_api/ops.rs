@@ -1,5 +1,5 @@
 //! Health, readiness and Prometheus metrics, and the middleware that records request
-//! counts and latencies by route and status.
+//! counts and latencies by route and status and logs server-side failures.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::error::Failure;
 use crate::telemetry::prometheus;
 
 /// `GET /healthz`: the process is up.
@@ -65,19 +66,38 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts every request and times it, labelled by matched route and status.
+/// Counts every request and times it, labelled by matched route and status; logs the
+/// cause of a server-side failure with the request's method and route.
 pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let (requests, duration) = request_metrics(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        &method,
-        response.status().as_u16(),
-    );
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = response.status().as_u16();
+    let (requests, duration) = request_metrics(route, &method, status);
     requests.increment(1);
     duration.record(started.elapsed().as_secs_f64());
+    if let Some(failure) = response.extensions().get::<Failure>() {
+        let (method, error) = (method.as_str(), failure.cause.as_str());
+        if failure.internal {
+            tracing::error!(
+                method,
+                route,
+                status,
+                error,
+                "request failed: internal error"
+            );
+        } else {
+            tracing::warn!(
+                method,
+                route,
+                status,
+                error,
+                "request failed: Redis unavailable"
+            );
+        }
+    }
     response
 }
 
@@ -132,4 +152,86 @@ fn request_metrics(route: &str, method: &Method, status: u16) -> RequestMetrics 
         .or_default()
         .insert(key, handles.clone());
     handles
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::queue_api::ApiError;
+
+    /// Log output, kept for the assertions.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_server_side_failure_is_logged_once_with_its_method_route_and_cause() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = Router::new()
+            .route(
+                "/v1/events/{event_id}/queue",
+                get(|| async {
+                    Err::<(), _>(ApiError::Internal(
+                        anyhow::anyhow!("disk on fire").context("reading the record"),
+                    ))
+                }),
+            )
+            .route(
+                "/v1/events/{event_id}/queue/me",
+                get(|| async { Err::<(), _>(ApiError::NotInQueue) }),
+            )
+            .layer(axum::middleware::from_fn(record_metrics));
+        for path in ["/v1/events/e1/queue", "/v1/events/e1/queue/me"] {
+            let request = Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            router.clone().oneshot(request).await.expect("answered");
+        }
+        let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one line for the 500, none for the 404: {text}"
+        );
+        let fields = &lines[0]["fields"];
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(fields["message"], "request failed: internal error");
+        assert_eq!(fields["method"], "GET");
+        assert_eq!(fields["route"], "/v1/events/{event_id}/queue");
+        assert_eq!(fields["status"], 500);
+        assert_eq!(fields["error"], "reading the record: disk on fire");
+    }
 }
