@@ -63,6 +63,7 @@ pub fn default_args(stack: &TestStack, jwks_file: PathBuf) -> ApiArgs {
         header_timeout_ms: 10_000,
         request_timeout_ms: 15_000,
         token_cache: 100_000,
+        http_threads: 0,
         dev_token_key: None,
     }
 }

@@ -1,6 +1,6 @@
 //! Every service binary starts the same way: telemetry first, one "listening" line per
 //! bound port, a span per HTTP request carrying method and route and closed by an event
-//! with status and latency, and a clean stop on SIGTERM.
+//! with status and latency (at debug level), and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -46,7 +46,7 @@ fn message(line: &Value) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
+async fn queue_api_logs_its_port_each_request_in_a_span_serves_on_its_threads_and_stops() {
     let stack = TestStack::shared().await;
     let keys = tempfile::tempdir().expect("tempdir");
     let jwks = keys.path().join("jwks.json");
@@ -54,6 +54,7 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
     let child = Command::new(workspace_binary("queue-api").expect("built"))
         .env_clear()
         .env("DROPGATE_API_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_API_HTTP_THREADS", "3")
         .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
         .env("DROPGATE_REDIS_URL", &stack.env.redis_url)
         .env("DROPGATE_JWKS_FILE", &jwks)
@@ -104,6 +105,36 @@ async fn queue_api_logs_its_port_each_request_in_a_span_and_its_stop() {
         answered["fields"]["latency_ms"].as_f64().is_some(),
         "latency logged: {answered}"
     );
+
+    // Three serving threads, each on a socket of its own: every new connection is
+    // answered, whichever socket the kernel gives it to.
+    let serving_threads = |pid: u32| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the process's threads")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| name.starts_with("api-http-"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        serving_threads(child.0.id()),
+        ["api-http-0", "api-http-1", "api-http-2"]
+    );
+    for _ in 0..24 {
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let status = fresh
+            .get(format!("http://{address}/v1/events/drop-1/queue/me"))
+            .send()
+            .await
+            .expect("every new connection is answered")
+            .status();
+        assert_eq!(status, 401);
+    }
 
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     wait_for(&lines, "the stop line", |line| message(line) == "stopped");
