@@ -108,6 +108,14 @@ pub fn request_spans() -> RequestSpans {
         .on_failure(())
 }
 
+/// Whether [`request_spans`] would write anything: the installed filter lets `debug`
+/// through somewhere. Checked once when a router is built (the filter is fixed for
+/// the process's life); without it the layer is left out, as its latency clock and
+/// response wrapper cost every request for nothing.
+pub fn requests_logged() -> bool {
+    tracing::level_filters::LevelFilter::current() >= tracing::Level::DEBUG
+}
+
 fn request_span(request: &Request) -> Span {
     let route = request
         .extensions()

@@ -225,9 +225,13 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
             request_timeout,
             request_deadline,
         ))
-        .layer(axum::middleware::from_fn(ops::record_metrics))
-        .layer(crate::telemetry::request_spans())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(axum::middleware::from_fn(ops::record_metrics));
+    let router = if crate::telemetry::requests_logged() {
+        router.layer(crate::telemetry::request_spans())
+    } else {
+        router
+    };
+    let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     // Without allowed origins the API is same-origin only, which browsers enforce
     // themselves; a CORS layer allowing nothing would only cost every request its
     // clone (the layer's lists are copied per request).
