@@ -465,7 +465,8 @@ impl Application {
 ///
 /// `SO_REUSEPORT` would also let this process share a port another process of the same
 /// user already listens on with it (a second queue-api started by mistake), so a fixed
-/// port is first bound once without it: taken, it fails as any bind would.
+/// port is first bound once without it: taken, it fails as any bind would. Where the
+/// platform refuses `SO_REUSEPORT`, the threads accept on one socket between them.
 fn bind_shared(address: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>> {
     let socket_for = |address: SocketAddr| {
         let socket = if address.is_ipv4() {
@@ -485,12 +486,28 @@ fn bind_shared(address: SocketAddr, count: usize) -> Result<Vec<std::net::TcpLis
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let socket = socket_for(address)?;
-        socket.set_reuseport(true)?;
+        if let Err(error) = socket.set_reuseport(true) {
+            tracing::warn!(%error, "SO_REUSEPORT refused: the serving threads share one socket");
+            return bind_one_for_all(address, count);
+        }
         socket.bind(address)?;
         let listener = socket.listen(1024)?;
         address = listener.local_addr()?;
         listeners.push(listener.into_std()?);
     }
+    Ok(listeners)
+}
+
+/// One listening socket on `address`, duplicated for each of `count` serving threads:
+/// each accepts from the same queue, the thread that wakes first taking a connection.
+fn bind_one_for_all(address: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    let mut listeners = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        listeners.push(listener.try_clone()?);
+    }
+    listeners.push(listener);
     Ok(listeners)
 }
 
@@ -585,5 +602,81 @@ impl crate::service::Service for Application {
             let _ = shutdown.wait_for(|stopping| *stopping).await;
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// Each listener accepts one connection to the common port and answers it with
+    /// its own index; returns the answers the clients read.
+    fn answers(listeners: Vec<std::net::TcpListener>, connections: usize) -> Vec<u8> {
+        let address = listeners[0].local_addr().expect("bound");
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acceptors: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((mut stream, _)) => {
+                                stream.set_nonblocking(false).expect("blocking stream");
+                                let _ = stream.write_all(&[index as u8]);
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let answers = (0..connections)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(address).expect("connect");
+                let mut byte = [0u8];
+                stream.read_exact(&mut byte).expect("an answer");
+                byte[0]
+            })
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for acceptor in acceptors {
+            acceptor.join().expect("acceptor");
+        }
+        answers
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_socket_on_the_shared_port_is_served_and_a_taken_port_is_refused() {
+        let listeners = bind_shared(SocketAddr::from(([127, 0, 0, 1], 0)), 3).expect("bound");
+        let port = listeners[0].local_addr().expect("bound").port();
+        assert!(
+            listeners
+                .iter()
+                .all(|listener| listener.local_addr().expect("bound").port() == port),
+            "one port for all"
+        );
+        let taken = bind_shared(SocketAddr::from(([127, 0, 0, 1], port)), 2);
+        assert!(
+            taken.is_err(),
+            "a port this process already listens on is refused"
+        );
+        // The kernel spreads connections by their addresses: of 60, each of three
+        // sockets gets some, but for a chance of about 1 in 10^10.
+        let mut served = answers(listeners, 60);
+        served.sort_unstable();
+        served.dedup();
+        assert_eq!(served, [0, 1, 2], "every socket took connections");
+    }
+
+    #[test]
+    fn threads_sharing_one_socket_all_accept_from_it() {
+        let listeners = bind_one_for_all(SocketAddr::from(([127, 0, 0, 1], 0)), 3).expect("bound");
+        assert_eq!(listeners.len(), 3);
+        let got = answers(listeners, 30);
+        assert_eq!(got.len(), 30, "every connection answered");
     }
 }
