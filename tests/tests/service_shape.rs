@@ -106,8 +106,9 @@ async fn queue_api_logs_its_port_each_request_in_a_span_serves_on_its_threads_an
         "latency logged: {answered}"
     );
 
-    // Three serving threads, each on a socket of its own: every new connection is
-    // answered, whichever socket the kernel gives it to.
+    // Three serving threads, each on a socket of its own with a Redis connection of its
+    // own: every new connection is answered from Redis (the fairness record of an event
+    // nobody created), whichever socket the kernel gives it to.
     let serving_threads = |pid: u32| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .expect("the process's threads")
@@ -127,13 +128,14 @@ async fn queue_api_logs_its_port_each_request_in_a_span_serves_on_its_threads_an
             .pool_max_idle_per_host(0)
             .build()
             .expect("client");
-        let status = fresh
-            .get(format!("http://{address}/v1/events/drop-1/queue/me"))
+        let answer = fresh
+            .get(format!("http://{address}/v1/events/no-such-drop/fairness"))
             .send()
             .await
-            .expect("every new connection is answered")
-            .status();
-        assert_eq!(status, 401);
+            .expect("every new connection is answered");
+        assert_eq!(answer.status(), 404);
+        let body: Value = answer.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "unknown_event");
     }
 
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("SIGTERM");

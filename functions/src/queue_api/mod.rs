@@ -220,12 +220,23 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
         .merge(page::router(cors_origins, state.dev_tokens.is_some()))
         .merge(dev)
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            request_deadline,
-        ))
-        .layer(axum::middleware::from_fn(ops::record_metrics));
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    with_request_layers(router, cors_origins, request_timeout).with_state(state)
+}
+
+/// The layers every request of the public router passes, from the innermost: the
+/// request deadline, the trace layer (only when `debug` lines are written), the body
+/// limit, CORS (only with allowed origins), the panic catcher, and outermost the
+/// metrics layer, which so also counts and logs the 500 a caught panic becomes.
+fn with_request_layers<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cors_origins: &[String],
+    request_timeout: Duration,
+) -> Router<S> {
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        request_timeout,
+        request_deadline,
+    ));
     let router = if crate::telemetry::requests_logged() {
         router.layer(crate::telemetry::request_spans())
     } else {
@@ -240,12 +251,20 @@ pub fn app(state: AppState, cors_origins: &[String], request_timeout: Duration) 
         None => router,
     };
     router
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
-                "handler panicked"
-            )))
-        }))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_answer))
+        .layer(axum::middleware::from_fn(ops::record_metrics))
+}
+
+/// The 500 a panicking handler is answered with; its message goes to the log.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
+        "handler panicked: {message}"
+    )))
 }
 
 /// Answers 408 `request_timeout` when the handler has not produced its response head
@@ -410,52 +429,76 @@ impl Application {
     }
 
     /// Serves until `stop` resolves, then stops accepting, tells open streams to
-    /// reconnect elsewhere, and drains in-flight requests (bounded by 10 s). Fails when
-    /// a serving thread cannot start (its Redis connection) or ends before `stop`.
+    /// reconnect elsewhere, and drains in-flight requests (bounded by 10 s). The ops
+    /// port (readiness included) answers once every serving thread has its Redis
+    /// connection. Fails when a serving thread cannot start or ends before `stop`.
     pub async fn run_until_stopped(
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let shutdown = self.shutdown.clone();
         let streams = self.streams.clone();
-        // The ops port answers through the drain, so probes see the process until it
-        // exits; it goes with the task.
-        let ops = tokio::spawn(axum::serve(self.ops_listener, self.ops_router).into_future());
-        let _stop_ops = AbortOnDrop(ops);
-        let mut serving = futures_util::stream::FuturesUnordered::new();
+        let mut starting = Vec::with_capacity(self.listeners.len());
         for (index, listener) in self.listeners.into_iter().enumerate() {
-            serving.push(serve_on_thread(
+            starting.push(serve_on_thread(
                 index,
                 listener,
                 self.serving.clone(),
                 self.shutdown.subscribe(),
             )?);
         }
-        let threads = serving.len();
+        let threads = starting.len();
+        let mut serving = futures_util::stream::FuturesUnordered::new();
+        let mut failed_start = None;
+        for thread in starting {
+            if thread.ready.await.is_err() && failed_start.is_none() {
+                failed_start = Some(match thread.ended.await {
+                    Ok(Err(error)) => error,
+                    _ => anyhow::anyhow!("a serving thread stopped before it served"),
+                });
+            } else {
+                serving.push(thread.ended);
+            }
+        }
+        let drain = |serving: futures_util::stream::FuturesUnordered<_>| async move {
+            let mut serving = serving;
+            let drained = async { while serving.next().await.is_some() {} };
+            if tokio::time::timeout(Duration::from_secs(10), drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain took longer than 10 s; exiting anyway");
+            }
+        };
+        if let Some(error) = failed_start {
+            let _ = shutdown.send(true);
+            drain(serving).await;
+            return Err(error);
+        }
+        // The ops port answers through the drain, so probes see the process until it
+        // exits; it goes with the task.
+        let ops = tokio::spawn(axum::serve(self.ops_listener, self.ops_router).into_future());
+        let _stop_ops = AbortOnDrop(ops);
         tokio::pin!(stop);
         let early_end = tokio::select! {
             ended = serving.next() => Some(ended),
             () = &mut stop => None,
         };
-        tracing::info!(
-            open_streams = streams.open(),
-            "shutting down: closing streams, draining requests"
-        );
+        if early_end.is_none() {
+            tracing::info!(
+                open_streams = streams.open(),
+                "shutting down: closing streams, draining requests"
+            );
+        }
         let _ = shutdown.send(true);
-        if let Some(ended) = early_end {
-            return Err(match ended {
-                Some(Ok(Err(error))) => error,
-                _ => anyhow::anyhow!("a serving thread of {threads} stopped unasked"),
-            });
+        drain(serving).await;
+        match early_end {
+            None => Ok(()),
+            Some(Some(Ok(Err(error)))) => Err(error),
+            Some(_) => Err(anyhow::anyhow!(
+                "a serving thread of {threads} stopped unasked"
+            )),
         }
-        let drained = async { while serving.next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drained)
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain took longer than 10 s; exiting anyway");
-        }
-        Ok(())
     }
 }
 
@@ -488,6 +531,7 @@ fn bind_shared(address: SocketAddr, count: usize) -> Result<Vec<std::net::TcpLis
         let socket = socket_for(address)?;
         if let Err(error) = socket.set_reuseport(true) {
             tracing::warn!(%error, "SO_REUSEPORT refused: the serving threads share one socket");
+            drop(listeners);
             return bind_one_for_all(address, count);
         }
         socket.bind(address)?;
@@ -511,15 +555,22 @@ fn bind_one_for_all(address: SocketAddr, count: usize) -> Result<Vec<std::net::T
     Ok(listeners)
 }
 
+/// A serving thread as it starts: `ready` fires once it has its Redis connection
+/// (dropped unfired if it never gets one), `ended` says how it ended.
+struct ServingThread {
+    ready: tokio::sync::oneshot::Receiver<()>,
+    ended: tokio::sync::oneshot::Receiver<Result<()>>,
+}
+
 /// Starts a thread serving `listener` on a single-threaded runtime of its own, with its
-/// own Redis connection, until `shutdown` turns true (or its sender is gone); the
-/// returned receiver says how it ended.
+/// own Redis connection, until `shutdown` turns true (or its sender is gone).
 fn serve_on_thread(
     index: usize,
     listener: std::net::TcpListener,
     serving: Serving,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
+) -> Result<ServingThread> {
+    let (ready, ready_rx) = tokio::sync::oneshot::channel();
     let (ended, ended_rx) = tokio::sync::oneshot::channel();
     let run = move || -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -535,6 +586,7 @@ fn serve_on_thread(
                 &serving.cors_origins,
                 serving.request_timeout,
             );
+            let _ = ready.send(());
             let stop = async move {
                 let _ = shutdown.wait_for(|stopping| *stopping).await;
             };
@@ -548,7 +600,10 @@ fn serve_on_thread(
             let _ = ended.send(run());
         })
         .context("Failed to start a serving thread")?;
-    Ok(ended_rx)
+    Ok(ServingThread {
+        ready: ready_rx,
+        ended: ended_rx,
+    })
 }
 
 /// Aborts a background task when dropped, also on an early return.
@@ -608,8 +663,124 @@ impl crate::service::Service for Application {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use tower::ServiceExt;
 
     use super::*;
+
+    /// Log output, kept for the assertions.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn panics() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn server_side_failures_and_panics_are_logged_once_with_method_route_and_cause() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let routes = Router::new()
+            .route(
+                "/v1/events/{event_id}/queue",
+                post(|| async {
+                    Err::<(), _>(ApiError::Internal(
+                        anyhow::anyhow!("disk on fire").context("reading the record"),
+                    ))
+                }),
+            )
+            .route(
+                "/v1/events/{event_id}/queue/me",
+                get(|| async { Err::<(), _>(ApiError::Unavailable(anyhow::anyhow!("refused"))) }),
+            )
+            .route("/v1/events/{event_id}/fairness", get(panics))
+            .route(
+                "/v1/events/{event_id}/fairness/log",
+                get(|| async { Err::<(), _>(ApiError::NotInQueue) }),
+            );
+        let router = with_request_layers(routes, &[], Duration::from_secs(15));
+        for (method, path, status) in [
+            (Method::POST, "/v1/events/e1/queue", 500),
+            (Method::GET, "/v1/events/e1/queue/me", 503),
+            (Method::GET, "/v1/events/e1/fairness", 500),
+            (Method::GET, "/v1/events/e1/fairness/log", 404),
+        ] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("answered");
+            assert_eq!(response.status().as_u16(), status, "{path}");
+        }
+        let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect();
+        let seen: Vec<(&str, &str, &str, u64, &str)> = lines
+            .iter()
+            .map(|line| {
+                let fields = &line["fields"];
+                (
+                    line["level"].as_str().unwrap_or_default(),
+                    fields["method"].as_str().unwrap_or_default(),
+                    fields["route"].as_str().unwrap_or_default(),
+                    fields["status"].as_u64().unwrap_or_default(),
+                    fields["error"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "ERROR",
+                    "POST",
+                    "/v1/events/{event_id}/queue",
+                    500,
+                    "reading the record: disk on fire"
+                ),
+                (
+                    "WARN",
+                    "GET",
+                    "/v1/events/{event_id}/queue/me",
+                    503,
+                    "refused"
+                ),
+                (
+                    "ERROR",
+                    "GET",
+                    "/v1/events/{event_id}/fairness",
+                    500,
+                    "handler panicked: boom"
+                ),
+            ],
+            "one line per server-side failure, none for the 404: {text}"
+        );
+    }
 
     /// Each listener accepts one connection to the common port and answers it with
     /// its own index; returns the answers the clients read.
@@ -673,7 +844,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_sharing_one_socket_all_accept_from_it() {
+    fn threads_sharing_one_socket_answer_every_connection() {
         let listeners = bind_one_for_all(SocketAddr::from(([127, 0, 0, 1], 0)), 3).expect("bound");
         assert_eq!(listeners.len(), 3);
         let got = answers(listeners, 30);
