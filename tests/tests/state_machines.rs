@@ -106,6 +106,31 @@ impl Event {
         UserRecord::decode(&text).expect("record")
     }
 
+    /// Enters users `shop:early1` to `shop:early<count>`, in that order.
+    async fn enter_early(&self, count: usize) -> Vec<UserKey> {
+        let users: Vec<UserKey> = (1..=count)
+            .map(|n| UserKey::parse("shop", &format!("early{n}")).expect("valid"))
+            .collect();
+        for user in &users {
+            self.store
+                .enter(&self.event, user, now_s())
+                .await
+                .expect("enter");
+        }
+        users
+    }
+
+    /// The members waiting in line, head first (stale entries left out).
+    async fn members_in_line(&self) -> Vec<String> {
+        self.store
+            .in_line(&self.event)
+            .await
+            .expect("line")
+            .into_iter()
+            .map(|place| place.member)
+            .collect()
+    }
+
     /// Entries in line, stale ones included.
     async fn line_length(&mut self) -> u64 {
         self.redis.llen(self.keys.line()).await.expect("LLEN")
@@ -707,16 +732,7 @@ async fn the_draw_marks_sold_out_only_where_event_step_allows() {
 async fn a_shuffle_cut_short_is_finished_from_its_own_plan() {
     let stack = TestStack::shared().await;
     let mut event = Event::new(stack, EventState::Open).await;
-    let users: Vec<UserKey> = (1..=6)
-        .map(|n| UserKey::parse("shop", &format!("early{n}")).expect("valid"))
-        .collect();
-    for user in &users {
-        event
-            .store
-            .enter(&event.event, user, now_s())
-            .await
-            .expect("enter");
-    }
+    let users = event.enter_early(6).await;
     event
         .store
         .plan_shuffle(&event.event, |members| members.reverse())
@@ -799,16 +815,7 @@ async fn a_shuffle_cut_short_is_finished_from_its_own_plan() {
 async fn two_shuffles_at_once_apply_one_plan() {
     let stack = TestStack::shared().await;
     let event = Event::new(stack, EventState::Scheduled).await;
-    let users: Vec<UserKey> = (1..=40)
-        .map(|n| UserKey::parse("shop", &format!("early{n}")).expect("valid"))
-        .collect();
-    for user in &users {
-        event
-            .store
-            .enter(&event.event, user, now_s())
-            .await
-            .expect("enter");
-    }
+    let users = event.enter_early(40).await;
     let reversed = event
         .store
         .shuffle_line(&event.event, |members| members.reverse());
@@ -819,14 +826,7 @@ async fn two_shuffles_at_once_apply_one_plan() {
     let moved = first.expect("first shuffle") + second.expect("second shuffle");
     assert_eq!(moved, 40, "every user moved once, by one of the two");
 
-    let line: Vec<String> = event
-        .store
-        .in_line(&event.event)
-        .await
-        .expect("line")
-        .into_iter()
-        .map(|place| place.member)
-        .collect();
+    let line = event.members_in_line().await;
     let arrival: Vec<String> = users.iter().map(UserKey::member).collect();
     let mut by_reversal = arrival.clone();
     by_reversal.reverse();
@@ -845,13 +845,6 @@ async fn two_shuffles_at_once_apply_one_plan() {
         .await
         .expect("a late shuffle");
     assert_eq!(again, 0);
-    let after: Vec<String> = event
-        .store
-        .in_line(&event.event)
-        .await
-        .expect("line")
-        .into_iter()
-        .map(|place| place.member)
-        .collect();
+    let after = event.members_in_line().await;
     assert_eq!(after, line, "the order stands");
 }

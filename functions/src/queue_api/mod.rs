@@ -145,7 +145,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The parts of [`AppState`].
+/// The parts of [`AppState`]. A clone shares every part: each serving thread's state
+/// is a clone with its own Redis connection put in.
+#[derive(Clone)]
 pub struct AppParts {
     /// Redis side of the queue.
     pub store: QueueStore,
@@ -172,13 +174,7 @@ impl AppState {
     fn on_connection(&self, store: QueueStore) -> Self {
         AppState(Arc::new(AppParts {
             store,
-            auth: Arc::clone(&self.auth),
-            user_limits: Arc::clone(&self.user_limits),
-            ip_limits: Arc::clone(&self.ip_limits),
-            streams: self.streams.clone(),
-            trusted_proxy_hops: self.trusted_proxy_hops,
-            dev_tokens: self.dev_tokens.clone(),
-            decision_logs: Arc::clone(&self.decision_logs),
+            ..AppParts::clone(&self.0)
         }))
     }
 }
