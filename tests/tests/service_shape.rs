@@ -228,3 +228,107 @@ async fn result_relay_on_pub_sub_serves_pushes_and_ops_on_one_port_and_stops_on_
         "result-relay exits cleanly on SIGTERM: {exit}"
     );
 }
+
+/// A Redis that lets queue-api's first connection through and closes every later one
+/// as it arrives: the process itself connects, its serving threads cannot. It must
+/// never answer ready, and must fail saying why rather than serve on some threads.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_api_whose_serving_threads_cannot_reach_redis_is_never_ready_and_fails() {
+    let stack = TestStack::shared().await;
+    // `redis://127.0.0.1:<port>/0`: the gate stands in for the host and port.
+    let url = &stack.env.redis_url;
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .expect("a Redis URL");
+    let redis_address = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned();
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the gate");
+    let gate_address = gate.local_addr().expect("gate address");
+    let gated_url = url.replacen(&redis_address, &gate_address.to_string(), 1);
+    let gatekeeper = tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = gate.accept().await {
+            if !std::mem::take(&mut first) {
+                continue; // dropped: closed as it arrives
+            }
+            let address = redis_address.clone();
+            tokio::spawn(async move {
+                if let Ok(mut redis) = tokio::net::TcpStream::connect(&address).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut redis).await;
+                }
+            });
+        }
+    });
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _gatekeeper = AbortOnDrop(gatekeeper);
+
+    let keys = tempfile::tempdir().expect("tempdir");
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(&jwks, jwks_for(signing_key())).expect("jwks");
+    let child = Command::new(workspace_binary("queue-api").expect("built"))
+        .env_clear()
+        .env("DROPGATE_API_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_API_HTTP_THREADS", "2")
+        .env("DROPGATE_HEALTH_ADDR", "127.0.0.1:0")
+        .env("DROPGATE_REDIS_URL", gated_url)
+        .env("DROPGATE_JWKS_FILE", &jwks)
+        .env("DROPGATE_JWT_ISSUER", LOCAL_ISSUER)
+        .env("DROPGATE_JWT_AUDIENCE", LOCAL_AUDIENCE)
+        .env("DROPGATE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queue-api starts");
+    let mut child = KillOnDrop(child);
+    let lines = log_lines(&mut child.0);
+    let ops = wait_for(&lines, "the ops port's line", |line| {
+        message(line) == "listening" && line["fields"]["purpose"] == "ops"
+    });
+    let ops_address = ops["fields"]["address"]
+        .as_str()
+        .expect("address logged")
+        .to_owned();
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue-api neither served nor failed within 60 s"
+        );
+        if let Ok(answer) = probe
+            .get(format!("http://{ops_address}/readyz"))
+            .send()
+            .await
+        {
+            assert_ne!(
+                answer.status(),
+                200,
+                "ready although its threads have no Redis"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!exit.success(), "it fails: {exit}");
+    let failed = wait_for(&lines, "the failure line", |line| {
+        line["fields"]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("serving thread could not connect to Redis"))
+    });
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+}
